@@ -1,0 +1,476 @@
+"""Pure aggregation helpers: answer extraction, majority vote, ballots, Borda.
+
+Everything here works on strings and lists already in memory; nothing does I/O
+and nothing raises on model text (only on bad programmer arguments, such as a
+negative label index). The methods:
+
+* majority vote / self-consistency (Wang et al., arXiv 2203.11171): extract
+  each member's short final answer, normalise it, take the most common;
+* peer review (karpathy/llm-council): judges rank anonymised "Response X"
+  labels ending with ``FINAL RANKING:``; ballots are combined with a Borda
+  count normalised by ballot length, and a bootstrap over ballots gives an
+  interval for each score.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+
+# --------------------------------------------------------------------------
+# Answer extraction
+# --------------------------------------------------------------------------
+
+#: Texts of at most this many words are taken whole when no marker is found.
+SHORT_TEXT_WORDS = 6
+#: "yes, because ..." counts as "yes" only when the text is at most this long.
+YES_NO_MAX_WORDS = 12
+
+_ANSWER_TAG = re.compile(r"<(/?)answer>", re.IGNORECASE)
+# "Answer: X", "Final answer: X", "**Answer:** X", "- **Final Answer**: X"
+_ANSWER_LINE = re.compile(
+    r"^[ \t>#*_\-]*(?:final[ \t]+)?answer[ \t*_]*[:：][ \t*_]*(?P<value>[^\n]*)$",
+    re.IGNORECASE | re.MULTILINE,
+)
+# "The answer is X", "the final answer is: X", "The correct option is X"
+_ANSWER_IS = re.compile(
+    r"\b(?:final[ \t]+|correct[ \t]+)?(?:answer|option|choice)[ \t]+is[ \t]*[:：]?[ \t*_]*"
+    r"(?P<value>[^\s,;.][^\n]*)",
+    re.IGNORECASE,
+)
+_BOXED = re.compile(r"\\boxed\s*\{")
+_SENTENCE_END = re.compile(r"\.\s")
+_NEXT_LINE = re.compile(r"\s*([^\n]*)")
+
+
+def extract_answer(text: str) -> str | None:
+    """Return a member's final short answer, normalised, or None.
+
+    Looked for in this order:
+
+    1. the last non-empty ``<answer>...</answer>`` block (case-insensitive; an
+       unclosed final ``<answer>`` counts up to the end of the text). If the
+       block itself contains a marker such as "The answer is 42." the marked
+       value is used;
+    2. the last marker in the text: a line ``Answer: X`` / ``Final answer: X``
+       / ``**Answer:** X`` (an empty one takes the next non-blank line),
+       ``The answer is X.`` or ``\\boxed{X}``;
+    3. the whole text when it is at most six words long.
+
+    Long prose with no marker returns None: it cannot be extracted reliably.
+    The result goes through :func:`normalise_answer`.
+    """
+    if not isinstance(text, str):
+        return None
+    block = _last_answer_block(text)
+    if block is not None:
+        marked = _last_marker(block)
+        return normalise_answer(marked if marked is not None else block)
+    marked = _last_marker(text)
+    if marked is not None:
+        return normalise_answer(marked)
+    bare = _ANSWER_TAG.sub(" ", text)  # only empty blocks are left
+    if len(bare.split()) <= SHORT_TEXT_WORDS:
+        return normalise_answer(bare)
+    return None
+
+
+def _last_answer_block(text: str) -> str | None:
+    """Content of the last non-empty <answer> block, or of a trailing unclosed one.
+
+    One pass over the tags, so hostile text full of unclosed tags stays linear.
+    """
+    block = None
+    open_end = None
+    for tag in _ANSWER_TAG.finditer(text):
+        if not tag.group(1):
+            open_end = tag.end()
+        elif open_end is not None:
+            block = text[open_end:tag.start()].strip() or block
+            open_end = None
+    if open_end is not None:
+        block = text[open_end:].strip() or block
+    return block
+
+
+def _last_marker(text: str) -> str | None:
+    """The value after the last answer marker in ``text``, or None."""
+    candidates: list[tuple[int, str]] = []
+    for match in _ANSWER_LINE.finditer(text):
+        value = match.group("value").strip(" \t*_")
+        if not value:  # "**Final Answer:**" with the value on the next line
+            value = _NEXT_LINE.match(text, match.end()).group(1).strip()
+        if value:
+            candidates.append((match.start(), _first_sentence(value)))
+    for match in _ANSWER_IS.finditer(text):
+        candidates.append((match.start(), _first_sentence(match.group("value"))))
+    boxes = list(_BOXED.finditer(text))
+    if boxes:  # only the last one: an unclosed last box means a cut-off answer
+        value = _balanced_braces(text, boxes[-1].end())
+        if value is not None:
+            candidates.append((boxes[-1].start(), value))
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: c[0])[1]
+
+
+def _first_sentence(value: str) -> str:
+    """Cut ``value`` at the first full stop followed by a space ("42. Because...")."""
+    return _SENTENCE_END.split(value, maxsplit=1)[0].strip()
+
+
+def _balanced_braces(text: str, start: int) -> str | None:
+    """Text from ``start`` up to the brace closing an already-open ``{``."""
+    depth = 1
+    for i in range(start, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i]
+    return None
+
+
+# --------------------------------------------------------------------------
+# Normalisation
+# --------------------------------------------------------------------------
+
+_LATEX_TEXT = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|operatorname)\s*\{([^{}]*)\}")
+_LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
+_LATEX_SPACES = re.compile(r"\\[,;:! ]")
+_QUOTES = "\"'“”‘’«»"
+
+_LETTER_ALONE = re.compile(r"^\(?([a-j])\)?[.:]?$", re.IGNORECASE)
+_LETTER_OPTION = re.compile(r"^(?:option|choice)\s*\(?([a-j])\)?(?:[\s.:)\-].*)?$", re.IGNORECASE | re.DOTALL)
+_LETTER_PAREN_TEXT = re.compile(r"^\(?([a-j])\)\s*\S.*$", re.IGNORECASE | re.DOTALL)
+_LETTER_DOT_TEXT = re.compile(r"^([A-J])[.:]\s+\S.*$", re.DOTALL)  # uppercase only: "a. cat" is prose
+
+_YES_NO = re.compile(r"^(yes|no)\s*(?:$|[,.;:!—–\-])", re.IGNORECASE)
+
+_UNIT_TOKEN = r"(?:[°$€£¥₹]|[^\W\d_])[^\s\d]*"
+_NUMBER = re.compile(
+    r"^(?:[a-z]\s*=\s*)?"                          # optional "x = "
+    r"(?P<sign>[-+])?\s*"
+    r"(?:[$€£¥₹]|usd|eur|gbp)?\s*"                 # optional currency
+    r"(?P<sign2>[-+])?"
+    r"(?:(?P<frac>\d+\s*/\s*\d+)"                  # simple fraction, kept as a/b
+    r"|(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+    r"(?P<exp>[eE][-+]?\d{1,2})?)"
+    rf"\s*(?:%|{_UNIT_TOKEN}(?:\s+{_UNIT_TOKEN}){{0,2}})?$",  # optional unit / percent
+    re.IGNORECASE,
+)
+_LEADING_ARTICLES = re.compile(r"^(?:(?:the|a|an)\s+)+")
+
+
+def normalise_answer(s: str) -> str | None:
+    """Normalise a short answer so equal answers compare equal; None when empty.
+
+    * multiple-choice letter A-J ("B", "(b)", "B)", "b.", "Option B",
+      "B) Paris", "B. Paris") -> "B". A lone "A"/"a" is the letter; "a cat"
+      is a phrase;
+    * yes/no ("Yes.", "no", "yes, because ..." up to twelve words) -> "yes"/"no";
+    * a single number with optional sign, currency, percent or up to three unit
+      words -> its plain decimal form: "1,234.50" -> "1234.5", "$12" -> "12",
+      "12 km" -> "12", "3.0" -> "3", "1e3" -> "1000". Simple fractions stay
+      as fractions ("1/2"); :func:`is_correct` compares them numerically;
+    * anything else -> a phrase: NFKC, lowercased, punctuation removed (dashes
+      become spaces), whitespace collapsed, leading "the"/"a"/"an" dropped.
+    """
+    if not isinstance(s, str):
+        return None
+    text = _clean(s)
+    if not text:
+        return None
+    letter = _as_letter(text)
+    if letter is not None:
+        return letter
+    yes_no = _YES_NO.match(text)
+    if yes_no and len(text.split()) <= YES_NO_MAX_WORDS:
+        return yes_no.group(1).lower()
+    number = _as_number_string(text)
+    if number is not None:
+        return number
+    return _as_phrase(text)
+
+
+def _clean(s: str) -> str:
+    """NFKC, unicode minus, light LaTeX and markdown removal, outer quotes and full stops."""
+    text = unicodedata.normalize("NFKC", s).replace("\u2212", "-")
+    text = _LATEX_TEXT.sub(r"\1", text)
+    text = _LATEX_FRAC.sub(r"\1/\2", text)
+    text = _LATEX_SPACES.sub("", text).replace("\\$", "$").replace("\\%", "%")
+    text = text.replace("*", "").replace("`", "")
+    text = text.strip()
+    if len(text) > 2 and text.startswith("$") and text.endswith("$"):
+        text = text.strip("$").strip()  # inline maths "$x$", not a currency sign
+    text = text.strip(_QUOTES + " \t\n")
+    return text.rstrip(".!?;, \t\n").strip(_QUOTES + " \t\n")
+
+
+def _as_letter(text: str) -> str | None:
+    """The multiple-choice letter ``text`` names, uppercase, or None."""
+    for pattern in (_LETTER_ALONE, _LETTER_OPTION, _LETTER_PAREN_TEXT, _LETTER_DOT_TEXT):
+        match = pattern.match(text)
+        if match:
+            return match.group(1).upper()
+    return None
+
+
+def _as_number_string(text: str) -> str | None:
+    """Canonical string of the single number in ``text`` (with units), or None."""
+    match = _NUMBER.match(text)
+    if not match:
+        return None
+    negative = "-" in (match.group("sign"), match.group("sign2"))
+    if match.group("frac") is not None:
+        numerator, denominator = (p.strip() for p in match.group("frac").split("/"))
+        return f"{'-' if negative else ''}{int(numerator)}/{int(denominator)}"
+    value = Decimal(match.group("num").replace(",", "") + (match.group("exp") or ""))
+    if value == 0:
+        return "0"
+    body = format(value.normalize(), "f")
+    return f"-{body}" if negative else body
+
+
+def _as_phrase(text: str) -> str | None:
+    """Lowercased phrase without punctuation or leading articles; None if empty."""
+    chars = []
+    for ch in text.lower():
+        category = unicodedata.category(ch)
+        if category == "Pd":
+            chars.append(" ")
+        elif not category.startswith("P"):
+            chars.append(ch)
+    phrase = " ".join("".join(chars).split())
+    phrase = _LEADING_ARTICLES.sub("", phrase)
+    return phrase or None
+
+
+def _parse_number(s: str) -> Fraction | None:
+    """Exact value of a normalised number ("12", "-0.5", "1/2"), or None."""
+    if re.fullmatch(r"-?\d+(?:\.\d+)?", s):
+        return Fraction(s)
+    match = re.fullmatch(r"(-?\d+)/(\d+)", s)
+    if match and int(match.group(2)) != 0:
+        return Fraction(int(match.group(1)), int(match.group(2)))
+    return None
+
+
+def is_correct(predicted: str | None, expected: str) -> bool:
+    """Exact match after :func:`normalise_answer` on both sides.
+
+    When both sides are numbers (fractions included) they are compared
+    numerically with an absolute tolerance of 1e-9, so "0.5" matches "1/2".
+    A missing prediction is never correct.
+    """
+    if predicted is None:
+        return False
+    got, want = normalise_answer(predicted), normalise_answer(expected)
+    if got is None or want is None:
+        return False
+    got_number, want_number = _parse_number(got), _parse_number(want)
+    if got_number is not None and want_number is not None:
+        return abs(got_number - want_number) <= Fraction(1, 10**9)
+    return got == want
+
+
+# --------------------------------------------------------------------------
+# Majority vote
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """Result of a majority vote over members' extracted answers.
+
+    ``share`` is the winner's count divided by the number of members,
+    including members whose answer could not be extracted (0.0 on a tie or
+    with no answers). ``counts`` is ordered most common first.
+    """
+
+    winner: str | None
+    share: float
+    counts: dict[str, int] = field(default_factory=dict)
+    tie: bool = False
+    extracted: int = 0
+
+
+def tally(answers: list[str | None]) -> Tally:
+    """Count the answers (None = not extracted) and pick the strict plurality winner."""
+    counter = Counter(a for a in answers if a is not None)
+    counts = dict(counter.most_common())
+    extracted = sum(counts.values())
+    if not counts:
+        return Tally(winner=None, share=0.0, counts={}, tie=False, extracted=0)
+    ranked = list(counts.items())
+    top_answer, top_count = ranked[0]
+    tie = len(ranked) > 1 and ranked[1][1] == top_count
+    if tie:
+        return Tally(winner=None, share=0.0, counts=counts, tie=True, extracted=extracted)
+    return Tally(
+        winner=top_answer,
+        share=top_count / len(answers),
+        counts=counts,
+        tie=False,
+        extracted=extracted,
+    )
+
+
+# --------------------------------------------------------------------------
+# Peer-review ballots
+# --------------------------------------------------------------------------
+
+
+def label(i: int) -> str:
+    """Anonymous label for the i-th answer: 0 -> "Response A", 26 -> "Response AA".
+
+    Letters follow spreadsheet columns, so there is no limit at 26 answers.
+    """
+    if i < 0:
+        raise ValueError(f"label index must be >= 0, got {i}")
+    letters = ""
+    n = i + 1
+    while n:
+        n, remainder = divmod(n - 1, 26)
+        letters = chr(ord("A") + remainder) + letters
+    return f"Response {letters}"
+
+
+_RANKING_HEADER = re.compile(
+    r"final[ \t]+ranking[ \t*_]*:"                                 # "FINAL RANKING:" anywhere
+    r"|^[ \t>#*_]*final[ \t]+ranking[ \t*_#]*$",                   # or a heading line alone
+    re.IGNORECASE | re.MULTILINE,
+)
+_LIST_MARKER = r"[ \t>]*(?:(?:\#?\d+[ \t]*[.):\-]|[-*+•])[ \t]*)?[*_`\[( \t]*"
+_LIST_ITEM = re.compile(r"^[ \t>]*(?:\#?\d+[ \t]*[.):\-]|[-*+•])[ \t]")
+
+
+def _label_pattern(labels: list[str]) -> re.Pattern[str]:
+    """Regex matching any label as a whole token, longest first, case-insensitive."""
+    alternatives = [
+        r"\s+".join(re.escape(word) for word in lab.split())
+        for lab in sorted(set(labels), key=len, reverse=True)
+    ]
+    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE)
+
+
+def parse_ballot(text: str, labels: list[str]) -> list[str] | None:
+    """Read a judge's ranking from the LAST ``FINAL RANKING:`` section in ``text``.
+
+    Tolerates markdown (``**FINAL RANKING:**``), list styles (``1. Response C``,
+    ``1) Response C``, ``- Response C``, ``1. **Response C**`` or the label
+    alone) and text after the label on a line; a ranking written on the header
+    line itself ("FINAL RANKING: Response B > Response A") is read too. Labels
+    match whole tokens case-insensitively, so "Response A" never matches inside
+    "Response AA". Unknown labels are ignored and repeats dropped (first wins).
+    Lines before the first entry are skipped; after it, the list ends at the
+    first non-blank line that is neither an entry nor a numbered/bulleted item.
+
+    Returns the (possibly partial) ranking using the spelling in ``labels``, or
+    None when there is no section or fewer than two valid labels (one when
+    ``labels`` has a single entry).
+    """
+    if not isinstance(text, str) or not labels:
+        return None
+    headers = list(_RANKING_HEADER.finditer(text))
+    if not headers:
+        return None
+    pattern = _label_pattern(labels)
+    canonical = {" ".join(lab.split()).casefold(): lab for lab in labels}
+    entry = re.compile("^" + _LIST_MARKER + "(" + pattern.pattern + ")", re.IGNORECASE)
+
+    def to_label(found: str) -> str:
+        return canonical[" ".join(found.split()).casefold()]
+
+    after = text[headers[-1].end():]
+    header_rest, _, body = after.partition("\n")
+    ranking = [to_label(m.group(0)) for m in pattern.finditer(header_rest)]
+    for line in body.split("\n"):
+        if not line.strip():
+            continue
+        match = entry.match(line)
+        if match:
+            ranking.append(to_label(match.group(1)))
+        elif ranking and not _LIST_ITEM.match(line):
+            break
+    ranking = list(dict.fromkeys(ranking))
+    needed = 2 if len(labels) >= 2 else 1
+    return ranking if len(ranking) >= needed else None
+
+
+def borda(ballots: list[list[str]], candidates: list[str]) -> dict[str, float]:
+    """Borda score in [0, 1] per candidate, normalised by ballot length.
+
+    A ballot ranking n candidates gives the one at 0-based rank r the score
+    (n-1-r)/(n-1): first gets 1.0, last gets 0.0. Entries that are not
+    candidates and repeats are dropped first; ballots left with fewer than two
+    entries carry no preference and are skipped. A candidate's score is the
+    mean over the ballots that include it, so a judge that cannot rank its own
+    answer (a ballot one shorter) counts as much as any other.
+
+    A candidate that no ballot ranks gets 0.0, the same as always being last:
+    check the ballots if that difference matters.
+    """
+    allowed = set(candidates)
+    totals: dict[str, float] = {c: 0.0 for c in candidates}
+    appearances: Counter[str] = Counter()
+    for ballot in ballots:
+        ranked = list(dict.fromkeys(c for c in ballot if c in allowed))
+        n = len(ranked)
+        if n < 2:
+            continue
+        for rank, candidate in enumerate(ranked):
+            totals[candidate] += (n - 1 - rank) / (n - 1)
+            appearances[candidate] += 1
+    return {
+        c: totals[c] / appearances[c] if appearances[c] else 0.0 for c in candidates
+    }
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated q-quantile (0 <= q <= 1) of an ascending list."""
+    position = q * (len(sorted_values) - 1)
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    fraction = position - low
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * fraction
+
+
+def bootstrap_intervals(
+    ballots: list[list[str]],
+    candidates: list[str],
+    rounds: int = 1000,
+    seed: int = 0,
+    level: float = 0.9,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap interval of each candidate's :func:`borda` score.
+
+    Ballots are resampled with replacement ``rounds`` times with
+    ``random.Random(seed)``, so the result is deterministic for a seed.
+    Overlapping intervals mean there is no clear winner. With no ballots every
+    interval is (0.0, 0.0).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
+    if not ballots:
+        return {c: (0.0, 0.0) for c in candidates}
+    rng = random.Random(seed)
+    samples: dict[str, list[float]] = {c: [] for c in candidates}
+    for _ in range(rounds):
+        resample = rng.choices(ballots, k=len(ballots))
+        for candidate, score in borda(resample, candidates).items():
+            samples[candidate].append(score)
+    tail = (1 - level) / 2
+    intervals = {}
+    for candidate, values in samples.items():
+        values.sort()
+        intervals[candidate] = (_percentile(values, tail), _percentile(values, 1 - tail))
+    return intervals

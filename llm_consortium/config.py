@@ -1,0 +1,158 @@
+"""What a consortium is: its members, its arbiter and its stopping rules.
+
+Validation happens here, before any model is called, and raises
+``ConsortiumConfigError`` with a one-line message a user can act on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+
+# The defaults the original plugin documents. They are only useful to
+# people who have those plugins and keys installed; the error raised when
+# they are missing says how to choose other models.
+DEFAULT_MODELS = [
+    "claude-3-opus-20240229",
+    "claude-3-sonnet-20240229",
+    "gpt-4",
+    "gemini-pro",
+]
+DEFAULT_ARBITER = "claude-3-opus-20240229"
+METHODS = ("arbiter", "council", "vote")
+
+
+class ConsortiumConfigError(ValueError):
+    """A mistake in what the user asked for. The message is one line."""
+
+
+class ConsortiumError(RuntimeError):
+    """A run could not produce an answer (every member failed, or the arbiter did).
+
+    ``result`` holds what had arrived before the failure, in the same shape
+    as a successful result, so nothing is lost.
+    """
+
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result
+
+
+def parse_threshold(value) -> float:
+    """A confidence threshold in 0-1; a value in (1, 100] is read as a percentage."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConsortiumConfigError(
+            f"Confidence threshold must be a number between 0 and 1, got {value!r}"
+        ) from None
+    if 1 < number <= 100:
+        number /= 100
+    if not 0 <= number <= 1:
+        raise ConsortiumConfigError(
+            f"Confidence threshold must be between 0 and 1 (or a percentage), got {value}"
+        )
+    return number
+
+
+_COUNT_SUFFIX = re.compile(r"^(?P<model>.+):(?P<count>\d+)$")
+
+
+def split_count(spec: str, known: set[str] | None = None) -> tuple[str, int]:
+    """``"gpt-4:2"`` -> ``("gpt-4", 2)``.
+
+    Model ids may contain colons themselves (``llama3:8b``), so a spec that
+    is itself a known model id is never split, and only an all-digit suffix
+    is read as a count.
+    """
+    if known is not None and spec in known:
+        return spec, 1
+    match = _COUNT_SUFFIX.match(spec)
+    if match and int(match["count"]) >= 1:
+        return match["model"], int(match["count"])
+    return spec, 1
+
+
+@dataclass
+class ConsortiumConfig:
+    """A consortium's settings. Also what ``llm consortium save`` stores."""
+
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    arbiter: str = DEFAULT_ARBITER
+    confidence_threshold: float = 0.8
+    max_iterations: int = 3
+    min_iterations: int = 1
+    system_prompt: str | None = None
+    method: str = "arbiter"
+    # Seconds one model call may take before it is abandoned (not retried).
+    timeout: float | None = 300.0
+    # Attempts per call for transient errors (429, 5xx, connection errors).
+    attempts: int = 3
+    # First backoff delay in seconds; doubles per attempt, with full jitter.
+    retry_backoff: float = 1.0
+    # Calls in flight at once across the whole run.
+    max_concurrency: int = 32
+    # Go to the arbiter once this many members have answered (None: wait for all).
+    quorum: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.models, str):
+            self.models = [self.models]
+        self.models = [m.strip() for m in self.models if m and m.strip()]
+        if not self.models:
+            raise ConsortiumConfigError("A consortium needs at least one model (-m)")
+        if not self.arbiter or not str(self.arbiter).strip():
+            raise ConsortiumConfigError("A consortium needs an arbiter model (--arbiter)")
+        self.arbiter = str(self.arbiter).strip()
+        self.confidence_threshold = parse_threshold(self.confidence_threshold)
+        self.max_iterations = _positive_int("max iterations", self.max_iterations)
+        self.min_iterations = _positive_int("min iterations", self.min_iterations)
+        if self.min_iterations > self.max_iterations:
+            raise ConsortiumConfigError(
+                f"min iterations ({self.min_iterations}) exceeds max iterations ({self.max_iterations})"
+            )
+        if self.method not in METHODS:
+            raise ConsortiumConfigError(
+                f"Unknown method {self.method!r}: choose one of {', '.join(METHODS)}"
+            )
+        if self.timeout is not None:
+            self.timeout = float(self.timeout)
+            if self.timeout <= 0:
+                raise ConsortiumConfigError("timeout must be a positive number of seconds")
+        self.attempts = _positive_int("attempts", self.attempts)
+        self.max_concurrency = _positive_int("max concurrency", self.max_concurrency)
+        if self.quorum is not None:
+            self.quorum = _positive_int("quorum", self.quorum)
+        self.system_prompt = self.system_prompt or None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ConsortiumConfig":
+        """Build from stored JSON, ignoring keys this version doesn't know.
+
+        Configurations saved by llm-consortium 0.3 use the same key names
+        (models, arbiter, confidence_threshold, max_iterations, system_prompt);
+        0.3 stored ``models`` as a ``{model: count}`` mapping in some versions,
+        which is accepted too.
+        """
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known and v is not None}
+        models = values.get("models")
+        if isinstance(models, dict):
+            values["models"] = [
+                model if int(count) == 1 else f"{model}:{int(count)}"
+                for model, count in models.items()
+            ]
+        return cls(**values)
+
+
+def _positive_int(name: str, value) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConsortiumConfigError(f"{name} must be a whole number, got {value!r}") from None
+    if number != float(value) or number < 1:
+        raise ConsortiumConfigError(f"{name} must be at least 1, got {value}")
+    return number

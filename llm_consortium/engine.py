@@ -1,0 +1,335 @@
+"""The round loop: ask every member at once, let the arbiter judge, stop
+when it is confident enough, otherwise ask again with its findings.
+
+The engine never prints and never opens a database: it tells observers
+what happens (``Observer``), and the CLI's display and the run store listen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from . import prompts
+from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
+from .members import CallOutcome, ModelHandle, call_model, resolve_models
+from .parsing import parse_arbiter
+from .results import Judgement, MemberResult, Usage
+
+
+class Observer:
+    """Hears what a run does, as it happens. Override what you need."""
+
+    def run_started(self, run: "Run") -> None: ...
+    def round_started(self, run: "Run", round_number: int) -> None: ...
+    def member_started(self, run: "Run", round_number: int, model: str, instance: int) -> None: ...
+    def member_chunk(self, run: "Run", round_number: int, model: str, instance: int, chunk: str) -> None: ...
+    def member_retry(self, run: "Run", round_number: int, model: str, instance: int, error: str, delay: float) -> None: ...
+    def member_finished(self, run: "Run", round_number: int, member: MemberResult, prompt: str) -> None: ...
+    def arbiter_started(self, run: "Run", round_number: int) -> None: ...
+    def arbiter_chunk(self, run: "Run", round_number: int, chunk: str) -> None: ...
+    def arbiter_finished(self, run: "Run", round_number: int, outcome: CallOutcome, prompt: str) -> None: ...
+    def run_finished(self, run: "Run", result: dict) -> None: ...
+    def run_failed(self, run: "Run", status: str, error: str) -> None: ...
+
+
+@dataclass
+class Round:
+    number: int
+    members: list[MemberResult]
+    judgement: Judgement | None = None
+    arbiter_raw: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "round": self.number,
+            "model_responses": [m.to_dict() for m in self.members],
+            "arbiter": {"raw": self.arbiter_raw, **(self.judgement.to_dict() if self.judgement else {})},
+        }
+
+
+@dataclass
+class Run:
+    """One run's state: what was asked, each round so far, the totals."""
+
+    config: ConsortiumConfig
+    prompt: str
+    system: str | None
+    conversation: str
+    history: list
+    handles: dict[str, ModelHandle]
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    finished: datetime | None = None
+    rounds: list[Round] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    fence: str = field(default_factory=prompts.new_fence)
+
+    @property
+    def members(self) -> list[tuple[str, int]]:
+        """(model, instance) for every member; ``m:2`` or a repeat makes two."""
+        seen: dict[str, int] = {}
+        members = []
+        for spec in self.config.models:
+            model, count = split_count(spec, set(self.handles))
+            for _ in range(count):
+                seen[model] = seen.get(model, 0) + 1
+                members.append((model, seen[model]))
+        return members
+
+    def to_dict(self) -> dict:
+        last = self.rounds[-1] if self.rounds else None
+        judgement = last.judgement if last and last.judgement else Judgement(parse_ok=False)
+        return {
+            "prompt": self.prompt,
+            "synthesis": judgement.to_dict(),
+            "model_responses": [m.to_dict() for m in last.members] if last else [],
+            "iterations": [r.to_dict() for r in self.rounds],
+            "metadata": {
+                "run_id": self.run_id,
+                "models": list(self.config.models),
+                "arbiter": self.config.arbiter,
+                "method": self.config.method,
+                "confidence_threshold": self.config.confidence_threshold,
+                "max_iterations": self.config.max_iterations,
+                "iteration_count": len(self.rounds),
+                "system_prompt": self.system,
+                "start_time": self.started.isoformat(),
+                "end_time": self.finished.isoformat() if self.finished else None,
+                "seconds": round(((self.finished or datetime.now(timezone.utc)) - self.started).total_seconds(), 3),
+                "usage": {"input": self.usage.input, "output": self.usage.output, "total": self.usage.total},
+            },
+        }
+
+
+class ConsortiumOrchestrator:
+    """Runs a consortium. ``await orchestrate(prompt)`` returns the result dict.
+
+    Accepts the original plugin's keyword arguments (models, arbiter,
+    confidence_threshold, max_iterations, system_prompt, ...) or a ready
+    ``config``; any other ``ConsortiumConfig`` field may be passed too.
+    """
+
+    def __init__(self, models=None, *, config: ConsortiumConfig | None = None, observers=(), **settings):
+        if config is None:
+            if models is not None:
+                settings["models"] = models
+            config = ConsortiumConfig(**settings)
+        elif models is not None or settings:
+            raise TypeError("pass either config= or individual settings, not both")
+        self.config = config
+        self.observers = list(observers)
+
+    async def orchestrate(self, prompt: str, *, history: list | None = None, system: str | None = None) -> dict:
+        """Run the consortium on ``prompt``.
+
+        ``history`` is a list of ``llm.Message`` from earlier turns of a
+        conversation (members receive it; the arbiter sees it as text).
+        ``system`` overrides the configured system prompt for this call.
+        """
+        run = self.prepare(prompt, history=history, system=system)
+        return await self.execute(run)
+
+    def orchestrate_sync(self, prompt: str, **kwargs) -> dict:
+        """``orchestrate`` for code without an event loop (or inside one)."""
+        return run_coroutine(self.orchestrate(prompt, **kwargs))
+
+    def prepare(self, prompt: str, *, history: list | None = None, system: str | None = None) -> Run:
+        """Validate everything and resolve every model, calling none of them."""
+        if not prompt or not prompt.strip():
+            raise ConsortiumConfigError("The prompt is empty")
+        handles = resolve_models(self.config.models + [self.config.arbiter])
+        return Run(
+            config=self.config,
+            prompt=prompt,
+            system=system or self.config.system_prompt,
+            conversation=render_conversation(history or []),
+            history=list(history or []),
+            handles=handles,
+        )
+
+    async def execute(self, run: Run) -> dict:
+        self._emit("run_started", run)
+        limiter = asyncio.Semaphore(self.config.max_concurrency)
+        with ThreadPoolExecutor(self.config.max_concurrency, "consortium") as executor:
+            try:
+                await self._rounds(run, limiter, executor)
+            except ConsortiumError as exc:
+                run.finished = datetime.now(timezone.utc)
+                exc.result = run.to_dict()
+                self._emit("run_failed", run, "failed", str(exc))
+                raise
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                run.finished = datetime.now(timezone.utc)
+                self._emit("run_failed", run, "cancelled", "cancelled by the user")
+                raise
+        run.finished = datetime.now(timezone.utc)
+        result = run.to_dict()
+        self._emit("run_finished", run, result)
+        return result
+
+    async def _rounds(self, run: Run, limiter, executor) -> None:
+        config = self.config
+        for number in range(1, config.max_iterations + 1):
+            self._emit("round_started", run, number)
+            member_prompt = run.prompt
+            if run.rounds:
+                member_prompt = prompts.refine_prompt(run.prompt, number, run.rounds[-1].judgement)
+            members = await self._ask_members(run, number, member_prompt, limiter, executor)
+            current = Round(number, members)
+            run.rounds.append(current)
+            answered = [m for m in members if m.ok]
+            if not answered:
+                errors = "; ".join(f"{m.model}#{m.instance}: {m.error}" for m in members)
+                raise ConsortiumError(f"Every member failed in round {number}: {errors}")
+            current.judgement, current.arbiter_raw = await self._judge(run, number, answered, limiter, executor)
+            if current.judgement.confidence >= config.confidence_threshold and number >= config.min_iterations:
+                return
+
+    async def _ask_members(self, run: Run, number: int, prompt: str, limiter, executor) -> list[MemberResult]:
+        """Every member at once; with a quorum, stop waiting once enough answered."""
+        config = self.config
+        messages = member_messages(run.history, run.system)
+        tasks = {
+            asyncio.create_task(self._ask_one(run, number, model, instance, prompt, messages, limiter, executor)): (model, instance)
+            for model, instance in run.members
+        }
+        results: dict[tuple[str, int], MemberResult] = {}
+        pending = set(tasks)
+        quorum = config.quorum or len(tasks)
+        try:
+            while pending and sum(r.ok for r in results.values()) < quorum:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    results[tasks[task]] = task.result()
+        finally:
+            for task in pending:
+                task.cancel()
+        for task in pending:
+            model, instance = tasks[task]
+            late = MemberResult(model, instance, error=f"Cancelled: quorum of {quorum} reached", cancelled=True)
+            results[(model, instance)] = late
+            self._emit("member_finished", run, number, late, prompt)
+        return [results[key] for key in tasks.values()]
+
+    async def _ask_one(self, run, number, model, instance, prompt, messages, limiter, executor) -> MemberResult:
+        self._emit("member_started", run, number, model, instance)
+        outcome = await call_model(
+            run.handles[model],
+            prompt=prompt,
+            system=run.system,
+            messages=messages,
+            timeout=self.config.timeout,
+            attempts=self.config.attempts,
+            backoff=self.config.retry_backoff,
+            limiter=limiter,
+            executor=executor,
+            on_chunk=lambda chunk: self._emit("member_chunk", run, number, model, instance, chunk),
+            on_retry=lambda attempt, error, delay: self._emit("member_retry", run, number, model, instance, error, delay),
+        )
+        member = MemberResult(
+            model, instance, outcome.text, outcome.error, round(outcome.seconds, 3), outcome.usage, outcome.attempts
+        )
+        run.usage.add(outcome.usage)
+        self._emit("member_finished", run, number, member, prompt)
+        return member
+
+    async def _judge(self, run: Run, number: int, answered: list[MemberResult], limiter, executor) -> tuple[Judgement, str]:
+        """The arbiter reads the answers (neutral labels only) and replies in XML.
+
+        A reply without ``<synthesis>`` is asked for once more with a reminder
+        of the format; if it still has none, the raw text is the synthesis,
+        with confidence 0 and ``parse_ok`` False.
+        """
+        from .aggregate import label
+
+        arbiter_prompt = prompts.arbiter_prompt(
+            prompt=run.prompt,
+            round_number=number,
+            answers=[(label(i), m.text) for i, m in enumerate(answered)],
+            fence=run.fence,
+            system=run.system,
+            conversation=run.conversation,
+            earlier=[r.judgement for r in run.rounds if r.judgement],
+        )
+        for attempt_prompt in (arbiter_prompt, arbiter_prompt + prompts.reminder()):
+            self._emit("arbiter_started", run, number)
+            outcome = await call_model(
+                run.handles[self.config.arbiter],
+                prompt=attempt_prompt,
+                timeout=self.config.timeout,
+                attempts=self.config.attempts,
+                backoff=self.config.retry_backoff,
+                limiter=limiter,
+                executor=executor,
+                on_chunk=lambda chunk: self._emit("arbiter_chunk", run, number, chunk),
+            )
+            run.usage.add(outcome.usage)
+            self._emit("arbiter_finished", run, number, outcome, attempt_prompt)
+            if outcome.error:
+                raise ConsortiumError(f"The arbiter {self.config.arbiter} failed: {outcome.error}")
+            judgement = parse_arbiter(outcome.text)
+            if judgement.parse_ok:
+                return judgement, outcome.text
+        fallback = Judgement(synthesis=outcome.text.strip(), confidence=0.0, analysis=judgement.analysis,
+                             dissent=judgement.dissent, parse_ok=False)
+        return fallback, outcome.text
+
+    def _emit(self, event: str, *args) -> None:
+        for observer in self.observers:
+            getattr(observer, event)(*args)
+
+
+def member_messages(history: list, system: str | None) -> list | None:
+    """The message list members get on a continued conversation, else None.
+
+    With ``messages=`` llm treats the list as authoritative, so the system
+    prompt goes first in it as well as in ``system=``.
+    """
+    if not history:
+        return None
+    from llm.parts import Message, TextPart
+
+    turns = [m for m in history if m.role != "system"]
+    if system:
+        turns.insert(0, Message(role="system", parts=[TextPart(text=system)]))
+    return turns
+
+
+def render_conversation(history: list) -> str:
+    """Earlier turns as plain text for the arbiter's prompt."""
+    lines = []
+    for message in history:
+        if message.role == "system":
+            continue
+        text = "".join(getattr(part, "text", "") or "" for part in message.parts).strip()
+        if text:
+            lines.append(f"[{message.role}]\n{text}")
+    return "\n\n".join(lines)
+
+
+def run_coroutine(coroutine):
+    """Run a coroutine to completion from sync code, even inside a running loop
+    (Jupyter, an async web app): then it runs on its own loop in a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = asyncio.run(coroutine)
+        except BaseException as exc:  # handed back to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="consortium-run")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

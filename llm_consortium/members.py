@@ -1,0 +1,172 @@
+"""One call of one model, with a timeout, retries for transient errors,
+usage and latency. Whatever goes wrong is returned as data, never raised.
+
+A model's async implementation is used where llm has one; otherwise the
+sync one runs in a worker thread, so every member of a round is in flight
+at once either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .config import ConsortiumConfigError, split_count
+from .results import Usage
+
+# HTTP statuses worth another try: rate limits, timeouts, server trouble.
+TRANSIENT_STATUSES = {408, 409, 425, 429} | set(range(500, 600))
+# Exception class names (from openai, anthropic, httpx, ...) that mean the
+# connection failed rather than the request being refused.
+TRANSIENT_NAMES = ("Timeout", "Connection", "RateLimit", "Overloaded", "Unavailable")
+
+
+@dataclass
+class ModelHandle:
+    """A resolved llm model: the async implementation when there is one."""
+
+    model_id: str
+    model: Any
+    is_async: bool
+
+
+@dataclass
+class CallOutcome:
+    text: str | None = None
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    seconds: float = 0.0
+    attempts: int = 0
+
+
+def resolve_models(names: list[str]) -> dict[str, ModelHandle]:
+    """Map every name (id or alias, with an optional ``:N`` count) to a model.
+
+    Looks the registry up once, however many names: ``llm.get_model`` would
+    re-run every plugin's ``register_models`` hook on each call. Raises one
+    ``ConsortiumConfigError`` naming every unknown model.
+    """
+    import llm
+
+    async_models = llm.get_async_model_aliases()
+    sync_models = llm.get_model_aliases()
+    known = set(async_models) | set(sync_models)
+    handles, unknown = {}, []
+    for name in names:
+        model_id, _ = split_count(name, known)
+        if model_id in async_models:
+            handles[model_id] = ModelHandle(model_id, async_models[model_id], True)
+        elif model_id in sync_models:
+            handles[model_id] = ModelHandle(model_id, sync_models[model_id], False)
+        elif model_id not in unknown:
+            unknown.append(model_id)
+    if unknown:
+        label = "Unknown model" if len(unknown) == 1 else "Unknown models"
+        raise ConsortiumConfigError(
+            f"{label}: {', '.join(unknown)} (see 'llm models' for the installed ones)"
+        )
+    return handles
+
+
+def is_transient(exc: BaseException) -> bool:
+    status = getattr(exc, "status_code", None) or getattr(
+        getattr(exc, "response", None), "status_code", None
+    )
+    if isinstance(status, int):
+        return status in TRANSIENT_STATUSES
+    return any(part in type(exc).__name__ for part in TRANSIENT_NAMES)
+
+
+def describe(exc: BaseException) -> str:
+    message = " ".join(str(exc).split()) or "no message"
+    if len(message) > 400:
+        message = message[:400] + "…"
+    return f"{type(exc).__name__}: {message}"
+
+
+async def call_model(
+    handle: ModelHandle,
+    *,
+    prompt: str,
+    system: str | None = None,
+    messages: list | None = None,
+    timeout: float | None,
+    attempts: int,
+    backoff: float,
+    limiter: asyncio.Semaphore,
+    executor=None,
+    on_chunk: Callable[[str], None] | None = None,
+    on_retry: Callable[[int, str, float], None] | None = None,
+) -> CallOutcome:
+    """Call one model, retrying transient errors with exponential backoff.
+
+    ``timeout`` bounds each attempt. A call that runs out of its time is
+    not retried: a model that hung once has already cost the whole budget.
+    ``on_retry(attempt, error, delay)`` is told before each wait.
+    """
+    started = time.perf_counter()
+    outcome = CallOutcome()
+    for attempt in range(1, attempts + 1):
+        outcome.attempts = attempt
+        try:
+            async with limiter:
+                text, usage = await asyncio.wait_for(
+                    _consume(handle, prompt, system, messages, on_chunk, executor), timeout
+                )
+        except asyncio.TimeoutError:
+            outcome.error = f"Timeout: no complete answer within {timeout:g} s"
+            break
+        except Exception as exc:  # a model's failure is data, whatever its type
+            outcome.error = describe(exc)
+            if attempt == attempts or not is_transient(exc):
+                break
+            delay = random.uniform(0, backoff * 2 ** (attempt - 1))
+            if on_retry:
+                on_retry(attempt, outcome.error, delay)
+            await asyncio.sleep(delay)
+        else:
+            outcome.text, outcome.usage, outcome.error = text, usage, None
+            break
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _prompt_kwargs(prompt, system, messages) -> dict:
+    kwargs = {"system": system} if system else {}
+    if messages:
+        # History for plugins that read prompt.messages; prompt= and system=
+        # stay for plugins that only read those.
+        kwargs["messages"] = messages
+    return kwargs
+
+
+async def _consume(handle, prompt, system, messages, on_chunk, executor) -> tuple[str, Usage]:
+    kwargs = _prompt_kwargs(prompt, system, messages)
+    if handle.is_async:
+        response = handle.model.prompt(prompt, **kwargs)
+        pieces = []
+        async for chunk in response:
+            pieces.append(chunk)
+            if on_chunk:
+                on_chunk(chunk)
+        usage = await response.usage()
+        return "".join(pieces), Usage(usage.input or 0, usage.output or 0)
+
+    loop = asyncio.get_running_loop()
+
+    def run_sync():
+        response = handle.model.prompt(prompt, **kwargs)
+        pieces = []
+        for chunk in response:
+            pieces.append(chunk)
+            if on_chunk:
+                loop.call_soon_threadsafe(on_chunk, chunk)
+        usage = response.usage()
+        return "".join(pieces), Usage(usage.input or 0, usage.output or 0)
+
+    # A dedicated executor: the default one has only a few threads on a
+    # small machine, which would queue members behind each other.
+    return await loop.run_in_executor(executor, run_sync)

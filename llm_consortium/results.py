@@ -1,0 +1,62 @@
+"""Result types passed between the stages of a run.
+
+Each stage returns one of these dataclasses; the seed's nested-dict shape
+(``result["synthesis"]["synthesis"]``) is produced once, by ``to_dict``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Usage:
+    input: int = 0
+    output: int = 0
+
+    def add(self, other: "Usage") -> None:
+        self.input += other.input
+        self.output += other.output
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output
+
+
+@dataclass
+class MemberResult:
+    """One call of one member model in one round. Errors are data."""
+
+    model: str
+    instance: int
+    text: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    usage: Usage = field(default_factory=Usage)
+    attempts: int = 1
+    cancelled: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["tokens"] = data.pop("usage")
+        return data
+
+
+@dataclass
+class Judgement:
+    """What a judging step concluded about one round."""
+
+    synthesis: str = ""
+    confidence: float = 0.0
+    analysis: str = ""
+    dissent: str = ""
+    needs_iteration: bool = False
+    refinement_areas: list[str] = field(default_factory=list)
+    parse_ok: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,33 @@
+import pytest
+
+from simprovider import SimProvider
+
+ENV_VARS_TO_CLEAR = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_BASE",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "LLM_OPENAI_SHOW_RESPONSES",
+    "LLM_MODEL",
+    "LLM_LOAD_PLUGINS",
+)
+
+
+@pytest.fixture(scope="session")
+def _sim_server():
+    provider = SimProvider()
+    yield provider
+    provider.close()
+
+
+@pytest.fixture
+def sim(_sim_server, tmp_path, monkeypatch):
+    """The simulated provider, reset, with llm's user dir in a fresh tmp dir and no real keys."""
+    user_dir = tmp_path / "llm-user"
+    user_dir.mkdir()
+    monkeypatch.setenv("LLM_USER_PATH", str(user_dir))
+    for name in ENV_VARS_TO_CLEAR:
+        monkeypatch.delenv(name, raising=False)
+    _sim_server.reset()
+    yield _sim_server

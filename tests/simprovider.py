@@ -1,0 +1,415 @@
+"""A simulated OpenAI-compatible provider on 127.0.0.1 with scripted models.
+
+Tests and benchmarks drive llm's real OpenAI client against it: ``add()``
+registers a model here and lists it in ``extra-openai-models.yaml`` in the
+current llm user dir, so ``llm.get_model(name)`` talks to this server.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+import llm
+
+CHAT_PATH = "/v1/chat/completions"
+WORDS_PER_CHUNK = 3
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+def _content_text(content: Any) -> str:
+    """Message content is a string, a list of {"type": "text", ...} parts, or None."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def _count_tokens(text: str) -> int:
+    return len(text.split())
+
+
+@dataclass
+class Request:
+    """One request the provider received."""
+
+    model: str
+    body: dict
+    stream: bool
+    started: float
+    headers: dict[str, str]  # lower-case names
+    finished: float | None = None
+    status: int | None = None
+
+    @property
+    def messages(self) -> list[dict]:
+        return self.body.get("messages") or []
+
+    @property
+    def system(self) -> str:
+        return "\n".join(
+            _content_text(m.get("content"))
+            for m in self.messages
+            if m.get("role") == "system"
+        )
+
+    @property
+    def user(self) -> str:
+        for message in reversed(self.messages):
+            if message.get("role") == "user":
+                return _content_text(message.get("content"))
+        return ""
+
+    @property
+    def text(self) -> str:
+        return "\n".join(_content_text(m.get("content")) for m in self.messages)
+
+
+Reply = str | list[str] | Callable[[Request], str]
+
+
+@dataclass
+class _Script:
+    reply: Reply = "ok"
+    latency: float = 0.0
+    chunk_delay: float = 0.0
+    status: int | None = None
+    fail_first: int = 0
+    fail_status: int = 429
+    error_message: str | None = None
+    no_usage: bool = False
+    calls: int = 0
+    replies_given: int = 0
+
+
+def arbiter_xml(
+    synthesis: str = "The answer.",
+    confidence: float = 0.9,
+    analysis: str = "Analysis.",
+    dissent: str = "",
+    needs_iteration: bool | None = None,
+    refinement_areas: tuple[str, ...] | list[str] = (),
+) -> str:
+    """A well-formed arbiter reply; needs_iteration defaults to confidence < 0.8."""
+    if needs_iteration is None:
+        needs_iteration = confidence < 0.8
+    areas = "".join(f"- {area}\n" for area in refinement_areas)
+    return (
+        f"<analysis>{analysis}</analysis>\n"
+        f"<dissent>{dissent}</dissent>\n"
+        f"<refinement_areas>\n{areas}</refinement_areas>\n"
+        f"<confidence>{confidence}</confidence>\n"
+        f"<needs_iteration>{str(needs_iteration).lower()}</needs_iteration>\n"
+        f"<synthesis>{synthesis}</synthesis>"
+    )
+
+
+def _stream_pieces(reply: str) -> list[str]:
+    """Split into chunks of a few words, keeping whitespace: "".join(result) == reply."""
+    words = re.split(r"(?<=\s)(?=\S)", reply)
+    return [
+        "".join(words[i : i + WORDS_PER_CHUNK])
+        for i in range(0, len(words), WORDS_PER_CHUNK)
+    ]
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # listen backlog; the default 5 stalls bursts of connects
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, provider: "SimProvider"):
+        self.provider = provider
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def handle_error(self, request, client_address):
+        # Clients that hang up (cancelled calls) are normal here, not errors.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_POST(self):
+        try:
+            self._handle_post()
+        except ConnectionError:  # BrokenPipeError, ConnectionResetError, ...
+            self.close_connection = True
+
+    def _handle_post(self):
+        provider = self.server.provider
+        release = provider._release
+        started = time.perf_counter()
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            body = {}
+        request = Request(
+            model=str(body.get("model", "")),
+            body=body,
+            stream=bool(body.get("stream")),
+            started=started,
+            headers={k.lower(): v for k, v in self.headers.items()},
+        )
+        provider._record(request)
+        try:
+            self._respond(provider, request, release)
+        finally:
+            if request.finished is None:  # hung up, or released before answering
+                request.finished = time.perf_counter()
+
+    def _respond(self, provider: "SimProvider", request: Request, release: threading.Event):
+        if self.path != CHAT_PATH:
+            return self._send_error(request, 404, f"Unknown path {self.path}")
+        script = provider._models.get(request.model)
+        if script is None:
+            return self._send_error(
+                request, 404, f"The model `{request.model}` does not exist", code="model_not_found"
+            )
+        with provider._lock:
+            script.calls += 1
+            call_number = script.calls
+        if script.latency and release.wait(script.latency):
+            # Released by reset()/close(): hang up without answering.
+            self.close_connection = True
+            return
+        if script.status is not None:
+            return self._send_error(request, script.status, script.error_message)
+        if call_number <= script.fail_first:
+            return self._send_error(request, script.fail_status, script.error_message)
+        try:
+            reply = provider._next_reply(script, request)
+        except Exception as exc:  # a broken reply callable: surface it, do not retry
+            return self._send_error(request, 400, f"reply callable raised {exc!r}")
+        usage = None
+        if not script.no_usage:
+            prompt_tokens = _count_tokens(request.text)
+            completion_tokens = _count_tokens(reply)
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
+        if request.stream:
+            self._send_stream(request, reply, usage, script.chunk_delay, release)
+        else:
+            self._send_completion(request, reply, usage)
+
+    def _send_json(self, request: Request, status: int, payload: dict):
+        data = json.dumps(payload).encode()
+        request.status = status
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self._write_last(request, data)
+
+    def _send_error(self, request: Request, status: int, message: str | None, code: str | None = None):
+        message = message or f"Simulated HTTP {status} from model {request.model!r}"
+        error_type = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        self._send_json(
+            request,
+            status,
+            {"error": {"message": message, "type": error_type, "code": code or error_type}},
+        )
+
+    def _send_completion(self, request: Request, reply: str, usage: dict | None):
+        payload = {
+            "id": f"chatcmpl-sim-{id(request):x}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply},
+                    "finish_reason": "stop",
+                }
+            ],
+        }
+        if usage is not None:
+            payload["usage"] = usage
+        self._send_json(request, 200, payload)
+
+    def _send_stream(
+        self,
+        request: Request,
+        reply: str,
+        usage: dict | None,
+        chunk_delay: float,
+        release: threading.Event,
+    ):
+        request.status = 200
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        base = {
+            "id": f"chatcmpl-sim-{id(request):x}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": request.model,
+        }
+        pieces = _stream_pieces(reply)
+        for index, piece in enumerate(pieces):
+            if index and chunk_delay and release.wait(chunk_delay):
+                return
+            delta = {"content": piece}
+            if index == 0:
+                delta = {"role": "assistant", "content": piece}
+            last = index == len(pieces) - 1
+            choice = {"index": 0, "delta": delta, "finish_reason": "stop" if last else None}
+            self._send_event({**base, "choices": [choice]})
+        if usage is not None:
+            self._send_event({**base, "choices": [], "usage": usage})
+        self._write_last(request, b"data: [DONE]\n\n")
+
+    def _write_last(self, request: Request, data: bytes):
+        # Stamp first: the client may return before this thread runs again.
+        request.finished = time.perf_counter()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def _send_event(self, payload: dict):
+        self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+        self.wfile.flush()
+
+
+class SimProvider:
+    """An OpenAI-compatible chat server on 127.0.0.1 with scripted models."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._models: dict[str, _Script] = {}
+        self._release = threading.Event()
+        self.requests: list[Request] = []
+        self._server = _Server(self)
+        self.port = self._server.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="simprovider", daemon=True
+        )
+        self._thread.start()
+
+    def add(
+        self,
+        name: str,
+        *,
+        reply: Reply = "ok",
+        latency: float = 0.0,
+        chunk_delay: float = 0.0,
+        status: int | None = None,
+        fail_first: int = 0,
+        fail_status: int = 429,
+        error_message: str | None = None,
+        no_usage: bool = False,
+    ) -> None:
+        """Register (or replace) a scripted model and rewrite extra-openai-models.yaml.
+
+        reply: a str; a list of str consumed one per successful call (the last
+        repeats); or a callable taking the Request and returning a str.
+        latency: seconds before the response headers (applies to every call,
+        errors included). chunk_delay: seconds between streamed chunks.
+        status: every call fails with this HTTP status. fail_first: the first
+        N calls fail with fail_status. no_usage: omit "usage".
+        """
+        self._register(
+            name,
+            reply=reply,
+            latency=latency,
+            chunk_delay=chunk_delay,
+            status=status,
+            fail_first=fail_first,
+            fail_status=fail_status,
+            error_message=error_message,
+            no_usage=no_usage,
+        )
+        self.write_yaml()
+
+    def add_many(self, names, **kw) -> None:
+        for name in names:
+            self._register(name, **kw)
+        self.write_yaml()
+
+    def _register(self, name: str, **kw) -> None:
+        if isinstance(kw.get("reply"), list):
+            kw["reply"] = list(kw["reply"])
+            if not kw["reply"]:
+                raise ValueError("reply list must not be empty")
+        with self._lock:
+            self._models[name] = _Script(**kw)
+
+    def write_yaml(self) -> None:
+        """List every added model in extra-openai-models.yaml in llm's current user dir."""
+        with self._lock:
+            names = list(self._models)
+        lines = []
+        for name in names:
+            quoted = json.dumps(name)  # a JSON string is a valid YAML scalar
+            lines += [
+                f"- model_id: {quoted}",
+                f"  model_name: {quoted}",
+                f"  api_base: {json.dumps(self.base_url)}",
+            ]
+        path = llm.user_dir() / "extra-openai-models.yaml"
+        path.write_text(("\n".join(lines) + "\n") if lines else "[]\n")
+
+    def calls(self, name: str) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if r.model == name]
+
+    def reset(self) -> None:
+        """Forget models and requests; free requests still waiting out a latency."""
+        with self._lock:
+            self._models.clear()
+            self.requests = []
+            released, self._release = self._release, threading.Event()
+        released.set()
+
+    def close(self) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def _record(self, request: Request) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def _next_reply(self, script: _Script, request: Request) -> str:
+        reply = script.reply
+        if callable(reply):
+            return str(reply(request))
+        if isinstance(reply, list):
+            with self._lock:
+                index = min(script.replies_given, len(reply) - 1)
+                script.replies_given += 1
+            return reply[index]
+        return reply

@@ -1,0 +1,409 @@
+import random
+
+import pytest
+
+from llm_consortium.parsing import SynthesisStream, parse_arbiter, parse_confidence
+
+VALID = """<analysis>
+Both members agree on the main point.
+</analysis>
+<dissent>Member B doubts the edge case.</dissent>
+<refinement_areas>
+- Check the edge case
+* Cite a source
+</refinement_areas>
+<confidence>0.8</confidence>
+<needs_iteration>false</needs_iteration>
+<synthesis>
+The answer is 42.
+
+- It holds when a < b, and <b>bold</b> markup
+  and a </synthetic> look-alike pass through.
+- Unicode: héllo → 世界 🎉
+</synthesis>"""
+
+VALID_SYNTHESIS = """The answer is 42.
+
+- It holds when a < b, and <b>bold</b> markup
+  and a </synthetic> look-alike pass through.
+- Unicode: héllo → 世界 🎉"""
+
+
+def stream(chunks):
+    synthesis = SynthesisStream()
+    pieces = [synthesis.feed(chunk) for chunk in chunks]
+    pieces.append(synthesis.finish())
+    return "".join(pieces)
+
+
+# parse_confidence
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("0.85", 0.85),
+        ("85%", 0.85),
+        ("85 %", 0.85),
+        ("85", 0.85),
+        ("100", 1.0),
+        ("1", 1.0),
+        ("0", 0.0),
+        (".9", 0.9),
+        ("0.85/1", 0.85),
+        ("8.5/10", 0.85),
+        ("8.5 / 10", 0.85),
+        ("12/10", 1.0),
+        ("Confidence: 0.9", 0.9),
+        ("**0.9**", 0.9),
+        (" 0.9 \n", 0.9),
+        ("0.9.", 0.9),
+        ("high (0.7)", 0.7),
+    ],
+)
+def test_parse_confidence_forms(text, expected):
+    assert parse_confidence(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["high", "", "   ", "garbage", "-0.5", "150", "250%", "5/0", "gpt4", "2nd", None],
+)
+def test_parse_confidence_unusable(text):
+    assert parse_confidence(text) is None
+
+
+# parse_arbiter: well-formed and lenient inputs
+
+
+def test_valid_reply():
+    judgement = parse_arbiter(VALID)
+    assert judgement.synthesis == VALID_SYNTHESIS
+    assert judgement.analysis == "Both members agree on the main point."
+    assert judgement.dissent == "Member B doubts the edge case."
+    assert judgement.refinement_areas == ["Check the edge case", "Cite a source"]
+    assert judgement.confidence == pytest.approx(0.8)
+    assert judgement.needs_iteration is False
+    assert judgement.parse_ok is True
+
+
+def test_case_whitespace_attributes_and_order():
+    text = """< SYNTHESIS type="final" >  Done.  </ Synthesis >
+<Confidence>  90% </CONFIDENCE >
+<needs_iteration> YES </needs_iteration>
+<ANALYSIS>x</analysis>"""
+    judgement = parse_arbiter(text)
+    assert judgement.synthesis == "Done."
+    assert judgement.confidence == pytest.approx(0.9)
+    assert judgement.needs_iteration is True
+    assert judgement.analysis == "x"
+    assert judgement.parse_ok
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("true", True), ("True", True), ("YES", True), ("1", True), ("**true**", True),
+     ("false", False), ("no", False), ("0", False), ("maybe", False), ("", False),
+     ("not true", False)],
+)
+def test_needs_iteration_values(value, expected):
+    text = f"<needs_iteration>{value}</needs_iteration><synthesis>s</synthesis>"
+    assert parse_arbiter(text).needs_iteration is expected
+
+
+def test_text_and_fences_around_the_xml():
+    text = "Here is my verdict:\n```xml\n" + VALID + "\n```\nHope that helps!"
+    judgement = parse_arbiter(text)
+    assert judgement.synthesis == VALID_SYNTHESIS
+    assert judgement.confidence == pytest.approx(0.8)
+
+
+def test_fence_wrapping_tag_content_is_removed():
+    text = (
+        "<analysis>```\nfenced analysis\n```</analysis>"
+        "<synthesis>\n```markdown\n# Title\nbody\n```\n</synthesis>"
+    )
+    judgement = parse_arbiter(text)
+    assert judgement.analysis == "fenced analysis"
+    assert judgement.synthesis == "# Title\nbody"
+
+
+def test_code_answer_in_synthesis_is_kept():
+    # A fence naming a language is part of the answer, and so are two blocks.
+    code = "```python\nprint('hi')\n```"
+    assert parse_arbiter(f"<synthesis>{code}</synthesis>").synthesis == code
+    two = "```\na\n```\ntext\n```\nb\n```"
+    assert parse_arbiter(f"<synthesis>{two}</synthesis>").synthesis == two
+
+
+@pytest.mark.parametrize("tag", ["thinking", "think", "reasoning", "THINK"])
+def test_reasoning_block_quoting_the_format_loses(tag):
+    text = (
+        f"<{tag}>I must answer like <synthesis>QUOTED</synthesis> with "
+        f"<confidence>0.1</confidence> and <analysis>fake</analysis>.</{tag}>\n"
+        "<analysis>real</analysis><confidence>0.9</confidence>"
+        "<synthesis>REAL</synthesis>"
+    )
+    judgement = parse_arbiter(text)
+    assert judgement.synthesis == "REAL"
+    assert judgement.analysis == "real"
+    assert judgement.confidence == pytest.approx(0.9)
+
+
+def test_reasoning_block_without_answer_is_not_parsed():
+    text = "<think><synthesis>QUOTED</synthesis></think>"
+    judgement = parse_arbiter(text)
+    assert judgement.synthesis == ""
+    assert judgement.parse_ok is False
+
+
+def test_unclosed_reasoning_block_still_yields_the_later_answer():
+    text = "<think>like <synthesis>QUOTED</synthesis>\n<synthesis>REAL</synthesis>"
+    assert parse_arbiter(text).synthesis == "REAL"
+
+
+def test_think_tags_inside_the_synthesis_are_content():
+    text = "<synthesis>Models emit <think>...</think> first.</synthesis>"
+    assert parse_arbiter(text).synthesis == "Models emit <think>...</think> first."
+
+
+def test_two_answers_last_wins():
+    text = (
+        "Format: <synthesis>...</synthesis><confidence>0-1</confidence>\n"
+        "<confidence>0.6</confidence><synthesis>second</synthesis>"
+    )
+    judgement = parse_arbiter(text)
+    assert judgement.synthesis == "second"
+    assert judgement.confidence == pytest.approx(0.6)
+
+
+def test_mention_of_a_tag_inside_another_section():
+    text = "<analysis>See the <synthesis> below.</analysis><synthesis>S</synthesis>"
+    judgement = parse_arbiter(text)
+    assert judgement.synthesis == "S"
+    assert judgement.analysis == "See the <synthesis> below."
+
+
+def test_missing_tags_give_defaults():
+    judgement = parse_arbiter("<analysis>only this</analysis>")
+    assert judgement.analysis == "only this"
+    assert judgement.synthesis == ""
+    assert judgement.dissent == ""
+    assert judgement.confidence == 0.0
+    assert judgement.needs_iteration is False
+    assert judgement.refinement_areas == []
+    assert judgement.parse_ok is False
+
+
+def test_unreadable_confidence_is_zero():
+    assert parse_arbiter("<confidence>high</confidence>").confidence == 0.0
+
+
+def test_empty_synthesis_is_not_ok():
+    assert parse_arbiter("<synthesis>  \n </synthesis>").parse_ok is False
+
+
+@pytest.mark.parametrize("text", ["", None, "just prose, no tags", "<<<>>>///"])
+def test_empty_and_tagless(text):
+    judgement = parse_arbiter(text)
+    assert judgement.synthesis == ""
+    assert judgement.parse_ok is False
+
+
+def test_truncated_synthesis():
+    text = "<analysis>a</analysis>\n<synthesis>\nThe answer is cut off mid"
+    judgement = parse_arbiter(text)
+    assert judgement.synthesis == "The answer is cut off mid"
+    assert judgement.analysis == "a"
+    assert judgement.parse_ok
+
+
+def test_truncated_inside_the_closing_tag():
+    assert parse_arbiter("<synthesis>Done.</synth").synthesis == "Done."
+    assert parse_arbiter("<synthesis>Done. <").synthesis == "Done."
+    assert parse_arbiter("<synthesis>a < b").synthesis == "a < b"
+
+
+def test_unclosed_section_runs_to_the_next_section():
+    text = "<synthesis>S\n<confidence>0.7\n<needs_iteration>true</needs_iteration>"
+    judgement = parse_arbiter(text)
+    assert judgement.synthesis == "S"
+    assert judgement.confidence == pytest.approx(0.7)
+    assert judgement.needs_iteration is True
+
+
+def test_refinement_areas_bullets_and_none():
+    text = """<refinement_areas>
+- dash
+* star
+• dot
+1. numbered
+2) paren
+**Bold** stays
+
+None
+n/a
+plain line
+</refinement_areas>"""
+    assert parse_arbiter(text).refinement_areas == [
+        "dash", "star", "dot", "numbered", "paren", "**Bold** stays", "plain line"
+    ]
+
+
+def test_refinement_areas_subtags():
+    text = (
+        "<refinement_areas><area>first</area>\n<AREA> second </AREA>"
+        "<item>third</item></refinement_areas>"
+    )
+    assert parse_arbiter(text).refinement_areas == ["first", "second", "third"]
+
+
+def test_refinement_areas_none():
+    assert parse_arbiter("<refinement_areas>None.</refinement_areas>").refinement_areas == []
+
+
+# parse_arbiter: random hostile inputs
+
+FRAGMENTS = [
+    "<", ">", "/", "</", " ", "\n", "```", "```xml\n", "0.9", "85%", "-3", "1e9",
+    "true", "none", "- ", "é", "世界", "🎉", "\x00", "\u200b",
+] + [
+    piece
+    for tag in ["analysis", "dissent", "refinement_areas", "confidence",
+                "needs_iteration", "synthesis", "think", "thinking", "reasoning",
+                "area", "item"]
+    for piece in (f"<{tag}>", f"</{tag}>", f"<{tag.upper()} a='1'>", tag, f"</{tag[:3]}")
+]
+
+
+def check_judgement(judgement):
+    assert 0.0 <= judgement.confidence <= 1.0
+    assert isinstance(judgement.synthesis, str)
+    assert isinstance(judgement.needs_iteration, bool)
+    assert all(isinstance(area, str) and area for area in judgement.refinement_areas)
+    assert judgement.parse_ok == bool(judgement.synthesis)
+
+
+def random_chunks(rng, text):
+    cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randint(0, 8))))
+    return [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+
+
+def test_random_fragment_soup_never_raises():
+    rng = random.Random(1234)
+    for _ in range(3000):
+        text = "".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(0, 40)))
+        check_judgement(parse_arbiter(text))
+        # However the reply is chunked, the stream yields the same text.
+        whole = stream([text])
+        assert stream(random_chunks(rng, text)) == whole, text
+        assert stream(list(text)) == whole, text
+
+
+def test_random_slices_of_a_valid_reply_never_raise():
+    rng = random.Random(99)
+    wrapped = "<think>plan <synthesis>q</synthesis></think>\n" + VALID
+    for _ in range(3000):
+        start = rng.randrange(len(wrapped))
+        end = rng.randrange(start, len(wrapped) + 1)
+        text = wrapped[start:end]
+        check_judgement(parse_arbiter(text))
+
+
+def test_random_unicode_never_raises():
+    rng = random.Random(7)
+    for _ in range(500):
+        text = "".join(chr(rng.randrange(0x20, 0x2FFF)) for _ in range(rng.randint(0, 80)))
+        check_judgement(parse_arbiter(text))
+        assert parse_confidence(text) is None or 0.0 <= parse_confidence(text) <= 1.0
+
+
+# SynthesisStream
+
+def test_stream_every_two_chunk_split():
+    for position in range(len(VALID) + 1):
+        assert stream([VALID[:position], VALID[position:]]) == VALID_SYNTHESIS, position
+
+
+def test_stream_char_by_char():
+    assert stream(list(VALID)) == VALID_SYNTHESIS
+
+
+def test_stream_random_chunks():
+    rng = random.Random(5)
+    for _ in range(300):
+        assert stream(random_chunks(rng, VALID)) == VALID_SYNTHESIS
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        VALID,
+        "Preamble.\n```xml\n" + VALID + "\n```\nTrailing chatter </synthesis> <",
+        "<think>I'll write <synthesis>QUOTED</synthesis></think>" + VALID,
+        "<SYNTHESIS kind='x'>\n\n  padded  \n\n</Synthesis >",
+        "<synthesis>a <b and </syn thesis> and <</synthesis>",
+        "<synthesis>Ends with partial </synth",
+    ],
+)
+def test_stream_matches_parse_for_every_split(reply):
+    expected = parse_arbiter(reply).synthesis
+    assert stream(list(reply)) == expected
+    for position in range(len(reply) + 1):
+        assert stream([reply[:position], reply[position:]]) == expected, position
+
+
+def test_stream_never_emits_tag_fragments():
+    synthesis = SynthesisStream()
+    assert synthesis.feed("<analysis>x</analysis><synth") == ""
+    assert not synthesis.started
+    assert synthesis.feed("esis>\nHello") == "Hello"
+    assert synthesis.started
+    assert synthesis.feed(" world</syn") == " world"
+    assert synthesis.feed("thetic") == "</synthetic"
+    assert synthesis.feed("  </SYN") == ""
+    assert synthesis.feed("THESIS>") == ""
+    assert synthesis.finished
+    assert synthesis.feed("\nafter <synthesis>more</synthesis>") == ""
+    assert synthesis.finish() == ""
+
+
+def test_stream_holds_back_trailing_whitespace():
+    synthesis = SynthesisStream()
+    assert synthesis.feed("<synthesis>a \n") == "a"
+    assert synthesis.feed("\n b") == " \n\n b"
+    assert synthesis.feed("  \n") == ""
+    assert synthesis.finish() == ""
+    assert synthesis.finished
+
+
+def test_stream_ignores_synthesis_quoted_in_reasoning():
+    synthesis = SynthesisStream()
+    assert synthesis.feed("<thinking>use <synthesis>QUOTED") == ""
+    assert synthesis.feed("</synthesis> then</thinking>") == ""
+    assert not synthesis.started
+    assert synthesis.feed("<synthesis>REAL</synthesis>") == "REAL"
+
+
+def test_stream_reasoning_tag_split_across_chunks():
+    assert stream(["<thi", "nk>x <synthesis>Q</synthesis></th", "ink><synthesis>R</synthesis>"]) == "R"
+
+
+def test_stream_without_synthesis():
+    assert stream(["<analysis>a</analysis>", "<confidence>0.5</confidence>"]) == ""
+    assert stream([]) == ""
+
+
+def test_stream_unclosed_reasoning_falls_back_to_parse_at_finish():
+    reply = "<think>never closed\n<synthesis>REAL</synthesis>"
+    synthesis = SynthesisStream()
+    assert synthesis.feed(reply) == ""
+    assert synthesis.finish() == "REAL" == parse_arbiter(reply).synthesis
+
+
+def test_stream_truncated_output():
+    synthesis = SynthesisStream()
+    assert synthesis.feed("<synthesis>cut off here ") == "cut off here"
+    assert not synthesis.finished
+    assert synthesis.finish() == ""
+    assert synthesis.finished

@@ -1,0 +1,250 @@
+"""The simulated provider, driven through llm's real OpenAI client."""
+
+import asyncio
+import time
+
+import llm
+import pytest
+
+from simprovider import arbiter_xml
+
+LONG_REPLY = "  The quick  brown fox\njumps over\tthe lazy dog.  "
+
+
+def test_yaml_written_in_tmp_user_dir(sim, tmp_path):
+    sim.add("sim-a")
+    sim.add_many(["sim-b", "sim-c"], reply="x")
+    path = llm.user_dir() / "extra-openai-models.yaml"
+    assert path.parent == tmp_path / "llm-user"
+    text = path.read_text()
+    for name in ("sim-a", "sim-b", "sim-c"):
+        assert f'model_id: "{name}"' in text
+    assert text.count(f'api_base: "{sim.base_url}"') == 3
+    assert {"sim-a", "sim-b", "sim-c"} <= {m.model_id for m in llm.get_models()}
+
+
+def test_non_streaming_reply_and_usage(sim):
+    sim.add("sim-a", reply=LONG_REPLY)
+    response = llm.get_model("sim-a").prompt("one two three", stream=False)
+    assert response.text() == LONG_REPLY
+    assert response.usage().input == 3
+    assert response.usage().output == 9
+    [request] = sim.calls("sim-a")
+    assert not request.stream
+    assert request.status == 200
+    assert request.started <= request.finished
+
+
+def test_streaming_reply_and_usage(sim):
+    sim.add("sim-a", reply=LONG_REPLY)
+    response = llm.get_model("sim-a").prompt("one two")
+    chunks = list(response)
+    assert "".join(chunks) == LONG_REPLY
+    assert len(chunks) > 1
+    assert response.usage().input == 2
+    assert response.usage().output == 9
+    [request] = sim.calls("sim-a")
+    assert request.stream
+    assert request.body["stream_options"] == {"include_usage": True}
+
+
+def test_empty_reply(sim):
+    sim.add("sim-a", reply="")
+    model = llm.get_model("sim-a")
+    assert model.prompt("hi", stream=False).text() == ""
+    assert "".join(model.prompt("hi")) == ""
+
+
+def test_async_reply_and_usage(sim):
+    sim.add("sim-a", reply="async answer")
+
+    async def run():
+        response = llm.get_async_model("sim-a").prompt("hi")
+        return await response.text(), await response.usage()
+
+    text, usage = asyncio.run(run())
+    assert text == "async answer"
+    assert (usage.input, usage.output) == (1, 2)
+
+
+def test_list_replies_advance_and_last_repeats(sim):
+    sim.add("sim-a", reply=["first", "second"])
+    model = llm.get_model("sim-a")
+    texts = [model.prompt("hi", stream=False).text() for _ in range(3)]
+    assert texts == ["first", "second", "second"]
+
+
+def test_callable_reply_sees_messages(sim):
+    sim.add("sim-a", reply=lambda r: f"{r.system}|{r.user}|{len(r.messages)}")
+    text = llm.get_model("sim-a").prompt("question", system="be brief", stream=False).text()
+    assert text == "be brief|question|2"
+
+
+def test_failing_reply_callable_is_a_400(sim):
+    sim.add("sim-a", reply=lambda r: 1 / 0)
+    with pytest.raises(Exception, match="ZeroDivisionError"):
+        llm.get_model("sim-a").prompt("hi", stream=False).text()
+    assert [r.status for r in sim.calls("sim-a")] == [400]
+
+
+def test_requests_recorded(sim):
+    sim.add("sim-a")
+    sim.add("sim-b")
+    llm.get_model("sim-a").prompt("hello a", system="sys a", stream=False).text()
+    "".join(llm.get_model("sim-b").prompt("hello b"))
+    first, second = sim.requests
+    assert (first.model, first.stream, first.system, first.user) == ("sim-a", False, "sys a", "hello a")
+    assert (second.model, second.stream, second.system, second.user) == ("sim-b", True, "", "hello b")
+    assert first.text == "sys a\nhello a"
+    assert sim.calls("sim-b") == [second]
+
+
+def test_list_content_parts_are_read(sim):
+    sim.add("sim-a", reply=lambda r: r.user)
+    parts = [{"type": "text", "text": "part one "}, {"type": "text", "text": "part two"}]
+    model = llm.get_model("sim-a")
+    client = model.get_client(None)
+    completion = client.chat.completions.create(
+        model="sim-a", messages=[{"role": "user", "content": parts}]
+    )
+    assert completion.choices[0].message.content == "part one part two"
+
+
+def test_no_real_key_is_sent(sim):
+    sim.add("sim-a")
+    llm.get_model("sim-a").prompt("hi", stream=False).text()
+    [request] = sim.calls("sim-a")
+    assert request.headers["authorization"] == "Bearer DUMMY_KEY"
+
+
+def test_latency_is_honoured(sim):
+    sim.add("sim-a", latency=0.3)
+    start = time.perf_counter()
+    llm.get_model("sim-a").prompt("hi", stream=False).text()
+    assert time.perf_counter() - start >= 0.3
+
+
+def test_chunk_delay_is_honoured(sim):
+    sim.add("sim-a", reply="a b c d e f g", chunk_delay=0.1)  # three chunks
+    start = time.perf_counter()
+    assert "".join(llm.get_model("sim-a").prompt("hi")) == "a b c d e f g"
+    assert time.perf_counter() - start >= 0.2
+
+
+def test_concurrent_async_calls_overlap(sim):
+    names = [f"sim-{i}" for i in range(20)]
+    sim.add_many(names, reply="done", latency=0.5)
+    models = [llm.get_async_model(name) for name in names]
+
+    async def run():
+        return await asyncio.gather(*(model.prompt("hi").text() for model in models))
+
+    start = time.perf_counter()
+    texts = asyncio.run(run())
+    elapsed = time.perf_counter() - start
+    assert texts == ["done"] * 20
+    # All 20 were in flight at once, and the batch took far less than 20 x 0.5 s.
+    assert max(r.started for r in sim.requests) < min(r.finished for r in sim.requests)
+    # About 1 s in practice: 0.5 s latency plus ~25 ms per call that llm spends
+    # building a fresh OpenAI client (it loads the CA bundle) before sending.
+    assert elapsed < 2.5
+
+
+def test_status_401_raises(sim):
+    sim.add("sim-a", status=401, error_message="bad key")
+    with pytest.raises(Exception) as info:
+        llm.get_model("sim-a").prompt("hi", stream=False).text()
+    assert "bad key" in str(info.value)
+    assert [r.status for r in sim.calls("sim-a")] == [401]
+
+
+def test_unknown_model_is_404(sim):
+    sim.add("sim-a")
+    client = llm.get_model("sim-a").get_client(None)
+    with pytest.raises(Exception, match="does not exist"):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    assert [r.status for r in sim.calls("nope")] == [404]
+
+
+def test_fail_first_429_then_succeeds(sim):
+    sim.add("sim-a", reply="recovered", fail_first=1)
+    assert llm.get_model("sim-a").prompt("hi", stream=False).text() == "recovered"
+    assert [r.status for r in sim.calls("sim-a")] == [429, 200]
+
+
+def test_persistent_429_raises_after_client_retries(sim):
+    sim.add("sim-a", status=429)
+    start = time.perf_counter()
+    with pytest.raises(Exception):
+        llm.get_model("sim-a").prompt("hi", stream=False).text()
+    elapsed = time.perf_counter() - start
+    # openai's client: 2 retries (3 attempts), backoff 0.5 s then 1 s, each cut by up to 25%.
+    assert len(sim.calls("sim-a")) == 3
+    assert 1.1 <= elapsed < 3
+
+
+def test_no_usage_reproduces_llm_crash(sim):
+    sim.add("sim-a", no_usage=True)
+    with pytest.raises(AttributeError):
+        llm.get_model("sim-a").prompt("hi", stream=False).text()
+
+
+def test_reset_releases_hung_requests(sim):
+    sim.add("sim-a", latency=30)
+
+    async def call():
+        return await llm.get_async_model("sim-a").prompt("hi").text()
+
+    async def run():
+        task = asyncio.create_task(call())
+        while not sim.requests:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    hung = sim.requests[0]
+    start = time.perf_counter()
+    sim.reset()
+    while hung.finished is None and time.perf_counter() - start < 2:
+        time.sleep(0.01)
+    assert hung.finished is not None
+    assert sim.requests == []
+
+
+def test_arbiter_xml():
+    assert arbiter_xml(confidence=0.5, refinement_areas=["one", "two"]) == (
+        "<analysis>Analysis.</analysis>\n"
+        "<dissent></dissent>\n"
+        "<refinement_areas>\n- one\n- two\n</refinement_areas>\n"
+        "<confidence>0.5</confidence>\n"
+        "<needs_iteration>true</needs_iteration>\n"
+        "<synthesis>The answer.</synthesis>"
+    )
+    assert "<needs_iteration>false</needs_iteration>" in arbiter_xml()
+
+
+def test_cancelled_stream_leaves_stderr_clean(sim, capfd):
+    sim.add("sim-a", reply=" ".join(["word"] * 30), chunk_delay=0.05)
+    chunks = []
+
+    async def consume():
+        async for chunk in llm.get_async_model("sim-a").prompt("hi"):
+            chunks.append(chunk)
+
+    async def run():
+        task = asyncio.create_task(consume())
+        while not chunks:
+            await asyncio.sleep(0.01)
+        task.cancel()  # the client hangs up mid-stream
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    [request] = sim.requests
+    start = time.perf_counter()
+    while request.finished is None and time.perf_counter() - start < 3:
+        time.sleep(0.01)
+    assert request.finished is not None
+    assert capfd.readouterr().err == ""
