@@ -15,6 +15,7 @@ __all__ = [
     "ConsortiumError",
     "ConsortiumOrchestrator",
     "Observer",
+    "RunRecorder",
 ]
 
 _LAZY = {
@@ -23,6 +24,7 @@ _LAZY = {
     "ConsortiumError": "config",
     "ConsortiumOrchestrator": "engine",
     "Observer": "engine",
+    "RunRecorder": "recorder",
 }
 
 
@@ -32,3 +34,30 @@ def __getattr__(name: str):
 
         return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@llm.hookimpl
+def register_commands(cli):
+    from .cli import consortium
+
+    cli.add_command(consortium)
+
+
+@llm.hookimpl
+def register_models(register):
+    """Each saved consortium is a model. One small query; nothing else is
+    imported unless there is something saved."""
+    from .store import saved_configs_fast
+
+    saved = saved_configs_fast()
+    if not saved:
+        return
+    from .config import ConsortiumConfig, ConsortiumConfigError
+    from .model import AsyncConsortiumModel, ConsortiumModel
+
+    for name, data in saved:
+        try:
+            config = ConsortiumConfig.from_dict(data)
+        except (ConsortiumConfigError, TypeError):
+            continue  # one broken saved config must not break llm
+        register(ConsortiumModel(name, config), AsyncConsortiumModel(name, config))

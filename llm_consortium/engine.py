@@ -8,7 +8,6 @@ what happens (``Observer``), and the CLI's display and the run store listen.
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ class Observer:
     def arbiter_started(self, run: "Run", round_number: int) -> None: ...
     def arbiter_chunk(self, run: "Run", round_number: int, chunk: str) -> None: ...
     def arbiter_finished(self, run: "Run", round_number: int, outcome: CallOutcome, prompt: str) -> None: ...
+    def round_finished(self, run: "Run", round_: "Round") -> None: ...
     def run_finished(self, run: "Run", result: dict) -> None: ...
     def run_failed(self, run: "Run", status: str, error: str) -> None: ...
 
@@ -136,6 +136,8 @@ class ConsortiumOrchestrator:
 
     def orchestrate_sync(self, prompt: str, **kwargs) -> dict:
         """``orchestrate`` for code without an event loop (or inside one)."""
+        from .runner import run_coroutine
+
         return run_coroutine(self.orchestrate(prompt, **kwargs))
 
     def prepare(self, prompt: str, *, history: list | None = None, system: str | None = None) -> Run:
@@ -187,6 +189,7 @@ class ConsortiumOrchestrator:
                 errors = "; ".join(f"{m.model}#{m.instance}: {m.error}" for m in members)
                 raise ConsortiumError(f"Every member failed in round {number}: {errors}")
             current.judgement, current.arbiter_raw = await self._judge(run, number, answered, limiter, executor)
+            self._emit("round_finished", run, current)
             if current.judgement.confidence >= config.confidence_threshold and number >= config.min_iterations:
                 return
 
@@ -310,26 +313,3 @@ def render_conversation(history: list) -> str:
         if text:
             lines.append(f"[{message.role}]\n{text}")
     return "\n\n".join(lines)
-
-
-def run_coroutine(coroutine):
-    """Run a coroutine to completion from sync code, even inside a running loop
-    (Jupyter, an async web app): then it runs on its own loop in a thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    outcome = {}
-
-    def target():
-        try:
-            outcome["value"] = asyncio.run(coroutine)
-        except BaseException as exc:  # handed back to the caller's thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, name="consortium-run")
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]

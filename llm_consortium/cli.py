@@ -1,0 +1,379 @@
+"""``llm consortium``: run a consortium, save it as a model, look at past runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+from click_default_group import DefaultGroup
+
+from .config import DEFAULT_ARBITER, DEFAULT_MODELS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError
+
+DEFAULT_FILE = "consortium-default.txt"
+
+
+def settings_options(command):
+    """Options shared by ``run`` and ``save``: what a consortium is."""
+    options = [
+        click.option("-m", "--models", "--model", "models", multiple=True,
+                     help="Member model (repeatable); model:2 for two instances"),
+        click.option("--arbiter", help=f"Model that judges the answers (default {DEFAULT_ARBITER})"),
+        click.option("--confidence-threshold", type=float, help="Stop once confidence reaches this, 0-1 (default 0.8)"),
+        click.option("--max-iterations", type=int, help="Most rounds (default 3)"),
+        click.option("--min-iterations", type=int, help="Fewest rounds (default 1)"),
+        click.option("--system", help="System prompt for every member and the arbiter"),
+        click.option("--timeout", type=float, help="Seconds each model call may take (default 300)"),
+        click.option("--retries", "attempts", type=int, help="Attempts per call on transient errors (default 3)"),
+        click.option("--max-concurrency", type=int, help="Most model calls in flight at once (default 32)"),
+        click.option("--quorum", type=int, help="Judge a round once this many members have answered"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def build_config(models, **settings) -> ConsortiumConfig:
+    values = {k: v for k, v in settings.items() if v is not None}
+    if models:
+        values["models"] = list(models)
+    if "system" in values:
+        values["system_prompt"] = values.pop("system")
+    return ConsortiumConfig(**values)
+
+
+def fail(message: str, code: int = 1):
+    """One line on stderr and a non-zero exit."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def user_path(name: str) -> Path:
+    import llm
+
+    return llm.user_dir() / name
+
+
+@click.group(cls=DefaultGroup, default="run", default_if_no_args=True)
+def consortium():
+    """Ask several models at once; an arbiter combines their answers.
+
+    \b
+    llm consortium "prompt" -m model-a -m model-b --arbiter model-c
+    llm consortium save NAME -m model-a -m model-b --arbiter model-c
+    llm -m NAME "prompt"
+    """
+
+
+@consortium.command()
+@click.argument("prompt", required=False)
+@settings_options
+@click.option("--output", type=click.Path(dir_okay=False), help="Also write the full result as JSON to this file")
+@click.option("--stdin/--no-stdin", default=True, help="Append piped stdin to the prompt (default on)")
+@click.option("--raw/--no-raw", default=True, help="Show each member's and the arbiter's raw response on stderr (default on)")
+@click.option("json_", "--json", is_flag=True, help="Print the full result as JSON on stdout")
+@click.option("-u", "--usage", is_flag=True, help="Show token usage")
+def run(prompt, models, output, stdin, raw, json_, usage, **settings):
+    """Run a consortium on PROMPT (the default command).
+
+    The answer goes to stdout; confidence, analysis and (with --raw) the raw
+    responses go to stderr.
+    """
+    prompt = read_prompt(prompt, stdin)
+    if not models and not settings["arbiter"]:
+        models, settings = default_settings(models, settings)
+    try:
+        config = build_config(models, **settings)
+        from .engine import ConsortiumOrchestrator
+
+        ConsortiumOrchestrator(config=config).prepare(prompt)  # unknown models, empty prompt
+    except ConsortiumConfigError as exc:
+        fail(explain_defaults(str(exc), config_uses_defaults=not models))
+    if output:
+        check_writable(output)
+
+    from .model import ConsortiumModel
+
+    model = ConsortiumModel("consortium", config, saved=False)
+    response = model.prompt(prompt, system=config.system_prompt)
+    try:
+        for chunk in response:
+            if not json_:
+                click.echo(chunk, nl=False)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        click.echo("\nCancelled: the run is recorded as cancelled.", err=True)
+        sys.exit(130)
+    except ConsortiumError as exc:
+        if raw and exc.result:
+            click.echo(raw_view(exc.result), err=True)
+        fail(str(exc))
+    result = response.response_json
+    if not json_:
+        click.echo()
+    if raw:
+        click.echo(raw_view(result), err=True)
+    from .display import summary
+
+    click.echo(summary(result), err=True)
+    if usage:
+        click.echo(click.style(f"Token usage: {response.token_usage()}", fg="yellow", bold=True), err=True)
+    if json_:
+        click.echo(json.dumps(result, indent=2))
+    if output:
+        Path(output).write_text(json.dumps(result, indent=2))
+    log_response(response)
+
+
+def raw_view(result: dict) -> str:
+    from .display import raw_responses
+
+    return raw_responses(result)
+
+
+def read_prompt(prompt: str | None, use_stdin: bool) -> str:
+    """The prompt argument, with piped stdin appended (or stdin alone)."""
+    if use_stdin and not sys.stdin.isatty():
+        piped = sys.stdin.read()
+        if piped.strip():
+            prompt = f"{prompt}\n\n{piped}" if prompt else piped
+    if not prompt or not prompt.strip():
+        fail("No prompt given: pass one as an argument or pipe it on stdin")
+    return prompt
+
+
+def default_settings(models, settings):
+    """With no -m and no --arbiter, use the consortium set with
+    ``llm consortium default NAME``, if any, else the documented defaults."""
+    path = user_path(DEFAULT_FILE)
+    name = path.read_text().strip() if path.exists() else ""
+    if not name:
+        return models, settings
+    from .store import load_config
+
+    saved = load_config(name)
+    if saved is None:
+        fail(f"The default consortium {name!r} no longer exists: run 'llm consortium default --clear'")
+    merged = {**{k: saved.get(k) for k in ("arbiter", "confidence_threshold", "max_iterations", "min_iterations",
+                                           "timeout", "attempts", "max_concurrency", "quorum")},
+              "system": saved.get("system_prompt")}
+    merged.update({k: v for k, v in settings.items() if v is not None})
+    return saved["models"], merged
+
+
+def explain_defaults(message: str, config_uses_defaults: bool) -> str:
+    if config_uses_defaults and "Unknown model" in message:
+        return (
+            f"{message}. The built-in defaults are {', '.join(DEFAULT_MODELS)} with arbiter {DEFAULT_ARBITER}; "
+            "pass -m MODEL (repeatable) and --arbiter MODEL, or save a consortium and make it the default "
+            "with 'llm consortium default NAME'"
+        )
+    return message
+
+
+def check_writable(output: str) -> None:
+    path = Path(output)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK) or (
+        path.exists() and not os.access(path, os.W_OK)
+    ):
+        fail(f"Cannot write --output file {output}")
+
+
+def log_response(response) -> None:
+    """Log the consortium's answer where ``llm logs`` shows it (unless logs are off).
+
+    llm's own migrations are not safe against two processes creating a new
+    logs.db at the same moment; one retry once the other has finished is
+    enough. If it still fails the run itself is already in our own tables,
+    so say so in one line rather than lose the answer to a traceback.
+    """
+    if user_path("logs-off").exists():
+        return
+    import sqlite_utils
+    from llm.migrations import migrate
+
+    for attempt in range(2):
+        try:
+            db = sqlite_utils.Database(user_path("logs.db"))
+            migrate(db)
+            response.log_to_db(db)
+            return
+        except Exception as exc:  # llm's logging code; the run is recorded already
+            if attempt:
+                click.echo(f"Warning: could not add the answer to llm logs: {exc}", err=True)
+            time.sleep(0.5)
+
+
+@consortium.command()
+@click.argument("name")
+@settings_options
+def save(name, models, **settings):
+    """Save a consortium as a model: llm -m NAME "prompt"."""
+    import llm
+
+    from .store import load_config, save_config
+
+    if not models:
+        fail("save needs at least one member: -m MODEL")
+    if not settings["arbiter"]:
+        fail("save needs an arbiter: --arbiter MODEL")
+    if name in llm.get_model_aliases() and load_config(name) is None:
+        fail(f"{name!r} is already a model id or alias: choose another name")
+    try:
+        config = build_config(models, **settings)
+        from .members import resolve_models
+
+        handles = resolve_models(config.models + [config.arbiter])
+    except ConsortiumConfigError as exc:
+        fail(str(exc))
+    if name in handles:
+        fail(f"A consortium cannot be a member or the arbiter of itself: {name}")
+    save_config(name, config.to_dict())
+    click.echo(f"Saved consortium {name}: llm -m {name} \"your prompt\"")
+
+
+@consortium.command(name="list")
+@click.option("json_", "--json", is_flag=True, help="Output as JSON")
+def list_(json_):
+    """List saved consortiums."""
+    from .store import list_configs
+
+    saved = list_configs()
+    if json_:
+        click.echo(json.dumps([{"name": n, **c, "created_at": t} for n, c, t in saved], indent=2))
+        return
+    if not saved:
+        click.echo("No saved consortiums. Save one with: llm consortium save NAME -m MODEL -m MODEL --arbiter MODEL")
+    for name, config, _ in saved:
+        click.echo(f"{name}: {one_line(config)}")
+
+
+def one_line(config: dict) -> str:
+    models = config.get("models") or []
+    if isinstance(models, dict):
+        models = [f"{m}:{n}" if n != 1 else m for m, n in models.items()]
+    return (
+        f"{', '.join(models)} → {config.get('arbiter')} "
+        f"(threshold {config.get('confidence_threshold')}, up to {config.get('max_iterations')} rounds)"
+    )
+
+
+@consortium.command()
+@click.argument("name")
+def show(name):
+    """Show a saved consortium's settings."""
+    from .store import load_config
+
+    config = load_config(name)
+    if config is None:
+        fail(f"No saved consortium named {name!r} (see 'llm consortium list')")
+    click.echo(f"Consortium: {name}")
+    models = config.get("models") or []
+    if isinstance(models, dict):
+        models = [f"{m}:{n}" if n != 1 else m for m, n in models.items()]
+    click.echo("Models:\n" + "\n".join(f"  {m}" for m in models))
+    click.echo(f"Arbiter: {config.get('arbiter')}")
+    for key in ("confidence_threshold", "max_iterations", "min_iterations", "method", "timeout", "attempts",
+                "max_concurrency", "quorum"):
+        if config.get(key) is not None:
+            click.echo(f"{key.replace('_', ' ').capitalize()}: {config[key]}")
+    click.echo(f"System prompt: {config.get('system_prompt') or '(none)'}")
+
+
+@consortium.command()
+@click.argument("name")
+def remove(name):
+    """Remove a saved consortium."""
+    from .store import remove_config
+
+    if not remove_config(name):
+        fail(f"No saved consortium named {name!r} (see 'llm consortium list')")
+    click.echo(f"Removed consortium {name}")
+
+
+@consortium.command()
+@click.argument("name", required=False)
+@click.option("--clear", is_flag=True, help="Go back to the built-in defaults")
+def default(name, clear):
+    """Show or set the consortium 'llm consortium run' uses without -m."""
+    path = user_path(DEFAULT_FILE)
+    if clear:
+        path.unlink(missing_ok=True)
+        click.echo("Default cleared: run uses the built-in models unless given -m")
+        return
+    if not name:
+        current = path.read_text().strip() if path.exists() else ""
+        click.echo(current or f"(none: built-in {', '.join(DEFAULT_MODELS)} → {DEFAULT_ARBITER})")
+        return
+    from .store import load_config
+
+    if load_config(name) is None:
+        fail(f"No saved consortium named {name!r} (see 'llm consortium list')")
+    path.write_text(name)
+    click.echo(f"Default consortium: {name}")
+
+
+@consortium.command()
+@click.option("-n", "--limit", type=int, default=20, show_default=True, help="How many runs")
+@click.option("json_", "--json", is_flag=True, help="Output as JSON")
+def runs(limit, json_):
+    """List recent runs, newest first."""
+    from .recorder import list_runs
+
+    rows = list_runs(limit)
+    if json_:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("No runs recorded yet.")
+    for row in rows:
+        who = row.get("name") or ", ".join(row.get("models") or [])
+        confidence = "-" if row.get("confidence") is None else f"{row['confidence']:.2f}"
+        tokens = (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0)
+        click.echo(
+            f"{row['id'][:8]}  {(row.get('started') or '')[:19]}  {row['status']:<9}  "
+            f"conf {confidence}  {row.get('iterations') or 0} rnd  {tokens:>7} tok  {who}"
+        )
+
+
+@consortium.command()
+@click.argument("run_id", default="latest")
+@click.option("json_", "--json", is_flag=True, help="Output as JSON")
+def inspect(run_id, json_):
+    """Show one run round by round (RUN_ID or a prefix; default the latest)."""
+    from .recorder import AmbiguousRunId, get_run, latest_run_id
+
+    if run_id == "latest":
+        run_id = latest_run_id()
+        if run_id is None:
+            fail("No runs recorded yet")
+    try:
+        record = get_run(run_id)
+    except AmbiguousRunId:
+        fail(f"{run_id!r} matches several runs: give more of the id")
+    if record is None:
+        fail(f"No run matches {run_id!r} (see 'llm consortium runs')")
+    if json_:
+        click.echo(json.dumps(record, indent=2))
+        return
+    click.echo(f"Run {record['id']}  {record['status']}  {record.get('started')}")
+    click.echo(f"Prompt: {record['prompt']}")
+    for round_ in record["rounds"]:
+        click.echo(click.style(f"\n── Round {round_['round']} ──", bold=True))
+        for call in round_["calls"]:
+            who = f"{call['role']} {call['model']}" + (f" #{call['instance']}" if call["role"] == "member" else "")
+            click.echo(click.style(f"[{who}] {call.get('seconds') or 0:.1f} s", bold=True))
+            click.echo((call.get("error") or call.get("text") or "").strip())
+        if round_.get("synthesis") is not None:
+            click.echo(click.style(f"Confidence: {round_.get('confidence') or 0:.2f}", bold=True))
+            for key in ("analysis", "dissent"):
+                if round_.get(key):
+                    click.echo(f"{key.capitalize()}: {round_[key]}")
+    if record.get("synthesis"):
+        click.echo(click.style("\nSynthesis:", bold=True) + f"\n{record['synthesis']}")
+    if record.get("error"):
+        click.echo(click.style(f"Error: {record['error']}", fg="red"))

@@ -1,0 +1,318 @@
+"""The `llm consortium` commands and saved consortiums as llm models, driven
+through llm's own CLI (CliRunner in-process, and real `llm` subprocesses)."""
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import llm
+import pytest
+from click.testing import CliRunner
+from llm.cli import cli
+
+from simprovider import arbiter_xml
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+def llm_subprocess(*args, input="", **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "llm", *args], input=input, capture_output=True, text=True, timeout=60, **kw
+    )
+
+
+def db_rows(sql, params=()):
+    conn = sqlite3.connect(llm.user_dir() / "logs.db")
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def panel(sim):
+    sim.add("m1", reply="Member one says 42.")
+    sim.add("m2", reply="Member two says 42.")
+    sim.add("judge", reply=arbiter_xml("The answer is 42.", 0.9, analysis="Both agree.", dissent="none"))
+    return sim
+
+
+RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
+
+
+def test_run_answer_on_stdout_details_on_stderr(panel):
+    result = invoke(*RUN)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "The answer is 42.\n"
+    assert "Confidence 0.90" in result.stderr and "1 round" in result.stderr
+    assert "Both agree." in result.stderr
+    assert "Member one says 42." in result.stderr  # --raw is on by default
+    assert "<synthesis>" in result.stderr  # the arbiter's raw reply too
+
+
+def test_run_is_the_default_subcommand(panel):
+    explicit = invoke("consortium", "run", *RUN[1:])
+    assert explicit.exit_code == 0 and explicit.stdout == "The answer is 42.\n"
+    assert "run" in invoke("consortium", "--help").stdout
+
+
+def test_no_raw_json_and_output(panel, tmp_path):
+    out = tmp_path / "result.json"
+    result = invoke(*RUN, "--no-raw", "--json", "--output", str(out))
+    assert result.exit_code == 0
+    assert "Member one says 42." not in result.stderr
+    data = json.loads(result.stdout)
+    assert data["synthesis"]["synthesis"] == "The answer is 42."
+    assert json.loads(out.read_text())["metadata"]["iteration_count"] == 1
+
+
+def test_stdin_appended_or_alone(panel):
+    invoke(*RUN, input="extra context")
+    assert panel.calls("m1")[-1].user == "What is 6*7?\n\nextra context"
+    invoke("consortium", "-m", "m1", "--arbiter", "judge", input="only stdin")
+    assert panel.calls("m1")[-1].user == "only stdin"
+    invoke(*RUN, "--no-stdin", input="ignored")
+    assert panel.calls("m1")[-1].user == "What is 6*7?"
+
+
+def test_options_reach_the_engine(panel):
+    panel.add("judge", reply=[arbiter_xml("first", 0.5), arbiter_xml("second", 0.6), arbiter_xml("third", 0.99)])
+    result = invoke(
+        "consortium", "q", "-m", "m1:2", "--arbiter", "judge", "--system", "Be terse.",
+        "--confidence-threshold", "0.55", "--max-iterations", "3", "--no-raw",
+    )
+    assert result.stdout == "second\n"
+    assert len(panel.calls("m1")) == 4  # two instances, two rounds
+    assert panel.calls("m1")[0].system == "Be terse."
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["q", "-m", "m1", "-m", "ghost", "--arbiter", "phantom"], "ghost, phantom"),
+        (["-m", "m1", "--arbiter", "judge"], "No prompt"),
+        (["q", "-m", "m1", "--arbiter", "judge", "--confidence-threshold", "150"], "between 0 and 1"),
+        (["q", "-m", "m1", "--arbiter", "judge", "--max-iterations", "0"], "max iterations"),
+        (["q", "-m", "m1", "--arbiter", "judge", "--output", "/nonexistent-dir/x.json"], "Cannot write"),
+        (["q"], "llm consortium default"),  # built-in defaults not installed
+    ],
+)
+def test_bad_input_one_line_no_calls(panel, args, message):
+    result = invoke("consortium", *args)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
+    assert panel.requests == []
+    assert not (llm.user_dir() / "logs.db").exists() or db_rows("select * from consortium_runs") == []
+
+
+def test_save_list_show_remove(panel):
+    result = invoke("consortium", "save", "my-c", "-m", "m1", "-m", "m2:2", "--arbiter", "judge",
+                    "--confidence-threshold", "0.9", "--max-iterations", "5", "--system", "Be kind.")
+    assert result.exit_code == 0, result.stderr
+    listing = invoke("consortium", "list").stdout
+    assert "my-c: m1, m2:2 → judge" in listing
+    assert json.loads(invoke("consortium", "list", "--json").stdout)[0]["max_iterations"] == 5
+    shown = invoke("consortium", "show", "my-c").stdout
+    assert "m2:2" in shown and "Arbiter: judge" in shown and "0.9" in shown and "Be kind." in shown
+    assert invoke("consortium", "remove", "my-c").exit_code == 0
+    assert invoke("consortium", "list").stdout.startswith("No saved consortiums")
+
+
+@pytest.mark.parametrize("command", [["show", "nope"], ["remove", "nope"], ["default", "nope"]])
+def test_unknown_saved_name(panel, command):
+    result = invoke("consortium", *command)
+    assert result.exit_code == 1 and "No saved consortium named 'nope'" in result.stderr
+
+
+def test_save_refuses_existing_model_and_missing_options(panel):
+    assert "already a model" in invoke("consortium", "save", "m1", "-m", "m2", "--arbiter", "judge").stderr
+    assert invoke("consortium", "save", "x", "--arbiter", "judge").exit_code == 1
+    assert invoke("consortium", "save", "x", "-m", "m1").exit_code == 1
+    assert "ghost" in invoke("consortium", "save", "x", "-m", "ghost", "--arbiter", "judge").stderr
+
+
+def test_default_consortium(panel):
+    invoke("consortium", "save", "mine", "-m", "m2", "--arbiter", "judge")
+    assert invoke("consortium", "default", "mine").exit_code == 0
+    result = invoke("consortium", "q", "--no-raw")
+    assert result.stdout == "The answer is 42.\n"
+    assert len(panel.calls("m2")) == 1 and panel.calls("m1") == []
+
+
+def test_saved_consortium_is_a_model(panel):
+    invoke("consortium", "save", "my-c", "-m", "m1", "-m", "m2", "--arbiter", "judge")
+    models = invoke("models").stdout
+    assert "my-c" in models
+    options = invoke("models", "--options", "-q", "my-c").stdout
+    assert "confidence_threshold" in options and "max_iterations" in options
+    result = invoke("-m", "my-c", "What is 6*7?")
+    assert result.exit_code == 0 and result.stdout == "The answer is 42.\n"
+    assert "The answer is 42." in invoke("logs", "-n", "1").stdout
+
+
+def test_option_overrides(panel):
+    panel.add("judge", reply=[arbiter_xml("low", 0.1), arbiter_xml("again", 0.2)])
+    invoke("consortium", "save", "my-c", "-m", "m1", "--arbiter", "judge")
+    result = invoke("-m", "my-c", "-o", "max_iterations", "1", "q")
+    assert result.stdout == "low\n" and len(panel.calls("m1")) == 1
+    bad = invoke("-m", "my-c", "-o", "bogus", "1", "q")
+    assert bad.exit_code != 0 and panel.calls("m1").__len__() == 1
+
+
+def test_continue_conversation_reaches_members(panel):
+    invoke("consortium", "save", "my-c", "-m", "m1", "--arbiter", "judge")
+    invoke("-m", "my-c", "First question", "-s", "Be brief.")
+    result = invoke("-c", "Follow-up question")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "The answer is 42.\n"
+    follow = panel.calls("m1")[-1]
+    contents = [(m["role"], m["content"]) for m in follow.messages]
+    assert contents[0] == ("system", "Be brief.")
+    assert ("user", "First question") in contents and ("assistant", "The answer is 42.") in contents
+    assert contents[-1] == ("user", "Follow-up question")
+    assert "First question" in panel.calls("judge")[-1].user  # the arbiter sees the conversation
+
+
+def test_chat_subprocess(panel):
+    assert llm_subprocess("consortium", "save", "my-c", "-m", "m1", "--arbiter", "judge").returncode == 0
+    result = llm_subprocess("chat", "-m", "my-c", input="hello\nsecond turn\nquit\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("The answer is 42.") == 2
+    second = panel.calls("m1")[-1]
+    assert [m["content"] for m in second.messages if m["role"] == "user"] == ["hello", "second turn"]
+
+
+def test_run_subprocess_and_logs(panel):
+    result = llm_subprocess(*RUN)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "The answer is 42.\n"
+    logs = llm_subprocess("logs", "-n", "1")
+    assert "The answer is 42." in logs.stdout
+    llm_subprocess("consortium", "save", "my-c", "-m", "m1", "--arbiter", "judge")
+    assert llm_subprocess("-m", "my-c", "What is 6*7?").returncode == 0
+    again = llm_subprocess("-c", "and 7*8?")  # continues the consortium, not a member
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "The answer is 42.\n"
+    assert "What is 6*7?" in panel.calls("m1")[-1].text and panel.calls("m1")[-1].user == "and 7*8?"
+
+
+def test_database_after_run(panel):
+    invoke(*RUN)
+    (run,) = db_rows("select * from consortium_runs")
+    assert run["status"] == "success" and run["confidence"] == 0.9 and run["iterations"] == 1
+    assert run["synthesis"] == "The answer is 42." and run["input_tokens"] > 0
+    calls = db_rows("select * from consortium_calls where run_id = ? order by id", (run["id"],))
+    assert sorted(c["role"] for c in calls) == ["arbiter", "member", "member"]
+    member = next(c for c in calls if c["model"] == "m1")
+    assert member["prompt"] == "What is 6*7?" and member["text"] == "Member one says 42."
+    assert "Member one says 42." in json.loads(run["result"])["iterations"][0]["model_responses"][0]["text"]
+    assert "DUMMY_KEY" not in (llm.user_dir() / "logs.db").read_bytes().decode("latin-1")
+
+
+def test_logs_off(panel):
+    (llm.user_dir() / "logs-off").touch()
+    invoke(*RUN)
+    path = llm.user_dir() / "logs.db"
+    assert not path.exists() or db_rows(
+        "select count(*) n from sqlite_master where name = 'consortium_runs'"
+    )[0]["n"] == 0 or db_rows("select * from consortium_runs") == []
+
+
+def test_member_failure_shown_not_traceback(panel):
+    panel.add("m2", status=401, error_message="bad key")
+    result = invoke(*RUN)
+    assert result.exit_code == 0 and result.stdout == "The answer is 42.\n"
+    assert "1 member failed" in result.stderr and "401" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_all_members_fail_exit_1(panel):
+    panel.add("m1", status=401)
+    panel.add("m2", status=401)
+    result = invoke(*RUN)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: Every member failed")
+    assert db_rows("select status from consortium_runs") == [{"status": "failed"}]
+
+
+def test_two_concurrent_runs_both_recorded(panel):
+    panel.add("m1", reply="slow", latency=0.5)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "llm", *RUN], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL, text=True)
+        for _ in range(2)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    runs = db_rows("select * from consortium_runs")
+    assert [r["status"] for r in runs] == ["success", "success"]
+    for run in runs:
+        assert len(db_rows("select * from consortium_calls where run_id = ?", (run["id"],))) == 3
+
+
+def test_ctrl_c_records_cancelled_run(panel):
+    panel.add("m1", reply="quick")
+    panel.add("m2", reply="never", latency=30)
+    proc = subprocess.Popen([sys.executable, "-m", "llm", *RUN], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 20
+    while len(panel.calls("m2")) == 0 or len([r for r in panel.calls("m1") if r.finished]) == 0:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 130
+    assert "Traceback" not in proc.stderr.read()
+    (run,) = db_rows("select * from consortium_runs")
+    assert run["status"] == "cancelled"
+    texts = [c["text"] for c in db_rows("select * from consortium_calls where run_id = ?", (run["id"],))]
+    assert "quick" in texts  # what had arrived is kept
+
+
+def test_runs_and_inspect(panel):
+    invoke(*RUN)
+    listing = invoke("consortium", "runs").stdout
+    assert "success" in listing and "m1, m2" in listing
+    rows = json.loads(invoke("consortium", "runs", "--json").stdout)
+    shown = invoke("consortium", "inspect", rows[0]["id"][:8]).stdout
+    assert "Round 1" in shown and "Member one says 42." in shown and "Both agree." in shown
+    assert json.loads(invoke("consortium", "inspect", "--json").stdout)["id"] == rows[0]["id"]
+    assert invoke("consortium", "inspect", "zzzz").exit_code == 1
+
+
+def test_config_saved_by_version_0_3_works(panel):
+    conn = sqlite3.connect(llm.user_dir() / "logs.db")
+    conn.execute("CREATE TABLE consortium_configs (name TEXT PRIMARY KEY, config TEXT, created_at TEXT)")
+    old = {"models": ["m1", "m2"], "system_prompt": None, "confidence_threshold": 0.8, "max_iterations": 3,
+           "arbiter": "judge"}
+    conn.execute("INSERT INTO consortium_configs VALUES (?, ?, ?)", ("old-one", json.dumps(old), "2024-11-01"))
+    conn.commit()
+    conn.close()
+    assert "old-one" in invoke("consortium", "list").stdout
+    assert invoke("-m", "old-one", "q").stdout == "The answer is 42.\n"
+
+
+def test_python_get_model_sync_and_async(panel):
+    invoke("consortium", "save", "my-c", "-m", "m1", "--arbiter", "judge")
+    assert llm.get_model("my-c").prompt("q").text() == "The answer is 42."
+
+    async def main():
+        model = llm.get_async_model("my-c")
+        response = model.prompt("q")
+        text = await response.text()
+        # the sync model works from inside a running loop too
+        return text, llm.get_model("my-c").prompt("q").text(), (await response.usage()).output
+
+    text, inside_loop, output_tokens = asyncio.run(main())
+    assert text == inside_loop == "The answer is 42."
+    assert output_tokens > 0
