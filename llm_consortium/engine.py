@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from . import prompts
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
 from .members import CallOutcome, ModelHandle, call_model, resolve_models
+from .methods import judge, member_instructions
 from .parsing import parse_arbiter
 from .results import Judgement, MemberResult, Usage
 
@@ -32,6 +33,7 @@ class Observer:
     def arbiter_started(self, run: "Run", round_number: int) -> None: ...
     def arbiter_chunk(self, run: "Run", round_number: int, chunk: str) -> None: ...
     def arbiter_finished(self, run: "Run", round_number: int, outcome: CallOutcome, prompt: str) -> None: ...
+    def call_finished(self, run: "Run", round_number: int, role: str, model: str, instance: int, outcome: CallOutcome, prompt: str) -> None: ...
     def round_finished(self, run: "Run", round_: "Round") -> None: ...
     def run_finished(self, run: "Run", result: dict) -> None: ...
     def run_failed(self, run: "Run", status: str, error: str) -> None: ...
@@ -188,7 +190,8 @@ class ConsortiumOrchestrator:
             if not answered:
                 errors = "; ".join(f"{m.model}#{m.instance}: {m.error}" for m in members)
                 raise ConsortiumError(f"Every member failed in round {number}: {errors}")
-            current.judgement, current.arbiter_raw = await self._judge(run, number, answered, limiter, executor)
+            panel = Panel(self, run, number, answered, limiter, executor)
+            current.judgement, current.arbiter_raw = await judge(config.method, panel)
             self._emit("round_finished", run, current)
             if current.judgement.confidence >= config.confidence_threshold and number >= config.min_iterations:
                 return
@@ -197,8 +200,9 @@ class ConsortiumOrchestrator:
         """Every member at once; with a quorum, stop waiting once enough answered."""
         config = self.config
         messages = member_messages(run.history, run.system)
+        system = join_system(run.system, member_instructions(config.method))
         tasks = {
-            asyncio.create_task(self._ask_one(run, number, model, instance, prompt, messages, limiter, executor)): (model, instance)
+            asyncio.create_task(self._ask_one(run, number, model, instance, prompt, system, messages, limiter, executor)): (model, instance)
             for model, instance in run.members
         }
         results: dict[tuple[str, int], MemberResult] = {}
@@ -219,12 +223,12 @@ class ConsortiumOrchestrator:
             self._emit("member_finished", run, number, late, prompt)
         return [results[key] for key in tasks.values()]
 
-    async def _ask_one(self, run, number, model, instance, prompt, messages, limiter, executor) -> MemberResult:
+    async def _ask_one(self, run, number, model, instance, prompt, system, messages, limiter, executor) -> MemberResult:
         self._emit("member_started", run, number, model, instance)
         outcome = await call_model(
             run.handles[model],
             prompt=prompt,
-            system=run.system,
+            system=system,
             messages=messages,
             timeout=self.config.timeout,
             attempts=self.config.attempts,
@@ -241,50 +245,74 @@ class ConsortiumOrchestrator:
         self._emit("member_finished", run, number, member, prompt)
         return member
 
-    async def _judge(self, run: Run, number: int, answered: list[MemberResult], limiter, executor) -> tuple[Judgement, str]:
-        """The arbiter reads the answers (neutral labels only) and replies in XML.
+    def _emit(self, event: str, *args) -> None:
+        for observer in self.observers:
+            getattr(observer, event)(*args)
+
+
+class Panel:
+    """What a judging method may use in one round: the answers, and calls
+    to the arbiter or other models that are counted, limited and recorded
+    like every other call of the run."""
+
+    def __init__(self, orchestrator: ConsortiumOrchestrator, run: Run, number: int, answered, limiter, executor):
+        self.orchestrator = orchestrator
+        self.config = orchestrator.config
+        self.run = run
+        self.number = number
+        self.answered: list[MemberResult] = answered
+        self._limiter = limiter
+        self._executor = executor
+
+    async def call(self, model: str, prompt: str, *, role: str, instance: int = 1, on_chunk=None) -> CallOutcome:
+        """One call of any of the run's models; ``role`` names it in the records."""
+        outcome = await call_model(
+            self.run.handles[model],
+            prompt=prompt,
+            timeout=self.config.timeout,
+            attempts=self.config.attempts,
+            backoff=self.config.retry_backoff,
+            limiter=self._limiter,
+            executor=self._executor,
+            on_chunk=on_chunk,
+        )
+        self.run.usage.add(outcome.usage)
+        if role == "arbiter":
+            self.orchestrator._emit("arbiter_finished", self.run, self.number, outcome, prompt)
+        else:
+            self.orchestrator._emit("call_finished", self.run, self.number, role, model, instance, outcome, prompt)
+        return outcome
+
+    async def arbitrate(self, prompt: str) -> tuple[Judgement, str]:
+        """Ask the arbiter; its reply is read as the seed's XML.
 
         A reply without ``<synthesis>`` is asked for once more with a reminder
         of the format; if it still has none, the raw text is the synthesis,
         with confidence 0 and ``parse_ok`` False.
         """
-        from .aggregate import label
-
-        arbiter_prompt = prompts.arbiter_prompt(
-            prompt=run.prompt,
-            round_number=number,
-            answers=[(label(i), m.text) for i, m in enumerate(answered)],
-            fence=run.fence,
-            system=run.system,
-            conversation=run.conversation,
-            earlier=[r.judgement for r in run.rounds if r.judgement],
-        )
-        for attempt_prompt in (arbiter_prompt, arbiter_prompt + prompts.reminder()):
-            self._emit("arbiter_started", run, number)
-            outcome = await call_model(
-                run.handles[self.config.arbiter],
-                prompt=attempt_prompt,
-                timeout=self.config.timeout,
-                attempts=self.config.attempts,
-                backoff=self.config.retry_backoff,
-                limiter=limiter,
-                executor=executor,
-                on_chunk=lambda chunk: self._emit("arbiter_chunk", run, number, chunk),
+        emit = self.orchestrator._emit
+        for attempt_prompt in (prompt, prompt + prompts.reminder()):
+            emit("arbiter_started", self.run, self.number)
+            outcome = await self.call(
+                self.config.arbiter,
+                attempt_prompt,
+                role="arbiter",
+                on_chunk=lambda chunk: emit("arbiter_chunk", self.run, self.number, chunk),
             )
-            run.usage.add(outcome.usage)
-            self._emit("arbiter_finished", run, number, outcome, attempt_prompt)
             if outcome.error:
                 raise ConsortiumError(f"The arbiter {self.config.arbiter} failed: {outcome.error}")
             judgement = parse_arbiter(outcome.text)
             if judgement.parse_ok:
                 return judgement, outcome.text
-        fallback = Judgement(synthesis=outcome.text.strip(), confidence=0.0, analysis=judgement.analysis,
-                             dissent=judgement.dissent, parse_ok=False)
+        fallback = Judgement(
+            synthesis=outcome.text.strip(), confidence=0.0, analysis=judgement.analysis,
+            dissent=judgement.dissent, parse_ok=False,
+        )
         return fallback, outcome.text
 
-    def _emit(self, event: str, *args) -> None:
-        for observer in self.observers:
-            getattr(observer, event)(*args)
+
+def join_system(*parts: str | None) -> str | None:
+    return "\n\n".join(p for p in parts if p) or None
 
 
 def member_messages(history: list, system: str | None) -> list | None:

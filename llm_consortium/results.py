@@ -57,6 +57,12 @@ class Judgement:
     needs_iteration: bool = False
     refinement_areas: list[str] = field(default_factory=list)
     parse_ok: bool = True
+    # Agreement measured from the answers themselves (vote share, ranking
+    # concordance), beside the model's self-reported confidence. None when
+    # it cannot be measured.
+    agreement: float | None = None
+    # What the method computed on the way (a tally, a ranking).
+    details: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,33 @@
+"""The seed's method: one arbiter reads every answer and writes the synthesis.
+
+Its confidence is the arbiter's own. Beside it, ``agreement`` measures how
+many members gave the same short answer, when answers can be extracted.
+"""
+
+from __future__ import annotations
+
+from .. import prompts
+from ..aggregate import extract_answer, label, tally
+
+
+async def judge(panel):
+    run = panel.run
+    prompt = prompts.arbiter_prompt(
+        prompt=run.prompt,
+        round_number=panel.number,
+        answers=[(label(i), m.text) for i, m in enumerate(panel.answered)],
+        fence=run.fence,
+        system=run.system,
+        conversation=run.conversation,
+        earlier=[r.judgement for r in run.rounds if r.judgement],
+    )
+    judgement, raw = await panel.arbitrate(prompt)
+    judgement.agreement = measured_agreement(panel.answered)
+    return judgement, raw
+
+
+def measured_agreement(answered) -> float | None:
+    """Share of members behind the most common short answer; None when
+    fewer than two answers could be extracted (long prose)."""
+    counted = tally([extract_answer(m.text) for m in answered])
+    return counted.share if counted.extracted >= 2 else None
