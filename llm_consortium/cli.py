@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from click_default_group import DefaultGroup
 
-from .config import DEFAULT_ARBITER, DEFAULT_MODELS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError
+from .config import DEFAULT_ARBITER, DEFAULT_MODELS, METHODS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError
 
 DEFAULT_FILE = "consortium-default.txt"
 
@@ -30,6 +30,7 @@ def settings_options(command):
         click.option("--retries", "attempts", type=int, help="Attempts per call on transient errors (default 3)"),
         click.option("--max-concurrency", type=int, help="Most model calls in flight at once (default 32)"),
         click.option("--quorum", type=int, help="Judge a round once this many members have answered"),
+        click.option("--method", type=click.Choice(METHODS), help="How a round is judged (default arbiter)"),
     ]
     for option in reversed(options):
         command = option(command)
@@ -76,7 +77,8 @@ def consortium():
 @click.option("--raw/--no-raw", default=True, help="Show each member's and the arbiter's raw response on stderr (default on)")
 @click.option("json_", "--json", is_flag=True, help="Print the full result as JSON on stdout")
 @click.option("-u", "--usage", is_flag=True, help="Show token usage")
-def run(prompt, models, output, stdin, raw, json_, usage, **settings):
+@click.option("-q", "--quiet", is_flag=True, help="Only the answer: no progress, raw responses or summary")
+def run(prompt, models, output, stdin, raw, json_, usage, quiet, **settings):
     """Run a consortium on PROMPT (the default command).
 
     The answer goes to stdout; confidence, analysis and (with --raw) the raw
@@ -95,30 +97,40 @@ def run(prompt, models, output, stdin, raw, json_, usage, **settings):
     if output:
         check_writable(output)
 
+    from .display import Progress, summary
     from .model import ConsortiumModel
 
-    model = ConsortiumModel("consortium", config, saved=False)
+    raw = raw and not quiet
+    progress = Progress(sys.stderr, config.arbiter) if sys.stderr.isatty() and not quiet else None
+    model = ConsortiumModel("consortium", config, saved=False, observers=[progress] if progress else [])
     response = model.prompt(prompt, system=config.system_prompt)
     try:
         for chunk in response:
+            if progress:
+                progress.close()  # the answer has started: stop redrawing
             if not json_:
                 click.echo(chunk, nl=False)
                 sys.stdout.flush()
     except KeyboardInterrupt:
+        if progress:
+            progress.close()
         click.echo("\nCancelled: the run is recorded as cancelled.", err=True)
         sys.exit(130)
     except ConsortiumError as exc:
+        if progress:
+            progress.close()
         if raw and exc.result:
             click.echo(raw_view(exc.result), err=True)
         fail(str(exc))
     result = response.response_json
     if not json_:
         click.echo()
+    if progress:
+        progress.close()
     if raw:
         click.echo(raw_view(result), err=True)
-    from .display import summary
-
-    click.echo(summary(result), err=True)
+    if not quiet:
+        click.echo(summary(result), err=True)
     if usage:
         click.echo(click.style(f"Token usage: {response.token_usage()}", fg="yellow", bold=True), err=True)
     if json_:
@@ -158,7 +170,7 @@ def default_settings(models, settings):
     if saved is None:
         fail(f"The default consortium {name!r} no longer exists: run 'llm consortium default --clear'")
     merged = {**{k: saved.get(k) for k in ("arbiter", "confidence_threshold", "max_iterations", "min_iterations",
-                                           "timeout", "attempts", "max_concurrency", "quorum")},
+                                           "timeout", "attempts", "max_concurrency", "quorum", "method")},
               "system": saved.get("system_prompt")}
     merged.update({k: v for k, v in settings.items() if v is not None})
     return saved["models"], merged

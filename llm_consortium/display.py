@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .engine import Observer
+
 
 def _rule(title: str) -> str:
     return click.style(f"── {title} " + "─" * max(0, 60 - len(title)), dim=True)
@@ -55,3 +57,122 @@ def summary(result: dict) -> str:
             lines.append(click.style(title.capitalize() + ":", bold=True) + " " + text)
     lines.append(click.style(f"Run {meta['run_id']}  (llm consortium inspect {meta['run_id'][:8]})", dim=True))
     return "\n".join(lines)
+
+
+class Progress(Observer):
+    """Live progress on stderr (a terminal): a line per member and one for
+    the arbiter, redrawn in place at most ten times a second.
+
+    Events arrive on the engine's event loop; ``close()`` may come from the
+    thread that prints the answer, so drawing is guarded by a lock. Once
+    closed (the answer has started), nothing more is drawn.
+    """
+
+    INTERVAL = 0.1
+
+    def __init__(self, stream, arbiter: str):
+        import threading
+
+        self.stream = stream
+        self.arbiter = arbiter
+        self.lock = threading.Lock()
+        self.lines_drawn = 0
+        self.closed = False
+        self.pending = False
+        self.round = 0
+        self.members: dict[tuple[str, int], str] = {}
+        self.tokens: dict[tuple[str, int], int] = {}
+        self.arbiter_state = "waiting"
+
+    def round_started(self, run, number):
+        self.round = number
+        self.members = {member: "waiting" for member in run.members}
+        self.tokens = {member: 0 for member in run.members}
+        self.arbiter_state = "waiting for the members"
+        self._changed()
+
+    def member_chunk(self, run, number, model, instance, chunk):
+        key = (model, instance)
+        self.tokens[key] = self.tokens.get(key, 0) + 1
+        self.members[key] = f"answering · ~{self.tokens[key]} tokens"
+        self._changed()
+
+    def member_retry(self, run, number, model, instance, error, delay):
+        self.members[(model, instance)] = f"retrying in {delay:.1f} s · {error[:60]}"
+        self._changed()
+
+    def member_finished(self, run, number, member, prompt):
+        key = (member.model, member.instance)
+        if member.cancelled:
+            self.members[key] = "cancelled (quorum reached)"
+        elif member.error:
+            self.members[key] = click.style(f"failed: {member.error[:80]}", fg="red")
+        else:
+            self.members[key] = f"done in {member.seconds:.1f} s · {member.usage.output} tokens"
+        self._changed()
+
+    def arbiter_started(self, run, number):
+        self.arbiter_state = "reading the answers"
+        self._changed()
+
+    def arbiter_chunk(self, run, number, chunk):
+        self.arbiter_state = "writing"
+        self._changed()
+
+    def round_finished(self, run, round_):
+        self.arbiter_state = f"confidence {round_.judgement.confidence:.2f}"
+        self._changed()
+
+    def _changed(self):
+        import asyncio
+
+        if self.pending or self.closed:
+            return
+        self.pending = True
+        asyncio.get_running_loop().call_later(self.INTERVAL, self.draw)
+
+    def draw(self):
+        with self.lock:
+            self.pending = False
+            if self.closed:
+                return
+            self._erase()
+            lines = [click.style(f"Round {self.round}", bold=True)]
+            lines += [f"  {model} #{instance}: {state}" for (model, instance), state in self.members.items()]
+            lines.append(f"  arbiter {self.arbiter}: {self.arbiter_state}")
+            width = _terminal_width()
+            for line in lines:
+                self.stream.write(_clip(line, width) + "\n")
+            self.stream.flush()
+            self.lines_drawn = len(lines)
+
+    def close(self):
+        """Collapse the live block into one line."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._erase()
+            done = sum(1 for s in self.members.values() if s.startswith("done"))
+            if self.round:
+                summary = f"Round {self.round}: {done}/{len(self.members)} members answered"
+                self.stream.write(click.style(summary, dim=True) + "\n")
+            self.stream.flush()
+
+    def _erase(self):
+        if self.lines_drawn:
+            self.stream.write(f"\x1b[{self.lines_drawn}F\x1b[J")
+            self.lines_drawn = 0
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((100, 20)).columns
+
+
+def _clip(line: str, width: int) -> str:
+    """Keep a line within the terminal so it never wraps (which would break
+    redrawing in place). Styled text is clipped by its visible length."""
+    visible = click.unstyle(line)
+    return line if len(visible) < width else visible[: width - 2] + "…"

@@ -36,6 +36,7 @@ class ConsortiumOptions(llm.Options):
     quorum: Optional[int] = Field(None, description="Judge a round once this many members answered")
     max_concurrency: Optional[int] = Field(None, description="Most model calls in flight at once")
     attempts: Optional[int] = Field(None, description="Attempts per call on transient errors")
+    method: Optional[str] = Field(None, description="How a round is judged: arbiter, council or vote")
 
 
 def configured(config: ConsortiumConfig, options: llm.Options) -> ConsortiumConfig:

@@ -1,0 +1,115 @@
+"""What a person sees in a terminal: live progress on stderr (a real
+pseudo-terminal), the answer streamed on stdout, nothing of a replaced draft."""
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+import click
+from simprovider import arbiter_xml
+
+
+def run_llm(args, *, stderr_tty):
+    """Run `llm` with stdout on a pipe and stderr on a pty (or a pipe).
+    Returns stdout chunks with the time each arrived, and stderr text."""
+    master = slave = None
+    if stderr_tty:
+        master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llm", *args], stdout=subprocess.PIPE,
+        stderr=slave if stderr_tty else subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )
+    if slave is not None:
+        os.close(slave)
+    err_fd = master if stderr_tty else proc.stderr.fileno()
+    out_fd = proc.stdout.fileno()
+    chunks, err = [], b""
+    open_fds = {out_fd, err_fd}
+    while open_fds:
+        ready, _, _ = select.select(list(open_fds), [], [], 30)
+        assert ready, "llm produced no output for 30 s"
+        for fd in ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # a pty reports EIO once the child has closed it
+                data = b""
+            if not data:
+                open_fds.discard(fd)
+            elif fd == out_fd:
+                chunks.append((time.perf_counter(), data.decode()))
+            else:
+                err += data
+    assert proc.wait(timeout=30) == 0, err.decode()
+    if master is not None:
+        os.close(master)
+    return chunks, err.decode()
+
+
+def test_progress_on_a_terminal(sim):
+    sim.add_many(["m1", "m2"], reply="an answer of several words", latency=0.3, chunk_delay=0.05)
+    sim.add("broken", status=401, error_message="bad key")
+    sim.add("judge", reply=arbiter_xml("Done.", 0.9), latency=0.3)
+    chunks, err = run_llm(["consortium", "q", "-m", "m1", "-m", "m2", "-m", "broken", "--arbiter", "judge",
+                           "--no-raw"], stderr_tty=True)
+    assert "".join(text for _, text in chunks) == "Done.\n"
+    assert "\x1b[" in err  # redrawn in place
+    err = click.unstyle(err)
+    assert "Round 1" in err
+    assert "m1 #1: waiting" in err and "m1 #1: done in" in err
+    assert "broken #1: failed: " in err and "401" in err
+    assert "arbiter judge: waiting for the members" in err
+    assert "Round 1: 2/3 members answered" in err  # collapsed at the end
+    assert "Confidence 0.90" in err
+
+
+def test_no_progress_without_a_terminal_or_with_quiet(sim):
+    sim.add("m1", reply="answer", latency=0.2)
+    sim.add("judge", reply=arbiter_xml("Done.", 0.9))
+    _, err = run_llm(["consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw"], stderr_tty=False)
+    assert "waiting" not in err and "\x1b[" not in err and "Confidence 0.90" in err
+    chunks, err = run_llm(["consortium", "q", "-m", "m1", "--arbiter", "judge", "--quiet"], stderr_tty=True)
+    assert err == "" and "".join(t for _, t in chunks) == "Done.\n"
+
+
+def test_answer_streams_while_the_arbiter_writes(sim):
+    sim.add("m1", reply="answer")
+    words = " ".join(f"word{i}" for i in range(30))
+    sim.add("judge", reply=arbiter_xml(words, 0.9), chunk_delay=0.05)
+    chunks, _ = run_llm(["consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw"], stderr_tty=False)
+    text = "".join(t for _, t in chunks)
+    assert text == words + "\n"
+    assert "<synthesis>" not in text and "<confidence>" not in text
+    (arbiter_call,) = sim.calls("judge")
+    first_chunk_at = chunks[0][0]
+    assert len(chunks) > 3  # it arrived in pieces ...
+    assert first_chunk_at < arbiter_call.finished  # ... before the arbiter had finished
+
+
+def test_saved_consortium_streams_too(sim):
+    sim.add("m1", reply="answer")
+    words = " ".join(f"w{i}" for i in range(30))
+    sim.add("judge", reply=arbiter_xml(words, 0.9), chunk_delay=0.05)
+    subprocess.run([sys.executable, "-m", "llm", "consortium", "save", "c", "-m", "m1", "--arbiter", "judge"],
+                   check=True, capture_output=True)
+    chunks, _ = run_llm(["-m", "c", "q"], stderr_tty=False)
+    assert "".join(t for _, t in chunks) == words + "\n"
+    assert len(chunks) > 3 and chunks[0][0] < sim.calls("judge")[0].finished
+
+
+def test_a_replaced_draft_never_reaches_stdout(sim):
+    sim.add("m1", reply="answer")
+    sim.add("judge", reply=[arbiter_xml("DRAFT answer", 0.3), arbiter_xml("Final answer", 0.95)], chunk_delay=0.01)
+    chunks, _ = run_llm(["consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw"], stderr_tty=False)
+    assert "".join(t for _, t in chunks) == "Final answer\n"
+
+
+def test_last_round_streams_even_when_not_confident(sim):
+    sim.add("m1", reply="answer")
+    sim.add("judge", reply=[arbiter_xml("first", 0.1), arbiter_xml("second and last", 0.2)], chunk_delay=0.01)
+    chunks, err = run_llm(["consortium", "q", "-m", "m1", "--arbiter", "judge", "--max-iterations", "2",
+                           "--no-raw"], stderr_tty=False)
+    assert "".join(t for _, t in chunks) == "second and last\n"
+    assert "2 rounds" in err
