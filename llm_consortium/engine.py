@@ -45,10 +45,16 @@ class Round:
     members: list[MemberResult]
     judgement: Judgement | None = None
     arbiter_raw: str = ""
+    judging_usage: Usage = field(default_factory=Usage)  # arbiter, reviewers
 
     def to_dict(self) -> dict:
+        usage = Usage()
+        for member in self.members:
+            usage.add(member.usage)
+        usage.add(self.judging_usage)
         return {
             "round": self.number,
+            "usage": {"input": usage.input, "output": usage.output, "total": usage.total},
             "model_responses": [m.to_dict() for m in self.members],
             "arbiter": {"raw": self.arbiter_raw, **(self.judgement.to_dict() if self.judgement else {})},
         }
@@ -277,6 +283,7 @@ class Panel:
             on_chunk=on_chunk,
         )
         self.run.usage.add(outcome.usage)
+        self.run.rounds[-1].judging_usage.add(outcome.usage)
         if role == "arbiter":
             self.orchestrator._emit("arbiter_finished", self.run, self.number, outcome, prompt)
         else:

@@ -1,10 +1,9 @@
 """A consortium as an llm model: ``llm -m NAME``, ``llm chat``, ``llm -c``,
 ``llm.get_model(NAME)`` and ``llm.get_async_model(NAME)``.
 
-The model runs the engine and streams only the final round's synthesis.
-The arbiter is asked for ``<confidence>`` before ``<synthesis>``, so by the
-time a synthesis starts we know whether its round is the last one; a
-synthesis that a later round would replace never reaches the output.
+The model runs the engine and streams only the final round's synthesis
+(see relay.py). llm imports this module on every command when a consortium
+is saved, so the engine is imported only when a prompt runs.
 
 Member and arbiter calls are not logged as llm responses (``llm -c`` would
 then continue a member's conversation): they go to the plugin's own tables
@@ -21,9 +20,6 @@ import llm
 from pydantic import Field
 
 from .config import ConsortiumConfig
-from .engine import ConsortiumOrchestrator, Observer
-from .parsing import SynthesisStream, parse_confidence
-from .runner import Submitted
 
 
 class ConsortiumOptions(llm.Options):
@@ -63,56 +59,6 @@ def split_history(prompt) -> tuple[list, str | None]:
     return history, system or None
 
 
-class SynthesisRelay(Observer):
-    """Passes the final round's synthesis to ``send`` as the arbiter writes it."""
-
-    def __init__(self, config: ConsortiumConfig, send):
-        self.config = config
-        self.send = send
-        self.sent = ""
-
-    def arbiter_started(self, run, round_number):
-        self.round_number = round_number
-        self.raw = ""
-        self.final = None  # unknown until the confidence has been read
-        self.stream = SynthesisStream()
-
-    def arbiter_chunk(self, run, round_number, chunk):
-        self.raw += chunk
-        if self.final is None:
-            if "<synthesis" not in self.raw.lower():
-                return
-            self.final = self._is_final()
-            chunk = self.raw  # the stream starts from the whole reply so far
-        if self.final:
-            self._send(self.stream.feed(chunk))
-
-    def _is_final(self) -> bool:
-        if self.round_number >= self.config.max_iterations:
-            return True
-        lower = self.raw.lower()
-        start, end = lower.find("<confidence"), lower.find("</confidence>")
-        if start < 0 or end < start:
-            return False  # synthesis came before confidence: wait for the end
-        confidence = parse_confidence(self.raw[self.raw.index(">", start) + 1 : end])
-        return (
-            confidence is not None
-            and confidence >= self.config.confidence_threshold
-            and self.round_number >= self.config.min_iterations
-        )
-
-    def rest(self, synthesis: str) -> str:
-        """What of the final synthesis has not been streamed yet."""
-        if synthesis.startswith(self.sent):
-            return synthesis[len(self.sent) :]
-        return "" if self.sent else synthesis
-
-    def _send(self, text: str) -> None:
-        if text:
-            self.sent += text
-            self.send(text)
-
-
 class _Consortium:
     """What the sync and async models share."""
 
@@ -131,7 +77,9 @@ class _Consortium:
 
     def _start(self, prompt, send):
         """Validate and resolve everything (raising before any model call)."""
+        from .engine import ConsortiumOrchestrator
         from .recorder import RunRecorder
+        from .relay import SynthesisRelay
 
         config = configured(self.config, prompt.options)
         history, system = split_history(prompt)
@@ -142,7 +90,7 @@ class _Consortium:
         return orchestrator, run, relay
 
     @staticmethod
-    def _finish(response, relay: SynthesisRelay, result: dict) -> str:
+    def _finish(response, relay, result: dict) -> str:
         usage = result["metadata"]["usage"]
         response.set_usage(input=usage["input"], output=usage["output"])
         response.response_json = result
@@ -151,6 +99,8 @@ class _Consortium:
 
 class ConsortiumModel(_Consortium, llm.Model):
     def execute(self, prompt, stream, response, conversation):
+        from .runner import Submitted
+
         chunks: queue.Queue = queue.Queue()
         orchestrator, run, relay = self._start(prompt, chunks.put)
         done = object()

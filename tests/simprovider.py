@@ -13,7 +13,7 @@ import re
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
@@ -58,6 +58,8 @@ class Request:
     headers: dict[str, str]  # lower-case names
     finished: float | None = None
     status: int | None = None
+    # (perf_counter, text) for each streamed content chunk, as it was sent
+    sent: list = field(default_factory=list)
 
     @property
     def messages(self) -> list[dict]:
@@ -286,6 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
                 delta = {"role": "assistant", "content": piece}
             last = index == len(pieces) - 1
             choice = {"index": 0, "delta": delta, "finish_reason": "stop" if last else None}
+            request.sent.append((time.perf_counter(), piece))
             self._send_event({**base, "choices": [choice]})
         if usage is not None:
             self._send_event({**base, "choices": [], "usage": usage})

@@ -316,3 +316,14 @@ def test_python_get_model_sync_and_async(panel):
     text, inside_loop, output_tokens = asyncio.run(main())
     assert text == inside_loop == "The answer is 42."
     assert output_tokens > 0
+
+
+def test_usage_totals_shown_and_logged(panel):
+    result = invoke(*RUN, "-u", "--no-raw")
+    assert "Token usage:" in result.stderr and "output" in result.stderr
+    invoke("consortium", "save", "my-c", "-m", "m1", "-m", "m2", "--arbiter", "judge")
+    saved = invoke("-m", "my-c", "q", "-u")
+    assert "Token usage:" in saved.stderr
+    logged = json.loads(invoke("logs", "-n", "1", "--json").stdout)[0]
+    member_output = sum(len(r.split()) for r in ["Member one says 42.", "Member two says 42."])
+    assert logged["output_tokens"] > member_output  # members' and the arbiter's tokens summed

@@ -268,6 +268,7 @@ def test_usage_totals(sim):
     members = result["model_responses"]
     assert all(m["tokens"]["output"] == 3 for m in members)
     assert usage["output"] > 6 and usage["total"] == usage["input"] + usage["output"]
+    assert result["iterations"][0]["usage"] == usage  # one round: the round's sum is the run's
 
 
 def test_sync_only_model_runs_in_a_thread(sim):
