@@ -14,6 +14,9 @@ from click_default_group import DefaultGroup
 from .config import DEFAULT_ARBITER, DEFAULT_MODELS, METHODS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError
 
 DEFAULT_FILE = "consortium-default.txt"
+# `llm consortium run` saves its settings under this name, so that the
+# consortium model it logs (and so `llm -c` after it) can be found again.
+LATEST = "consortium"
 
 
 def settings_options(command):
@@ -99,10 +102,13 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, **settings):
 
     from .display import Progress, summary
     from .model import ConsortiumModel
+    from .store import save_config
+
+    save_config(LATEST, config.to_dict())
 
     raw = raw and not quiet
     progress = Progress(sys.stderr, config.arbiter) if sys.stderr.isatty() and not quiet else None
-    model = ConsortiumModel("consortium", config, saved=False, observers=[progress] if progress else [])
+    model = ConsortiumModel(LATEST, config, saved=False, observers=[progress] if progress else [])
     response = model.prompt(prompt, system=config.system_prompt)
     try:
         for chunk in response:
@@ -233,6 +239,8 @@ def save(name, models, **settings):
         fail("save needs at least one member: -m MODEL")
     if not settings["arbiter"]:
         fail("save needs an arbiter: --arbiter MODEL")
+    if name == LATEST:
+        fail(f"{LATEST!r} is reserved for the latest 'llm consortium run': choose another name")
     if name in llm.get_model_aliases() and load_config(name) is None:
         fail(f"{name!r} is already a model id or alias: choose another name")
     try:
@@ -254,7 +262,7 @@ def list_(json_):
     """List saved consortiums."""
     from .store import list_configs
 
-    saved = list_configs()
+    saved = [row for row in list_configs() if row[0] != LATEST]
     if json_:
         click.echo(json.dumps([{"name": n, **c, "created_at": t} for n, c, t in saved], indent=2))
         return

@@ -135,6 +135,7 @@ def test_unknown_saved_name(panel, command):
 
 
 def test_save_refuses_existing_model_and_missing_options(panel):
+    assert "reserved" in invoke("consortium", "save", "consortium", "-m", "m2", "--arbiter", "judge").stderr
     assert "already a model" in invoke("consortium", "save", "m1", "-m", "m2", "--arbiter", "judge").stderr
     assert invoke("consortium", "save", "x", "--arbiter", "judge").exit_code == 1
     assert invoke("consortium", "save", "x", "-m", "m1").exit_code == 1
@@ -198,6 +199,10 @@ def test_run_subprocess_and_logs(panel):
     assert result.stdout == "The answer is 42.\n"
     logs = llm_subprocess("logs", "-n", "1")
     assert "The answer is 42." in logs.stdout
+    after_run = llm_subprocess("-c", "and 5*5?")  # continues the ad hoc consortium
+    assert after_run.returncode == 0, after_run.stderr
+    assert after_run.stdout == "The answer is 42.\n"
+    assert panel.calls("m2")[-1].user == "and 5*5?" and "What is 6*7?" in panel.calls("m2")[-1].text
     llm_subprocess("consortium", "save", "my-c", "-m", "m1", "--arbiter", "judge")
     assert llm_subprocess("-m", "my-c", "What is 6*7?").returncode == 0
     again = llm_subprocess("-c", "and 7*8?")  # continues the consortium, not a member
