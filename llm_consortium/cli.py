@@ -12,6 +12,7 @@ import click
 from click_default_group import DefaultGroup
 
 from .config import DEFAULT_ARBITER, DEFAULT_MODELS, METHODS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError
+from .evaluate import eval_command
 
 DEFAULT_FILE = "consortium-default.txt"
 # `llm consortium run` saves its settings under this name, so that the
@@ -335,6 +336,9 @@ def default(name, clear):
         fail(f"No saved consortium named {name!r} (see 'llm consortium list')")
     path.write_text(name)
     click.echo(f"Default consortium: {name}")
+
+
+consortium.add_command(eval_command)
 
 
 @consortium.command()

@@ -40,8 +40,10 @@ def summary(result: dict) -> str:
     synthesis, meta = result["synthesis"], result["metadata"]
     rounds = meta["iteration_count"]
     failed = sum(1 for m in result["model_responses"] if m.get("error"))
-    parts = [
-        f"Confidence {synthesis['confidence']:.2f}",
+    parts = [f"Confidence {synthesis['confidence']:.2f}"]
+    if synthesis.get("agreement") is not None:
+        parts.append(f"agreement {synthesis['agreement']:.2f} (measured)")
+    parts += [
         f"{rounds} round{'s' if rounds != 1 else ''}",
         f"{meta['usage']['total']:,} tokens",
         f"{meta['seconds']:.1f} s",
@@ -55,6 +57,7 @@ def summary(result: dict) -> str:
         text = (synthesis.get(title) or "").strip()
         if text and text.lower() not in ("none", "none.", "n/a"):
             lines.append(click.style(title.capitalize() + ":", bold=True) + " " + text)
+    lines += method_details(synthesis.get("details") or {})
     lines.append(click.style(f"Run {meta['run_id']}  (llm consortium inspect {meta['run_id'][:8]})", dim=True))
     return "\n".join(lines)
 
@@ -163,6 +166,27 @@ class Progress(Observer):
         if self.lines_drawn:
             self.stream.write(f"\x1b[{self.lines_drawn}F\x1b[J")
             self.lines_drawn = 0
+
+
+def method_details(details: dict) -> list[str]:
+    """The vote's tally or the council's ranking, a line each."""
+    lines = []
+    if details.get("tally"):
+        tally = ", ".join(f"{answer} ×{count}" for answer, count in details["tally"].items())
+        lines.append(click.style("Vote:", bold=True) + f" {tally}")
+    if details.get("fallback_reason"):
+        lines.append(click.style("Arbiter asked because:", bold=True) + f" {details['fallback_reason']}")
+    if details.get("ranking"):
+        lines.append(click.style("Peer ranking:", bold=True))
+        for entry in details["ranking"]:
+            low, high = entry["interval"]
+            lines.append(
+                f"  {entry['label']}  {entry['model']} #{entry['instance']}  {entry['score']:.2f} "
+                f"[{low:.2f}, {high:.2f}]  ({entry['ballots']} ballots)"
+            )
+    if details.get("review_skipped"):
+        lines.append(f"Peer review skipped: {details['review_skipped']}")
+    return lines
 
 
 def _terminal_width() -> int:

@@ -26,10 +26,11 @@ _INSERT_CALL = f"INSERT INTO consortium_calls ({_CALL_COLUMNS}) VALUES ({', '.jo
 class RunRecorder(Observer):
     """Records runs in logs.db as they happen.
 
-    ``run_started`` writes the run as 'running'; every member and arbiter
-    call, and every round's judgement, is written as it arrives; the end
-    sets the status ('success', 'failed' or 'cancelled'), the totals and the
-    full result JSON. So a run that is interrupted keeps what had arrived.
+    ``run_started`` writes the run as 'running'; every call (member, arbiter,
+    reviewer) and every round's judgement, with its measured agreement and
+    details, is written as it arrives; the end sets the status ('success',
+    'failed' or 'cancelled'), the totals and the full result JSON. So a run
+    that is interrupted keeps what had arrived.
 
     After ``llm logs off`` nothing is recorded (checked when a run starts).
     A database error never stops the run: it is reported once on stderr and
@@ -66,8 +67,13 @@ class RunRecorder(Observer):
         )])
 
     def arbiter_finished(self, run: Run, round_number: int, outcome: CallOutcome, prompt: str) -> None:
+        self.call_finished(run, round_number, "arbiter", run.config.arbiter, 1, outcome, prompt)
+
+    def call_finished(self, run: Run, round_number: int, role: str, model: str, instance: int,
+                      outcome: CallOutcome, prompt: str) -> None:
+        """A call a judging method made (the arbiter, a council reviewer), under its role."""
         self._write(run, [_call(
-            run, round_number, "arbiter", run.config.arbiter, 1, prompt, outcome.text,
+            run, round_number, role, model, instance, prompt, outcome.text,
             outcome.error, outcome.usage, round(outcome.seconds, 3), outcome.attempts, False,
         )])
 
@@ -78,11 +84,12 @@ class RunRecorder(Observer):
         self._write(run, [
             (
                 "INSERT OR REPLACE INTO consortium_rounds (run_id, round, synthesis, confidence, analysis, "
-                "dissent, needs_iteration, refinement_areas, raw, parse_ok) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "dissent, needs_iteration, refinement_areas, raw, parse_ok, agreement, details) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run.run_id, round_.number, judgement.synthesis, judgement.confidence, judgement.analysis,
                  judgement.dissent, int(judgement.needs_iteration), json.dumps(judgement.refinement_areas),
-                 round_.arbiter_raw, int(judgement.parse_ok)),
+                 round_.arbiter_raw, int(judgement.parse_ok), judgement.agreement,
+                 json.dumps(judgement.details, default=str)),
             ),
             _progress(run),
         ])
@@ -124,7 +131,7 @@ class RunRecorder(Observer):
 def _call(run: Run, round_number: int, role: str, model: str, instance: int, prompt: str,
           text: str | None, error: str | None, usage: Usage, seconds: float, attempts: int,
           cancelled: bool) -> tuple[str, tuple]:
-    """The statement recording one member or arbiter call."""
+    """The statement recording one call, under its role."""
     return _INSERT_CALL, (
         run.run_id, round_number, role, model, instance, prompt, text, error,
         usage.input, usage.output, seconds, attempts, int(cancelled), store.now(),
@@ -135,10 +142,10 @@ def _progress(run: Run) -> tuple[str, tuple]:
     """The statement bringing the run's row up to date with its latest round and totals."""
     last = run.rounds[-1].judgement if run.rounds and run.rounds[-1].judgement else None
     return (
-        "UPDATE consortium_runs SET iterations = ?, synthesis = ?, confidence = ?, "
+        "UPDATE consortium_runs SET iterations = ?, synthesis = ?, confidence = ?, agreement = ?, "
         "input_tokens = ?, output_tokens = ? WHERE id = ?",
         (len(run.rounds), last.synthesis if last else None, last.confidence if last else None,
-         run.usage.input, run.usage.output, run.run_id),
+         last.agreement if last else None, run.usage.input, run.usage.output, run.run_id),
     )
 
 
@@ -190,9 +197,9 @@ def get_run(run_id_or_prefix: str) -> dict | None:
     Returns None when nothing matches; raises ``AmbiguousRunId`` when the
     prefix matches several runs. ``config`` and ``result`` come back parsed.
     Each round is {round, synthesis, confidence, analysis, dissent,
-    needs_iteration, refinement_areas, parse_ok, calls}; a round whose
-    judgement never arrived (every member failed, or the run was cancelled)
-    has None there and still lists its calls.
+    needs_iteration, refinement_areas, parse_ok, agreement, details, calls};
+    a round whose judgement never arrived (every member failed, or the run
+    was cancelled) has None there and still lists its calls.
     """
     if not run_id_or_prefix:
         return None
@@ -225,7 +232,7 @@ def get_run(run_id_or_prefix: str) -> dict | None:
             "analysis": row["analysis"], "dissent": row["dissent"],
             "needs_iteration": bool(row["needs_iteration"]),
             "refinement_areas": _json(row["refinement_areas"], []), "parse_ok": bool(row["parse_ok"]),
-            "calls": [],
+            "agreement": row["agreement"], "details": _json(row["details"], {}), "calls": [],
         }
     for row in calls:
         call = dict(row)
@@ -239,7 +246,8 @@ def get_run(run_id_or_prefix: str) -> dict | None:
 def _empty_round(number: int) -> dict:
     return {
         "round": number, "synthesis": None, "confidence": None, "analysis": None, "dissent": None,
-        "needs_iteration": None, "refinement_areas": [], "parse_ok": None, "calls": [],
+        "needs_iteration": None, "refinement_areas": [], "parse_ok": None, "agreement": None, "details": {},
+        "calls": [],
     }
 
 

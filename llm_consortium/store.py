@@ -52,6 +52,16 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 parse_ok INTEGER, PRIMARY KEY (run_id, round))""",
         ],
     ),
+    (
+        # Agreement measured by the judging methods, and what they computed
+        # on the way (a tally, a ranking).
+        "003_agreement",
+        [
+            "ALTER TABLE consortium_rounds ADD COLUMN agreement REAL",
+            "ALTER TABLE consortium_rounds ADD COLUMN details TEXT",
+            "ALTER TABLE consortium_runs ADD COLUMN agreement REAL",
+        ],
+    ),
 ]
 
 

@@ -332,3 +332,35 @@ def test_usage_totals_shown_and_logged(panel):
     logged = json.loads(invoke("logs", "-n", "1", "--json").stdout)[0]
     member_output = sum(len(r.split()) for r in ["Member one says 42.", "Member two says 42."])
     assert logged["output_tokens"] > member_output  # members' and the arbiter's tokens summed
+
+
+def test_vote_method_from_cli_and_saved(panel):
+    panel.add("m1", reply="Working... <answer>42</answer>")
+    panel.add("m2", reply="So <answer>42</answer>")
+    result = invoke(*RUN, "--method", "vote", "--no-raw")
+    assert result.exit_code == 0, result.stderr
+    assert "<answer>42</answer>" in result.stdout
+    assert "Vote: 42 ×2" in result.stderr and "agreement 1.00 (measured)" in result.stderr
+    assert panel.calls("judge") == []  # a clear majority needs no arbiter
+    assert "<answer>" in panel.calls("m1")[0].system  # members are asked for a short answer
+    invoke("consortium", "save", "voters", "-m", "m1", "-m", "m2", "--arbiter", "judge", "--method", "vote")
+    assert "Method: vote" in invoke("consortium", "show", "voters").stdout
+    assert "<answer>42</answer>" in invoke("-m", "voters", "q").stdout
+    assert panel.calls("judge") == []
+
+
+def test_council_method_shows_ranking(panel):
+    panel.add("m3", reply="Member three says 41.")
+    panel.add_many(["m1", "m2", "m3"], reply=lambda req: (
+        "FINAL RANKING:\n1. Response A\n2. Response B" if "FINAL RANKING" in req.user else "an answer"))
+    result = invoke("consortium", "q", "-m", "m1", "-m", "m2", "-m", "m3", "--arbiter", "judge",
+                    "--method", "council", "--no-raw")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "The answer is 42.\n"
+    assert "Peer ranking:" in result.stderr and "ballots" in result.stderr
+    roles = {row["role"] for row in db_rows("select role from consortium_calls")}
+    assert roles == {"member", "reviewer", "arbiter"}
+
+
+def test_eval_is_a_subcommand(panel):
+    assert "eval" in invoke("consortium", "--help").stdout

@@ -11,17 +11,7 @@ from ..aggregate import extract_answer, label, tally
 
 
 async def judge(panel):
-    run = panel.run
-    prompt = prompts.arbiter_prompt(
-        prompt=run.prompt,
-        round_number=panel.number,
-        answers=[(label(i), m.text) for i, m in enumerate(panel.answered)],
-        fence=run.fence,
-        system=run.system,
-        conversation=run.conversation,
-        earlier=[r.judgement for r in run.rounds if r.judgement],
-    )
-    judgement, raw = await panel.arbitrate(prompt)
+    judgement, raw = await panel.arbitrate(arbiter_prompt(panel))
     judgement.agreement = measured_agreement(panel.answered)
     return judgement, raw
 
@@ -31,3 +21,28 @@ def measured_agreement(answered) -> float | None:
     fewer than two answers could be extracted (long prose)."""
     counted = tally([extract_answer(m.text) for m in answered])
     return counted.share if counted.extracted >= 2 else None
+
+
+def extended_arbiter_prompt(panel, template: str, **sections: str) -> str:
+    """The seed's arbiter prompt for this round's answers (neutral labels
+    ``label(i)`` for ``panel.answered[i]``, fenced), placed in ``template``
+    as ``$arbiter_prompt`` beside the method's own ``sections``.
+
+    The vote adds its tally this way, and the council its peer review.
+    """
+    return prompts.template(template).substitute(arbiter_prompt=arbiter_prompt(panel), **sections)
+
+
+def arbiter_prompt(panel) -> str:
+    """The seed's arbiter prompt for this round's answers: neutral labels
+    ``label(i)`` for ``panel.answered[i]``, each fenced."""
+    run = panel.run
+    return prompts.arbiter_prompt(
+        prompt=run.prompt,
+        round_number=panel.number,
+        answers=[(label(i), m.text) for i, m in enumerate(panel.answered)],
+        fence=run.fence,
+        system=run.system,
+        conversation=run.conversation,
+        earlier=[r.judgement for r in run.rounds if r.judgement],
+    )

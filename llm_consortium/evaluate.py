@@ -1,0 +1,475 @@
+"""``llm consortium eval DATASET.jsonl``: score the judging methods on questions
+with known short answers (numbers, multiple-choice letters).
+
+Every member answers every item once (round 1 only), asked to end with an
+``<answer>`` block, and each answer is cached in SQLite in llm's user
+directory (``consortium-eval.db``), keyed by (model, prompt, sample), where
+the sample is the member's instance number (``-m model:3`` samples a model
+three times). Every method is then replayed on the same answers and scored
+offline by exact match:
+
+* each member alone, and the oracle (right when any member is right);
+* ``vote``: the plurality of the extracted answers; no model call (a tie
+  counts as no answer);
+* ``arbiter`` and ``council``: the methods themselves, run on the cached
+  answers; their own calls (arbiter, reviewers, chairman) are cached in the
+  same table, keyed by the prompt they were sent and their role, so a
+  second run on the same data calls no model at all.
+
+Tokens, seconds and calls are what each method costs on the whole dataset,
+members included, whether or not this run had to make the calls (seconds
+are summed over calls, not wall-clock time).
+
+llm imports this module on every command, so it imports only click and the
+standard library at the top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+
+METHOD_NAMES = ("vote", "arbiter", "council")
+CACHE_FILE = "consortium-eval.db"
+#: Model calls in flight at once, across all items.
+CONCURRENCY = 32
+#: Stands for the run's random fence in cache keys, so replays find their prompts.
+FENCE_KEY = "<fence>"
+
+
+@dataclass
+class Item:
+    prompt: str
+    answer: str
+
+
+@dataclass
+class Score:
+    """One row of the table: how a member or a method did on the dataset."""
+
+    method: str
+    kind: str  # "member", "oracle" or "method"
+    items: int = 0
+    correct: int = 0
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    errors: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.items if self.items else 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def count(self, correct: bool) -> None:
+        self.items += 1
+        self.correct += int(correct)
+
+    def spend(self, calls: int, input_tokens: int, output_tokens: int, seconds: float) -> None:
+        self.calls += calls
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        self.seconds += seconds
+
+    def spend_members(self, answers) -> None:
+        """The cost of the members' answers of one item (failed calls included)."""
+        for member in answers:
+            self.spend(1, member.usage.input, member.usage.output, member.seconds)
+
+    def to_dict(self) -> dict:
+        return {
+            **asdict(self),
+            "seconds": round(self.seconds, 3),
+            "accuracy": round(self.accuracy, 4),
+            "tokens": self.tokens,
+        }
+
+
+@click.command(name="eval")
+@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--consortium", "consortium_name", help="A saved consortium to evaluate")
+@click.option("-m", "--model", "models", multiple=True, help="Member model (repeatable; model:3 for three samples)")
+@click.option("--arbiter", help="Arbiter model (the council's chairman too)")
+@click.option("--methods", default=",".join(METHOD_NAMES), show_default=True,
+              help="Comma-separated methods to score besides each member and the oracle")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N items")
+@click.option("json_", "--json", is_flag=True, help="Print the results as JSON")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save a chart of accuracy against tokens per method (needs matplotlib)")
+def eval_command(dataset, consortium_name, models, arbiter, methods, limit, json_, plot):
+    """Score each member, the oracle and the judging methods on DATASET.
+
+    DATASET is JSON Lines: {"prompt": ..., "answer": ...} per line, with
+    short answers (numbers, letters) compared by exact match. Member answers
+    and method calls are cached, so a second run costs no model call.
+
+    \b
+    llm consortium eval data.jsonl -m model-a -m model-b -m model-c --arbiter model-d
+    llm consortium eval data.jsonl --consortium NAME --methods vote,council --json
+    """
+    if plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise click.ClickException("--plot needs matplotlib: pip install matplotlib") from None
+    chosen = parse_methods(methods)
+    items = read_dataset(dataset)[:limit]
+    config, handles = resolve(consortium_name, models, arbiter, with_arbiter=needs_arbiter(chosen))
+
+    from .runner import run_coroutine
+
+    evaluation = Evaluation(config, handles, progress=Progress())
+    scores = run_coroutine(evaluation.run(items, chosen))
+    if json_:
+        click.echo(json.dumps({
+            "dataset": str(dataset),
+            "items": len(items),
+            "members": evaluation.member_names,
+            "arbiter": config.arbiter if needs_arbiter(chosen) else None,
+            "new_calls": evaluation.new_calls,
+            "results": [s.to_dict() for s in scores],
+        }, indent=2))
+    else:
+        click.echo(table(scores))
+    click.echo(f"{len(items)} items; {evaluation.new_calls} new model calls; cache: {evaluation.cache_path}",
+               err=True)
+    failed = sum(s.errors for s in scores)
+    if failed:
+        click.echo(f"{failed} answers or judgements failed and count as wrong; "
+                   "failures are not cached, so a rerun asks again", err=True)
+    if plot:
+        save_plot(scores, plot)
+        click.echo(f"Plot saved to {plot}", err=True)
+
+
+def parse_methods(text: str) -> list[str]:
+    chosen = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHOD_NAMES]
+    if unknown:
+        raise click.ClickException(
+            f"Unknown method {', '.join(unknown)}: choose from {', '.join(METHOD_NAMES)}"
+        )
+    return list(dict.fromkeys(chosen))
+
+
+def needs_arbiter(methods: list[str]) -> bool:
+    """Whether any of ``methods`` calls the arbiter (only the vote does without)."""
+    return any(m != "vote" for m in methods)
+
+
+def read_dataset(path: Path) -> list[Item]:
+    """The items of a JSON Lines file; a bad line stops with its number."""
+    items = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except ValueError as exc:
+                raise click.ClickException(f"{path}, line {number}: not JSON ({exc})") from None
+            if not isinstance(data, dict) or not isinstance(data.get("prompt"), str) or data.get("answer") is None:
+                raise click.ClickException(f'{path}, line {number}: expected {{"prompt": "...", "answer": "..."}}')
+            items.append(Item(data["prompt"], str(data["answer"])))
+    if not items:
+        raise click.ClickException(f"{path} has no items")
+    return items
+
+
+def resolve(consortium_name, models, arbiter, with_arbiter: bool):
+    """The consortium's configuration and its models, resolved before any call."""
+    from .config import ConsortiumConfig, ConsortiumConfigError
+    from .members import resolve_models
+
+    settings = {}
+    if consortium_name:
+        from .store import load_config
+
+        settings = load_config(consortium_name)
+        if settings is None:
+            raise click.ClickException(f"No saved consortium named {consortium_name!r} (see 'llm consortium list')")
+    if models:
+        settings["models"] = list(models)
+    if arbiter:
+        settings["arbiter"] = arbiter
+    if not settings.get("models"):
+        raise click.ClickException("Give the members: --consortium NAME, or -m MODEL (repeatable)")
+    if not settings.get("arbiter"):
+        if with_arbiter:
+            raise click.ClickException("The arbiter and council methods need --arbiter MODEL (or use --methods vote)")
+        settings["arbiter"] = settings["models"][0]  # never called by the vote
+    try:
+        config = ConsortiumConfig.from_dict(settings)
+        names = config.models + ([config.arbiter] if with_arbiter else [])
+        return config, resolve_models(names)
+    except ConsortiumConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+class Progress:
+    """'answered 12/40' on stderr: redrawn in place on a terminal, else every ten items."""
+
+    EVERY = 10
+
+    def __init__(self):
+        self.stream = sys.stderr
+        self.live = self.stream.isatty()
+
+    def update(self, what: str, done: int, total: int) -> None:
+        if self.live:
+            self.stream.write(f"\r{what} {done}/{total}" + ("\n" if done == total else ""))
+        elif done % self.EVERY == 0 or done == total:
+            self.stream.write(f"{what} {done}/{total}\n")
+        self.stream.flush()
+
+
+class AnswerCache:
+    """Model replies in SQLite, keyed by (model, prompt, sample).
+
+    Only successful replies are stored. The file is a cache: it can be
+    deleted at any time, at the cost of asking the models again.
+    """
+
+    def __init__(self, path: Path):
+        self.conn = sqlite3.connect(path)
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        with self.conn:
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS consortium_eval_cache (model TEXT, prompt TEXT, sample TEXT, "
+                "text TEXT, input_tokens INTEGER, output_tokens INTEGER, seconds REAL, "
+                "PRIMARY KEY (model, prompt, sample))"
+            )
+
+    def get(self, model: str, prompt: str, sample: str):
+        """The stored reply as a ``CallOutcome`` (0 attempts: no call made), or None."""
+        from .members import CallOutcome
+        from .results import Usage
+
+        row = self.conn.execute(
+            "SELECT text, input_tokens, output_tokens, seconds FROM consortium_eval_cache "
+            "WHERE model = ? AND prompt = ? AND sample = ?",
+            (model, prompt, sample),
+        ).fetchone()
+        if row is None:
+            return None
+        text, input_tokens, output_tokens, seconds = row
+        return CallOutcome(text, None, Usage(input_tokens, output_tokens), seconds, 0)
+
+    def put(self, model: str, prompt: str, sample: str, outcome) -> None:
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO consortium_eval_cache VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (model, prompt, sample, outcome.text, outcome.usage.input, outcome.usage.output,
+                 round(outcome.seconds, 3)),
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Evaluation:
+    """Runs the members once per item (or reads them from the cache), then
+    replays each method on those answers and scores everything."""
+
+    def __init__(self, config, handles, progress: Progress | None = None):
+        from .engine import ConsortiumOrchestrator, join_system
+        from .methods.vote import MEMBER_INSTRUCTIONS
+        from .store import user_dir
+
+        self.config = config
+        self.handles = handles
+        self.progress = progress
+        self.orchestrator = ConsortiumOrchestrator(config=config)
+        self.system = join_system(config.system_prompt, MEMBER_INSTRUCTIONS)
+        self.cache_path = user_dir() / CACHE_FILE
+        self.new_calls = 0
+        self.member_names: list[str] = []
+
+    async def run(self, items: list[Item], methods: list[str]) -> list[Score]:
+        """Score every member, the oracle and ``methods`` on ``items``."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Set up here, on the event loop's thread, where every query and call runs.
+        self.cache = AnswerCache(self.cache_path)
+        # The gate bounds the calls in flight; it is taken around each call, so
+        # a call's seconds do not include its wait for a turn. The limiter the
+        # calls take inside is as wide, so it never waits.
+        self.gate = asyncio.Semaphore(CONCURRENCY)
+        self.limiter = asyncio.Semaphore(CONCURRENCY)
+        self.executor = ThreadPoolExecutor(CONCURRENCY, "consortium-eval")
+        try:
+            with self.executor:
+                members = self.item_run(items[0]).members  # (model, instance) pairs, the same for every item
+                self.member_names = [model if instance == 1 else f"{model}#{instance}" for model, instance in members]
+                answers = await self.each("answered", [self.answer_item(item, members) for item in items])
+                scores = self.score_members(items, answers)
+                for method in methods:
+                    scores.append(await self.score_method(method, items, answers))
+        finally:
+            self.cache.close()
+        return scores
+
+    def item_run(self, item: Item):
+        """A Run for one item; its id is derived from the prompt, so the
+        council's shuffles, and so its prompts, are the same on every replay."""
+        from .engine import Run
+
+        return Run(
+            config=self.config, prompt=item.prompt, system=self.config.system_prompt, conversation="",
+            history=[], handles=self.handles, run_id=hashlib.sha256(item.prompt.encode()).hexdigest()[:32],
+        )
+
+    async def each(self, what: str, coroutines: list) -> list:
+        """Await coroutines concurrently, in order, reporting progress as each finishes."""
+        done = 0
+
+        async def counted(coroutine):
+            nonlocal done
+            result = await coroutine
+            done += 1
+            if self.progress:
+                self.progress.update(what, done, len(coroutines))
+            return result
+
+        return await asyncio.gather(*(counted(c) for c in coroutines))
+
+    async def answer_item(self, item: Item, members):
+        return await asyncio.gather(*(self.answer(item.prompt, model, instance) for model, instance in members))
+
+    async def answer(self, prompt: str, model: str, instance: int):
+        """One member's answer to one item, from the cache or from the model."""
+        from .members import call_model
+        from .results import MemberResult
+
+        outcome = await self.cached((model, f"{self.system}\n\n{prompt}", str(instance)), lambda: call_model(
+            self.handles[model], prompt=prompt, system=self.system, timeout=self.config.timeout,
+            attempts=self.config.attempts, backoff=self.config.retry_backoff, limiter=self.limiter,
+            executor=self.executor,
+        ))
+        return MemberResult(model, instance, outcome.text, outcome.error, round(outcome.seconds, 3),
+                            outcome.usage, outcome.attempts)
+
+    async def cached(self, key: tuple[str, str, str], make_call):
+        """The reply stored under ``key``, or ``await make_call()`` (stored when it succeeds)."""
+        outcome = self.cache.get(*key)
+        if outcome is None:
+            async with self.gate:
+                outcome = await make_call()
+            self.new_calls += 1
+            if outcome.error is None:
+                self.cache.put(*key, outcome)
+        return outcome
+
+    def score_members(self, items: list[Item], answers) -> list[Score]:
+        """A row per member, and the oracle's."""
+        from .aggregate import extract_answer, is_correct
+
+        rows = [Score(name, "member") for name in self.member_names]
+        oracle = Score("oracle", "oracle")
+        for item, item_answers in zip(items, answers):
+            right = [m.ok and is_correct(extract_answer(m.text), item.answer) for m in item_answers]
+            for row, member, correct in zip(rows, item_answers, right):
+                row.count(correct)
+                row.spend_members([member])
+                row.errors += int(not member.ok)
+            oracle.count(any(right))
+            oracle.spend_members(item_answers)
+        return rows + [oracle]
+
+    async def score_method(self, method: str, items: list[Item], answers) -> Score:
+        from .aggregate import extract_answer, is_correct, tally
+
+        row = Score(method, "method")
+        if method == "vote":
+            results = [(tally([extract_answer(m.text) for m in a]).winner, None) for a in answers]
+        else:
+            results = await self.each(
+                f"{method}: judged", [self.judge(method, item, a, row) for item, a in zip(items, answers)]
+            )
+        for item, item_answers, (predicted, error) in zip(items, answers, results):
+            row.count(is_correct(predicted, item.answer))
+            row.spend_members(item_answers)
+            row.errors += int(error is not None)
+        return row
+
+    async def judge(self, method: str, item: Item, item_answers, row: Score) -> tuple[str | None, str | None]:
+        """(the method's extracted answer, an error) for one item, its calls counted in ``row``."""
+        from .aggregate import extract_answer
+        from .config import ConsortiumError
+        from .engine import Panel, Round
+        from .methods import judge
+
+        answered = [m for m in item_answers if m.ok]
+        if not answered:
+            return None, "every member failed"
+        run = self.item_run(item)
+        run.rounds.append(Round(1, list(item_answers)))
+        panel = Panel(self.orchestrator, run, 1, answered, self.limiter, self.executor)
+        panel.call = self.cached_calls(panel.call, run.fence, row)
+        try:
+            judgement, _ = await judge(method, panel)
+        except ConsortiumError as exc:
+            return None, str(exc)
+        return extract_answer(judgement.synthesis), None
+
+    def cached_calls(self, call, fence: str, row: Score):
+        """Wrap a Panel's ``call`` so replies come from the cache when they can, and cost is counted in ``row``.
+
+        The key is the prompt as sent with the run's random fence replaced by
+        a placeholder, and the call's role and instance as the sample.
+        """
+
+        async def cached_call(model, prompt, *, role, instance=1, on_chunk=None):
+            key = (model, prompt.replace(fence, FENCE_KEY), f"{role}:{instance}")
+            outcome = await self.cached(
+                key, lambda: call(model, prompt, role=role, instance=instance, on_chunk=on_chunk)
+            )
+            row.spend(1, outcome.usage.input, outcome.usage.output, outcome.seconds)
+            return outcome
+
+        return cached_call
+
+
+def table(scores: list[Score]) -> str:
+    """The scores as a plain text table."""
+    width = max(len("method"), *(len(s.method) for s in scores))
+    lines = [f"{'method':<{width}}  {'accuracy':>8}  {'correct':>9}  {'tokens':>10}  {'seconds':>9}  {'calls':>7}"]
+    for s in scores:
+        lines.append(
+            f"{s.method:<{width}}  {s.accuracy:>8.3f}  {f'{s.correct}/{s.items}':>9}  {s.tokens:>10,}  "
+            f"{s.seconds:>9.1f}  {s.calls:>7,}"
+        )
+    return "\n".join(lines)
+
+
+def save_plot(scores: list[Score], path: Path) -> None:
+    """Accuracy against tokens, one labelled point per member and method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for s in scores:
+        marker = {"member": "o", "oracle": "*", "method": "s"}[s.kind]
+        axes.scatter(s.tokens, s.accuracy, marker=marker, s=60)
+        axes.annotate(s.method, (s.tokens, s.accuracy), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    axes.set_xlabel("tokens (whole dataset)")
+    axes.set_ylabel("accuracy")
+    axes.set_ylim(0, 1.05)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

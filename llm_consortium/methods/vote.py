@@ -1,0 +1,101 @@
+"""Majority vote (self-consistency, Wang et al. arXiv 2203.11171).
+
+Each member ends its answer with a short final answer in ``<answer>`` tags;
+the answers are extracted, normalised and counted. When the most common
+answer's share of the members reaches the confidence threshold, it is the
+round's answer and the arbiter is not called at all: the synthesis is the
+full text of the first member that gave it, so the person asking still gets
+the reasoning. Otherwise (a tie, no clear majority, or answers that could
+not be extracted) the arbiter reads the answers and the tally, and the
+details say why it was asked.
+
+Confidence is the measured vote share when the vote decides, and the
+arbiter's own confidence when it does not; ``agreement`` is always the
+vote share (None when fewer than two answers could be extracted).
+"""
+
+from __future__ import annotations
+
+from .. import prompts
+from ..aggregate import Tally, extract_answer, label, tally
+from ..results import Judgement
+from .arbiter import extended_arbiter_prompt, measured_agreement
+
+MEMBER_INSTRUCTIONS = (
+    "End your reply with your final short answer inside <answer></answer> tags: "
+    "just the answer (a number, a letter, yes/no or a few words), nothing else, "
+    "for example <answer>42</answer>."
+)
+
+
+async def judge(panel):
+    answered = panel.answered
+    answers = [extract_answer(m.text) for m in answered]
+    counted = tally(answers)
+    reason = fallback_reason(counted, len(answered), panel.config.confidence_threshold)
+    details = {
+        "tally": counted.counts,
+        "winner": counted.winner,
+        "share": counted.share,
+        "extracted": counted.extracted,
+        "arbiter_called": reason is not None,
+        "fallback_reason": reason,
+    }
+    if reason is None:
+        judgement = majority_judgement(answered, answers, counted)
+        raw = ""
+    else:
+        judgement, raw = await panel.arbitrate(arbiter_prompt(panel, answers, counted, reason))
+    judgement.agreement = measured_agreement(answered)
+    judgement.details = details
+    return judgement, raw
+
+
+def fallback_reason(counted: Tally, members: int, threshold: float) -> str | None:
+    """Why the vote cannot decide on its own, or None when it can."""
+    if counted.extracted < 2:
+        if members < 2:
+            return "only one member answered: there is nothing to vote on"
+        return f"answers could not be extracted ({counted.extracted} of {members})"
+    if counted.tie:
+        return "no majority: the most common answers are tied"
+    if counted.share < threshold:
+        votes = counted.counts[counted.winner]
+        return (
+            f"no majority: the most common answer has {votes} of {members} votes "
+            f"({counted.share:.0%}), below the threshold of {threshold:.0%}"
+        )
+    return None
+
+
+def majority_judgement(answered, answers, counted: Tally):
+    """The vote's own judgement: the first answer that gave the winner, no arbiter."""
+    winner_text = next(m.text for m, a in zip(answered, answers) if a == counted.winner)
+    votes = counted.counts[counted.winner]
+    others = [f"{answer} ({count})" for answer, count in counted.counts.items() if answer != counted.winner]
+    return Judgement(
+        synthesis=winner_text.strip(),
+        confidence=counted.share,
+        analysis=f"Majority vote: {votes} of {len(answered)} members answered {counted.winner}.",
+        dissent=("Other answers: " + ", ".join(others)) if others else "none",
+        needs_iteration=False,
+    )
+
+
+def arbiter_prompt(panel, answers: list[str | None], counted: Tally, reason: str) -> str:
+    """The arbiter's usual prompt followed by the vote tally, fenced like the answers.
+
+    The tally is computed from member text, so it is untrusted too: it sits in
+    a fenced block of its own.
+    """
+    labels = [label(i) for i in range(len(panel.answered))]
+    lines = [
+        f"{answer}: {count} ({', '.join(lab for lab, a in zip(labels, answers) if a == answer)})"
+        for answer, count in counted.counts.items()
+    ]
+    missing = [lab for lab, a in zip(labels, answers) if a is None]
+    if missing:
+        lines.append(f"no short answer found: {', '.join(missing)}")
+    return extended_arbiter_prompt(
+        panel, "vote_arbiter", reason=reason, tally=prompts.fenced("Vote tally", "\n".join(lines), panel.run.fence)
+    )
