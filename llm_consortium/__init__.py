@@ -52,12 +52,12 @@ def register_models(register):
     saved = saved_configs_fast()
     if not saved:
         return
-    from .config import ConsortiumConfig, ConsortiumConfigError
+    from .config import ConsortiumConfig
     from .model import AsyncConsortiumModel, ConsortiumModel
 
     for name, data in saved:
         try:
             config = ConsortiumConfig.from_dict(data)
-        except (ConsortiumConfigError, TypeError):
-            continue  # one broken saved config must not break llm
+        except Exception:  # noqa: BLE001 - a broken saved row must never break every llm command
+            continue
         register(ConsortiumModel(name, config), AsyncConsortiumModel(name, config))

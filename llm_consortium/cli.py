@@ -15,9 +15,6 @@ from .config import DEFAULT_ARBITER, DEFAULT_MODELS, METHODS, ConsortiumConfig, 
 from .evaluate import eval_command
 
 DEFAULT_FILE = "consortium-default.txt"
-# `llm consortium run` saves its settings under this name, so that the
-# consortium model it logs (and so `llm -c` after it) can be found again.
-LATEST = "consortium"
 
 
 def settings_options(command):
@@ -41,8 +38,10 @@ def settings_options(command):
     return command
 
 
-def build_config(models, **settings) -> ConsortiumConfig:
-    values = {k: v for k, v in settings.items() if v is not None}
+def build_config(models, base: ConsortiumConfig | None = None, **settings) -> ConsortiumConfig:
+    """Settings from the command line over ``base`` (or the defaults)."""
+    values = base.to_dict() if base else {}
+    values.update({k: v for k, v in settings.items() if v is not None})
     if models:
         values["models"] = list(models)
     if "system" in values:
@@ -62,7 +61,19 @@ def user_path(name: str) -> Path:
     return llm.user_dir() / name
 
 
-@click.group(cls=DefaultGroup, default="run", default_if_no_args=True)
+class ConsortiumGroup(DefaultGroup):
+    """``run`` is the default subcommand; a database error is one line."""
+
+    def invoke(self, ctx):
+        import sqlite3
+
+        try:
+            return super().invoke(ctx)
+        except sqlite3.Error as exc:
+            fail(f"The database in llm's user directory could not be used: {exc}")
+
+
+@click.group(cls=ConsortiumGroup, default="run", default_if_no_args=True)
 def consortium():
     """Ask several models at once; an arbiter combines their answers.
 
@@ -89,15 +100,14 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, **settings):
     responses go to stderr.
     """
     prompt = read_prompt(prompt, stdin)
-    if not models and not settings["arbiter"]:
-        models, settings = default_settings(models, settings)
+    base = default_config() if not models and not settings["arbiter"] else None
     try:
-        config = build_config(models, **settings)
+        config = build_config(models, base=base, **settings)
         from .engine import ConsortiumOrchestrator
 
         ConsortiumOrchestrator(config=config).prepare(prompt)  # unknown models, empty prompt
     except ConsortiumConfigError as exc:
-        fail(explain_defaults(str(exc), config_uses_defaults=not models))
+        fail(explain_defaults(str(exc), config_uses_defaults=not models and base is None))
     if output:
         check_writable(output)
 
@@ -105,11 +115,12 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, **settings):
     from .model import ConsortiumModel
     from .store import save_config
 
-    save_config(LATEST, config.to_dict())
-
+    # Kept under a name of its own so that `llm -c` can find this model again.
+    name = latest_name(config)
+    save_config(name, {**config.to_dict(), "ad_hoc": True})
     raw = raw and not quiet
     progress = Progress(sys.stderr, config.arbiter) if sys.stderr.isatty() and not quiet else None
-    model = ConsortiumModel(LATEST, config, saved=False, observers=[progress] if progress else [])
+    model = ConsortiumModel(name, config, saved=False, observers=[progress] if progress else [])
     response = model.prompt(prompt, system=config.system_prompt)
     try:
         for chunk in response:
@@ -123,12 +134,13 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, **settings):
             progress.close()
         click.echo("\nCancelled: the run is recorded as cancelled.", err=True)
         sys.exit(130)
-    except ConsortiumError as exc:
+    except Exception as exc:  # a model's or plugin's failure: one line, the run is recorded
         if progress:
             progress.close()
-        if raw and exc.result:
-            click.echo(raw_view(exc.result), err=True)
-        fail(str(exc))
+        result = getattr(exc, "result", None)
+        if raw and result:
+            click.echo(raw_view(result), err=True)
+        fail(str(exc) if isinstance(exc, ConsortiumError) else f"{type(exc).__name__}: {exc}")
     result = response.response_json
     if not json_:
         click.echo()
@@ -145,6 +157,15 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, **settings):
     if output:
         Path(output).write_text(json.dumps(result, indent=2))
     log_response(response)
+
+
+def latest_name(config: ConsortiumConfig) -> str:
+    """The model id an unsaved consortium is logged under: one per settings,
+    so `llm -c` continues a conversation with the consortium that had it."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
+    return f"consortium-{digest[:10]}"
 
 
 def raw_view(result: dict) -> str:
@@ -164,23 +185,18 @@ def read_prompt(prompt: str | None, use_stdin: bool) -> str:
     return prompt
 
 
-def default_settings(models, settings):
-    """With no -m and no --arbiter, use the consortium set with
-    ``llm consortium default NAME``, if any, else the documented defaults."""
+def default_config() -> ConsortiumConfig | None:
+    """The consortium set with ``llm consortium default NAME``, if any."""
     path = user_path(DEFAULT_FILE)
     name = path.read_text().strip() if path.exists() else ""
     if not name:
-        return models, settings
+        return None
     from .store import load_config
 
     saved = load_config(name)
     if saved is None:
         fail(f"The default consortium {name!r} no longer exists: run 'llm consortium default --clear'")
-    merged = {**{k: saved.get(k) for k in ("arbiter", "confidence_threshold", "max_iterations", "min_iterations",
-                                           "timeout", "attempts", "max_concurrency", "quorum", "method")},
-              "system": saved.get("system_prompt")}
-    merged.update({k: v for k, v in settings.items() if v is not None})
-    return saved["models"], merged
+    return ConsortiumConfig.from_dict(saved)
 
 
 def explain_defaults(message: str, config_uses_defaults: bool) -> str:
@@ -224,7 +240,8 @@ def log_response(response) -> None:
         except Exception as exc:  # llm's logging code; the run is recorded already
             if attempt:
                 click.echo(f"Warning: could not add the answer to llm logs: {exc}", err=True)
-            time.sleep(0.5)
+            else:
+                time.sleep(0.5)
 
 
 @consortium.command()
@@ -240,21 +257,35 @@ def save(name, models, **settings):
         fail("save needs at least one member: -m MODEL")
     if not settings["arbiter"]:
         fail("save needs an arbiter: --arbiter MODEL")
-    if name == LATEST:
-        fail(f"{LATEST!r} is reserved for the latest 'llm consortium run': choose another name")
     if name in llm.get_model_aliases() and load_config(name) is None:
         fail(f"{name!r} is already a model id or alias: choose another name")
     try:
         config = build_config(models, **settings)
         from .members import resolve_models
 
-        handles = resolve_models(config.models + [config.arbiter])
+        resolve_models(config.models + [config.arbiter])
     except ConsortiumConfigError as exc:
         fail(str(exc))
-    if name in handles:
-        fail(f"A consortium cannot be a member or the arbiter of itself: {name}")
+    if includes(config, name):
+        fail(f"A consortium cannot include itself, directly or through another saved consortium: {name}")
     save_config(name, config.to_dict())
     click.echo(f"Saved consortium {name}: llm -m {name} \"your prompt\"")
+
+
+def includes(config: ConsortiumConfig, target: str, seen: tuple = ()) -> bool:
+    """Whether ``target`` is a member or the arbiter of ``config``, directly or
+    through saved consortiums it includes (which would recurse without end)."""
+    from .config import split_count
+    from .store import load_config
+
+    for spec in config.models + [config.arbiter]:
+        model, _ = split_count(spec)
+        if model == target:
+            return True
+        saved = load_config(model) if model not in seen else None
+        if saved and includes(ConsortiumConfig.from_dict(saved), target, seen + (model,)):
+            return True
+    return False
 
 
 @consortium.command(name="list")
@@ -263,7 +294,7 @@ def list_(json_):
     """List saved consortiums."""
     from .store import list_configs
 
-    saved = [row for row in list_configs() if row[0] != LATEST]
+    saved = [row for row in list_configs() if not row[1].get("ad_hoc")]
     if json_:
         click.echo(json.dumps([{"name": n, **c, "created_at": t} for n, c, t in saved], indent=2))
         return

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -153,6 +152,8 @@ class ConsortiumOrchestrator:
         if not prompt or not prompt.strip():
             raise ConsortiumConfigError("The prompt is empty")
         handles = resolve_models(self.config.models + [self.config.arbiter])
+        if self.config.arbiter not in handles:
+            raise ConsortiumConfigError(f"The arbiter is a single model: {self.config.arbiter!r} is not one")
         return Run(
             config=self.config,
             prompt=prompt,
@@ -165,50 +166,53 @@ class ConsortiumOrchestrator:
     async def execute(self, run: Run) -> dict:
         self._emit("run_started", run)
         limiter = asyncio.Semaphore(self.config.max_concurrency)
-        with ThreadPoolExecutor(self.config.max_concurrency, "consortium") as executor:
-            try:
-                await self._rounds(run, limiter, executor)
-            except ConsortiumError as exc:
-                run.finished = datetime.now(timezone.utc)
-                exc.result = run.to_dict()
-                self._emit("run_failed", run, "failed", str(exc))
-                raise
-            except (asyncio.CancelledError, KeyboardInterrupt):
-                run.finished = datetime.now(timezone.utc)
-                self._emit("run_failed", run, "cancelled", "cancelled by the user")
-                raise
+        try:
+            await self._rounds(run, limiter)
+        except ConsortiumError as exc:
+            run.finished = datetime.now(timezone.utc)
+            exc.result = run.to_dict()
+            self._emit("run_failed", run, "failed", str(exc))
+            raise
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            run.finished = datetime.now(timezone.utc)
+            self._emit("run_failed", run, "cancelled", "cancelled by the user")
+            raise
+        except Exception as exc:  # a bug of ours or a plugin's: still leave a record
+            run.finished = datetime.now(timezone.utc)
+            self._emit("run_failed", run, "failed", f"{type(exc).__name__}: {exc}")
+            raise
         run.finished = datetime.now(timezone.utc)
         result = run.to_dict()
         self._emit("run_finished", run, result)
         return result
 
-    async def _rounds(self, run: Run, limiter, executor) -> None:
+    async def _rounds(self, run: Run, limiter) -> None:
         config = self.config
         for number in range(1, config.max_iterations + 1):
             self._emit("round_started", run, number)
             member_prompt = run.prompt
             if run.rounds:
                 member_prompt = prompts.refine_prompt(run.prompt, number, run.rounds[-1].judgement)
-            members = await self._ask_members(run, number, member_prompt, limiter, executor)
+            members = await self._ask_members(run, number, member_prompt, limiter)
             current = Round(number, members)
             run.rounds.append(current)
             answered = [m for m in members if m.ok]
             if not answered:
                 errors = "; ".join(f"{m.model}#{m.instance}: {m.error}" for m in members)
                 raise ConsortiumError(f"Every member failed in round {number}: {errors}")
-            panel = Panel(self, run, number, answered, limiter, executor)
+            panel = Panel(self, run, number, answered, limiter)
             current.judgement, current.arbiter_raw = await judge(config.method, panel)
             self._emit("round_finished", run, current)
             if current.judgement.confidence >= config.confidence_threshold and number >= config.min_iterations:
                 return
 
-    async def _ask_members(self, run: Run, number: int, prompt: str, limiter, executor) -> list[MemberResult]:
+    async def _ask_members(self, run: Run, number: int, prompt: str, limiter) -> list[MemberResult]:
         """Every member at once; with a quorum, stop waiting once enough answered."""
         config = self.config
         messages = member_messages(run.history, run.system)
         system = join_system(run.system, member_instructions(config.method))
         tasks = {
-            asyncio.create_task(self._ask_one(run, number, model, instance, prompt, system, messages, limiter, executor)): (model, instance)
+            asyncio.create_task(self._ask_one(run, number, model, instance, prompt, system, messages, limiter)): (model, instance)
             for model, instance in run.members
         }
         results: dict[tuple[str, int], MemberResult] = {}
@@ -229,7 +233,7 @@ class ConsortiumOrchestrator:
             self._emit("member_finished", run, number, late, prompt)
         return [results[key] for key in tasks.values()]
 
-    async def _ask_one(self, run, number, model, instance, prompt, system, messages, limiter, executor) -> MemberResult:
+    async def _ask_one(self, run, number, model, instance, prompt, system, messages, limiter) -> MemberResult:
         self._emit("member_started", run, number, model, instance)
         outcome = await call_model(
             run.handles[model],
@@ -240,7 +244,6 @@ class ConsortiumOrchestrator:
             attempts=self.config.attempts,
             backoff=self.config.retry_backoff,
             limiter=limiter,
-            executor=executor,
             on_chunk=lambda chunk: self._emit("member_chunk", run, number, model, instance, chunk),
             on_retry=lambda attempt, error, delay: self._emit("member_retry", run, number, model, instance, error, delay),
         )
@@ -261,16 +264,16 @@ class Panel:
     to the arbiter or other models that are counted, limited and recorded
     like every other call of the run."""
 
-    def __init__(self, orchestrator: ConsortiumOrchestrator, run: Run, number: int, answered, limiter, executor):
+    def __init__(self, orchestrator: ConsortiumOrchestrator, run: Run, number: int, answered, limiter):
         self.orchestrator = orchestrator
         self.config = orchestrator.config
         self.run = run
         self.number = number
         self.answered: list[MemberResult] = answered
         self._limiter = limiter
-        self._executor = executor
 
-    async def call(self, model: str, prompt: str, *, role: str, instance: int = 1, on_chunk=None) -> CallOutcome:
+    async def call(self, model: str, prompt: str, *, role: str, instance: int = 1, on_attempt=None,
+                   on_chunk=None) -> CallOutcome:
         """One call of any of the run's models; ``role`` names it in the records."""
         outcome = await call_model(
             self.run.handles[model],
@@ -279,7 +282,7 @@ class Panel:
             attempts=self.config.attempts,
             backoff=self.config.retry_backoff,
             limiter=self._limiter,
-            executor=self._executor,
+            on_attempt=on_attempt,
             on_chunk=on_chunk,
         )
         self.run.usage.add(outcome.usage)
@@ -299,11 +302,11 @@ class Panel:
         """
         emit = self.orchestrator._emit
         for attempt_prompt in (prompt, prompt + prompts.reminder()):
-            emit("arbiter_started", self.run, self.number)
             outcome = await self.call(
                 self.config.arbiter,
                 attempt_prompt,
                 role="arbiter",
+                on_attempt=lambda _: emit("arbiter_started", self.run, self.number),
                 on_chunk=lambda chunk: emit("arbiter_chunk", self.run, self.number, chunk),
             )
             if outcome.error:

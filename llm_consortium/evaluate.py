@@ -299,8 +299,6 @@ class Evaluation:
 
     async def run(self, items: list[Item], methods: list[str]) -> list[Score]:
         """Score every member, the oracle and ``methods`` on ``items``."""
-        from concurrent.futures import ThreadPoolExecutor
-
         # Set up here, on the event loop's thread, where every query and call runs.
         self.cache = AnswerCache(self.cache_path)
         # The gate bounds the calls in flight; it is taken around each call, so
@@ -308,15 +306,13 @@ class Evaluation:
         # calls take inside is as wide, so it never waits.
         self.gate = asyncio.Semaphore(CONCURRENCY)
         self.limiter = asyncio.Semaphore(CONCURRENCY)
-        self.executor = ThreadPoolExecutor(CONCURRENCY, "consortium-eval")
         try:
-            with self.executor:
-                members = self.item_run(items[0]).members  # (model, instance) pairs, the same for every item
-                self.member_names = [model if instance == 1 else f"{model}#{instance}" for model, instance in members]
-                answers = await self.each("answered", [self.answer_item(item, members) for item in items])
-                scores = self.score_members(items, answers)
-                for method in methods:
-                    scores.append(await self.score_method(method, items, answers))
+            members = self.item_run(items[0]).members  # (model, instance) pairs, the same for every item
+            self.member_names = [model if instance == 1 else f"{model}#{instance}" for model, instance in members]
+            answers = await self.each("answered", [self.answer_item(item, members) for item in items])
+            scores = self.score_members(items, answers)
+            for method in methods:
+                scores.append(await self.score_method(method, items, answers))
         finally:
             self.cache.close()
         return scores
@@ -356,7 +352,6 @@ class Evaluation:
         outcome = await self.cached((model, f"{self.system}\n\n{prompt}", str(instance)), lambda: call_model(
             self.handles[model], prompt=prompt, system=self.system, timeout=self.config.timeout,
             attempts=self.config.attempts, backoff=self.config.retry_backoff, limiter=self.limiter,
-            executor=self.executor,
         ))
         return MemberResult(model, instance, outcome.text, outcome.error, round(outcome.seconds, 3),
                             outcome.usage, outcome.attempts)
@@ -416,7 +411,7 @@ class Evaluation:
             return None, "every member failed"
         run = self.item_run(item)
         run.rounds.append(Round(1, list(item_answers)))
-        panel = Panel(self.orchestrator, run, 1, answered, self.limiter, self.executor)
+        panel = Panel(self.orchestrator, run, 1, answered, self.limiter)
         panel.call = self.cached_calls(panel.call, run.fence, row)
         try:
             judgement, _ = await judge(method, panel)
@@ -431,10 +426,10 @@ class Evaluation:
         a placeholder, and the call's role and instance as the sample.
         """
 
-        async def cached_call(model, prompt, *, role, instance=1, on_chunk=None):
+        async def cached_call(model, prompt, *, role, instance=1, on_attempt=None, on_chunk=None):
             key = (model, prompt.replace(fence, FENCE_KEY), f"{role}:{instance}")
             outcome = await self.cached(
-                key, lambda: call(model, prompt, role=role, instance=instance, on_chunk=on_chunk)
+                key, lambda: call(model, prompt, role=role, instance=instance, on_attempt=on_attempt, on_chunk=on_chunk)
             )
             row.spend(1, outcome.usage.input, outcome.usage.output, outcome.seconds)
             return outcome

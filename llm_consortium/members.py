@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -97,30 +99,40 @@ async def call_model(
     attempts: int,
     backoff: float,
     limiter: asyncio.Semaphore,
-    executor=None,
+    on_attempt: Callable[[int], None] | None = None,
     on_chunk: Callable[[str], None] | None = None,
     on_retry: Callable[[int, str, float], None] | None = None,
 ) -> CallOutcome:
     """Call one model, retrying transient errors with exponential backoff.
 
-    ``timeout`` bounds each attempt. A call that runs out of its time is
-    not retried: a model that hung once has already cost the whole budget.
-    ``on_retry(attempt, error, delay)`` is told before each wait.
+    ``timeout`` bounds each attempt. A call that runs out of our time is not
+    retried: a model that hung once has already cost the whole budget.
+    ``on_attempt(n)`` is told as each attempt starts (a listener that was
+    streaming the previous attempt must start over); ``on_retry(attempt,
+    error, delay)`` before each wait. Chunks of an attempt that has ended
+    (a sync model's thread cannot be stopped) are not passed on.
     """
     started = time.perf_counter()
     outcome = CallOutcome()
     for attempt in range(1, attempts + 1):
         outcome.attempts = attempt
+        if on_attempt:
+            on_attempt(attempt)
+        live = [True]  # this attempt's own flag: a late thread of an earlier one stays muted
+
+        def deliver(chunk: str, live=live) -> None:
+            if live[0] and on_chunk:
+                on_chunk(chunk)
+
+        deadline = None if timeout is None else time.perf_counter() + timeout
         try:
             async with limiter:
-                text, usage = await asyncio.wait_for(
-                    _consume(handle, prompt, system, messages, on_chunk, executor), timeout
-                )
-        except asyncio.TimeoutError:
-            outcome.error = f"Timeout: no complete answer within {timeout:g} s"
-            break
+                text, usage = await asyncio.wait_for(_consume(handle, prompt, system, messages, deliver), timeout)
         except Exception as exc:  # a model's failure is data, whatever its type
-            outcome.error = describe(exc)
+            if isinstance(exc, TimeoutError) and deadline is not None and time.perf_counter() >= deadline:
+                outcome.error = f"Timeout: no complete answer within {timeout:g} s"
+                break
+            outcome.error = redact(describe(exc))
             if attempt == attempts or not is_transient(exc):
                 break
             delay = random.uniform(0, backoff * 2 ** (attempt - 1))
@@ -130,6 +142,8 @@ async def call_model(
         else:
             outcome.text, outcome.usage, outcome.error = text, usage, None
             break
+        finally:
+            live[0] = False
     outcome.seconds = time.perf_counter() - started
     return outcome
 
@@ -143,15 +157,14 @@ def _prompt_kwargs(prompt, system, messages) -> dict:
     return kwargs
 
 
-async def _consume(handle, prompt, system, messages, on_chunk, executor) -> tuple[str, Usage]:
+async def _consume(handle, prompt, system, messages, on_chunk) -> tuple[str, Usage]:
     kwargs = _prompt_kwargs(prompt, system, messages)
     if handle.is_async:
         response = handle.model.prompt(prompt, **kwargs)
         pieces = []
         async for chunk in response:
             pieces.append(chunk)
-            if on_chunk:
-                on_chunk(chunk)
+            on_chunk(chunk)
         usage = await response.usage()
         return "".join(pieces), Usage(usage.input or 0, usage.output or 0)
 
@@ -162,11 +175,53 @@ async def _consume(handle, prompt, system, messages, on_chunk, executor) -> tupl
         pieces = []
         for chunk in response:
             pieces.append(chunk)
-            if on_chunk:
-                loop.call_soon_threadsafe(on_chunk, chunk)
+            loop.call_soon_threadsafe(on_chunk, chunk)
         usage = response.usage()
         return "".join(pieces), Usage(usage.input or 0, usage.output or 0)
 
-    # A dedicated executor: the default one has only a few threads on a
-    # small machine, which would queue members behind each other.
-    return await loop.run_in_executor(executor, run_sync)
+    return await in_daemon_thread(run_sync)
+
+
+async def in_daemon_thread(function):
+    """Run a blocking function in a thread of its own and await its result.
+
+    Not an executor: leaving one waits for its threads, so a sync model
+    that hangs would hold the round past its timeout, and the process past
+    Ctrl-C. A daemon thread is simply abandoned when its caller gives up.
+    """
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(setter, value):
+        if not future.done():  # the caller may have given up (timeout, quorum)
+            setter(value)
+
+    def worker():
+        try:
+            result = function()
+        except BaseException as exc:  # handed to the awaiting coroutine
+            loop.call_soon_threadsafe(settle, future.set_exception, exc)
+        else:
+            loop.call_soon_threadsafe(settle, future.set_result, result)
+
+    threading.Thread(target=worker, name="consortium-sync-model", daemon=True).start()
+    return await future
+
+
+# Secrets that a provider's error message might repeat back.
+_SECRET_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|(?<=[?&]key=)[^&\s'\"]+|(?<=Bearer )[^\s'\"]+)")
+
+
+def redact(text: str) -> str:
+    """Remove API keys from an error message before it is shown or stored:
+    the keys llm knows (keys.json), ``*_KEY``/``*_TOKEN`` environment
+    variables, and key-shaped strings (``sk-...``, ``?key=...``, ``Bearer ...``)."""
+    import os
+
+    import llm
+
+    secrets = [v for k, v in os.environ.items() if k.endswith(("_KEY", "_TOKEN")) and len(v) >= 8]
+    secrets += [v for v in llm.load_keys().values() if isinstance(v, str) and len(v) >= 8]
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return _SECRET_PATTERNS.sub("[redacted]", text)

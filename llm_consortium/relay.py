@@ -9,52 +9,54 @@ from __future__ import annotations
 
 from .config import ConsortiumConfig
 from .engine import Observer
-from .parsing import SynthesisStream, parse_confidence
+from .parsing import SynthesisStream, parse_arbiter
 
 
 class SynthesisRelay(Observer):
-    """Passes the final round's synthesis to ``send`` as the arbiter writes it."""
+    """Passes the final round's synthesis to ``send`` as the arbiter writes it.
+
+    Each arbiter attempt is read with a fresh ``SynthesisStream`` (which skips
+    reasoning blocks). When its synthesis opens, the confidence written
+    before it decides whether this round is the last: only then is the
+    synthesis passed on. An arbiter that writes the synthesis first, or a
+    retry after text was already sent, falls back to sending the final
+    synthesis at the end (``rest``).
+    """
 
     def __init__(self, config: ConsortiumConfig, send):
         self.config = config
         self.send = send
         self.sent = ""
+        self.frozen = False
 
     def arbiter_started(self, run, round_number):
+        self.frozen = self.frozen or bool(self.sent)  # a retry must not stream a second copy
         self.round_number = round_number
         self.raw = ""
-        self.final = None  # unknown until the confidence has been read
+        self.final = None  # unknown until the synthesis opens
         self.stream = SynthesisStream()
 
     def arbiter_chunk(self, run, round_number, chunk):
         self.raw += chunk
-        if self.final is None:
-            if "<synthesis" not in self.raw.lower():
-                return
-            self.final = self._is_final()
-            chunk = self.raw  # the stream starts from the whole reply so far
-        if self.final:
-            self._send(self.stream.feed(chunk))
+        text = self.stream.feed(chunk)
+        if self.final is None and self.stream.started:
+            self.final = self._is_final(self.raw[: self.raw.lower().rfind("<synthesis")])
+        if self.final and not self.frozen:
+            self._send(text)
 
-    def _is_final(self) -> bool:
+    def _is_final(self, before_synthesis: str) -> bool:
         if self.round_number >= self.config.max_iterations:
             return True
-        lower = self.raw.lower()
-        start, end = lower.find("<confidence"), lower.find("</confidence>")
-        if start < 0 or end < start:
-            return False  # synthesis came before confidence: wait for the end
-        confidence = parse_confidence(self.raw[self.raw.index(">", start) + 1 : end])
-        return (
-            confidence is not None
-            and confidence >= self.config.confidence_threshold
-            and self.round_number >= self.config.min_iterations
-        )
+        confidence = parse_arbiter(before_synthesis).confidence
+        return confidence >= self.config.confidence_threshold and self.round_number >= self.config.min_iterations
 
     def rest(self, synthesis: str) -> str:
-        """What of the final synthesis has not been streamed yet."""
+        """What of the final synthesis has not been sent yet. If what was sent
+        is not its start (a reply the stream read differently from the
+        parser), the whole synthesis follows on a new paragraph."""
         if synthesis.startswith(self.sent):
             return synthesis[len(self.sent) :]
-        return "" if self.sent else synthesis
+        return "\n\n" + synthesis
 
     def _send(self, text: str) -> None:
         if text:

@@ -113,3 +113,20 @@ def test_last_round_streams_even_when_not_confident(sim):
                            "--no-raw"], stderr_tty=False)
     assert "".join(t for _, t in chunks) == "second and last\n"
     assert "2 rounds" in err
+
+
+def test_a_draft_quoted_in_a_thinking_block_never_reaches_stdout(sim):
+    sim.add("m1", reply="answer")
+    thinking = "<thinking>Maybe <confidence>0.95</confidence> <synthesis>DRAFT</synthesis></thinking>\n"
+    sim.add("judge", reply=[thinking + arbiter_xml("round one", 0.3), arbiter_xml("Final", 0.95)], chunk_delay=0.01)
+    chunks, err = run_llm(["consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw"], stderr_tty=False)
+    assert "".join(t for _, t in chunks) == "Final\n"
+    assert "2 rounds" in err
+
+
+def test_a_quoted_format_before_the_answer_gives_the_real_answer(sim):
+    sim.add("m1", reply="answer")
+    quoted = "I will use <confidence>[0-1]</confidence> and <synthesis>...</synthesis>.\n"
+    sim.add("judge", reply=quoted + arbiter_xml("REAL", 0.9), chunk_delay=0.01)
+    chunks, _ = run_llm(["consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw"], stderr_tty=False)
+    assert "".join(t for _, t in chunks) == "REAL\n"

@@ -312,3 +312,54 @@ def test_orchestrate_sync_inside_running_loop(sim):
         return orchestrator(["m1"]).orchestrate_sync("q")
 
     assert asyncio.run(main())["synthesis"]["synthesis"] == "s"
+
+
+def test_quorum_judges_once_enough_answered(sim):
+    sim.add_many(["fast1", "fast2"], reply="quick")
+    sim.add("slow", reply="late", latency=30)
+    sim.add("judge", reply=arbiter_xml("s", 0.9))
+    import time
+
+    start = time.perf_counter()
+    result = orchestrator(["fast1", "fast2", "slow"], quorum=2).orchestrate_sync("q")
+    assert time.perf_counter() - start < 5
+    slow = result["model_responses"][2]
+    assert slow["cancelled"] is True and slow["error"].startswith("Cancelled: quorum")
+    assert "Response C" not in arbiter_prompts(sim)[0]
+
+
+class HangingSync(llm.Model):
+    model_id = "hanging-sync"
+
+    def execute(self, prompt, stream, response, conversation):
+        import time
+
+        time.sleep(6)
+        yield "too late"
+
+
+class HangingPlugin:
+    __name__ = "hanging_plugin"
+
+    @llm.hookimpl
+    def register_models(self, register):
+        register(HangingSync())
+
+
+@pytest.fixture
+def hanging_sync_model():
+    llm.pm.register(HangingPlugin(), name="hanging_plugin")
+    yield "hanging-sync"
+    llm.pm.unregister(name="hanging_plugin")
+
+
+@pytest.mark.parametrize("setting", [{"timeout": 0.5}, {"quorum": 1}])
+def test_hung_sync_model_does_not_hold_the_round(sim, hanging_sync_model, setting):
+    import time
+
+    sim.add("quick", reply="answer")
+    sim.add("judge", reply=arbiter_xml("s", 0.9))
+    start = time.perf_counter()
+    result = orchestrator(["quick", hanging_sync_model], **setting).orchestrate_sync("q")
+    assert time.perf_counter() - start < 3  # the sleeping thread is abandoned, not waited for
+    assert result["model_responses"][1]["text"] is None
