@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ def settings_options(command):
         click.option("--min-iterations", type=int, help="Fewest rounds (default 1)"),
         click.option("--system", help="System prompt for every member and the arbiter"),
         click.option("--timeout", type=float, help="Seconds each model call may take (default 300)"),
-        click.option("--retries", "attempts", type=int, help="Attempts per call on transient errors (default 3)"),
+        click.option("--attempts", type=int, help="Attempts per call on transient errors (default 3)"),
         click.option("--max-concurrency", type=int, help="Most model calls in flight at once (default 32)"),
         click.option("--quorum", type=int, help="Judge a round once this many members have answered"),
         click.option("--method", type=click.Choice(METHODS), help="How a round is judged (default arbiter)"),
@@ -107,7 +108,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, **settings):
 
         ConsortiumOrchestrator(config=config).prepare(prompt)  # unknown models, empty prompt
     except ConsortiumConfigError as exc:
-        fail(explain_defaults(str(exc), config_uses_defaults=not models and base is None))
+        fail(explain_defaults(str(exc)))
     if output:
         check_writable(output)
 
@@ -118,6 +119,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, **settings):
     # Kept under a name of its own so that `llm -c` can find this model again.
     name = latest_name(config)
     save_config(name, {**config.to_dict(), "ad_hoc": True})
+    signal.signal(signal.SIGTERM, interrupt)
     raw = raw and not quiet
     progress = Progress(sys.stderr, config.arbiter) if sys.stderr.isatty() and not quiet else None
     model = ConsortiumModel(name, config, saved=False, observers=[progress] if progress else [])
@@ -138,10 +140,15 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, **settings):
         if progress:
             progress.close()
         result = getattr(exc, "result", None)
-        if raw and result:
-            click.echo(raw_view(result), err=True)
+        if result:
+            if raw:
+                click.echo(raw_view(result), err=True)
+            deliver(result, json_, output)  # what had arrived, as for a success
+            click.echo(f"Run {result['metadata']['run_id']} recorded as failed "
+                       f"(llm consortium inspect {result['metadata']['run_id'][:8]})", err=True)
         fail(str(exc) if isinstance(exc, ConsortiumError) else f"{type(exc).__name__}: {exc}")
     result = response.response_json
+    log_response(response)
     if not json_:
         click.echo()
     if progress:
@@ -152,11 +159,24 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, **settings):
         click.echo(summary(result), err=True)
     if usage:
         click.echo(click.style(f"Token usage: {response.token_usage()}", fg="yellow", bold=True), err=True)
+    deliver(result, json_, output)
+
+
+def deliver(result: dict, json_: bool, output: str | None) -> None:
+    """The full result as JSON: on stdout with --json, into the --output file."""
     if json_:
         click.echo(json.dumps(result, indent=2))
     if output:
-        Path(output).write_text(json.dumps(result, indent=2))
-    log_response(response)
+        try:
+            Path(output).write_text(json.dumps(result, indent=2))
+        except OSError as exc:
+            fail(f"Could not write --output file {output}: {exc.strerror or exc} (the run is recorded)")
+
+
+def interrupt(signum, frame):
+    """SIGTERM (a killed job, a closed terminal) ends a run like Ctrl-C:
+    recorded as cancelled with what had arrived."""
+    raise KeyboardInterrupt
 
 
 def latest_name(config: ConsortiumConfig) -> str:
@@ -199,10 +219,12 @@ def default_config() -> ConsortiumConfig | None:
     return ConsortiumConfig.from_dict(saved)
 
 
-def explain_defaults(message: str, config_uses_defaults: bool) -> str:
-    if config_uses_defaults and "Unknown model" in message:
+def explain_defaults(message: str) -> str:
+    """Say so when the unknown model is one of the built-in defaults."""
+    defaults = [m for m in [*DEFAULT_MODELS, DEFAULT_ARBITER] if m in message]
+    if "Unknown model" in message and defaults:
         return (
-            f"{message}. The built-in defaults are {', '.join(DEFAULT_MODELS)} with arbiter {DEFAULT_ARBITER}; "
+            f"{message}. {', '.join(dict.fromkeys(defaults))}: built-in default(s) of the original plugin; "
             "pass -m MODEL (repeatable) and --arbiter MODEL, or save a consortium and make it the default "
             "with 'llm consortium default NAME'"
         )
@@ -253,6 +275,8 @@ def save(name, models, **settings):
 
     from .store import load_config, save_config
 
+    if not name.strip() or any(c.isspace() for c in name):
+        fail(f"A consortium name cannot contain spaces: {name!r}")
     if not models:
         fail("save needs at least one member: -m MODEL")
     if not settings["arbiter"]:
@@ -268,8 +292,9 @@ def save(name, models, **settings):
         fail(str(exc))
     if includes(config, name):
         fail(f"A consortium cannot include itself, directly or through another saved consortium: {name}")
+    verb = "Updated" if load_config(name) is not None else "Saved"
     save_config(name, config.to_dict())
-    click.echo(f"Saved consortium {name}: llm -m {name} \"your prompt\"")
+    click.echo(f"{verb} consortium {name}: llm -m {name} \"your prompt\"")
 
 
 def includes(config: ConsortiumConfig, target: str, seen: tuple = ()) -> bool:
@@ -344,6 +369,9 @@ def remove(name):
 
     if not remove_config(name):
         fail(f"No saved consortium named {name!r} (see 'llm consortium list')")
+    default_path = user_path(DEFAULT_FILE)
+    if default_path.exists() and default_path.read_text().strip() == name:
+        default_path.unlink()
     click.echo(f"Removed consortium {name}")
 
 

@@ -13,7 +13,11 @@ def _rule(title: str) -> str:
 
 def _member_line(member: dict) -> str:
     tokens = member["tokens"]["input"] + member["tokens"]["output"]
-    status = click.style("failed", fg="red") if member.get("error") else "ok"
+    status = "ok"
+    if member.get("cancelled"):
+        status = "cancelled (quorum reached)"
+    elif member.get("error"):
+        status = click.style("failed", fg="red")
     return click.style(
         f"[{member['model']} #{member['instance']}] {status}, {member['seconds']:.1f} s, {tokens} tokens", bold=True
     )
@@ -39,7 +43,7 @@ def summary(result: dict) -> str:
     """Confidence, analysis, dissent and the round count, laid out for reading."""
     synthesis, meta = result["synthesis"], result["metadata"]
     rounds = meta["iteration_count"]
-    failed = sum(1 for m in result["model_responses"] if m.get("error"))
+    failed = [m for m in result["model_responses"] if m.get("error") and not m.get("cancelled")]
     parts = [f"Confidence {synthesis['confidence']:.2f}"]
     if synthesis.get("agreement") is not None:
         parts.append(f"agreement {synthesis['agreement']:.2f} (measured)")
@@ -49,8 +53,9 @@ def summary(result: dict) -> str:
         f"{meta['seconds']:.1f} s",
     ]
     if failed:
-        parts.append(click.style(f"{failed} member{'s' if failed != 1 else ''} failed", fg="red"))
+        parts.append(click.style(f"{len(failed)} member{'s' if len(failed) != 1 else ''} failed", fg="red"))
     lines = [_rule("Consortium"), " · ".join(parts)]
+    lines += [f"  {m['model']} #{m['instance']}: {m['error']}" for m in failed]
     if not synthesis.get("parse_ok", True):
         lines.append(click.style("The arbiter's reply could not be parsed; its raw text is the answer.", fg="yellow"))
     for title in ("analysis", "dissent"):
@@ -176,7 +181,9 @@ def method_details(details: dict) -> list[str]:
         lines.append(click.style("Vote:", bold=True) + f" {tally}")
     if details.get("fallback_reason"):
         lines.append(click.style("Arbiter asked because:", bold=True) + f" {details['fallback_reason']}")
-    if details.get("ranking"):
+    if details.get("ranking") and not any(entry["ballots"] for entry in details["ranking"]):
+        lines.append("Peer review produced no usable ballots: the chairman judged without a ranking.")
+    elif details.get("ranking"):
         lines.append(click.style("Peer ranking:", bold=True))
         for entry in details["ranking"]:
             low, high = entry["interval"]

@@ -152,6 +152,9 @@ class ConsortiumOrchestrator:
         if not prompt or not prompt.strip():
             raise ConsortiumConfigError("The prompt is empty")
         handles = resolve_models(self.config.models + [self.config.arbiter])
+        members = sum(split_count(spec, set(handles))[1] for spec in self.config.models)
+        if self.config.quorum and self.config.quorum > members:
+            raise ConsortiumConfigError(f"quorum {self.config.quorum} is more than the {members} members")
         if self.config.arbiter not in handles:
             raise ConsortiumConfigError(f"The arbiter is a single model: {self.config.arbiter!r} is not one")
         return Run(
@@ -203,6 +206,8 @@ class ConsortiumOrchestrator:
             panel = Panel(self, run, number, answered, limiter)
             current.judgement, current.arbiter_raw = await judge(config.method, panel)
             self._emit("round_finished", run, current)
+            if not current.judgement.parse_ok:
+                return  # an arbiter that cannot keep to the format won't in another round either
             if current.judgement.confidence >= config.confidence_threshold and number >= config.min_iterations:
                 return
 

@@ -102,6 +102,7 @@ def test_options_reach_the_engine(panel):
         (["q", "-m", "m1", "--arbiter", "judge", "--confidence-threshold", "150"], "between 0 and 1"),
         (["q", "-m", "m1", "--arbiter", "judge", "--max-iterations", "0"], "max iterations"),
         (["q", "-m", "m1", "--arbiter", "judge", "--output", "/nonexistent-dir/x.json"], "Cannot write"),
+        (["q", "-m", "m1"], "--arbiter MODEL"),  # the built-in default arbiter is not installed
         (["q"], "llm consortium default"),  # built-in defaults not installed
     ],
 )
@@ -398,3 +399,51 @@ def test_api_keys_never_reach_logs_or_stderr(panel, monkeypatch):
     stored = (llm.user_dir() / "logs.db").read_bytes().decode("latin-1")
     assert "Incorrect API key provided" in stored  # the error is recorded ...
     assert secret not in stored and "AIzaSECRETVALUE" not in stored  # ... without the key
+
+
+def test_failed_run_still_delivers_what_arrived(panel, tmp_path):
+    panel.add("judge", status=500, error_message="down")
+    out = tmp_path / "partial.json"
+    result = invoke(*RUN, "--attempts", "1", "--no-raw", "--output", str(out))
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: The arbiter judge failed")
+    assert "recorded as failed" in result.stderr
+    partial = json.loads(out.read_text())
+    assert partial["iterations"][0]["model_responses"][0]["text"] == "Member one says 42."
+
+
+def test_unwritable_output_after_the_run_is_one_line(panel):
+    result = invoke(*RUN, "--no-raw", "--output", "/dev/full")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: Could not write --output file /dev/full")
+    assert "The answer is 42." in invoke("logs", "-n", "1").stdout  # logged before the write failed
+
+
+def test_sigterm_records_cancelled(panel):
+    panel.add("m2", reply="never", latency=30)
+    proc = subprocess.Popen([sys.executable, "-m", "llm", *RUN], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 20
+    while not panel.calls("m2"):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.terminate()
+    assert proc.wait(timeout=20) == 130
+    assert db_rows("select status from consortium_runs") == [{"status": "cancelled"}]
+
+
+def test_quorum_cancellations_are_not_failures(panel):
+    panel.add("m2", reply="late", latency=30)
+    result = invoke(*RUN, "--quorum", "1")
+    assert result.exit_code == 0
+    assert "cancelled (quorum reached)" in result.stderr and "failed" not in result.stderr
+
+
+def test_save_housekeeping(panel):
+    assert "Saved consortium" in invoke("consortium", "save", "d1", "-m", "m1", "--arbiter", "judge").stdout
+    assert "Updated consortium" in invoke("consortium", "save", "d1", "-m", "m2", "--arbiter", "judge").stdout
+    assert invoke("consortium", "save", "has space", "-m", "m1", "--arbiter", "judge").exit_code == 1
+    invoke("consortium", "default", "d1")
+    invoke("consortium", "remove", "d1")
+    assert invoke("consortium", "default").stdout.startswith("(none")

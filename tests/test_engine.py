@@ -210,7 +210,9 @@ def test_arbiter_off_format_twice_falls_back_to_raw_text(sim):
     assert result["synthesis"]["synthesis"] == "Just prose, no tags at all."
     assert result["synthesis"]["confidence"] == 0.0
     assert result["synthesis"]["parse_ok"] is False
-    assert len(sim.calls("judge")) == 6  # two per round, three rounds
+    # asked twice, then no more rounds: an arbiter that cannot keep to the
+    # format would only spend more tokens
+    assert len(sim.calls("judge")) == 2 and result["metadata"]["iteration_count"] == 1
 
 
 def test_arbiter_failure_keeps_member_answers(sim):
@@ -240,6 +242,7 @@ def test_member_timeout_is_recorded(sim):
         (dict(models=["m1"], confidence_threshold=-0.1), "between 0 and 1"),
         (dict(models=["m1"], max_iterations=0), "max iterations"),
         (dict(models=[]), "at least one model"),
+        (dict(models=["m1:2"], quorum=3), "quorum 3 is more than the 2 members"),
     ],
 )
 def test_validation_before_any_call(sim, kwargs, message):
