@@ -10,7 +10,8 @@ each figure measured in this one run (same machine, same moment).
 3. Time from the moment the provider sends the arbiter's first synthesis
    token to the moment it appears on the command's stdout.
 4. Start-up: `llm --help` with this plugin loaded versus with no plugins
-   (LLM_LOAD_PLUGINS=""), and `llm models` with a saved consortium.
+   (LLM_LOAD_PLUGINS=""), and `llm models` with a saved consortium,
+   the runs interleaved.
 """
 
 import os
@@ -81,19 +82,25 @@ def synthesis_latency(sim, arbiter_xml):
     print(f"   median {statistics.median(samples) * 1000:.1f} ms, max {max(samples) * 1000:.1f} ms (5 runs)")
 
 
-def startup():
+def paired(args, repeat=9):
+    """Median wall time of ``args`` without plugins and with this plugin, the
+    two runs interleaved so that drift in the machine's load hits both alike."""
     env_none = {**os.environ, "LLM_LOAD_PLUGINS": ""}
-    without = wall(LLM + ["--help"], env=env_none, repeat=7)
-    with_plugin = wall(LLM + ["--help"], repeat=7)
+    without, with_plugin = [], []
+    for _ in range(repeat):
+        without.append(wall(args, env=env_none))
+        with_plugin.append(wall(args))
+    return statistics.median(without), statistics.median(with_plugin)
+
+
+def startup():
     subprocess.run(LLM + ["consortium", "save", "bench-saved", "-m", "bench-member", "--arbiter", "bench-judge"],
                    check=True, capture_output=True)
-    models_without = wall(LLM + ["models"], env=env_none, repeat=7)
-    models_with = wall(LLM + ["models"], repeat=7)
-    print("\n4. Start-up (median of 7)")
-    print(f"   llm --help:  {without * 1000:.0f} ms without plugins, {with_plugin * 1000:.0f} ms with "
-          f"llm-consortium: +{(with_plugin - without) * 1000:.0f} ms")
-    print(f"   llm models (one saved consortium): {models_without * 1000:.0f} ms without, "
-          f"{models_with * 1000:.0f} ms with: +{(models_with - models_without) * 1000:.0f} ms")
+    print("\n4. Start-up (median of 9, interleaved)")
+    for label, args in (("llm --help", ["--help"]), ("llm models (a saved consortium)", ["models"])):
+        without, with_plugin = paired(LLM + args)
+        print(f"   {label}: {without * 1000:.0f} ms without plugins, {with_plugin * 1000:.0f} ms with "
+              f"llm-consortium: {(with_plugin - without) * 1000:+.0f} ms")
 
 
 def main():
