@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from . import prompts
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
-from .members import CallOutcome, ModelHandle, call_model, resolve_models
+from .members import CallOutcome, ModelHandle, call_model, check_keys, resolve_models
 from .methods import judge, member_instructions
 from .parsing import parse_arbiter
 from .results import Judgement, MemberResult, Usage
@@ -157,6 +157,7 @@ class ConsortiumOrchestrator:
             raise ConsortiumConfigError(f"quorum {self.config.quorum} is more than the {members} members")
         if self.config.arbiter not in handles:
             raise ConsortiumConfigError(f"The arbiter is a single model: {self.config.arbiter!r} is not one")
+        check_keys(handles)
         return Run(
             config=self.config,
             prompt=prompt,

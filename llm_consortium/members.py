@@ -73,6 +73,23 @@ def resolve_models(names: list[str]) -> dict[str, ModelHandle]:
     return handles
 
 
+def check_keys(handles: dict[str, ModelHandle]) -> None:
+    """Raise one ``ConsortiumConfigError`` naming every model whose API key is
+    missing, so a run never pays for its members and then fails at the arbiter."""
+    import llm
+
+    missing = []
+    for name, handle in handles.items():
+        if getattr(handle.model, "needs_key", None):
+            try:
+                handle.model.get_key()
+            except llm.NeedsKeyException:
+                hint = handle.model.key_env_var or handle.model.needs_key
+                missing.append(f"{name} ('llm keys set {handle.model.needs_key}' or ${hint})")
+    if missing:
+        raise ConsortiumConfigError(f"No API key for: {', '.join(missing)}")
+
+
 def is_transient(exc: BaseException) -> bool:
     status = getattr(exc, "status_code", None) or getattr(
         getattr(exc, "response", None), "status_code", None

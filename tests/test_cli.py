@@ -103,6 +103,7 @@ def test_options_reach_the_engine(panel):
         (["q", "-m", "m1", "--arbiter", "judge", "--max-iterations", "0"], "max iterations"),
         (["q", "-m", "m1", "--arbiter", "judge", "--output", "/nonexistent-dir/x.json"], "Cannot write"),
         (["q", "-m", "m1"], "--arbiter MODEL"),  # the built-in default arbiter is not installed
+        (["q", "-m", "m1", "--arbiter", "gpt-4o-mini"], "No API key for: gpt-4o-mini ('llm keys set openai'"),
         (["q"], "llm consortium default"),  # built-in defaults not installed
     ],
 )
