@@ -224,19 +224,23 @@ class ConsortiumOrchestrator:
         results: dict[tuple[str, int], MemberResult] = {}
         pending = set(tasks)
         quorum = config.quorum or len(tasks)
+        reason = f"Cancelled: quorum of {quorum} reached"
         try:
             while pending and sum(r.ok for r in results.values()) < quorum:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     results[tasks[task]] = task.result()
+        except asyncio.CancelledError:
+            reason = "Cancelled: the run was cancelled"
+            raise
         finally:
+            # Members still answering are stopped and recorded as cancelled,
+            # whether a quorum was reached or the whole run was cancelled.
             for task in pending:
                 task.cancel()
-        for task in pending:
-            model, instance = tasks[task]
-            late = MemberResult(model, instance, error=f"Cancelled: quorum of {quorum} reached", cancelled=True)
-            results[(model, instance)] = late
-            self._emit("member_finished", run, number, late, prompt)
+                late = MemberResult(*tasks[task], error=reason, cancelled=True)
+                results[tasks[task]] = late
+                self._emit("member_finished", run, number, late, prompt)
         return [results[key] for key in tasks.values()]
 
     async def _ask_one(self, run, number, model, instance, prompt, system, messages, limiter) -> MemberResult:

@@ -280,8 +280,10 @@ def test_ctrl_c_records_cancelled_run(panel):
     assert "Traceback" not in proc.stderr.read()
     (run,) = db_rows("select * from consortium_runs")
     assert run["status"] == "cancelled"
-    texts = [c["text"] for c in db_rows("select * from consortium_calls where run_id = ?", (run["id"],))]
-    assert "quick" in texts  # what had arrived is kept
+    calls = db_rows("select * from consortium_calls where run_id = ?", (run["id"],))
+    assert "quick" in [c["text"] for c in calls]  # what had arrived is kept
+    (late,) = [c for c in calls if c["model"] == "m2"]  # and the member still answering is marked
+    assert late["cancelled"] == 1 and late["error"] == "Cancelled: the run was cancelled"
 
 
 def test_runs_and_inspect(panel):

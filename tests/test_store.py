@@ -212,7 +212,10 @@ def test_cancelled_run_keeps_what_arrived(sim):
     assert run["status"] == "cancelled"
     assert run["error"] and run["finished"]
     calls = [c for r in run["rounds"] for c in r["calls"]]
-    assert [(c["model"], c["text"]) for c in calls] == [("fast", "early answer")]
+    assert [(c["model"], c["text"], c["cancelled"]) for c in calls] == [
+        ("fast", "early answer", False),
+        ("slow", None, True),  # still answering when the run was cancelled
+    ]
     assert run["result"]["metadata"]["run_id"] == run["id"]
 
 
