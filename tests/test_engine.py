@@ -4,6 +4,7 @@ against the simulated provider on 127.0.0.1."""
 import asyncio
 import json
 import re
+import time
 
 import llm
 import pytest
@@ -274,35 +275,43 @@ def test_usage_totals(sim):
     assert result["iterations"][0]["usage"] == usage  # one round: the round's sum is the run's
 
 
-def test_sync_only_model_runs_in_a_thread(sim):
-    # llm-echo registers no network model; here a sync-only model is made by
-    # registering a plugin model class through llm's own plugin manager.
-    class SlowSync(llm.Model):
-        model_id = "sync-only"
+class SleepingSync(llm.Model):
+    """A sync-only model (no async twin) that sleeps, then answers."""
 
-        def execute(self, prompt, stream, response, conversation):
-            import time
+    def __init__(self, model_id: str, seconds: float):
+        self.model_id = model_id
+        self.seconds = seconds
 
-            time.sleep(0.4)
-            yield "sync answer"
+    def execute(self, prompt, stream, response, conversation):
+        time.sleep(self.seconds)
+        yield "sync answer"
 
-    class Plugin:
-        __name__ = "sync_only_plugin"
 
-        @llm.hookimpl
-        def register_models(self, register):
-            register(SlowSync())
+@pytest.fixture
+def sync_model():
+    """Register a sync-only model through llm's own plugin manager."""
+    registered = []
 
-    llm.pm.register(Plugin(), name="sync_only_plugin")
-    try:
-        sim.add("judge", reply=arbiter_xml("s", 0.9))
-        import time
+    def register(model_id: str, seconds: float) -> str:
+        class Plugin:
+            @llm.hookimpl
+            def register_models(self, register):
+                register(SleepingSync(model_id, seconds))
 
-        start = time.perf_counter()
-        result = orchestrator(["sync-only:8"]).orchestrate_sync("q")
-        elapsed = time.perf_counter() - start
-    finally:
-        llm.pm.unregister(name="sync_only_plugin")
+        llm.pm.register(Plugin(), name=model_id)
+        registered.append(model_id)
+        return model_id
+
+    yield register
+    for name in registered:
+        llm.pm.unregister(name=name)
+
+
+def test_sync_only_model_runs_in_a_thread(sim, sync_model):
+    sim.add("judge", reply=arbiter_xml("s", 0.9))
+    start = time.perf_counter()
+    result = orchestrator([sync_model("sync-only", 0.4) + ":8"]).orchestrate_sync("q")
+    elapsed = time.perf_counter() - start
     assert [m["text"] for m in result["model_responses"]] == ["sync answer"] * 8
     assert elapsed < 1.5  # eight 0.4 s calls, side by side
 
@@ -321,8 +330,6 @@ def test_quorum_judges_once_enough_answered(sim):
     sim.add_many(["fast1", "fast2"], reply="quick")
     sim.add("slow", reply="late", latency=30)
     sim.add("judge", reply=arbiter_xml("s", 0.9))
-    import time
-
     start = time.perf_counter()
     result = orchestrator(["fast1", "fast2", "slow"], quorum=2).orchestrate_sync("q")
     assert time.perf_counter() - start < 5
@@ -331,38 +338,11 @@ def test_quorum_judges_once_enough_answered(sim):
     assert "Response C" not in arbiter_prompts(sim)[0]
 
 
-class HangingSync(llm.Model):
-    model_id = "hanging-sync"
-
-    def execute(self, prompt, stream, response, conversation):
-        import time
-
-        time.sleep(6)
-        yield "too late"
-
-
-class HangingPlugin:
-    __name__ = "hanging_plugin"
-
-    @llm.hookimpl
-    def register_models(self, register):
-        register(HangingSync())
-
-
-@pytest.fixture
-def hanging_sync_model():
-    llm.pm.register(HangingPlugin(), name="hanging_plugin")
-    yield "hanging-sync"
-    llm.pm.unregister(name="hanging_plugin")
-
-
 @pytest.mark.parametrize("setting", [{"timeout": 0.5}, {"quorum": 1}])
-def test_hung_sync_model_does_not_hold_the_round(sim, hanging_sync_model, setting):
-    import time
-
+def test_hung_sync_model_does_not_hold_the_round(sim, sync_model, setting):
     sim.add("quick", reply="answer")
     sim.add("judge", reply=arbiter_xml("s", 0.9))
     start = time.perf_counter()
-    result = orchestrator(["quick", hanging_sync_model], **setting).orchestrate_sync("q")
+    result = orchestrator(["quick", sync_model("hanging-sync", 6)], **setting).orchestrate_sync("q")
     assert time.perf_counter() - start < 3  # the sleeping thread is abandoned, not waited for
     assert result["model_responses"][1]["text"] is None
