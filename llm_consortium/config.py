@@ -6,6 +6,7 @@ Validation happens here, before any model is called, and raises
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
@@ -20,6 +21,8 @@ DEFAULT_MODELS = [
 ]
 DEFAULT_ARBITER = "claude-3-opus-20240229"
 METHODS = ("arbiter", "council", "vote")
+# Attempts per call: past this, retries only add waiting.
+MAX_ATTEMPTS = 10
 
 
 class ConsortiumConfigError(ValueError):
@@ -116,10 +119,15 @@ class ConsortiumConfig:
                 f"Unknown method {self.method!r}: choose one of {', '.join(METHODS)}"
             )
         if self.timeout is not None:
-            self.timeout = float(self.timeout)
+            self.timeout = _finite("timeout", self.timeout)
             if self.timeout <= 0:
                 raise ConsortiumConfigError("timeout must be a positive number of seconds")
+        self.retry_backoff = _finite("retry backoff", self.retry_backoff)
+        if self.retry_backoff < 0:
+            raise ConsortiumConfigError("retry backoff must not be negative")
         self.attempts = _positive_int("attempts", self.attempts)
+        if self.attempts > MAX_ATTEMPTS:
+            raise ConsortiumConfigError(f"attempts must be at most {MAX_ATTEMPTS}, got {self.attempts}")
         self.max_concurrency = _positive_int("max concurrency", self.max_concurrency)
         if self.quorum is not None:
             self.quorum = _positive_int("quorum", self.quorum)
@@ -148,10 +156,20 @@ class ConsortiumConfig:
         return cls(**values)
 
 
+def _finite(name: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConsortiumConfigError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ConsortiumConfigError(f"{name} must be a finite number, got {value}")
+    return number
+
+
 def _positive_int(name: str, value) -> int:
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConsortiumConfigError(f"{name} must be a whole number, got {value!r}") from None
     if number != float(value) or number < 1:
         raise ConsortiumConfigError(f"{name} must be at least 1, got {value}")

@@ -8,16 +8,22 @@ what happens (``Observer``), and the CLI's display and the run store listen.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from . import prompts
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
-from .members import CallOutcome, ModelHandle, call_model, check_keys, resolve_models
+from .members import CallOutcome, ModelHandle, call_model, check_keys, describe, resolve_models
 from .methods import judge, member_instructions
 from .parsing import parse_arbiter
 from .results import Judgement, MemberResult, Usage
+
+
+# The most members one run may have: past this, a typo such as model:1000
+# would start a thousand calls.
+MAX_MEMBERS = 64
 
 
 class Observer:
@@ -75,6 +81,9 @@ class Run:
     rounds: list[Round] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     fence: str = field(default_factory=prompts.new_fence)
+    # Members that failed (an error, not a quorum cancellation), with why:
+    # they are not asked again in later rounds of this run.
+    dropped: dict[tuple[str, int], str] = field(default_factory=dict)
 
     @property
     def members(self) -> list[tuple[str, int]]:
@@ -153,6 +162,8 @@ class ConsortiumOrchestrator:
             raise ConsortiumConfigError("The prompt is empty")
         handles = resolve_models(self.config.models + [self.config.arbiter])
         members = sum(split_count(spec, set(handles))[1] for spec in self.config.models)
+        if members > MAX_MEMBERS:
+            raise ConsortiumConfigError(f"{members} members is more than the {MAX_MEMBERS} a run may have")
         if self.config.quorum and self.config.quorum > members:
             raise ConsortiumConfigError(f"quorum {self.config.quorum} is more than the {members} members")
         if self.config.arbiter not in handles:
@@ -183,7 +194,7 @@ class ConsortiumOrchestrator:
             raise
         except Exception as exc:  # a bug of ours or a plugin's: still leave a record
             run.finished = datetime.now(timezone.utc)
-            self._emit("run_failed", run, "failed", f"{type(exc).__name__}: {exc}")
+            self._emit("run_failed", run, "failed", describe(exc))
             raise
         run.finished = datetime.now(timezone.utc)
         result = run.to_dict()
@@ -213,35 +224,44 @@ class ConsortiumOrchestrator:
                 return
 
     async def _ask_members(self, run: Run, number: int, prompt: str, limiter) -> list[MemberResult]:
-        """Every member at once; with a quorum, stop waiting once enough answered."""
+        """Every member still in the run at once; with a quorum, stop waiting
+        once enough answered. A member that fails is dropped for later rounds."""
         config = self.config
         messages = member_messages(run.history, run.system)
         system = join_system(run.system, member_instructions(config.method))
+        results: dict[tuple[str, int], MemberResult] = {
+            key: MemberResult(*key, error=f"Not asked again: {reason}", attempts=0)
+            for key, reason in run.dropped.items()
+        }
         tasks = {
             asyncio.create_task(self._ask_one(run, number, model, instance, prompt, system, messages, limiter)): (model, instance)
             for model, instance in run.members
+            if (model, instance) not in run.dropped
         }
-        results: dict[tuple[str, int], MemberResult] = {}
         pending = set(tasks)
-        quorum = config.quorum or len(tasks)
+        quorum = config.quorum or len(run.members)
         reason = f"Cancelled: quorum of {quorum} reached"
+        started = time.perf_counter()
         try:
             while pending and sum(r.ok for r in results.values()) < quorum:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    results[tasks[task]] = task.result()
+                    results[tasks[task]] = member = task.result()
+                    if member.error:
+                        run.dropped[tasks[task]] = f"it failed in round {number} ({member.error})"
         except asyncio.CancelledError:
             reason = "Cancelled: the run was cancelled"
             raise
         finally:
             # Members still answering are stopped and recorded as cancelled,
             # whether a quorum was reached or the whole run was cancelled.
+            seconds = round(time.perf_counter() - started, 3)
             for task in pending:
                 task.cancel()
-                late = MemberResult(*tasks[task], error=reason, cancelled=True)
+                late = MemberResult(*tasks[task], error=reason, seconds=seconds, cancelled=True)
                 results[tasks[task]] = late
                 self._emit("member_finished", run, number, late, prompt)
-        return [results[key] for key in tasks.values()]
+        return [results[key] for key in run.members]
 
     async def _ask_one(self, run, number, model, instance, prompt, system, messages, limiter) -> MemberResult:
         self._emit("member_started", run, number, model, instance)
@@ -284,24 +304,32 @@ class Panel:
 
     async def call(self, model: str, prompt: str, *, role: str, instance: int = 1, on_attempt=None,
                    on_chunk=None) -> CallOutcome:
-        """One call of any of the run's models; ``role`` names it in the records."""
-        outcome = await call_model(
-            self.run.handles[model],
-            prompt=prompt,
-            timeout=self.config.timeout,
-            attempts=self.config.attempts,
-            backoff=self.config.retry_backoff,
-            limiter=self._limiter,
-            on_attempt=on_attempt,
-            on_chunk=on_chunk,
-        )
+        """One call of any of the run's models; ``role`` names it in the records,
+        also when the run is cancelled while it is in flight."""
+        outcome = CallOutcome()
+        try:
+            await call_model(
+                self.run.handles[model],
+                prompt=prompt,
+                timeout=self.config.timeout,
+                attempts=self.config.attempts,
+                backoff=self.config.retry_backoff,
+                limiter=self._limiter,
+                on_attempt=on_attempt,
+                on_chunk=on_chunk,
+                outcome=outcome,
+            )
+        finally:
+            self._record(model, prompt, role, instance, outcome)
+        return outcome
+
+    def _record(self, model: str, prompt: str, role: str, instance: int, outcome: CallOutcome) -> None:
         self.run.usage.add(outcome.usage)
         self.run.rounds[-1].judging_usage.add(outcome.usage)
         if role == "arbiter":
             self.orchestrator._emit("arbiter_finished", self.run, self.number, outcome, prompt)
         else:
             self.orchestrator._emit("call_finished", self.run, self.number, role, model, instance, outcome, prompt)
-        return outcome
 
     async def arbitrate(self, prompt: str) -> tuple[Judgement, str]:
         """Ask the arbiter; its reply is read as the seed's XML.

@@ -18,12 +18,22 @@ from typing import Any, Callable
 
 from .config import ConsortiumConfigError, split_count
 from .results import Usage
+from .safetext import clean
 
 # HTTP statuses worth another try: rate limits, timeouts, server trouble.
 TRANSIENT_STATUSES = {408, 409, 425, 429} | set(range(500, 600))
 # Exception class names (from openai, anthropic, httpx, ...) that mean the
 # connection failed rather than the request being refused.
 TRANSIENT_NAMES = ("Timeout", "Connection", "RateLimit", "Overloaded", "Unavailable")
+# No single wait between attempts is longer than this, however many attempts.
+MAX_BACKOFF_SECONDS = 10.0
+# Error messages are shown and stored up to this many characters (after redaction).
+MAX_ERROR_CHARS = 400
+
+
+class EmptyReply(Exception):
+    """A call that succeeded but returned no text (an empty answer, or a body
+    that was not the API's format, such as an HTML error page)."""
 
 
 @dataclass
@@ -42,6 +52,7 @@ class CallOutcome:
     usage: Usage = field(default_factory=Usage)
     seconds: float = 0.0
     attempts: int = 0
+    cancelled: bool = False
 
 
 def resolve_models(names: list[str]) -> dict[str, ModelHandle]:
@@ -100,10 +111,17 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    message = " ".join(str(exc).split()) or "no message"
-    if len(message) > 400:
-        message = message[:400] + "…"
+    """One line for an error: secrets redacted first, then cut to length, so
+    that no part of a key survives the cut."""
+    message = redact(clean(" ".join(str(exc).split()))) or "no message"
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[:MAX_ERROR_CHARS] + "…"
     return f"{type(exc).__name__}: {message}"
+
+
+def backoff_delay(backoff: float, attempt: int) -> float:
+    """Full jitter over an exponentially growing, capped window."""
+    return random.uniform(0, min(MAX_BACKOFF_SECONDS, backoff * 2 ** (attempt - 1)))
 
 
 async def call_model(
@@ -119,6 +137,7 @@ async def call_model(
     on_attempt: Callable[[int], None] | None = None,
     on_chunk: Callable[[str], None] | None = None,
     on_retry: Callable[[int, str, float], None] | None = None,
+    outcome: CallOutcome | None = None,
 ) -> CallOutcome:
     """Call one model, retrying transient errors with exponential backoff.
 
@@ -128,9 +147,25 @@ async def call_model(
     streaming the previous attempt must start over); ``on_retry(attempt,
     error, delay)`` before each wait. Chunks of an attempt that has ended
     (a sync model's thread cannot be stopped) are not passed on.
+
+    The result is filled into ``outcome`` when one is given, so a caller
+    that is cancelled still has the call's time and state to record.
     """
     started = time.perf_counter()
-    outcome = CallOutcome()
+    outcome = outcome if outcome is not None else CallOutcome()
+    try:
+        await _attempts(handle, prompt, system, messages, timeout, attempts, backoff, limiter,
+                        on_attempt, on_chunk, on_retry, outcome)
+    except asyncio.CancelledError:
+        outcome.text, outcome.error, outcome.cancelled = None, "Cancelled: the run was cancelled", True
+        raise
+    finally:
+        outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+async def _attempts(handle, prompt, system, messages, timeout, attempts, backoff, limiter,
+                    on_attempt, on_chunk, on_retry, outcome: CallOutcome) -> None:
     for attempt in range(1, attempts + 1):
         outcome.attempts = attempt
         if on_attempt:
@@ -149,10 +184,10 @@ async def call_model(
             if isinstance(exc, TimeoutError) and deadline is not None and time.perf_counter() >= deadline:
                 outcome.error = f"Timeout: no complete answer within {timeout:g} s"
                 break
-            outcome.error = redact(describe(exc))
+            outcome.error = describe(exc)
             if attempt == attempts or not is_transient(exc):
                 break
-            delay = random.uniform(0, backoff * 2 ** (attempt - 1))
+            delay = backoff_delay(backoff, attempt)
             if on_retry:
                 on_retry(attempt, outcome.error, delay)
             await asyncio.sleep(delay)
@@ -161,8 +196,6 @@ async def call_model(
             break
         finally:
             live[0] = False
-    outcome.seconds = time.perf_counter() - started
-    return outcome
 
 
 def _prompt_kwargs(prompt, system, messages) -> dict:
@@ -175,28 +208,32 @@ def _prompt_kwargs(prompt, system, messages) -> dict:
 
 
 async def _consume(handle, prompt, system, messages, on_chunk) -> tuple[str, Usage]:
+    """One attempt: the reply's text, cleaned so that it can be stored and
+    sent on, and its usage. A reply with no text is an ``EmptyReply``."""
     kwargs = _prompt_kwargs(prompt, system, messages)
     if handle.is_async:
         response = handle.model.prompt(prompt, **kwargs)
         pieces = []
         async for chunk in response:
-            pieces.append(chunk)
-            on_chunk(chunk)
+            pieces.append(clean(chunk))
+            on_chunk(pieces[-1])
         usage = await response.usage()
-        return "".join(pieces), Usage(usage.input or 0, usage.output or 0)
+    else:
+        loop = asyncio.get_running_loop()
 
-    loop = asyncio.get_running_loop()
+        def run_sync():
+            response = handle.model.prompt(prompt, **kwargs)
+            pieces = []
+            for chunk in response:
+                pieces.append(clean(chunk))
+                loop.call_soon_threadsafe(on_chunk, pieces[-1])
+            return pieces, response.usage()
 
-    def run_sync():
-        response = handle.model.prompt(prompt, **kwargs)
-        pieces = []
-        for chunk in response:
-            pieces.append(chunk)
-            loop.call_soon_threadsafe(on_chunk, chunk)
-        usage = response.usage()
-        return "".join(pieces), Usage(usage.input or 0, usage.output or 0)
-
-    return await in_daemon_thread(run_sync)
+        pieces, usage = await in_daemon_thread(run_sync)
+    text = "".join(pieces)
+    if not text.strip():
+        raise EmptyReply("the model returned no text (an empty answer, or a reply not in the API's format)")
+    return text, Usage(usage.input or 0, usage.output or 0)
 
 
 async def in_daemon_thread(function):
@@ -227,18 +264,51 @@ async def in_daemon_thread(function):
 
 # Secrets that a provider's error message might repeat back.
 _SECRET_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|(?<=[?&]key=)[^&\s'\"]+|(?<=Bearer )[^\s'\"]+)")
+# Shorter configured values are not treated as secrets: replacing every
+# "json" or "1" in a message would hide the message, not a key.
+MIN_SECRET_CHARS = 8
 
 
 def redact(text: str) -> str:
-    """Remove API keys from an error message before it is shown or stored:
-    the keys llm knows (keys.json), ``*_KEY``/``*_TOKEN`` environment
-    variables, and key-shaped strings (``sk-...``, ``?key=...``, ``Bearer ...``)."""
+    """Remove secrets from an error message before it is shown or stored:
+    every value in ``known_secrets()``, then key-shaped strings (``sk-...``,
+    ``?key=...``, ``Bearer ...``). Longest first, so a secret that contains
+    another is removed whole."""
+    for secret in sorted(known_secrets(), key=len, reverse=True):
+        text = text.replace(secret, "[redacted]")
+    return _SECRET_PATTERNS.sub("[redacted]", text)
+
+
+def known_secrets() -> set[str]:
+    """The keys llm knows (keys.json), ``*_KEY``/``*_TOKEN`` environment
+    variables, and every header value and key in extra-openai-models.yaml
+    (a key can be sent in a custom header and echoed back by a provider)."""
     import os
 
     import llm
 
-    secrets = [v for k, v in os.environ.items() if k.endswith(("_KEY", "_TOKEN")) and len(v) >= 8]
-    secrets += [v for v in llm.load_keys().values() if isinstance(v, str) and len(v) >= 8]
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
-    return _SECRET_PATTERNS.sub("[redacted]", text)
+    values = [v for k, v in os.environ.items() if k.endswith(("_KEY", "_TOKEN"))]
+    values += llm.load_keys().values()
+    values += _configured_secrets(llm.user_dir() / "extra-openai-models.yaml")
+    return {v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_CHARS}
+
+
+def _configured_secrets(path) -> list:
+    if not path.exists():
+        return []
+    import yaml
+
+    try:
+        models = yaml.safe_load(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    values = []
+    for model in models if isinstance(models, list) else []:
+        if not isinstance(model, dict):
+            continue
+        headers = model.get("headers")
+        if isinstance(headers, dict):
+            values += [str(v) for v in headers.values()]
+        if model.get("api_key"):
+            values.append(str(model["api_key"]))
+    return values

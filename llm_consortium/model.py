@@ -1,9 +1,14 @@
 """A consortium as an llm model: ``llm -m NAME``, ``llm chat``, ``llm -c``,
 ``llm.get_model(NAME)`` and ``llm.get_async_model(NAME)``.
 
-The model runs the engine and streams only the final round's synthesis
-(see relay.py). llm imports this module on every command when a consortium
-is saved, so the engine is imported only when a prompt runs.
+The model runs the engine and yields the final synthesis once, when the
+arbiter's reply that holds it is complete and parsed: a reply cut short and
+retried, a round that a later one replaces, or a synthesis a member tried
+to forge never reaches llm's output or logs, so what is printed, what
+``llm logs`` stores and the recorded answer are always the same text.
+Progress while the run goes on is shown on stderr, not in the answer.
+llm imports this module on every command when a consortium is saved, so
+the engine is imported only when a prompt runs.
 
 Member and arbiter calls are not logged as llm responses (``llm -c`` would
 then continue a member's conversation): they go to the plugin's own tables
@@ -12,14 +17,12 @@ through ``RunRecorder``; llm logs the consortium's own response.
 
 from __future__ import annotations
 
-import asyncio
-import queue
 from typing import Optional
 
 import llm
 from pydantic import Field
 
-from .config import ConsortiumConfig
+from .config import ConsortiumConfig, ConsortiumError
 
 
 class ConsortiumOptions(llm.Options):
@@ -75,56 +78,69 @@ class _Consortium:
     def __str__(self):
         return f"Consortium: {self.model_id}"
 
-    def _start(self, prompt, send):
+    def _start(self, prompt):
         """Validate and resolve everything (raising before any model call)."""
         from .engine import ConsortiumOrchestrator
         from .recorder import RunRecorder
-        from .relay import SynthesisRelay
 
         config = configured(self.config, prompt.options)
         history, system = split_history(prompt)
-        relay = SynthesisRelay(config, send)
-        recorder = RunRecorder(self.model_id if self.saved else None)
-        orchestrator = ConsortiumOrchestrator(config=config, observers=[recorder, relay, *self.observers])
+        recorder = RunRecorder(self.model_id if self.saved else None) if not no_log() else None
+        observers = [recorder, *self.observers] if recorder else self.observers
+        orchestrator = ConsortiumOrchestrator(config=config, observers=observers)
         run = orchestrator.prepare(prompt.prompt, history=history, system=system)
-        return orchestrator, run, relay
+        return orchestrator, run, recorder
 
     @staticmethod
-    def _finish(response, relay, result: dict) -> str:
+    def _finish(response, result: dict) -> str:
         usage = result["metadata"]["usage"]
         response.set_usage(input=usage["input"], output=usage["output"])
         response.response_json = result
-        return relay.rest(result["synthesis"]["synthesis"])
+        return result["synthesis"]["synthesis"]
+
+
+def mark_recorded(result: dict, recorder, run) -> dict:
+    """``result`` with ``metadata.recorded``: whether logs.db holds the run's
+    whole record, final status included. Nothing may point at the record
+    (``llm consortium inspect``) unless it is True."""
+    result["metadata"]["recorded"] = recorder is not None and recorder.recorded(run.run_id)
+    return result
+
+
+def no_log() -> bool:
+    """Whether the command running this model was given ``--no-log``.
+
+    llm does not tell models; but on the command line a model runs inside
+    a click command, llm's ``prompt`` (``llm -m NAME --no-log``) or
+    ``llm consortium run --no-log``, and both name the flag ``no_log``.
+    (``llm logs off`` is checked by the recorder itself.)
+    """
+    import click
+
+    context = click.get_current_context(silent=True)
+    return bool(context and context.params.get("no_log"))
 
 
 class ConsortiumModel(_Consortium, llm.Model):
     def execute(self, prompt, stream, response, conversation):
-        from .runner import Submitted
+        from .runner import run_coroutine
 
-        chunks: queue.Queue = queue.Queue()
-        orchestrator, run, relay = self._start(prompt, chunks.put)
-        done = object()
-        submitted = Submitted(orchestrator.execute(run))
-        submitted.future.add_done_callback(lambda _: chunks.put(done))
+        orchestrator, run, recorder = self._start(prompt)
         try:
-            while (item := chunks.get()) is not done:
-                yield item
-        except BaseException:  # Ctrl-C or an abandoned generator: cancel the run
-            submitted.cancel()
+            # Ctrl-C, SIGTERM and SIGHUP cancel the run and record it as cancelled
+            result = run_coroutine(orchestrator.execute(run))
+        except (ConsortiumError, KeyboardInterrupt) as exc:
+            exc.result = mark_recorded(getattr(exc, "result", None) or run.to_dict(), recorder, run)
             raise
-        yield self._finish(response, relay, submitted.future.result())
+        yield self._finish(response, mark_recorded(result, recorder, run))
 
 
 class AsyncConsortiumModel(_Consortium, llm.AsyncModel):
     async def execute(self, prompt, stream, response, conversation):
-        chunks: asyncio.Queue = asyncio.Queue()
-        orchestrator, run, relay = self._start(prompt, chunks.put_nowait)
-        done = object()
-        task = asyncio.create_task(orchestrator.execute(run))
-        task.add_done_callback(lambda _: chunks.put_nowait(done))
+        orchestrator, run, recorder = self._start(prompt)
         try:
-            while (item := await chunks.get()) is not done:
-                yield item
-        finally:
-            task.cancel()
-        yield self._finish(response, relay, task.result())
+            result = await orchestrator.execute(run)
+        except ConsortiumError as exc:
+            exc.result = mark_recorded(exc.result, recorder, run)
+            raise
+        yield self._finish(response, mark_recorded(result, recorder, run))

@@ -91,15 +91,25 @@ def parse_confidence(text: str) -> float | None:
 def parse_arbiter(text: str) -> Judgement:
     """Parse an arbiter reply into a Judgement. Never raises.
 
+    The synthesis is the last ``<synthesis>`` block outside leading reasoning
+    that is not an echo of the format instructions. Every other section is
+    read from the same answer: its last block before that synthesis, or if
+    there is none, its first after it. So a confidence quoted inside the
+    synthesis, or a quoted format, never decides the verdict.
+
     Missing sections get the defaults "", 0.0, False and []. ``parse_ok`` is
     True only when a non-empty synthesis was found.
     """
     text = "" if text is None else str(text)
     # Leading reasoning blocks are skipped, so tags they quote don't count. If
-    # one is never closed, search everything: the last occurrence wins anyway.
+    # one is never closed, search everything.
     body = text[_reasoning_end(text) or 0 :]
-    sections = {name: _section(body, name) for name in SECTION_TAGS}
-
+    syntheses = _blocks(body, "synthesis")
+    anchor = syntheses[-1][0] if syntheses else len(body)
+    sections = {
+        name: (syntheses[-1][1] if syntheses else "") if name == "synthesis" else _nearest(_blocks(body, name), anchor)
+        for name in SECTION_TAGS
+    }
     confidence = parse_confidence(sections["confidence"])
     # The first word decides, so "**True**" and "yes." count.
     first_word = re.match(r"\W*(\w+)", sections["needs_iteration"])
@@ -114,95 +124,12 @@ def parse_arbiter(text: str) -> Judgement:
     )
 
 
-class SynthesisStream:
-    """Pull the synthesis out of an arbiter reply while it streams.
-
-    ``feed`` each chunk and print what it returns; call ``finish`` at the end.
-    Only text between ``<synthesis>`` and ``</synthesis>`` is released, never
-    part of a tag: a trailing fragment that could still become
-    ``</synthesis>`` (say ``</syn``) is held back until the next chunk shows
-    what it is, and so is trailing whitespace. For a well-formed reply the
-    pieces add up to ``parse_arbiter(reply).synthesis``.
-
-    The whole reply is kept. Until the synthesis opens, it is searched again
-    whenever a chunk could complete a tag; after that, positions are
-    remembered so that each feed only looks at what is new.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = ""
-        self._content_start: int | None = None  # index just after <synthesis>
-        self._emitted = 0  # index up to which synthesis text has been handled
-        self._returned_text = False  # has any synthesis text been returned?
-        self._scan = 0  # where the search for </synthesis> resumes
-        self._finished = False
-
-    @property
-    def started(self) -> bool:
-        """True once the opening ``<synthesis>`` tag has arrived."""
-        return self._content_start is not None
-
-    @property
-    def finished(self) -> bool:
-        """True once no more synthesis text will come (closing tag or finish())."""
-        return self._finished
-
-    def feed(self, chunk: str) -> str:
-        """Add a chunk of the reply; return the synthesis text it made available."""
-        chunk = chunk or ""
-        if self._finished:
-            return ""
-        self._buffer += chunk
-        if self._content_start is None:
-            # Every tag ends with ">", so without one nothing new can be found.
-            if ">" not in chunk:
-                return ""
-            self._content_start = self._find_content_start()
-            if self._content_start is None:
-                return ""
-            self._emitted = self._scan = self._content_start
-
-        buffer = self._buffer
-        close = _CLOSE["synthesis"].search(buffer, self._scan)
-        if close is not None:
-            end = close.start()
-            self._finished = True
-        else:
-            end = _dangling_close_start(buffer, "synthesis", self._scan)
-            self._scan = end  # no closing tag can begin before this any more
-
-        piece = buffer[self._emitted : end]
-        if not self._returned_text:  # the synthesis starts at its first non-space
-            leading = len(piece) - len(piece.lstrip())
-            self._emitted += leading
-            piece = piece[leading:]
-        piece = piece.rstrip()  # trailing whitespace may end it: hold it back
-        self._emitted += len(piece)
-        self._returned_text = self._returned_text or bool(piece)
-        return piece
-
-    def finish(self) -> str:
-        """End of stream: return whatever synthesis text is still due.
-
-        Held-back trailing whitespace and an unfinished closing tag are
-        dropped. If the synthesis never started streaming because it sat
-        behind a reasoning block that was never closed, return what
-        parse_arbiter finds in the whole reply, so the output still matches.
-        """
-        if self._finished:
-            return ""
-        self._finished = True
-        if self.started:
-            return ""
-        return parse_arbiter(self._buffer).synthesis
-
-    def _find_content_start(self) -> int | None:
-        """Index just after the first <synthesis> tag outside reasoning blocks."""
-        start = _reasoning_end(self._buffer)
-        if start is None:  # still inside a reasoning block
-            return None
-        opening = _OPEN["synthesis"].search(self._buffer, start)
-        return None if opening is None else opening.end()
+def _nearest(blocks: list[tuple[int, str]], anchor: int) -> str:
+    """The last block starting before ``anchor``, else the first after it, else ""."""
+    before = [content for start, content in blocks if start < anchor]
+    if before:
+        return before[-1]
+    return blocks[0][1] if blocks else ""
 
 
 def _reasoning_end(text: str) -> int | None:
@@ -226,28 +153,48 @@ def _reasoning_end(text: str) -> int | None:
         position = close.end()
 
 
-def _section(text: str, name: str) -> str:
-    """Cleaned content of section ``name``, "" when its tag is absent.
+def _blocks(text: str, name: str) -> list[tuple[int, str]]:
+    """(start, cleaned content) of every non-empty block of section ``name``
+    that is not an echo of the format instructions.
 
-    The last opening tag wins (a model may quote the format before answering).
-    If that tag is never closed, as in truncated output, the section runs to
+    A block whose closing tag never comes, as in truncated output, runs to
     the next section's opening tag or the end of the text.
     """
-    openings = list(_OPEN[name].finditer(text))
-    if not openings:
-        return ""
-    start = openings[-1].end()
-    close = _CLOSE[name].search(text, start)
-    if close is not None:
-        content = text[start : close.start()]
-    else:
+    blocks = []
+    for opening in _OPEN[name].finditer(text):
+        start = opening.end()
+        close = _CLOSE[name].search(text, start)
         following = _ANY_SECTION_OPEN.search(text, start)
-        if following is not None:
+        if close is not None:
+            content = text[start : close.start()]
+        elif following is not None:
             content = text[start : following.start()]
         else:
             content = text[start:]
             content = content[: _dangling_close_start(content, name)]
-    return _unwrap_fence(content.strip())
+        content = _unwrap_fence(content.strip())
+        if content and not _is_echo(name, content):
+            blocks.append((opening.start(), content))
+    return blocks
+
+
+def _is_echo(name: str, content: str) -> bool:
+    """Whether ``content`` repeats the prompt's description of section ``name``."""
+    described = _FORMAT.get(name)
+    if not described:
+        return False
+    return " ".join(content.lower().split()).startswith(described)
+
+
+def _format_descriptions() -> dict[str, str]:
+    """The first words of each section's description in the arbiter's prompt."""
+    from .prompts import template
+
+    found = re.findall(r"^<(\w+)>([^<]+)</\1>$", template("arbiter").template, re.MULTILINE)
+    return {name: " ".join(text.lower().split()[:6]) for name, text in found}
+
+
+_FORMAT = _format_descriptions()
 
 
 def _dangling_close_start(text: str, name: str, start: int = 0) -> int:

@@ -3,11 +3,18 @@
 Member answers are untrusted text inside the arbiter's prompt: each is
 fenced by a per-run random token that members never see, and any copy of
 that token in their text is removed, so an answer cannot close its own
-block or pose as the prompt's instructions.
+block or pose as the prompt's instructions. The tags the arbiter answers
+in, and the council's ranking header, are neutralised in that text too
+(``<synthesis>`` becomes ``‹synthesis>``): a judge that quotes an answer
+quotes something that cannot be read as its own verdict. One answer
+forwarded to a judge is cut to ``MAX_FORWARDED_CHARS`` (its beginning and
+its end, where a final answer usually is); the full text stays in the
+run's records.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from functools import cache
 from importlib import resources
@@ -24,9 +31,36 @@ def new_fence() -> str:
     return "FENCE-" + secrets.token_hex(8)
 
 
+# The most characters of one answer a judge is sent.
+MAX_FORWARDED_CHARS = 12_000
+# Tags a judge's reply is read by, and the prompt's own structure.
+_CONTROL_TAGS = (
+    "analysis", "dissent", "refinement_areas", "confidence", "needs_iteration", "synthesis",
+    "thinking", "think", "reasoning", "area", "item", "original_prompt", "instructions",
+)
+_CONTROL_TAG = re.compile(rf"<(?=\s*/?\s*(?:{'|'.join(_CONTROL_TAGS)})\b)", re.IGNORECASE)
+_RANKING_HEADER = re.compile(r"(final)([ \t]+)(ranking)", re.IGNORECASE)
+
+
 def fenced(label: str, text: str, fence: str) -> str:
-    clean = text.replace(fence, "[removed]")
-    return f"<<<{fence} BEGIN {label}>>>\n{clean.strip()}\n<<<{fence} END {label}>>>"
+    """Untrusted ``text`` in a block of its own, made inert (see the module's doc)."""
+    safe = neutralise(excerpt(text.replace(fence, "[removed]").strip()))
+    return f"<<<{fence} BEGIN {label}>>>\n{safe}\n<<<{fence} END {label}>>>"
+
+
+def neutralise(text: str) -> str:
+    """``text`` with no tag or header a judge's reply is read by."""
+    return _RANKING_HEADER.sub(r"\1-\3", _CONTROL_TAG.sub("\u2039", text))
+
+
+def excerpt(text: str, limit: int = MAX_FORWARDED_CHARS) -> str:
+    """``text`` if it is within ``limit``, else its first two thirds and last
+    third of that, with a note of how much is left out."""
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 2 // 3, limit // 3
+    omitted = len(text) - head - tail
+    return f"{text[:head]}\n[… {omitted:,} characters not shown …]\n{text[-tail:]}"
 
 
 def refine_prompt(prompt: str, round_number: int, previous) -> str:

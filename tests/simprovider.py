@@ -98,6 +98,11 @@ class _Script:
     fail_status: int = 429
     error_message: str | None = None
     no_usage: bool = False
+    body: str | None = None
+    content_type: str = "text/html"
+    cut_first: int = 0
+    echo_headers: bool = False
+    headers: dict | None = None  # sent by llm's client, from extra-openai-models.yaml
     calls: int = 0
     replies_given: int = 0
 
@@ -200,10 +205,15 @@ class _Handler(BaseHTTPRequestHandler):
             # Released by reset()/close(): hang up without answering.
             self.close_connection = True
             return
+        message = script.error_message
+        if script.echo_headers:  # as some providers do: the request's headers, keys included
+            message = f"{message or 'Unauthorized'}: " + json.dumps(request.headers)
         if script.status is not None:
-            return self._send_error(request, script.status, script.error_message)
+            return self._send_error(request, script.status, message)
         if call_number <= script.fail_first:
-            return self._send_error(request, script.fail_status, script.error_message)
+            return self._send_error(request, script.fail_status, message)
+        if script.body is not None:
+            return self._send_raw(request, script.body, script.content_type)
         try:
             reply = provider._next_reply(script, request)
         except Exception as exc:  # a broken reply callable: surface it, do not retry
@@ -218,7 +228,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "total_tokens": prompt_tokens + completion_tokens,
             }
         if request.stream:
-            self._send_stream(request, reply, usage, script.chunk_delay, release)
+            cut = call_number <= script.cut_first
+            self._send_stream(request, reply, usage, script.chunk_delay, release, cut)
         else:
             self._send_completion(request, reply, usage)
 
@@ -265,6 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
         usage: dict | None,
         chunk_delay: float,
         release: threading.Event,
+        cut: bool = False,
     ):
         request.status = 200
         self.close_connection = True
@@ -272,6 +284,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
+        if cut:  # promise more than is sent: the client sees the body cut short
+            self.send_header("Content-Length", str(10**6))
         self.end_headers()
         base = {
             "id": f"chatcmpl-sim-{id(request):x}",
@@ -290,9 +304,22 @@ class _Handler(BaseHTTPRequestHandler):
             choice = {"index": 0, "delta": delta, "finish_reason": "stop" if last else None}
             request.sent.append((time.perf_counter(), piece))
             self._send_event({**base, "choices": [choice]})
+            if cut and index + 1 >= max(1, len(pieces) // 2):
+                request.finished = time.perf_counter()
+                return  # hang up half-way through the reply
         if usage is not None:
             self._send_event({**base, "choices": [], "usage": usage})
         self._write_last(request, b"data: [DONE]\n\n")
+
+    def _send_raw(self, request: Request, body: str, content_type: str):
+        """A 200 whose body is not what the API promises (an HTML error page, say)."""
+        data = body.encode("utf-8", "surrogatepass")
+        request.status = 200
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self._write_last(request, data)
 
     def _write_last(self, request: Request, data: bytes):
         # Stamp first: the client may return before this thread runs again.
@@ -333,6 +360,11 @@ class SimProvider:
         fail_status: int = 429,
         error_message: str | None = None,
         no_usage: bool = False,
+        body: str | None = None,
+        content_type: str = "text/html",
+        cut_first: int = 0,
+        echo_headers: bool = False,
+        headers: dict | None = None,
     ) -> None:
         """Register (or replace) a scripted model and rewrite extra-openai-models.yaml.
 
@@ -341,7 +373,11 @@ class SimProvider:
         latency: seconds before the response headers (applies to every call,
         errors included). chunk_delay: seconds between streamed chunks.
         status: every call fails with this HTTP status. fail_first: the first
-        N calls fail with fail_status. no_usage: omit "usage".
+        N calls fail with fail_status. no_usage: omit "usage". body: answer
+        every call with this raw 200 body of content_type instead of JSON.
+        cut_first: the first N streamed replies hang up half-way. echo_headers:
+        error messages repeat the request's headers (API keys included).
+        headers: listed under the model's ``headers:`` in the YAML.
         """
         self._register(
             name,
@@ -353,6 +389,11 @@ class SimProvider:
             fail_status=fail_status,
             error_message=error_message,
             no_usage=no_usage,
+            body=body,
+            content_type=content_type,
+            cut_first=cut_first,
+            echo_headers=echo_headers,
+            headers=headers,
         )
         self.write_yaml()
 
@@ -372,15 +413,17 @@ class SimProvider:
     def write_yaml(self) -> None:
         """List every added model in extra-openai-models.yaml in llm's current user dir."""
         with self._lock:
-            names = list(self._models)
+            scripts = dict(self._models)
         lines = []
-        for name in names:
+        for name, script in scripts.items():
             quoted = json.dumps(name)  # a JSON string is a valid YAML scalar
             lines += [
                 f"- model_id: {quoted}",
                 f"  model_name: {quoted}",
                 f"  api_base: {json.dumps(self.base_url)}",
             ]
+            if script.headers:
+                lines.append(f"  headers: {json.dumps(script.headers)}")
         path = llm.user_dir() / "extra-openai-models.yaml"
         path.write_text(("\n".join(lines) + "\n") if lines else "[]\n")
 

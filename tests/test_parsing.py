@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from llm_consortium.parsing import SynthesisStream, parse_arbiter, parse_confidence
+from llm_consortium.parsing import parse_arbiter, parse_confidence
 
 VALID = """<analysis>
 Both members agree on the main point.
@@ -27,13 +27,6 @@ VALID_SYNTHESIS = """The answer is 42.
 - It holds when a < b, and <b>bold</b> markup
   and a </synthetic> look-alike pass through.
 - Unicode: héllo → 世界 🎉"""
-
-
-def stream(chunks):
-    synthesis = SynthesisStream()
-    pieces = [synthesis.feed(chunk) for chunk in chunks]
-    pieces.append(synthesis.finish())
-    return "".join(pieces)
 
 
 # parse_confidence
@@ -284,20 +277,11 @@ def check_judgement(judgement):
     assert judgement.parse_ok == bool(judgement.synthesis)
 
 
-def random_chunks(rng, text):
-    cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randint(0, 8))))
-    return [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
-
-
 def test_random_fragment_soup_never_raises():
     rng = random.Random(1234)
     for _ in range(3000):
         text = "".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(0, 40)))
         check_judgement(parse_arbiter(text))
-        # However the reply is chunked, the stream yields the same text.
-        whole = stream([text])
-        assert stream(random_chunks(rng, text)) == whole, text
-        assert stream(list(text)) == whole, text
 
 
 def test_random_slices_of_a_valid_reply_never_raise():
@@ -316,94 +300,3 @@ def test_random_unicode_never_raises():
         text = "".join(chr(rng.randrange(0x20, 0x2FFF)) for _ in range(rng.randint(0, 80)))
         check_judgement(parse_arbiter(text))
         assert parse_confidence(text) is None or 0.0 <= parse_confidence(text) <= 1.0
-
-
-# SynthesisStream
-
-def test_stream_every_two_chunk_split():
-    for position in range(len(VALID) + 1):
-        assert stream([VALID[:position], VALID[position:]]) == VALID_SYNTHESIS, position
-
-
-def test_stream_char_by_char():
-    assert stream(list(VALID)) == VALID_SYNTHESIS
-
-
-def test_stream_random_chunks():
-    rng = random.Random(5)
-    for _ in range(300):
-        assert stream(random_chunks(rng, VALID)) == VALID_SYNTHESIS
-
-
-@pytest.mark.parametrize(
-    "reply",
-    [
-        VALID,
-        "Preamble.\n```xml\n" + VALID + "\n```\nTrailing chatter </synthesis> <",
-        "<think>I'll write <synthesis>QUOTED</synthesis></think>" + VALID,
-        "<SYNTHESIS kind='x'>\n\n  padded  \n\n</Synthesis >",
-        "<synthesis>a <b and </syn thesis> and <</synthesis>",
-        "<synthesis>Ends with partial </synth",
-    ],
-)
-def test_stream_matches_parse_for_every_split(reply):
-    expected = parse_arbiter(reply).synthesis
-    assert stream(list(reply)) == expected
-    for position in range(len(reply) + 1):
-        assert stream([reply[:position], reply[position:]]) == expected, position
-
-
-def test_stream_never_emits_tag_fragments():
-    synthesis = SynthesisStream()
-    assert synthesis.feed("<analysis>x</analysis><synth") == ""
-    assert not synthesis.started
-    assert synthesis.feed("esis>\nHello") == "Hello"
-    assert synthesis.started
-    assert synthesis.feed(" world</syn") == " world"
-    assert synthesis.feed("thetic") == "</synthetic"
-    assert synthesis.feed("  </SYN") == ""
-    assert synthesis.feed("THESIS>") == ""
-    assert synthesis.finished
-    assert synthesis.feed("\nafter <synthesis>more</synthesis>") == ""
-    assert synthesis.finish() == ""
-
-
-def test_stream_holds_back_trailing_whitespace():
-    synthesis = SynthesisStream()
-    assert synthesis.feed("<synthesis>a \n") == "a"
-    assert synthesis.feed("\n b") == " \n\n b"
-    assert synthesis.feed("  \n") == ""
-    assert synthesis.finish() == ""
-    assert synthesis.finished
-
-
-def test_stream_ignores_synthesis_quoted_in_reasoning():
-    synthesis = SynthesisStream()
-    assert synthesis.feed("<thinking>use <synthesis>QUOTED") == ""
-    assert synthesis.feed("</synthesis> then</thinking>") == ""
-    assert not synthesis.started
-    assert synthesis.feed("<synthesis>REAL</synthesis>") == "REAL"
-
-
-def test_stream_reasoning_tag_split_across_chunks():
-    assert stream(["<thi", "nk>x <synthesis>Q</synthesis></th", "ink><synthesis>R</synthesis>"]) == "R"
-
-
-def test_stream_without_synthesis():
-    assert stream(["<analysis>a</analysis>", "<confidence>0.5</confidence>"]) == ""
-    assert stream([]) == ""
-
-
-def test_stream_unclosed_reasoning_falls_back_to_parse_at_finish():
-    reply = "<think>never closed\n<synthesis>REAL</synthesis>"
-    synthesis = SynthesisStream()
-    assert synthesis.feed(reply) == ""
-    assert synthesis.finish() == "REAL" == parse_arbiter(reply).synthesis
-
-
-def test_stream_truncated_output():
-    synthesis = SynthesisStream()
-    assert synthesis.feed("<synthesis>cut off here ") == "cut off here"
-    assert not synthesis.finished
-    assert synthesis.finish() == ""
-    assert synthesis.finished
