@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -94,11 +92,20 @@ def consortium():
 @click.option("json_", "--json", is_flag=True, help="Print the full result as JSON on stdout")
 @click.option("-u", "--usage", is_flag=True, help="Show token usage")
 @click.option("-q", "--quiet", is_flag=True, help="Only the answer: no progress, raw responses or summary")
-def run(prompt, models, output, stdin, raw, json_, usage, quiet, **settings):
+@click.option("--no-log", is_flag=True, help="Store nothing: no run record, no entry in llm logs")
+def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, **settings):
     """Run a consortium on PROMPT (the default command).
 
     The answer goes to stdout; confidence, analysis and (with --raw) the raw
     responses go to stderr.
+    \f
+    With --no-log, or after ``llm logs off``, nothing is written to logs.db:
+    the model reads ``no_log`` from this command's parameters (see
+    ``model.no_log``), and the answer is not added to llm's logs. Not even
+    the ad hoc configuration row ``consortium-<hash>``: it is a
+    configuration, not a log, but it exists only so that ``llm -c`` can
+    find this consortium again to continue the conversation, and ``llm -c``
+    continues the newest *logged* conversation, which this one is not.
     """
     prompt = read_prompt(prompt, stdin)
     base = default_config() if not models and not settings["arbiter"] else None
@@ -114,12 +121,10 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, **settings):
 
     from .display import Progress, summary
     from .model import ConsortiumModel
-    from .store import save_config
+    from .store import logging_enabled
 
-    # Kept under a name of its own so that `llm -c` can find this model again.
     name = latest_name(config)
-    save_config(name, {**config.to_dict(), "ad_hoc": True})
-    signal.signal(signal.SIGTERM, interrupt)
+    logged = logging_enabled() and not no_log
     raw = raw and not quiet
     progress = Progress(sys.stderr, config.arbiter) if sys.stderr.isatty() and not quiet else None
     model = ConsortiumModel(name, config, saved=False, observers=[progress] if progress else [])
@@ -131,12 +136,13 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, **settings):
             if not json_:
                 click.echo(chunk, nl=False)
                 sys.stdout.flush()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
         if progress:
             progress.close()
-        click.echo("\nCancelled: the run is recorded as cancelled.", err=True)
+        pointer = record_pointer(getattr(exc, "result", None), "cancelled")
+        click.echo("\nCancelled." + (f" {pointer}" if pointer else ""), err=True)
         sys.exit(130)
-    except Exception as exc:  # a model's or plugin's failure: one line, the run is recorded
+    except Exception as exc:  # a model's or plugin's failure: one line, and where it is recorded
         if progress:
             progress.close()
         result = getattr(exc, "result", None)
@@ -144,11 +150,13 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, **settings):
             if raw:
                 click.echo(raw_view(result), err=True)
             deliver(result, json_, output)  # what had arrived, as for a success
-            click.echo(f"Run {result['metadata']['run_id']} recorded as failed "
-                       f"(llm consortium inspect {result['metadata']['run_id'][:8]})", err=True)
+            pointer = record_pointer(result, "failed")
+            if pointer:
+                click.echo(pointer, err=True)
         fail(str(exc) if isinstance(exc, ConsortiumError) else f"{type(exc).__name__}: {exc}")
     result = response.response_json
-    log_response(response)
+    if logged:
+        log_response(response, name, config)
     if not json_:
         click.echo()
     if progress:
@@ -170,13 +178,17 @@ def deliver(result: dict, json_: bool, output: str | None) -> None:
         try:
             Path(output).write_text(json.dumps(result, indent=2))
         except OSError as exc:
-            fail(f"Could not write --output file {output}: {exc.strerror or exc} (the run is recorded)")
+            fail(f"Could not write --output file {output}: {exc.strerror or exc}"
+                 + (" (the run is recorded)" if result["metadata"].get("recorded") else ""))
 
 
-def interrupt(signum, frame):
-    """SIGTERM (a killed job, a closed terminal) ends a run like Ctrl-C:
-    recorded as cancelled with what had arrived."""
-    raise KeyboardInterrupt
+def record_pointer(result: dict | None, status: str) -> str | None:
+    """Where to look at a failed or cancelled run: only when its whole
+    record is in logs.db, never at a record that is missing or stale."""
+    if not (result and result["metadata"].get("recorded")):
+        return None
+    run_id = result["metadata"]["run_id"]
+    return f"The run is recorded as {status} (llm consortium inspect {run_id[:8]})"
 
 
 def latest_name(config: ConsortiumConfig) -> str:
@@ -240,30 +252,41 @@ def check_writable(output: str) -> None:
         fail(f"Cannot write --output file {output}")
 
 
-def log_response(response) -> None:
-    """Log the consortium's answer where ``llm logs`` shows it (unless logs are off).
+def log_response(response, name: str, config: ConsortiumConfig) -> None:
+    """Log the consortium's answer where ``llm logs`` shows it, and save its
+    configuration as ``name`` (marked ad hoc, which ``list`` leaves out) so
+    that ``llm -c`` can find this model again.
 
     llm's own migrations are not safe against two processes creating a new
-    logs.db at the same moment; one retry once the other has finished is
-    enough. If it still fails the run itself is already in our own tables,
-    so say so in one line rather than lose the answer to a traceback.
+    logs.db at the same moment, so they run under ``store.schema_lock``.
+    They and the log entry are one transaction, which takes the write lock
+    up front (llm's own would deadlock with another writer, failing at
+    once): a migration that fails half-way (a full disk, a killed process)
+    leaves logs.db as it was. If logging fails the answer has been shown
+    already: say so in one line rather than in a traceback.
     """
-    if user_path("logs-off").exists():
-        return
+    import sqlite3
+
     import sqlite_utils
     from llm.migrations import migrate
 
-    for attempt in range(2):
-        try:
-            db = sqlite_utils.Database(user_path("logs.db"))
-            migrate(db)
-            response.log_to_db(db)
-            return
-        except Exception as exc:  # llm's logging code; the run is recorded already
-            if attempt:
-                click.echo(f"Warning: could not add the answer to llm logs: {exc}", err=True)
-            else:
-                time.sleep(0.5)
+    from .store import BUSY_TIMEOUT_SECONDS, db_path, save_config, schema_lock
+
+    path = db_path()
+    try:
+        save_config(name, {**config.to_dict(), "ad_hoc": True})
+        with schema_lock(path):
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                db = sqlite_utils.Database(conn)
+                migrate(db)
+                response.log_to_db(db)
+                conn.commit()
+            finally:
+                conn.close()  # uncommitted, it is rolled back
+    except Exception as exc:  # llm's logging code, or the database; the answer is shown already
+        click.echo(f"Warning: could not add the answer to llm logs: {exc}", err=True)
 
 
 @consortium.command()
@@ -401,13 +424,16 @@ consortium.add_command(eval_command)
 
 
 @consortium.command()
-@click.option("-n", "--limit", type=int, default=20, show_default=True, help="How many runs")
+@click.option("-n", "--limit", type=click.IntRange(min=0), default=20, show_default=True,
+              help="How many runs (0 for all)")
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
 def runs(limit, json_):
-    """List recent runs, newest first."""
+    """List recent runs, newest first. A run whose process ended without
+    recording how it ended (killed, or its machine went down) is shown as
+    interrupted."""
     from .recorder import list_runs
 
-    rows = list_runs(limit)
+    rows = list_runs(limit or None)
     if json_:
         click.echo(json.dumps(rows, indent=2))
         return

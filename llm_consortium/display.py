@@ -63,7 +63,8 @@ def summary(result: dict) -> str:
         if text and text.lower() not in ("none", "none.", "n/a"):
             lines.append(click.style(title.capitalize() + ":", bold=True) + " " + text)
     lines += method_details(synthesis.get("details") or {})
-    lines.append(click.style(f"Run {meta['run_id']}  (llm consortium inspect {meta['run_id'][:8]})", dim=True))
+    if meta.get("recorded"):  # never a pointer to a record that is missing or stale
+        lines.append(click.style(f"Run {meta['run_id']}  (llm consortium inspect {meta['run_id'][:8]})", dim=True))
     return "\n".join(lines)
 
 

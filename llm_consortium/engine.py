@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from . import prompts
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
-from .members import CallOutcome, ModelHandle, call_model, check_keys, describe, resolve_models
+from .members import CallOutcome, ModelHandle, call_model, check_keys, describe, is_context_overflow, resolve_models
 from .methods import judge, member_instructions
 from .parsing import parse_arbiter
 from .results import Judgement, MemberResult, Usage
@@ -219,7 +219,7 @@ class ConsortiumOrchestrator:
             current.judgement, current.arbiter_raw = await judge(config.method, panel)
             self._emit("round_finished", run, current)
             if not current.judgement.parse_ok:
-                return  # an arbiter that cannot keep to the format won't in another round either
+                return  # an arbiter that failed or cannot keep to the format won't do better in another round
             if current.judgement.confidence >= config.confidence_threshold and number >= config.min_iterations:
                 return
 
@@ -278,7 +278,8 @@ class ConsortiumOrchestrator:
             on_retry=lambda attempt, error, delay: self._emit("member_retry", run, number, model, instance, error, delay),
         )
         member = MemberResult(
-            model, instance, outcome.text, outcome.error, round(outcome.seconds, 3), outcome.usage, outcome.attempts
+            model, instance, outcome.text, outcome.error, round(outcome.seconds, 3), outcome.usage, outcome.attempts,
+            queued=round(outcome.queued, 3),
         )
         run.usage.add(outcome.usage)
         self._emit("member_finished", run, number, member, prompt)
@@ -334,29 +335,72 @@ class Panel:
     async def arbitrate(self, prompt: str) -> tuple[Judgement, str]:
         """Ask the arbiter; its reply is read as the seed's XML.
 
-        A reply without ``<synthesis>`` is asked for once more with a reminder
-        of the format; if it still has none, the raw text is the synthesis,
-        with confidence 0 and ``parse_ok`` False.
+        A prompt too long for the arbiter's context window is asked again in
+        its compact form. A reply without a synthesis is asked for once more
+        with a reminder of the format. If the arbiter fails, or its reply
+        still cannot be read, the members' own agreement decides
+        (``members_verdict``): an arbiter that cannot judge never costs the
+        answer the members agree on.
         """
-        emit = self.orchestrator._emit
-        for attempt_prompt in (prompt, prompt + prompts.reminder()):
-            outcome = await self.call(
-                self.config.arbiter,
-                attempt_prompt,
-                role="arbiter",
-                on_attempt=lambda _: emit("arbiter_started", self.run, self.number),
-                on_chunk=lambda chunk: emit("arbiter_chunk", self.run, self.number, chunk),
-            )
+        outcome = await self._ask_arbiter(prompt)
+        if outcome.error and is_context_overflow(outcome.error):
+            prompt = prompts.compact_arbiter_prompt(self.run.prompt, self.answer_texts(), self.run.fence)
+            outcome = await self._ask_arbiter(prompt)
+        if outcome.error:
+            return members_verdict(self.answered, f"the arbiter failed: {outcome.error}"), ""
+        judgement = parse_arbiter(outcome.text)
+        if not judgement.parse_ok:
+            outcome = await self._ask_arbiter(prompt + prompts.reminder())
             if outcome.error:
-                raise ConsortiumError(f"The arbiter {self.config.arbiter} failed: {outcome.error}")
+                return members_verdict(self.answered, f"the arbiter failed: {outcome.error}"), ""
             judgement = parse_arbiter(outcome.text)
-            if judgement.parse_ok:
-                return judgement, outcome.text
-        fallback = Judgement(
-            synthesis=outcome.text.strip(), confidence=0.0, analysis=judgement.analysis,
-            dissent=judgement.dissent, parse_ok=False,
+        if judgement.parse_ok:
+            return judgement, outcome.text
+        return members_verdict(self.answered, "the arbiter's reply could not be read, even after a reminder "
+                                              "of the format"), outcome.text
+
+    def answer_texts(self) -> list[tuple[str, str]]:
+        """(neutral label, text) of each answer, in the order judges see them."""
+        from .aggregate import label
+
+        return [(label(i), member.text) for i, member in enumerate(self.answered)]
+
+    async def _ask_arbiter(self, prompt: str) -> CallOutcome:
+        emit = self.orchestrator._emit
+        return await self.call(
+            self.config.arbiter,
+            prompt,
+            role="arbiter",
+            on_attempt=lambda _: emit("arbiter_started", self.run, self.number),
+            on_chunk=lambda chunk: emit("arbiter_chunk", self.run, self.number, chunk),
         )
-        return fallback, outcome.text
+
+
+def members_verdict(answered: list[MemberResult], reason: str) -> Judgement:
+    """The answer most members gave, when no judge could decide.
+
+    Answers are grouped by their extracted short answer where there is one,
+    else by their whole text, case, spacing and final full stop aside. The
+    largest group wins (on a tie, the one whose first member comes first);
+    its share of the answers is both the confidence and the agreement, and
+    the answer is the full text of the group's first member.
+    """
+    from .aggregate import extract_answer
+
+    groups: dict[str, list[MemberResult]] = {}
+    for member in answered:
+        key = extract_answer(member.text) or " ".join(member.text.lower().split()).rstrip(".")
+        groups.setdefault(key, []).append(member)
+    largest = max(groups.values(), key=len)
+    share = len(largest) / len(answered)
+    return Judgement(
+        synthesis=largest[0].text.strip(),
+        confidence=share,
+        analysis=f"{len(largest)} of {len(answered)} members gave this answer; {reason}.",
+        parse_ok=False,
+        agreement=share,
+        fallback=reason,
+    )
 
 
 def join_system(*parts: str | None) -> str | None:

@@ -1,9 +1,11 @@
 """One call of one model, with a timeout, retries for transient errors,
 usage and latency. Whatever goes wrong is returned as data, never raised.
 
-A model's async implementation is used where llm has one; otherwise the
-sync one runs in a worker thread, so every member of a round is in flight
-at once either way.
+A model's async implementation is used where llm has one, and all its
+calls may be in flight at once. Otherwise the sync one runs in a worker
+thread, and calls to one sync model take turns (see ``Turns``): sync-only
+models are mostly local ones, which crash or corrupt their output when two
+calls overlap, and two copies of a local model only fight over the CPU.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import random
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -50,7 +53,8 @@ class CallOutcome:
     text: str | None = None
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
-    seconds: float = 0.0
+    seconds: float = 0.0  # in calls, from the first attempt's start to the end
+    queued: float = 0.0  # waiting for a turn (--max-concurrency, a busy sync model)
     attempts: int = 0
     cancelled: bool = False
 
@@ -102,6 +106,8 @@ def check_keys(handles: dict[str, ModelHandle]) -> None:
 
 
 def is_transient(exc: BaseException) -> bool:
+    if is_context_overflow(str(exc)):  # the same prompt will not fit next time either
+        return False
     status = getattr(exc, "status_code", None) or getattr(
         getattr(exc, "response", None), "status_code", None
     )
@@ -110,13 +116,27 @@ def is_transient(exc: BaseException) -> bool:
     return any(part in type(exc).__name__ for part in TRANSIENT_NAMES)
 
 
+_CONTEXT_OVERFLOW = re.compile(
+    r"context[ _](?:window|length)|maximum context|too many tokens|exceeds? .{0,40}context|prompt is too long",
+    re.IGNORECASE,
+)
+
+
+def is_context_overflow(error: str) -> bool:
+    """Whether an error says the prompt does not fit the model's context window."""
+    return bool(_CONTEXT_OVERFLOW.search(error))
+
+
 def describe(exc: BaseException) -> str:
     """One line for an error: secrets redacted first, then cut to length, so
     that no part of a key survives the cut."""
     message = redact(clean(" ".join(str(exc).split()))) or "no message"
     if len(message) > MAX_ERROR_CHARS:
         message = message[:MAX_ERROR_CHARS] + "…"
-    return f"{type(exc).__name__}: {message}"
+    described = f"{type(exc).__name__}: {message}"
+    if is_context_overflow(message):
+        return f"The prompt does not fit the model's context window ({described})"
+    return described
 
 
 def backoff_delay(backoff: float, attempt: int) -> float:
@@ -160,7 +180,7 @@ async def call_model(
         outcome.text, outcome.error, outcome.cancelled = None, "Cancelled: the run was cancelled", True
         raise
     finally:
-        outcome.seconds = time.perf_counter() - started
+        outcome.seconds = time.perf_counter() - started - outcome.queued
     return outcome
 
 
@@ -176,10 +196,20 @@ async def _attempts(handle, prompt, system, messages, timeout, attempts, backoff
             if live[0] and on_chunk:
                 on_chunk(chunk)
 
-        deadline = None if timeout is None else time.perf_counter() + timeout
+        deadline = None
         try:
+            waited = time.perf_counter()
             async with limiter:
-                text, usage = await asyncio.wait_for(_consume(handle, prompt, system, messages, deliver), timeout)
+                turn = await take_turn(handle)
+                outcome.queued += time.perf_counter() - waited
+                deadline = None if timeout is None else time.perf_counter() + timeout
+                try:
+                    text, usage = await asyncio.wait_for(
+                        _consume(handle, prompt, system, messages, deliver, turn), timeout
+                    )
+                finally:
+                    if turn is not None and not turn.handed:
+                        turn.turns.give_back()
         except Exception as exc:  # a model's failure is data, whatever its type
             if isinstance(exc, TimeoutError) and deadline is not None and time.perf_counter() >= deadline:
                 outcome.error = f"Timeout: no complete answer within {timeout:g} s"
@@ -207,9 +237,10 @@ def _prompt_kwargs(prompt, system, messages) -> dict:
     return kwargs
 
 
-async def _consume(handle, prompt, system, messages, on_chunk) -> tuple[str, Usage]:
+async def _consume(handle, prompt, system, messages, on_chunk, turn) -> tuple[str, Usage]:
     """One attempt: the reply's text, cleaned so that it can be stored and
-    sent on, and its usage. A reply with no text is an ``EmptyReply``."""
+    sent on, and its usage. A reply with no text is an ``EmptyReply``.
+    A sync model's ``turn`` is handed to the thread that calls it."""
     kwargs = _prompt_kwargs(prompt, system, messages)
     if handle.is_async:
         response = handle.model.prompt(prompt, **kwargs)
@@ -229,15 +260,17 @@ async def _consume(handle, prompt, system, messages, on_chunk) -> tuple[str, Usa
                 loop.call_soon_threadsafe(on_chunk, pieces[-1])
             return pieces, response.usage()
 
-        pieces, usage = await in_daemon_thread(run_sync)
+        turn.handed = True
+        pieces, usage = await in_daemon_thread(run_sync, then=turn.turns.give_back)
     text = "".join(pieces)
     if not text.strip():
         raise EmptyReply("the model returned no text (an empty answer, or a reply not in the API's format)")
     return text, Usage(usage.input or 0, usage.output or 0)
 
 
-async def in_daemon_thread(function):
-    """Run a blocking function in a thread of its own and await its result.
+async def in_daemon_thread(function, then=None):
+    """Run a blocking function in a thread of its own and await its result;
+    ``then()`` runs in that thread once the function has really returned.
 
     Not an executor: leaving one waits for its threads, so a sync model
     that hangs would hold the round past its timeout, and the process past
@@ -254,12 +287,96 @@ async def in_daemon_thread(function):
         try:
             result = function()
         except BaseException as exc:  # handed to the awaiting coroutine
-            loop.call_soon_threadsafe(settle, future.set_exception, exc)
+            outcome = (future.set_exception, exc)
         else:
-            loop.call_soon_threadsafe(settle, future.set_result, result)
+            outcome = (future.set_result, result)
+        finally:
+            if then:
+                then()
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop has closed: nobody is waiting any more
+            pass
 
     threading.Thread(target=worker, name="consortium-sync-model", daemon=True).start()
     return await future
+
+
+class Turns:
+    """Calls of one sync model, one at a time, in the whole process.
+
+    A turn is awaited on the event loop without blocking it, and given back
+    by the thread that made the call once that call has really ended, even
+    after its caller gave up (a timeout, a quorum): an abandoned call keeps
+    its model busy until it is over. Waiters on any loop are served in order.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._busy = False
+        self._waiting: deque = deque()
+
+    async def take(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if not self._busy:
+                self._busy = True
+                return
+            waiter = loop.create_future()
+            self._waiting.append((loop, waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            with self._lock:
+                granted = (loop, waiter) not in self._waiting
+                if not granted:
+                    self._waiting.remove((loop, waiter))
+            if granted:  # the turn came as we were cancelled: pass it on
+                self.give_back()
+            raise
+
+    def give_back(self) -> None:
+        """From any thread: the next waiter's turn, or no one's."""
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    self._busy = False
+                    return
+                loop, waiter = self._waiting.popleft()
+            try:
+                loop.call_soon_threadsafe(_grant, waiter)
+                return
+            except RuntimeError:  # that waiter's loop has closed
+                continue
+
+
+def _grant(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+@dataclass
+class Turn:
+    """A turn taken; ``handed`` once a thread has it (and will give it back)."""
+
+    turns: Turns
+    handed: bool = False
+
+
+_turns: dict[str, Turns] = {}
+_turns_lock = threading.Lock()
+
+
+async def take_turn(handle: ModelHandle) -> Turn | None:
+    """Wait for a sync model's turn; None for an async model (no turns)."""
+    if handle.is_async:
+        return None
+    model = handle.model
+    key = f"{type(model).__module__}.{type(model).__qualname__}:{model.model_id}"
+    with _turns_lock:
+        turns = _turns.setdefault(key, Turns())
+    await turns.take()
+    return Turn(turns)
 
 
 # Secrets that a provider's error message might repeat back.

@@ -179,19 +179,25 @@ def _blocks(text: str, name: str) -> list[tuple[int, str]]:
 
 
 def _is_echo(name: str, content: str) -> bool:
-    """Whether ``content`` repeats the prompt's description of section ``name``."""
-    described = _FORMAT.get(name)
-    if not described:
-        return False
-    return " ".join(content.lower().split()).startswith(described)
+    """Whether ``content`` repeats a prompt's description of section ``name``:
+    all of it, or the first six words of a longer one."""
+    said = " ".join(content.lower().split())
+    for described in _FORMAT.get(name, ()):
+        words = described.split()
+        if said == described or (len(words) > 6 and said.startswith(" ".join(words[:6]))):
+            return True
+    return False
 
 
-def _format_descriptions() -> dict[str, str]:
-    """The first words of each section's description in the arbiter's prompt."""
+def _format_descriptions() -> dict[str, list[str]]:
+    """Each section's descriptions in the arbiter's prompts, lower case."""
     from .prompts import template
 
-    found = re.findall(r"^<(\w+)>([^<]+)</\1>$", template("arbiter").template, re.MULTILINE)
-    return {name: " ".join(text.lower().split()[:6]) for name, text in found}
+    found: dict[str, list[str]] = {}
+    for name in ("arbiter", "compact_arbiter"):
+        for tag, text in re.findall(r"^<(\w+)>([^<]+)</\1>$", template(name).template, re.MULTILINE):
+            found.setdefault(tag, []).append(" ".join(text.lower().split()))
+    return found
 
 
 _FORMAT = _format_descriptions()

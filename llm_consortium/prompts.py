@@ -125,5 +125,22 @@ def arbiter_prompt(
     )
 
 
+# The most characters of one answer in the compact prompt.
+COMPACT_ANSWER_CHARS = 300
+
+
+def compact_arbiter_prompt(prompt: str, answers: list[tuple[str, str]], fence: str) -> str:
+    """The arbiter's prompt for a model with a small context window: short
+    instructions, the two tags that decide, the answers cut to
+    ``COMPACT_ANSWER_CHARS`` each, and no history of earlier rounds."""
+    responses = "\n".join(
+        f"<<<{fence} BEGIN>>>\n{neutralise(excerpt(text.strip(), COMPACT_ANSWER_CHARS))}\n<<<{fence} END>>>"
+        for _, text in answers
+    )
+    return template("compact_arbiter").substitute(
+        fence=fence, prompt=excerpt(prompt.strip(), COMPACT_ANSWER_CHARS * 2), responses=responses
+    )
+
+
 def reminder() -> str:
     return template("reminder").template

@@ -8,8 +8,14 @@ than ``register_models`` (run on every ``llm`` command) should pay.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
 
 from . import store
 from .engine import Observer, Round, Run
@@ -26,38 +32,43 @@ _INSERT_CALL = f"INSERT INTO consortium_calls ({_CALL_COLUMNS}) VALUES ({', '.jo
 class RunRecorder(Observer):
     """Records runs in logs.db as they happen.
 
-    ``run_started`` writes the run as 'running'; every call (member, arbiter,
-    reviewer) and every round's judgement, with its measured agreement and
-    details, is written as it arrives; the end sets the status ('success',
-    'failed' or 'cancelled'), the totals and the full result JSON. So a run
-    that is interrupted keeps what had arrived.
+    ``run_started`` writes the run as 'running', with the recording
+    process's pid and host; every call (member, arbiter, reviewer) and every
+    round's judgement, with its measured agreement and details, is written
+    as it arrives; the end sets the status ('success', 'failed' or
+    'cancelled'), the totals and the full result JSON. So a run that is
+    interrupted keeps what had arrived, and one whose process died reads as
+    'interrupted' (see ``list_runs``).
+
+    The writes happen in a thread per run (``RunWriter``), never on the
+    event loop. At the run's end the recorder waits, at most
+    ``store.BUSY_TIMEOUT_SECONDS``, for them to be written; if some could
+    not be, it says so in one line on stderr. ``recorded(run_id)`` then
+    tells whether the whole record is in logs.db.
 
     After ``llm logs off`` nothing is recorded (checked when a run starts).
-    A database error never stops the run: it is reported once on stderr and
-    that run's recording stops. ``name`` is the saved configuration's name,
-    if the run used one.
+    ``name`` is the saved configuration's name, if the run used one.
     """
 
     def __init__(self, name: str | None = None):
         self.name = name
-        # One connection per run being recorded, by run id; opened by
-        # run_started, closed at the run's end or at a database error.
-        self._connections: dict[str, sqlite3.Connection] = {}
+        self._writers: dict[str, RunWriter] = {}  # runs being recorded, by id
+        self._recorded: dict[str, bool] = {}  # runs that ended, by id: whole record written?
+
+    def recorded(self, run_id: str) -> bool:
+        """Whether the run has ended and its whole record is in logs.db."""
+        return self._recorded.get(run_id, False)
 
     def run_started(self, run: Run) -> None:
         if not store.logging_enabled():
             return
-        try:
-            self._connections[run.run_id] = store.connect(check_same_thread=False)
-        except sqlite3.Error as exc:
-            _warn(exc)
-            return
+        self._writers[run.run_id] = RunWriter(store.db_path())
         self._write(run, [(
             "INSERT INTO consortium_runs (id, name, prompt, system, config, method, status, "
-            "iterations, input_tokens, output_tokens, started) "
-            "VALUES (?, ?, ?, ?, ?, ?, 'running', 0, 0, 0, ?)",
+            "iterations, input_tokens, output_tokens, started, pid, host) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'running', 0, 0, 0, ?, ?, ?)",
             (run.run_id, self.name, run.prompt, run.system, json.dumps(run.config.to_dict()),
-             run.config.method, run.started.isoformat()),
+             run.config.method, run.started.isoformat(), os.getpid(), socket.gethostname()),
         )])
 
     def member_finished(self, run: Run, round_number: int, member: MemberResult, prompt: str) -> None:
@@ -74,7 +85,7 @@ class RunRecorder(Observer):
         """A call a judging method made (the arbiter, a council reviewer), under its role."""
         self._write(run, [_call(
             run, round_number, role, model, instance, prompt, outcome.text,
-            outcome.error, outcome.usage, round(outcome.seconds, 3), outcome.attempts, False,
+            outcome.error, outcome.usage, round(outcome.seconds, 3), outcome.attempts, outcome.cancelled,
         )])
 
     def round_finished(self, run: Run, round_: Round) -> None:
@@ -95,7 +106,8 @@ class RunRecorder(Observer):
         ])
 
     def run_finished(self, run: Run, result: dict) -> None:
-        self._finish(run, "success", None, result)
+        # 'degraded': no judge could decide, the members' agreement did.
+        self._finish(run, "degraded" if result["synthesis"].get("fallback") else "success", None, result)
 
     def run_failed(self, run: Run, status: str, error: str) -> None:
         self._finish(run, status, error, run.to_dict())
@@ -109,23 +121,90 @@ class RunRecorder(Observer):
                 (status, error, finished, json.dumps(result, default=str), run.run_id),
             ),
         ])
-        conn = self._connections.pop(run.run_id, None)
-        if conn is not None:
-            conn.close()
+        writer = self._writers.pop(run.run_id, None)
+        if writer is None:
+            return
+        unwritten = writer.close(store.BUSY_TIMEOUT_SECONDS)
+        self._recorded[run.run_id] = not unwritten
+        if unwritten:
+            print(f"llm-consortium: run {run.run_id[:8]} is not fully recorded in logs.db ({writer.error}): "
+                  f"{unwritten} of its records could not be written", file=sys.stderr)
 
     def _write(self, run: Run, statements: list[tuple[str, tuple]]) -> None:
-        """Run (sql, params) statements in one transaction, if this run is being recorded."""
-        conn = self._connections.get(run.run_id)
-        if conn is None:
-            return
-        try:
-            with conn:
-                for sql, params in statements:
-                    conn.execute(sql, params)
-        except sqlite3.Error as exc:
-            del self._connections[run.run_id]
+        """Queue (sql, params) statements, one transaction, if this run is being recorded."""
+        writer = self._writers.get(run.run_id)
+        if writer is not None:
+            writer.put(statements)
+
+
+class RunWriter:
+    """Writes one run's records to logs.db, in order, in a thread of its own.
+
+    Each ``put`` is one transaction. One that fails because the database is
+    locked beyond the busy timeout, full, or failing to read or write is
+    kept and tried again until it succeeds, and the ones after it wait
+    their turn; one that fails for a reason retrying cannot fix (a table
+    someone dropped) is given up. The thread ends once ``close`` has been
+    called and nothing is left to write.
+    """
+
+    RETRY_SECONDS = 0.2
+    TRANSIENT = ("locked", "busy", "full", "disk i/o error", "unable to open")
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.error: sqlite3.Error | None = None  # the latest one
+        self._pending: deque[list[tuple[str, tuple]]] = deque()
+        self._given_up = 0
+        self._closed = False
+        self._changed = threading.Condition()
+        threading.Thread(target=self._work, name="consortium-recorder", daemon=True).start()
+
+    def put(self, statements: list[tuple[str, tuple]]) -> None:
+        with self._changed:
+            self._pending.append(statements)
+            self._changed.notify_all()
+
+    def close(self, timeout: float) -> int:
+        """No more to come: wait up to ``timeout`` seconds for the rest to be
+        written. Returns how many were not (0: the whole record is written);
+        those still pending are still tried while the process lives."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: not self._pending, timeout)
+            return self._given_up + len(self._pending)
+
+    def _work(self) -> None:
+        conn = None
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._pending or self._closed)
+                if not self._pending:
+                    break
+                statements = self._pending[0]
+            try:
+                conn = conn or store.connect(self.path)
+                with conn:
+                    for sql, params in statements:
+                        conn.execute(sql, params)
+            except sqlite3.Error as exc:
+                self.error = exc
+                if conn:
+                    conn.close()
+                    conn = None
+                if isinstance(exc, sqlite3.OperationalError) and any(
+                    word in str(exc).lower() for word in self.TRANSIENT
+                ):
+                    time.sleep(self.RETRY_SECONDS)
+                    continue
+                with self._changed:
+                    self._given_up += 1
+            with self._changed:
+                self._pending.popleft()
+                self._changed.notify_all()
+        if conn:
             conn.close()
-            _warn(exc)
 
 
 def _call(run: Run, round_number: int, role: str, model: str, instance: int, prompt: str,
@@ -149,32 +228,59 @@ def _progress(run: Run) -> tuple[str, tuple]:
     )
 
 
-def _warn(exc: sqlite3.Error) -> None:
-    print(f"llm-consortium: could not record the run in logs.db ({exc}); recording stopped", file=sys.stderr)
-
-
 # Reading runs back.
 
 
-def list_runs(limit: int = 20) -> list[dict]:
-    """The latest runs, newest first, summarised."""
+def list_runs(limit: int | None = 20) -> list[dict]:
+    """The latest runs, newest first, summarised; ``limit`` None (or beyond
+    what SQLite counts to) for all.
+
+    A run still marked 'running' whose recording process has gone (on this
+    host, no process has its pid: killed with -9, or its machine lost
+    power) is given as 'interrupted'; ``get_run`` does the same.
+    """
     conn = store.connect()
     try:
         rows = conn.execute(
             "SELECT id, name, config, status, confidence, iterations, input_tokens, output_tokens, "
-            "started, finished FROM consortium_runs ORDER BY started DESC, rowid DESC LIMIT ?",
-            (limit,),
+            "started, finished, pid, host FROM consortium_runs ORDER BY started DESC, rowid DESC LIMIT ?",
+            (-1 if limit is None or limit > _MAX_SQLITE_INTEGER else limit,),
         ).fetchall()
     finally:
         conn.close()
     runs = []
-    for id_, name, config, status, confidence, iterations, input_tokens, output_tokens, started, finished in rows:
+    for (id_, name, config, status, confidence, iterations, input_tokens, output_tokens, started, finished,
+         pid, host) in rows:
         runs.append({
-            "id": id_, "name": name, "models": _json(config, {}).get("models", []), "status": status,
+            "id": id_, "name": name, "models": _json(config, {}).get("models", []),
+            "status": _status(status, pid, host),
             "confidence": confidence, "iterations": iterations, "input_tokens": input_tokens,
             "output_tokens": output_tokens, "started": started, "finished": finished,
         })
     return runs
+
+
+_MAX_SQLITE_INTEGER = 2**63 - 1
+
+
+def _status(status: str, pid: int | None, host: str | None) -> str:
+    """The recorded status, or 'interrupted' for a run left 'running' by a
+    process of this host that no longer exists."""
+    if status == "running" and pid and host == socket.gethostname() and not _process_exists(pid):
+        return "interrupted"
+    return status
+
+
+def _process_exists(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # cannot tell: os.kill(pid, 0) would end the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def latest_run_id() -> str | None:
@@ -223,6 +329,7 @@ def get_run(run_id_or_prefix: str) -> dict | None:
         ).fetchall()
     finally:
         conn.close()
+    run["status"] = _status(run["status"], run["pid"], run["host"])
     run["config"] = _json(run["config"], {})
     run["result"] = _json(run["result"], None)
     rounds: dict[int, dict] = {}

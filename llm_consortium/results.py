@@ -35,6 +35,7 @@ class MemberResult:
     usage: Usage = field(default_factory=Usage)
     attempts: int = 1
     cancelled: bool = False
+    queued: float = 0.0  # seconds waiting for a turn, apart from ``seconds`` in the call
 
     @property
     def ok(self) -> bool:
@@ -63,6 +64,9 @@ class Judgement:
     agreement: float | None = None
     # What the method computed on the way (a tally, a ranking).
     details: dict = field(default_factory=dict)
+    # Why the members' agreement decided instead of a judge (the arbiter
+    # failed, or its reply could not be read); None when a judge decided.
+    fallback: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,8 +11,10 @@ when the caller is itself inside a running loop (Jupyter, a web app).
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from concurrent.futures import Future
+from contextlib import contextmanager
 
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
@@ -48,10 +50,41 @@ class Submitted:
 
 
 def run_coroutine(coroutine):
-    """Run a coroutine to completion from sync code; Ctrl-C cancels it cleanly."""
-    submitted = Submitted(coroutine)
+    """Run a coroutine to completion from sync code; Ctrl-C cancels it
+    cleanly, and so do SIGTERM and SIGHUP (see ``signals_interrupt``)."""
+    with signals_interrupt():
+        submitted = Submitted(coroutine)
+        try:
+            return submitted.future.result()
+        except KeyboardInterrupt:
+            submitted.cancel()
+            raise
+
+
+@contextmanager
+def signals_interrupt():
+    """Within this block SIGTERM and SIGHUP (a killed job, a closed
+    terminal) raise KeyboardInterrupt, as Ctrl-C does, so that a run they
+    end is cancelled and recorded as such rather than left 'running'.
+
+    Only for a signal that still has its default action (ending the process
+    on the spot): a program that handles it keeps its own handler. Only in
+    the main thread, the one that may set handlers. The default action is
+    put back at the end.
+    """
+    replaced = []
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):  # Windows has no SIGHUP
+            signum = getattr(signal, name, None)
+            if signum is not None and signal.getsignal(signum) == signal.SIG_DFL:
+                signal.signal(signum, _interrupt)
+                replaced.append(signum)
     try:
-        return submitted.future.result()
-    except KeyboardInterrupt:
-        submitted.cancel()
-        raise
+        yield
+    finally:
+        for signum in replaced:
+            signal.signal(signum, signal.SIG_DFL)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

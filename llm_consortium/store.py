@@ -9,16 +9,22 @@ the engine, lives in ``recorder``.
 Every table is prefixed ``consortium_`` and none has a foreign key into
 llm's tables. Writes take the write lock up front (``BEGIN IMMEDIATE``) and
 wait up to ten seconds for it, so several processes can record at once.
+Schema changes, the plugin's and llm's own migrations, are serialised
+across processes by ``schema_lock``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-BUSY_TIMEOUT_SECONDS = 10
+# How long a write waits for another connection's lock, and the end of a
+# run for its record to be written. Tests shorten it (the variable).
+BUSY_TIMEOUT_SECONDS = float(os.environ.get("LLM_CONSORTIUM_BUSY_TIMEOUT", 10))
 
 # Named migrations, applied once each, in this order. Add new ones at the end;
 # never edit one that has shipped. ``consortium_configs`` is exactly the table
@@ -62,6 +68,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE consortium_runs ADD COLUMN agreement REAL",
         ],
     ),
+    (
+        # The process recording a run, so that a run left 'running' by a
+        # process that has gone reads as interrupted.
+        "004_process",
+        [
+            "ALTER TABLE consortium_runs ADD COLUMN pid INTEGER",
+            "ALTER TABLE consortium_runs ADD COLUMN host TEXT",
+        ],
+    ),
 ]
 
 
@@ -77,6 +92,33 @@ def db_path() -> Path:
     return user_dir() / "logs.db"
 
 
+@contextmanager
+def schema_lock(path: Path):
+    """Hold an exclusive lock on ``logs.db.consortium-lock`` beside the
+    database at ``path`` while changing its schema.
+
+    llm's ``migrate`` is a series of separate statements that check, then
+    create: two processes running it at once on a new logs.db can leave it
+    half-migrated, and llm then fails on every command. Every place the
+    plugin migrates, llm's tables or its own, does so holding this lock, so
+    no two plugin processes migrate at once. The lock is released when the
+    process exits, however it exits. Where ``fcntl`` does not exist
+    (Windows) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".consortium-lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def logging_enabled() -> bool:
     """False after ``llm logs off`` (which creates ``logs-off`` in the user dir)."""
     return not (user_dir() / "logs-off").exists()
@@ -87,38 +129,35 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def connect(check_same_thread: bool = True) -> sqlite3.Connection:
-    """Open logs.db (creating it if needed) with the plugin's schema in place.
+def connect(path: Path | None = None) -> sqlite3.Connection:
+    """Open logs.db, or the database at ``path``, creating it if needed, with
+    the plugin's schema in place.
 
     ``with conn:`` around a write begins it with ``BEGIN IMMEDIATE``: the
     write lock is taken at once, waiting for another writer if need be,
     rather than failed on half-way through.
     """
-    conn = sqlite3.connect(
-        db_path(),
-        timeout=BUSY_TIMEOUT_SECONDS,
-        isolation_level="IMMEDIATE",
-        check_same_thread=check_same_thread,
-    )
+    path = path or db_path()
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level="IMMEDIATE")
     try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
-        ensure_schema(conn)
+        ensure_schema(conn, path)
     except sqlite3.Error:
         conn.close()
         raise
     return conn
 
 
-def ensure_schema(conn: sqlite3.Connection) -> None:
+def ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
     """Apply every migration not applied yet, each recorded in ``consortium_migrations``.
 
     The usual case (all applied) is one read. Otherwise the pending ones run
     in one transaction holding the write lock, and are re-checked under it,
-    so two processes starting at once apply each migration once.
+    so two processes starting at once apply each migration once; and under
+    ``schema_lock``, so they never run while the plugin runs llm's migrations.
     """
     if not _pending_migrations(conn):
         return
-    with conn:
+    with schema_lock(path), conn:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS consortium_migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
@@ -191,17 +230,22 @@ def saved_configs_fast() -> list[tuple[str, dict]]:
     no schema work, and a missing database is not created. It never raises:
     a missing table or a broken database gives [], a row whose JSON is
     broken is skipped.
+
+    A reader waits only while another connection holds the database's
+    EXCLUSIVE lock: for a commit that is milliseconds, but a long
+    transaction whose changes spill out of memory (a VACUUM, a big
+    import) holds it throughout. After a second of that the table is read
+    straight from the file (``immutable``: no locking), which holds the
+    last committed configurations, rather than answer none.
     """
     path = db_path()
     if not path.exists():
         return []
     try:
-        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECONDS)
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
-            rows = conn.execute("SELECT name, config FROM consortium_configs ORDER BY name").fetchall()
-        finally:
-            conn.close()
+            rows = _read_configs(f"{path.as_uri()}?mode=ro", timeout=1)
+        except sqlite3.OperationalError:  # locked
+            rows = _read_configs(f"{path.as_uri()}?mode=ro&immutable=1", timeout=0)
     except sqlite3.Error:
         return []
     configs = []
@@ -213,3 +257,11 @@ def saved_configs_fast() -> list[tuple[str, dict]]:
         if isinstance(name, str) and isinstance(config, dict):
             configs.append((name, config))
     return configs
+
+
+def _read_configs(uri: str, timeout: float) -> list[tuple]:
+    conn = sqlite3.connect(uri, uri=True, timeout=timeout)
+    try:
+        return conn.execute("SELECT name, config FROM consortium_configs ORDER BY name").fetchall()
+    finally:
+        conn.close()

@@ -1,0 +1,226 @@
+"""logs.db under stress: concurrent first runs, a database locked or full
+mid-run, --no-log and ``llm logs off``, limits that overflow SQLite."""
+
+import json
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import llm
+import pytest
+from click.testing import CliRunner
+from llm.cli import cli
+
+from llm_consortium import ConsortiumOrchestrator, Observer, RunRecorder, store
+from llm_consortium.recorder import get_run
+from simprovider import arbiter_xml
+
+RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+def llm_subprocess(*args):
+    return subprocess.run([sys.executable, "-m", "llm", *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120)
+
+
+def db_path():
+    return llm.user_dir() / "logs.db"
+
+
+def db_rows(sql, params=()):
+    conn = sqlite3.connect(db_path())
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def panel(sim):
+    sim.add("m1", reply="Member one says 42.")
+    sim.add("m2", reply="Member two says 42.")
+    sim.add("judge", reply=arbiter_xml("The answer is 42.", 0.9))
+    return sim
+
+
+def test_ten_concurrent_first_runs_leave_llm_working(panel):
+    """Ten runs at once on a fresh user dir: llm's own migrations must not
+    race (they left logs.db half-migrated, and every llm command broken)."""
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "llm", *RUN, "--no-raw"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        for _ in range(10)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+        assert out == "The answer is 42.\n"
+        assert "Warning" not in err and "Traceback" not in err, err
+    logs = llm_subprocess("logs", "-n", "1")
+    assert logs.returncode == 0, logs.stderr
+    assert "The answer is 42." in logs.stdout
+    runs = db_rows("SELECT id, status FROM consortium_runs")
+    assert [r["status"] for r in runs] == ["success"] * 10
+    logged = json.loads(llm_subprocess("logs", "-n", "0", "--json").stdout)
+    assert sorted(entry["response_json"]["metadata"]["run_id"] for entry in logged) == sorted(r["id"] for r in runs)
+    assert llm_subprocess("-m", "m1", "plain llm still works").returncode == 0
+
+
+def hold_exclusive_lock():
+    """Another connection holding logs.db's EXCLUSIVE lock (no one else can
+    read or write) until its ``rollback()``."""
+    holder = sqlite3.connect(db_path(), isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    return holder
+
+
+class ReleaseAfterFirstAnswer(Observer):
+    """Releases the lock a while after the first member's answer arrived:
+    until then every write of the run has been failing."""
+
+    def __init__(self, holder, delay):
+        self.holder, self.delay = holder, delay
+
+    def member_finished(self, run, round_number, member, prompt):
+        if member.model == "m1":
+            threading.Timer(self.delay, self.holder.rollback).start()
+
+
+def test_lock_held_beyond_busy_timeout_mid_run_the_whole_record_arrives(panel, monkeypatch):
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_SECONDS", 0.2)
+    panel.add("m2", reply="Member two says 42.", latency=3)  # the run goes on after the lock is released
+    store.connect().close()
+    holder = hold_exclusive_lock()
+    recorder = RunRecorder()
+    orchestrator = ConsortiumOrchestrator(
+        models=["m1", "m2"], arbiter="judge", observers=[recorder, ReleaseAfterFirstAnswer(holder, 1.0)]
+    )
+    result = orchestrator.orchestrate_sync("q")
+    run_id = result["metadata"]["run_id"]
+    assert recorder.recorded(run_id)
+    run = get_run(run_id)
+    assert run["status"] == "success" and run["synthesis"] == "The answer is 42."
+    (round_one,) = run["rounds"]
+    assert sorted(c["model"] for c in round_one["calls"]) == ["judge", "m1", "m2"]
+    assert run["result"]["metadata"]["run_id"] == run_id
+
+
+def test_lock_held_past_the_end_of_a_run_is_reported_and_the_record_follows(panel, monkeypatch):
+    """The CLI answers, says in one line that the run is not recorded, points
+    at no record; the records are written once the lock goes."""
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_SECONDS", 0.2)
+    invoke(*RUN)  # logs.db, llm's tables and ours in place
+    holder = hold_exclusive_lock()
+    try:
+        result = invoke(*RUN, "--no-raw")
+    finally:
+        holder.rollback()
+    assert result.exit_code == 0 and result.stdout == "The answer is 42.\n"
+    (line,) = [line for line in result.stderr.splitlines() if "not fully recorded" in line]
+    assert "(database is locked)" in line
+    assert "llm consortium inspect" not in result.stderr
+    assert "could not add the answer to llm logs" in result.stderr
+    deadline = time.monotonic() + 20
+    while len(db_rows("SELECT * FROM consortium_runs WHERE status = 'success'")) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_disk_full_mid_run_answers_and_says_the_run_is_not_recorded(panel):
+    """logs.db may not grow (a file size limit: writes fail as on a full
+    disk) once the first small records are in: the run answers, says so in
+    one line, points at no record, and leaves logs.db working."""
+    assert llm_subprocess(*RUN).returncode == 0  # every table in place, the ad hoc config saved
+    conn = sqlite3.connect(db_path())  # free pages for the run's first, small records
+    with conn:
+        conn.execute("CREATE TABLE scratch (b)")
+        conn.execute("INSERT INTO scratch VALUES (?)", (b"x" * 60_000,))
+    with conn:
+        conn.execute("DROP TABLE scratch")
+    conn.close()
+    size = db_path().stat().st_size
+    panel.add("m1", reply="y" * 300_000)  # this answer cannot be stored
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "llm", *RUN, "--no-raw"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        timeout=120, preexec_fn=limit_file_size, env={**os.environ, "LLM_CONSORTIUM_BUSY_TIMEOUT": "0.5"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "The answer is 42.\n"
+    (line,) = [line for line in result.stderr.splitlines() if "not fully recorded" in line]
+    assert "disk I/O error" in line or "full" in line
+    assert "llm consortium inspect" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert db_path().stat().st_size == size
+    assert llm_subprocess("logs", "-n", "1").returncode == 0
+    listing = llm_subprocess("consortium", "runs").stdout.splitlines()
+    assert "interrupted" in listing[0] and "success" in listing[1]
+
+
+def test_saved_consortiums_listed_while_the_database_is_exclusively_locked(panel):
+    invoke("consortium", "save", "my-c", "-m", "m1", "--arbiter", "judge")
+    holder = hold_exclusive_lock()
+    try:
+        models = invoke("models").stdout
+    finally:
+        holder.rollback()
+    assert "my-c" in models
+
+
+def test_runs_limit_beyond_sqlite_integers_lists_all(panel):
+    invoke(*RUN)
+    invoke(*RUN)
+    for limit in ("100000000000000000000", "0"):
+        result = invoke("consortium", "runs", "-n", limit)
+        assert result.exit_code == 0 and len(result.stdout.splitlines()) == 2
+    assert len(json.loads(invoke("consortium", "runs", "-n", "1", "--json").stdout)) == 1
+    refused = invoke("consortium", "runs", "-n", "-1")
+    assert refused.exit_code == 2 and "-1 is not in the range x>=0" in refused.stderr
+
+
+# --no-log and llm logs off: nothing stored, nothing pointed at
+
+
+def test_saved_model_with_no_log_stores_nothing(panel):
+    invoke("consortium", "save", "my-c", "-m", "m1", "-m", "m2", "--arbiter", "judge")
+    result = invoke("-m", "my-c", "secret question", "--no-log")
+    assert result.exit_code == 0 and result.stdout == "The answer is 42.\n"
+    assert db_rows("SELECT * FROM consortium_runs") == []
+    assert db_rows("SELECT * FROM consortium_calls") == []
+    assert "secret question" not in db_path().read_bytes().decode("latin-1")
+    assert invoke("-m", "my-c", "logged question").exit_code == 0  # without it, recorded
+    assert len(db_rows("SELECT * FROM consortium_runs")) == 1
+
+
+def test_run_with_no_log_stores_nothing_and_points_nowhere(panel):
+    result = invoke(*RUN, "--no-log")
+    assert result.exit_code == 0 and result.stdout == "The answer is 42.\n"
+    assert "Confidence 0.90" in result.stderr
+    assert "llm consortium inspect" not in result.stderr
+    assert not db_path().exists()  # not even the ad hoc configuration
+
+
+def test_run_with_logs_off_points_nowhere(panel):
+    (llm.user_dir() / "logs-off").touch()
+    result = invoke(*RUN)
+    assert result.exit_code == 0 and result.stdout == "The answer is 42.\n"
+    assert "llm consortium inspect" not in result.stderr
+    assert not db_path().exists()
+
+
+def test_recorded_run_points_at_its_record(panel):
+    result = invoke(*RUN)
+    (run,) = db_rows("SELECT id, status FROM consortium_runs")
+    assert f"(llm consortium inspect {run['id'][:8]})" in result.stderr and run["status"] == "success"
