@@ -12,6 +12,7 @@ from click_default_group import DefaultGroup
 
 from .config import DEFAULT_ARBITER, DEFAULT_MODELS, METHODS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError
 from .evaluate import eval_command
+from .safetext import printable, single_line
 
 DEFAULT_FILE = "consortium-default.txt"
 
@@ -50,7 +51,7 @@ def build_config(models, base: ConsortiumConfig | None = None, **settings) -> Co
 
 def fail(message: str, code: int = 1):
     """One line on stderr and a non-zero exit."""
-    click.echo(f"Error: {message}", err=True)
+    click.echo(f"Error: {single_line(message)}", err=True)
     sys.exit(code)
 
 
@@ -134,7 +135,8 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, **setti
             if progress:
                 progress.close()  # the answer has started: stop redrawing
             if not json_:
-                click.echo(chunk, nl=False)
+                # Shown on a terminal, never acted on; a pipe gets the exact text (color=True: click strips nothing).
+                click.echo(printable(chunk) if sys.stdout.isatty() else chunk, nl=False, color=True)
                 sys.stdout.flush()
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
         if progress:
@@ -207,9 +209,17 @@ def raw_view(result: dict) -> str:
 
 
 def read_prompt(prompt: str | None, use_stdin: bool) -> str:
-    """The prompt argument, with piped stdin appended (or stdin alone)."""
+    """The prompt argument, with piped stdin appended (or stdin alone).
+
+    Bytes that are not UTF-8 (on stdin, or in an argument, where Python
+    keeps them as lone surrogates) become U+FFFD rather than an error.
+    """
+    from .safetext import clean
+
+    prompt = clean(prompt) if prompt else prompt
     if use_stdin and not sys.stdin.isatty():
-        piped = sys.stdin.read()
+        stream = getattr(sys.stdin, "buffer", None)
+        piped = stream.read().decode("utf-8", "replace") if stream else clean(sys.stdin.read())
         if piped.strip():
             prompt = f"{prompt}\n\n{piped}" if prompt else piped
     if not prompt or not prompt.strip():
@@ -298,8 +308,8 @@ def save(name, models, **settings):
 
     from .store import load_config, save_config
 
-    if not name.strip() or any(c.isspace() for c in name):
-        fail(f"A consortium name cannot contain spaces: {name!r}")
+    if not name or " " in name or not name.isprintable():  # every other space is unprintable too
+        fail(f"A consortium name cannot contain spaces, control characters or escape sequences: {name!r}")
     if not models:
         fail("save needs at least one member: -m MODEL")
     if not settings["arbiter"]:
@@ -349,14 +359,15 @@ def list_(json_):
     if not saved:
         click.echo("No saved consortiums. Save one with: llm consortium save NAME -m MODEL -m MODEL --arbiter MODEL")
     for name, config, _ in saved:
-        click.echo(f"{name}: {one_line(config)}")
+        click.echo(f"{single_line(name)}: {one_line(config)}")
 
 
 def one_line(config: dict) -> str:
+    """A saved configuration on one line, fit for a terminal whatever was stored."""
     models = config.get("models") or []
     if isinstance(models, dict):
         models = [f"{m}:{n}" if n != 1 else m for m, n in models.items()]
-    return (
+    return single_line(
         f"{', '.join(models)} → {config.get('arbiter')} "
         f"(threshold {config.get('confidence_threshold')}, up to {config.get('max_iterations')} rounds)"
     )
@@ -371,17 +382,17 @@ def show(name):
     config = load_config(name)
     if config is None:
         fail(f"No saved consortium named {name!r} (see 'llm consortium list')")
-    click.echo(f"Consortium: {name}")
+    click.echo(f"Consortium: {single_line(name)}")  # stored text is shown, never acted on
     models = config.get("models") or []
     if isinstance(models, dict):
         models = [f"{m}:{n}" if n != 1 else m for m, n in models.items()]
-    click.echo("Models:\n" + "\n".join(f"  {m}" for m in models))
-    click.echo(f"Arbiter: {config.get('arbiter')}")
+    click.echo("Models:\n" + "\n".join(f"  {single_line(m)}" for m in models))
+    click.echo(f"Arbiter: {single_line(str(config.get('arbiter')))}")
     for key in ("confidence_threshold", "max_iterations", "min_iterations", "method", "timeout", "attempts",
                 "max_concurrency", "quorum"):
         if config.get(key) is not None:
-            click.echo(f"{key.replace('_', ' ').capitalize()}: {config[key]}")
-    click.echo(f"System prompt: {config.get('system_prompt') or '(none)'}")
+            click.echo(f"{key.replace('_', ' ').capitalize()}: {single_line(str(config[key]))}")
+    click.echo(f"System prompt: {printable(config.get('system_prompt') or '(none)')}")
 
 
 @consortium.command()
@@ -440,7 +451,7 @@ def runs(limit, json_):
     if not rows:
         click.echo("No runs recorded yet.")
     for row in rows:
-        who = row.get("name") or ", ".join(row.get("models") or [])
+        who = single_line(row.get("name") or ", ".join(row.get("models") or []))
         confidence = "-" if row.get("confidence") is None else f"{row['confidence']:.2f}"
         tokens = (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0)
         click.echo(
@@ -469,20 +480,23 @@ def inspect(run_id, json_):
     if json_:
         click.echo(json.dumps(record, indent=2))
         return
-    click.echo(f"Run {record['id']}  {record['status']}  {record.get('started')}")
-    click.echo(f"Prompt: {record['prompt']}")
+    # Recorded text is shown as it was received, less what a terminal would act on.
+    click.echo(printable(f"Run {record['id']}  {record['status']}  {record.get('started')}"))
+    click.echo(f"Prompt: {printable(record['prompt'] or '')}")
     for round_ in record["rounds"]:
         click.echo(click.style(f"\n── Round {round_['round']} ──", bold=True))
         for call in round_["calls"]:
-            who = f"{call['role']} {call['model']}" + (f" #{call['instance']}" if call["role"] == "member" else "")
+            who = single_line(f"{call['role']} {call['model']}") + (
+                f" #{call['instance']}" if call["role"] == "member" else ""
+            )
             click.echo(click.style(f"[{who}] {call.get('seconds') or 0:.1f} s", bold=True))
-            click.echo((call.get("error") or call.get("text") or "").strip())
+            click.echo(printable(call.get("error") or call.get("text") or "").strip())
         if round_.get("synthesis") is not None:
             click.echo(click.style(f"Confidence: {round_.get('confidence') or 0:.2f}", bold=True))
             for key in ("analysis", "dissent"):
                 if round_.get(key):
-                    click.echo(f"{key.capitalize()}: {round_[key]}")
+                    click.echo(f"{key.capitalize()}: {printable(round_[key])}")
     if record.get("synthesis"):
-        click.echo(click.style("\nSynthesis:", bold=True) + f"\n{record['synthesis']}")
+        click.echo(click.style("\nSynthesis:", bold=True) + f"\n{printable(record['synthesis'])}")
     if record.get("error"):
-        click.echo(click.style(f"Error: {record['error']}", fg="red"))
+        click.echo(click.style(f"Error: {printable(record['error'])}", fg="red"))

@@ -1,10 +1,16 @@
-"""What the terminal shows on stderr. stdout carries only the answer."""
+"""What the terminal shows on stderr. stdout carries only the answer.
+
+Every piece of text from outside (models, providers, the database) passes
+through ``printable`` before it is styled, so that it is shown and never
+acted on by the terminal.
+"""
 
 from __future__ import annotations
 
 import click
 
 from .engine import Observer
+from .safetext import printable, single_line
 
 
 def _rule(title: str) -> str:
@@ -19,7 +25,8 @@ def _member_line(member: dict) -> str:
     elif member.get("error"):
         status = click.style("failed", fg="red")
     return click.style(
-        f"[{member['model']} #{member['instance']}] {status}, {member['seconds']:.1f} s, {tokens} tokens", bold=True
+        f"[{single_line(member['model'])} #{member['instance']}] {status}, {member['seconds']:.1f} s, {tokens} tokens",
+        bold=True,
     )
 
 
@@ -30,11 +37,11 @@ def raw_responses(result: dict) -> str:
         lines.append(_rule(f"Round {iteration['round']}"))
         for member in iteration["model_responses"]:
             lines.append(_member_line(member))
-            lines.append(member["error"] if member.get("error") else member["text"].strip())
+            lines.append(printable(member["error"] if member.get("error") else member["text"].strip()))
             lines.append("")
         if iteration["arbiter"].get("raw"):
-            lines.append(click.style(f"[arbiter {result['metadata']['arbiter']}]", bold=True))
-            lines.append(iteration["arbiter"]["raw"].strip())
+            lines.append(click.style(f"[arbiter {single_line(result['metadata']['arbiter'])}]", bold=True))
+            lines.append(printable(iteration["arbiter"]["raw"].strip()))
             lines.append("")
     return "\n".join(lines)
 
@@ -55,16 +62,21 @@ def summary(result: dict) -> str:
     if failed:
         parts.append(click.style(f"{len(failed)} member{'s' if len(failed) != 1 else ''} failed", fg="red"))
     lines = [_rule("Consortium"), " · ".join(parts)]
-    lines += [f"  {m['model']} #{m['instance']}: {m['error']}" for m in failed]
-    if not synthesis.get("parse_ok", True):
-        lines.append(click.style("The arbiter's reply could not be parsed; its raw text is the answer.", fg="yellow"))
+    lines += [f"  {single_line(m['model'])} #{m['instance']}: {printable(m['error'])}" for m in failed]
+    if synthesis.get("fallback"):
+        lines.append(click.style(
+            f"No judge decided ({printable(synthesis['fallback'])}): the answer is the one most members gave.",
+            fg="yellow",
+        ))
     for title in ("analysis", "dissent"):
-        text = (synthesis.get(title) or "").strip()
+        text = printable(synthesis.get(title) or "").strip()
         if text and text.lower() not in ("none", "none.", "n/a"):
             lines.append(click.style(title.capitalize() + ":", bold=True) + " " + text)
     lines += method_details(synthesis.get("details") or {})
     if meta.get("recorded"):  # never a pointer to a record that is missing or stale
-        lines.append(click.style(f"Run {meta['run_id']}  (llm consortium inspect {meta['run_id'][:8]})", dim=True))
+        lines.append(click.style(
+            printable(f"Run {meta['run_id']}  (llm consortium inspect {meta['run_id'][:8]})"), dim=True
+        ))
     return "\n".join(lines)
 
 
@@ -107,7 +119,7 @@ class Progress(Observer):
         self._changed()
 
     def member_retry(self, run, number, model, instance, error, delay):
-        self.members[(model, instance)] = f"retrying in {delay:.1f} s · {error[:60]}"
+        self.members[(model, instance)] = f"retrying in {delay:.1f} s · {single_line(error)[:60]}"
         self._changed()
 
     def member_finished(self, run, number, member, prompt):
@@ -115,7 +127,7 @@ class Progress(Observer):
         if member.cancelled:
             self.members[key] = "cancelled (quorum reached)"
         elif member.error:
-            self.members[key] = click.style(f"failed: {member.error[:80]}", fg="red")
+            self.members[key] = click.style(f"failed: {single_line(member.error)[:80]}", fg="red")
         else:
             self.members[key] = f"done in {member.seconds:.1f} s · {member.usage.output} tokens"
         self._changed()
@@ -147,8 +159,10 @@ class Progress(Observer):
                 return
             self._erase()
             lines = [click.style(f"Round {self.round}", bold=True)]
-            lines += [f"  {model} #{instance}: {state}" for (model, instance), state in self.members.items()]
-            lines.append(f"  arbiter {self.arbiter}: {self.arbiter_state}")
+            lines += [
+                f"  {single_line(model)} #{instance}: {state}" for (model, instance), state in self.members.items()
+            ]
+            lines.append(f"  arbiter {single_line(self.arbiter)}: {self.arbiter_state}")
             width = _terminal_width()
             for line in lines:
                 self.stream.write(_clip(line, width) + "\n")
@@ -178,10 +192,10 @@ def method_details(details: dict) -> list[str]:
     """The vote's tally or the council's ranking, a line each."""
     lines = []
     if details.get("tally"):
-        tally = ", ".join(f"{answer} ×{count}" for answer, count in details["tally"].items())
+        tally = ", ".join(f"{single_line(answer)} ×{count}" for answer, count in details["tally"].items())
         lines.append(click.style("Vote:", bold=True) + f" {tally}")
     if details.get("fallback_reason"):
-        lines.append(click.style("Arbiter asked because:", bold=True) + f" {details['fallback_reason']}")
+        lines.append(click.style("Arbiter asked because:", bold=True) + f" {printable(details['fallback_reason'])}")
     if details.get("ranking") and not any(entry["ballots"] for entry in details["ranking"]):
         lines.append("Peer review produced no usable ballots: the chairman judged without a ranking.")
     elif details.get("ranking"):
@@ -189,11 +203,11 @@ def method_details(details: dict) -> list[str]:
         for entry in details["ranking"]:
             low, high = entry["interval"]
             lines.append(
-                f"  {entry['label']}  {entry['model']} #{entry['instance']}  {entry['score']:.2f} "
+                f"  {entry['label']}  {single_line(entry['model'])} #{entry['instance']}  {entry['score']:.2f} "
                 f"[{low:.2f}, {high:.2f}]  ({entry['ballots']} ballots)"
             )
     if details.get("review_skipped"):
-        lines.append(f"Peer review skipped: {details['review_skipped']}")
+        lines.append(f"Peer review skipped: {printable(details['review_skipped'])}")
     return lines
 
 

@@ -4,7 +4,8 @@ Model output may hold any code point: lone surrogates (which neither
 SQLite, UTF-8 streams nor HTTP bodies can encode), terminal escape
 sequences, forged tags. ``clean`` is applied once, where text enters the
 plugin (a model's reply, an error message, the prompt), so everything
-downstream can encode it.
+downstream can encode it. ``printable`` is applied where text is shown in
+a terminal, and only there: what is stored keeps every byte.
 """
 
 from __future__ import annotations
@@ -19,3 +20,27 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def clean(text: str) -> str:
     """``text`` with every lone surrogate replaced by U+FFFD."""
     return _SURROGATE.sub("\ufffd", text)
+
+
+# What a terminal would act on rather than show, removed whole where it is a
+# complete sequence (7-bit ESC forms and their 8-bit C1 forms), then any
+# control character left: C0 but newline and tab (a carriage return could
+# overwrite a line), DEL and C1.
+_TERMINAL_CONTROL = re.compile(
+    r"(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"  # OSC, DCS, SOS, PM, APC
+    r"|(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"  # CSI
+    r"|\x1b[ -/]*[0-~]"  # any other escape sequence
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write to a terminal: escape sequences and control
+    characters removed (newlines and tabs kept), lone surrogates replaced."""
+    return _TERMINAL_CONTROL.sub("", clean(text))
+
+
+def single_line(text: str) -> str:
+    """``printable(text)`` on one line: each run of whitespace becomes a space."""
+    return _WHITESPACE.sub(" ", printable(text)).strip()
