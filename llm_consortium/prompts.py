@@ -126,7 +126,7 @@ def arbiter_prompt(
 
 
 # The most characters of one answer in the compact prompt.
-COMPACT_ANSWER_CHARS = 300
+COMPACT_ANSWER_CHARS = 160
 
 
 def compact_arbiter_prompt(prompt: str, answers: list[tuple[str, str]], fence: str) -> str:
