@@ -455,7 +455,7 @@ def runs(limit, json_):
         confidence = "-" if row.get("confidence") is None else f"{row['confidence']:.2f}"
         tokens = (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0)
         click.echo(
-            f"{row['id'][:8]}  {(row.get('started') or '')[:19]}  {row['status']:<9}  "
+            f"{row['id'][:8]}  {(row.get('started') or '')[:19]}  {row['status']:<11}  "
             f"conf {confidence}  {row.get('iterations') or 0} rnd  {tokens:>7} tok  {who}"
         )
 

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 # How long a write waits for another connection's lock, and the end of a
-# run for its record to be written. Tests shorten it (the variable).
+# run for its record to be written. Tests shorten it through the variable.
 BUSY_TIMEOUT_SECONDS = float(os.environ.get("LLM_CONSORTIUM_BUSY_TIMEOUT", 10))
 
 # Named migrations, applied once each, in this order. Add new ones at the end;

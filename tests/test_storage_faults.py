@@ -106,12 +106,12 @@ def test_lock_held_beyond_busy_timeout_mid_run_the_whole_record_arrives(panel, m
     )
     result = orchestrator.orchestrate_sync("q")
     run_id = result["metadata"]["run_id"]
-    assert recorder.recorded(run_id)
     run = get_run(run_id)
     assert run["status"] == "success" and run["synthesis"] == "The answer is 42."
     (round_one,) = run["rounds"]
     assert sorted(c["model"] for c in round_one["calls"]) == ["judge", "m1", "m2"]
     assert run["result"]["metadata"]["run_id"] == run_id
+    assert recorder.recorded(run_id)
 
 
 def test_lock_held_past_the_end_of_a_run_is_reported_and_the_record_follows(panel, monkeypatch):
@@ -135,27 +135,35 @@ def test_lock_held_past_the_end_of_a_run_is_reported_and_the_record_follows(pane
         time.sleep(0.05)
 
 
+def with_free_pages(size: int) -> int:
+    """Free ``size`` bytes of pages inside logs.db; returns the file's size."""
+    conn = sqlite3.connect(db_path())
+    with conn:
+        conn.execute("CREATE TABLE scratch (b)")
+        conn.execute("INSERT INTO scratch VALUES (?)", (b"x" * size,))
+    with conn:
+        conn.execute("DROP TABLE scratch")
+    conn.close()
+    return db_path().stat().st_size
+
+
+def limit_file_size(size: int) -> None:
+    """In a child process: no file may grow beyond ``size`` bytes, so logs.db
+    cannot grow; a write that needs it to fails as on a full disk."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+
+
 def test_disk_full_mid_run_answers_and_says_the_run_is_not_recorded(panel):
     """logs.db may not grow (a file size limit: writes fail as on a full
     disk) once the first small records are in: the run answers, says so in
     one line, points at no record, and leaves logs.db working."""
     assert llm_subprocess(*RUN).returncode == 0  # every table in place, the ad hoc config saved
-    conn = sqlite3.connect(db_path())  # free pages for the run's first, small records
-    with conn:
-        conn.execute("CREATE TABLE scratch (b)")
-        conn.execute("INSERT INTO scratch VALUES (?)", (b"x" * 60_000,))
-    with conn:
-        conn.execute("DROP TABLE scratch")
-    conn.close()
-    size = db_path().stat().st_size
+    size = with_free_pages(60_000)  # room for the run's first, small records
     panel.add("m1", reply="y" * 300_000)  # this answer cannot be stored
-
-    def limit_file_size():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
-
     result = subprocess.run(
         [sys.executable, "-m", "llm", *RUN, "--no-raw"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-        timeout=120, preexec_fn=limit_file_size, env={**os.environ, "LLM_CONSORTIUM_BUSY_TIMEOUT": "0.5"},
+        timeout=120, preexec_fn=lambda: limit_file_size(size),
+        env={**os.environ, "LLM_CONSORTIUM_BUSY_TIMEOUT": "0.5"},
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "The answer is 42.\n"
@@ -167,6 +175,25 @@ def test_disk_full_mid_run_answers_and_says_the_run_is_not_recorded(panel):
     assert llm_subprocess("logs", "-n", "1").returncode == 0
     listing = llm_subprocess("consortium", "runs").stdout.splitlines()
     assert "interrupted" in listing[0] and "success" in listing[1]
+
+
+def test_disk_full_during_llm_migrations_leaves_logs_db_as_it_was(panel):
+    """The first answer to log on a logs.db holding only the plugin's tables:
+    llm's migrations run out of room part-way. They are rolled back, so llm
+    works once there is room (it was left half-migrated, and broken)."""
+    assert invoke("consortium", "save", "my-c", "-m", "m1", "--arbiter", "judge").exit_code == 0
+    size = with_free_pages(60_000)
+    result = subprocess.run(
+        [sys.executable, "-m", "llm", *RUN, "--no-raw"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        timeout=120, preexec_fn=lambda: limit_file_size(size),
+    )
+    assert result.returncode == 0 and result.stdout == "The answer is 42.\n"
+    assert "Warning: could not add the answer to llm logs: disk I/O error" in result.stderr
+    tables = {row["name"] for row in db_rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not [name for name in tables if not name.startswith("consortium_")]
+    logs = llm_subprocess("logs", "-n", "1")
+    assert logs.returncode == 0, logs.stderr
+    assert llm_subprocess("-m", "m1", "hello").stdout == "Member one says 42.\n"
 
 
 def test_saved_consortiums_listed_while_the_database_is_exclusively_locked(panel):
