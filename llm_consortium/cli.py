@@ -119,6 +119,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, **setti
         fail(explain_defaults(str(exc)))
     if output:
         check_writable(output)
+    out = owned_stdout()
 
     from .display import Progress, summary
     from .model import ConsortiumModel
@@ -136,8 +137,8 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, **setti
                 progress.close()  # the answer has started: stop redrawing
             if not json_:
                 # Shown on a terminal, never acted on; a pipe gets the exact text (color=True: click strips nothing).
-                click.echo(printable(chunk) if sys.stdout.isatty() else chunk, nl=False, color=True)
-                sys.stdout.flush()
+                click.echo(printable(chunk) if out.isatty() else chunk, nl=False, color=True, file=out)
+                out.flush()
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
         if progress:
             progress.close()
@@ -151,7 +152,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, **setti
         if result:
             if raw:
                 click.echo(raw_view(result), err=True)
-            deliver(result, json_, output)  # what had arrived, as for a success
+            deliver(result, json_, output, out)  # what had arrived, as for a success
             pointer = record_pointer(result, "failed")
             if pointer:
                 click.echo(pointer, err=True)
@@ -160,7 +161,8 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, **setti
     if logged:
         log_response(response, name, config)
     if not json_:
-        click.echo()
+        click.echo(file=out)
+        out.flush()
     if progress:
         progress.close()
     if raw:
@@ -169,13 +171,29 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, **setti
         click.echo(summary(result), err=True)
     if usage:
         click.echo(click.style(f"Token usage: {response.token_usage()}", fg="yellow", bold=True), err=True)
-    deliver(result, json_, output)
+    deliver(result, json_, output, out)
 
 
-def deliver(result: dict, json_: bool, output: str | None) -> None:
-    """The full result as JSON: on stdout with --json, into the --output file."""
+def owned_stdout():
+    """Where stdout points now, on a file descriptor of the plugin's own.
+
+    A plugin may point descriptor 1 elsewhere while a run goes on:
+    llama-cpp-python sends it to /dev/null while it loads a model, and
+    overlapping loads can leave it there. The answer is written to a
+    duplicate taken before any model is called, so it still arrives.
+    """
+    try:
+        descriptor = os.dup(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # not backed by a descriptor (an in-process test runner)
+        return sys.stdout
+    return open(descriptor, "w", encoding=sys.stdout.encoding or "utf-8", errors="replace")
+
+
+def deliver(result: dict, json_: bool, output: str | None, out) -> None:
+    """The full result as JSON: on ``out`` (stdout) with --json, into the --output file."""
     if json_:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(json.dumps(result, indent=2), file=out)
+        out.flush()
     if output:
         try:
             Path(output).write_text(json.dumps(result, indent=2))

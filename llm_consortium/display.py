@@ -18,14 +18,15 @@ def _rule(title: str) -> str:
 
 
 def _member_line(member: dict) -> str:
-    tokens = member["tokens"]["input"] + member["tokens"]["output"]
+    usage = member["tokens"]
+    count = "tokens unknown" if usage.get("unreported") else f"{usage['input'] + usage['output']} tokens"
     status = "ok"
     if member.get("cancelled"):
         status = "cancelled (quorum reached)"
     elif member.get("error"):
         status = click.style("failed", fg="red")
     return click.style(
-        f"[{single_line(member['model'])} #{member['instance']}] {status}, {member['seconds']:.1f} s, {tokens} tokens",
+        f"[{single_line(member['model'])} #{member['instance']}] {status}, {member['seconds']:.1f} s, {count}",
         bold=True,
     )
 
@@ -46,6 +47,15 @@ def raw_responses(result: dict) -> str:
     return "\n".join(lines)
 
 
+def tokens(usage: dict) -> str:
+    """A token count, saying so when some calls reported none (unknown, not 0)."""
+    if not usage.get("unreported"):
+        return f"{usage['total']:,} tokens"
+    if not usage["total"]:
+        return "tokens unknown (not reported by the model)"
+    return f"at least {usage['total']:,} tokens ({usage['unreported']} calls reported none)"
+
+
 def summary(result: dict) -> str:
     """Confidence, analysis, dissent and the round count, laid out for reading."""
     synthesis, meta = result["synthesis"], result["metadata"]
@@ -56,7 +66,7 @@ def summary(result: dict) -> str:
         parts.append(f"agreement {synthesis['agreement']:.2f} (measured)")
     parts += [
         f"{rounds} round{'s' if rounds != 1 else ''}",
-        f"{meta['usage']['total']:,} tokens",
+        tokens(meta["usage"]),
         f"{meta['seconds']:.1f} s",
     ]
     if failed:
@@ -129,7 +139,9 @@ class Progress(Observer):
         elif member.error:
             self.members[key] = click.style(f"failed: {single_line(member.error)[:80]}", fg="red")
         else:
-            self.members[key] = f"done in {member.seconds:.1f} s · {member.usage.output} tokens"
+            self.members[key] = f"done in {member.seconds:.1f} s" + (
+                "" if member.usage.unreported else f" · {member.usage.output} tokens"
+            )
         self._changed()
 
     def arbiter_started(self, run, number):

@@ -59,7 +59,7 @@ class Round:
         usage.add(self.judging_usage)
         return {
             "round": self.number,
-            "usage": {"input": usage.input, "output": usage.output, "total": usage.total},
+            "usage": usage.to_dict(),
             "model_responses": [m.to_dict() for m in self.members],
             "arbiter": {"raw": self.arbiter_raw, **(self.judgement.to_dict() if self.judgement else {})},
         }
@@ -117,7 +117,7 @@ class Run:
                 "start_time": self.started.isoformat(),
                 "end_time": self.finished.isoformat() if self.finished else None,
                 "seconds": round(((self.finished or datetime.now(timezone.utc)) - self.started).total_seconds(), 3),
-                "usage": {"input": self.usage.input, "output": self.usage.output, "total": self.usage.total},
+                "usage": self.usage.to_dict(),
             },
         }
 

@@ -265,7 +265,7 @@ class AnswerCache:
         if row is None:
             return None
         text, input_tokens, output_tokens, seconds = row
-        return CallOutcome(text, None, Usage(input_tokens, output_tokens), seconds, 0)
+        return CallOutcome(text, None, Usage(input_tokens, output_tokens), seconds, attempts=0)
 
     def put(self, model: str, prompt: str, sample: str, outcome) -> None:
         with self.conn:

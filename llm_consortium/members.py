@@ -265,7 +265,8 @@ async def _consume(handle, prompt, system, messages, on_chunk, turn) -> tuple[st
     text = "".join(pieces)
     if not text.strip():
         raise EmptyReply("the model returned no text (an empty answer, or a reply not in the API's format)")
-    return text, Usage(usage.input or 0, usage.output or 0)
+    unreported = usage.input is None and usage.output is None
+    return text, Usage(usage.input or 0, usage.output or 0, unreported=int(unreported))
 
 
 async def in_daemon_thread(function, then=None):

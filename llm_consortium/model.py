@@ -94,7 +94,8 @@ class _Consortium:
     @staticmethod
     def _finish(response, result: dict) -> str:
         usage = result["metadata"]["usage"]
-        response.set_usage(input=usage["input"], output=usage["output"])
+        if usage["total"] or not usage["unreported"]:  # unknown is not 0: left unset
+            response.set_usage(input=usage["input"], output=usage["output"])
         response.response_json = result
         return result["synthesis"]["synthesis"]
 

@@ -11,12 +11,21 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass
 class Usage:
+    """Tokens in and out. ``unreported`` counts the calls whose model
+    reported no usage (many local plugins): their tokens are unknown, not 0,
+    so a total with ``unreported`` calls is a lower bound."""
+
     input: int = 0
     output: int = 0
+    unreported: int = 0
 
     def add(self, other: "Usage") -> None:
         self.input += other.input
         self.output += other.output
+        self.unreported += other.unreported
+
+    def to_dict(self) -> dict:
+        return {"input": self.input, "output": self.output, "total": self.total, "unreported": self.unreported}
 
     @property
     def total(self) -> int:

@@ -405,14 +405,25 @@ def test_api_keys_never_reach_logs_or_stderr(panel, monkeypatch):
 
 
 def test_failed_run_still_delivers_what_arrived(panel, tmp_path):
-    panel.add("judge", status=500, error_message="down")
+    panel.add("m2", status=500, error_message="down")
+    panel.add("m1", reply="Member one says 42.", cut_first=5)
     out = tmp_path / "partial.json"
     result = invoke(*RUN, "--attempts", "1", "--no-raw", "--output", str(out))
     assert result.exit_code == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("Error: The arbiter judge failed")
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: Every member failed in round 1")
     assert "recorded as failed" in result.stderr
     partial = json.loads(out.read_text())
-    assert partial["iterations"][0]["model_responses"][0]["text"] == "Member one says 42."
+    assert "down" in partial["iterations"][0]["model_responses"][1]["error"]
+
+
+def test_failed_arbiter_answer_is_the_members_and_run_is_degraded(panel):
+    panel.add("m2", reply="Member one says 42.")
+    panel.add("judge", status=500, error_message="down")
+    result = invoke(*RUN, "--attempts", "1", "--no-raw")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "Member one says 42.\n"
+    assert "No judge decided (the arbiter failed" in result.stderr
+    assert db_rows("select status from consortium_runs")[0]["status"] == "degraded"
 
 
 def test_unwritable_output_after_the_run_is_one_line(panel):

@@ -299,3 +299,65 @@ def test_config_errors_are_one_line_in_python_too(sim):
     with pytest.raises(ConsortiumError):
         sim.add("m1", status=401)
         orchestrator(["m1"]).orchestrate_sync("q")
+
+
+SWALLOWING_LLM = """
+import os, sys, llm
+
+class Swallowing(llm.Model):
+    '''Points descriptor 1 at /dev/null and leaves it there, as overlapping
+    model loads in llama-cpp-python did.'''
+    model_id = "swallowing"
+
+    def execute(self, prompt, stream, response, conversation):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        yield "member answer"
+
+class Plugin:
+    @llm.hookimpl
+    def register_models(self, register):
+        register(Swallowing())
+
+llm.pm.register(Plugin(), name="swallowing")
+from llm.cli import cli
+cli(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_plugin_that_redirects_stdout_cannot_swallow_the_answer(sim, json_flag):
+    import subprocess
+    import sys
+
+    sim.add("judge", reply=arbiter_xml("The answer survived.", 0.9))
+    proc = subprocess.run(
+        [sys.executable, "-c", SWALLOWING_LLM, "consortium", "q", "-m", "swallowing", "--arbiter", "judge",
+         "--no-raw", *json_flag],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "The answer survived." in proc.stdout
+
+
+# Seen with a real local model (issue 9)
+
+
+def test_vote_with_a_quorum_counts_every_member(sim):
+    sim.add_many(["m1", "m2"], reply="Paris. <answer>Paris</answer>")
+    sim.add("slow", reply="<answer>Paris</answer>", latency=2)
+    sim.add("judge", reply=arbiter_xml("Paris.", 0.9))
+    result = orchestrator(["m1", "m2", "slow"], method="vote", quorum=2, confidence_threshold=0.6).orchestrate_sync("q")
+    synthesis = result["synthesis"]
+    assert synthesis["confidence"] == synthesis["agreement"] == pytest.approx(2 / 3)
+    assert "2 of 3 members" in synthesis["analysis"]
+
+
+def test_usage_a_model_does_not_report_is_unknown_not_zero(sim):
+    sim.add_many(["m1", "m2"], reply="Paris.", no_usage=True)
+    sim.add("judge", reply=arbiter_xml("Paris.", 0.9), no_usage=True)
+    result = invoke(*RUN)
+    assert result.exit_code == 0, result.stderr
+    assert "tokens unknown (not reported by the model)" in result.stderr
+    assert "0 tokens" not in result.stderr
+    api = orchestrator().orchestrate_sync("q")
+    assert api["metadata"]["usage"] == {"input": 0, "output": 0, "total": 0, "unreported": 3}

@@ -19,7 +19,7 @@ from __future__ import annotations
 from .. import prompts
 from ..aggregate import Tally, extract_answer, label, tally
 from ..results import Judgement
-from .arbiter import extended_arbiter_prompt, measured_agreement
+from .arbiter import extended_arbiter_prompt
 
 MEMBER_INSTRUCTIONS = (
     "End your reply with your final short answer inside <answer></answer> tags: "
@@ -31,8 +31,11 @@ MEMBER_INSTRUCTIONS = (
 async def judge(panel):
     answered = panel.answered
     answers = [extract_answer(m.text) for m in answered]
-    counted = tally(answers)
-    reason = fallback_reason(counted, len(answered), panel.config.confidence_threshold)
+    # Members that did not answer (failed, or cut off by a quorum) are votes
+    # for nothing: 2 of 3 members agreeing is 67 %, not 2 of 2.
+    silent = len(panel.run.members) - len(answered)
+    counted = tally(answers + [None] * silent)
+    reason = fallback_reason(counted, len(panel.run.members), panel.config.confidence_threshold)
     details = {
         "tally": counted.counts,
         "winner": counted.winner,
@@ -42,11 +45,11 @@ async def judge(panel):
         "fallback_reason": reason,
     }
     if reason is None:
-        judgement = majority_judgement(answered, answers, counted)
+        judgement = majority_judgement(answered, answers, counted, len(panel.run.members))
         raw = ""
     else:
         judgement, raw = await panel.arbitrate(arbiter_prompt(panel, answers, counted, reason))
-    judgement.agreement = measured_agreement(answered)
+    judgement.agreement = counted.share if counted.extracted >= 2 else None
     judgement.details = details
     return judgement, raw
 
@@ -68,7 +71,7 @@ def fallback_reason(counted: Tally, members: int, threshold: float) -> str | Non
     return None
 
 
-def majority_judgement(answered, answers, counted: Tally):
+def majority_judgement(answered, answers, counted: Tally, members: int):
     """The vote's own judgement: the first answer that gave the winner, no arbiter."""
     winner_text = next(m.text for m, a in zip(answered, answers) if a == counted.winner)
     votes = counted.counts[counted.winner]
@@ -76,7 +79,7 @@ def majority_judgement(answered, answers, counted: Tally):
     return Judgement(
         synthesis=winner_text.strip(),
         confidence=counted.share,
-        analysis=f"Majority vote: {votes} of {len(answered)} members answered {counted.winner}.",
+        analysis=f"Majority vote: {votes} of {members} members answered {counted.winner}.",
         dissent=("Other answers: " + ", ".join(others)) if others else "none",
         needs_iteration=False,
     )
