@@ -15,6 +15,13 @@ from .evaluate import eval_command
 from .safetext import printable, single_line
 
 DEFAULT_FILE = "consortium-default.txt"
+# The model id every unsaved run is logged under, saved with the latest
+# unsaved run's settings: `llm -c` continues the newest conversation, so
+# after an unsaved run it finds this model with that run's settings, and
+# unsaved runs never pile up models in `llm models`. (Continuing an older
+# unsaved conversation with --cid uses the latest settings; save a
+# consortium to keep its own.)
+AD_HOC_NAME = "consortium-last"
 
 
 def settings_options(command):
@@ -71,6 +78,12 @@ class ConsortiumGroup(DefaultGroup):
             return super().invoke(ctx)
         except sqlite3.Error as exc:
             fail(f"The database in llm's user directory could not be used: {exc}")
+        except click.UsageError as exc:
+            # A prompt that is a subcommand's name ran that subcommand.
+            word = exc.ctx.info_name if exc.ctx and exc.ctx.parent is ctx else None
+            if word in self.commands and word != "run":
+                exc.message += f" (to ask a consortium the prompt {word!r}, use: llm consortium run {word!r})"
+            raise
 
 
 @click.group(cls=ConsortiumGroup, default="run", default_if_no_args=True)
@@ -109,7 +122,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, **setti
     continues the newest *logged* conversation, which this one is not.
     """
     prompt = read_prompt(prompt, stdin)
-    base = default_config() if not models and not settings["arbiter"] else None
+    base = default_config()  # flags override its matching settings; the rest are kept
     try:
         config = build_config(models, base=base, **settings)
         from .engine import ConsortiumOrchestrator
@@ -125,20 +138,14 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, **setti
     from .model import ConsortiumModel
     from .store import logging_enabled
 
-    name = latest_name(config)
+    name = AD_HOC_NAME
     logged = logging_enabled() and not no_log
     raw = raw and not quiet
     progress = Progress(sys.stderr, config.arbiter) if sys.stderr.isatty() and not quiet else None
     model = ConsortiumModel(name, config, saved=False, observers=[progress] if progress else [])
     response = model.prompt(prompt, system=config.system_prompt)
     try:
-        for chunk in response:
-            if progress:
-                progress.close()  # the answer has started: stop redrawing
-            if not json_:
-                # Shown on a terminal, never acted on; a pipe gets the exact text (color=True: click strips nothing).
-                click.echo(printable(chunk) if out.isatty() else chunk, nl=False, color=True, file=out)
-                out.flush()
+        answer = "".join(response)  # the checked answer, once the run is over (see model.py)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
         if progress:
             progress.close()
@@ -160,18 +167,27 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, **setti
     result = response.response_json
     if logged:
         log_response(response, name, config)
-    if not json_:
-        click.echo(file=out)
-        out.flush()
     if progress:
         progress.close()
+    # A pipe gets the exact text first; a terminal gets it last, where the
+    # eye lands after the raw responses and summary, shown and never acted on.
+    on_terminal = out.isatty()
+    if not json_ and not on_terminal:
+        write_answer(out, answer)
     if raw:
         click.echo(raw_view(result), err=True)
     if not quiet:
         click.echo(summary(result), err=True)
     if usage:
         click.echo(click.style(f"Token usage: {response.token_usage()}", fg="yellow", bold=True), err=True)
+    if not json_ and on_terminal:
+        write_answer(out, printable(answer))
     deliver(result, json_, output, out)
+
+
+def write_answer(out, answer: str) -> None:
+    click.echo(answer, file=out, color=True)  # color=True: click strips nothing from the text
+    out.flush()
 
 
 def owned_stdout():
@@ -209,15 +225,6 @@ def record_pointer(result: dict | None, status: str) -> str | None:
         return None
     run_id = result["metadata"]["run_id"]
     return f"The run is recorded as {status} (llm consortium inspect {run_id[:8]})"
-
-
-def latest_name(config: ConsortiumConfig) -> str:
-    """The model id an unsaved consortium is logged under: one per settings,
-    so `llm -c` continues a conversation with the consortium that had it."""
-    import hashlib
-
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
-    return f"consortium-{digest[:10]}"
 
 
 def raw_view(result: dict) -> str:
@@ -328,14 +335,18 @@ def save(name, models, **settings):
 
     if not name or " " in name or not name.isprintable():  # every other space is unprintable too
         fail(f"A consortium name cannot contain spaces, control characters or escape sequences: {name!r}")
-    if not models:
-        fail("save needs at least one member: -m MODEL")
-    if not settings["arbiter"]:
-        fail("save needs an arbiter: --arbiter MODEL")
-    if name in llm.get_model_aliases() and load_config(name) is None:
-        fail(f"{name!r} is already a model id or alias: choose another name")
+    existing = load_config(name)
+    if existing is None:
+        if not models:
+            fail("save needs at least one member: -m MODEL")
+        if not settings["arbiter"]:
+            fail("save needs an arbiter: --arbiter MODEL")
+        if name in llm.get_model_aliases():
+            fail(f"{name!r} is already a model id or alias: choose another name")
     try:
-        config = build_config(models, **settings)
+        # On an existing consortium, the options given change those settings; the rest are kept.
+        base = ConsortiumConfig.from_dict(existing) if existing else None
+        config = build_config(models, base=base, **settings)
         from .members import resolve_models
 
         resolve_models(config.models + [config.arbiter])
@@ -343,7 +354,7 @@ def save(name, models, **settings):
         fail(str(exc))
     if includes(config, name):
         fail(f"A consortium cannot include itself, directly or through another saved consortium: {name}")
-    verb = "Updated" if load_config(name) is not None else "Saved"
+    verb = "Updated" if existing is not None else "Saved"
     save_config(name, config.to_dict())
     click.echo(f"{verb} consortium {name}: llm -m {name} \"your prompt\"")
 

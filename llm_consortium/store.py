@@ -77,6 +77,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE consortium_runs ADD COLUMN host TEXT",
         ],
     ),
+    (
+        # Unsaved runs were each saved as a model named consortium-<hash>
+        # (dozens after an afternoon); now one, consortium-last, is kept.
+        "005_one_unsaved_model",
+        [
+            "DELETE FROM consortium_configs WHERE json_extract(config, '$.ad_hoc') "
+            "AND name != 'consortium-last'",
+        ],
+    ),
 ]
 
 

@@ -16,6 +16,8 @@ vote share (None when fewer than two answers could be extracted).
 
 from __future__ import annotations
 
+import re
+
 from .. import prompts
 from ..aggregate import Tally, extract_answer, label, tally
 from ..results import Judgement
@@ -77,12 +79,19 @@ def majority_judgement(answered, answers, counted: Tally, members: int):
     votes = counted.counts[counted.winner]
     others = [f"{answer} ({count})" for answer, count in counted.counts.items() if answer != counted.winner]
     return Judgement(
-        synthesis=winner_text.strip(),
+        synthesis=without_answer_tags(winner_text),
         confidence=counted.share,
         analysis=f"Majority vote: {votes} of {members} members answered {counted.winner}.",
         dissent=("Other answers: " + ", ".join(others)) if others else "none",
         needs_iteration=False,
     )
+
+
+def without_answer_tags(text: str) -> str:
+    """The member's answer as the person asking should read it: the
+    ``<answer>`` tags the vote asked for are dropped, their content kept."""
+    blocks_replaced = re.sub(r"<\s*answer\s*>\s*(.*?)\s*<\s*/\s*answer\s*>", r"\1", text, flags=re.I | re.S)
+    return re.sub(r"<\s*/?\s*answer\s*>", "", blocks_replaced, flags=re.I).strip()
 
 
 def arbiter_prompt(panel, answers: list[str | None], counted: Tally, reason: str) -> str:
