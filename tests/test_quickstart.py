@@ -1,0 +1,60 @@
+"""The README's Quick Start, as written, on a fresh virtual environment:
+get llm, install the plugin from this clone with `llm install -e .`, run
+the consortium command (no key here: one clear line naming the keys), and
+the local OpenAI-compatible option (against the simulated provider)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_block(heading: str, language: str) -> str:
+    section = ROOT.joinpath("README.md").read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.fixture(scope="module")
+def fresh_llm(tmp_path_factory):
+    """A new virtual environment with only llm installed, as `pip install llm` gives it."""
+    venv = tmp_path_factory.mktemp("quickstart") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    installed = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "llm"],
+                               capture_output=True, text=True, timeout=600)
+    assert installed.returncode == 0, installed.stderr
+    return venv / "bin"
+
+
+def test_quick_start_as_written(sim, fresh_llm):
+    command = readme_block("Quick start", "bash").strip()
+    assert command.startswith("llm install -e . && llm consortium ")
+    env = {"PATH": f"{fresh_llm}:/usr/bin:/bin", "LLM_USER_PATH": str(sim_user_dir())}
+    result = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    # Installed, then stopped before any call: a key is needed, and the error says which and how.
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: No API key for: gpt-4o-mini") and "llm keys set openai" in last
+    # The local option from the Quick Start, with the simulated provider in place of the server.
+    from simprovider import arbiter_xml
+
+    sim.add("llama3.2", reply=lambda request: arbiter_xml("Three.", 0.9)
+            if "<original_prompt>" in request.user else "There are three.")
+    yaml = readme_block("Quick start", "yaml").replace("http://localhost:11434/v1", sim.base_url)
+    (sim_user_dir() / "extra-openai-models.yaml").write_text(yaml)  # the README's, not the simulator's
+    local = subprocess.run([str(fresh_llm / "llm"), "consortium", "How many r's are in strawberry?",
+                            "-m", "local-llama:3", "--arbiter", "local-llama"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert local.returncode == 0, local.stderr
+    assert local.stdout == "Three.\n"
+
+
+def sim_user_dir() -> Path:
+    import llm
+
+    return llm.user_dir()
