@@ -81,10 +81,7 @@ def test_vote_accuracy_matches_the_binomial_expectation(sim):
         return await asyncio.gather(*(one(prompt) for prompt in prompts))
 
     results = asyncio.run(run_all())
-    right = [
-        is_correct(extract_answer(result["synthesis"]["synthesis"]), str(2 * n))
-        for n, result in enumerate(results)
-    ]
+    right = [is_correct(result["synthesis"]["details"]["winner"], str(2 * n)) for n, result in enumerate(results)]
     accuracy = sum(right) / items
     expected = 0.83692  # P(at least 3 of 5 right) at p = 0.7
     standard_error = (expected * (1 - expected) / items) ** 0.5
@@ -108,7 +105,7 @@ def test_vote_clear_majority_makes_no_arbiter_call(sim):
     result = orchestrator(["m1", "m2", "m3", "m4"], "vote", confidence_threshold=0.7).orchestrate_sync("What is 6*7?")
     synthesis = result["synthesis"]
     assert sim.calls("judge") == []
-    assert synthesis["synthesis"] == "Six times seven. <answer>42</answer>"  # the first member that gave it
+    assert synthesis["synthesis"] == "Six times seven. 42"  # the first member that gave it, without the tags
     assert synthesis["confidence"] == synthesis["agreement"] == 0.75
     assert synthesis["details"] == {
         "tally": {"42": 3, "41": 1}, "winner": "42", "share": 0.75, "extracted": 4,
