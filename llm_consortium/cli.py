@@ -116,7 +116,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, **setti
     With --no-log, or after ``llm logs off``, nothing is written to logs.db:
     the model reads ``no_log`` from this command's parameters (see
     ``model.no_log``), and the answer is not added to llm's logs. Not even
-    the ad hoc configuration row ``consortium-<hash>``: it is a
+    the unsaved settings' configuration row (``AD_HOC_NAME``): it is a
     configuration, not a log, but it exists only so that ``llm -c`` can
     find this consortium again to continue the conversation, and ``llm -c``
     continues the newest *logged* conversation, which this one is not.

@@ -127,7 +127,8 @@ class RunRecorder(Observer):
         unwritten = writer.close(store.BUSY_TIMEOUT_SECONDS)
         self._recorded[run.run_id] = not unwritten
         if unwritten:
-            print(f"llm-consortium: run {run.run_id[:8]} is not fully recorded in logs.db ({writer.error}): "
+            reason = writer.error or "still waiting for the database"
+            print(f"llm-consortium: run {run.run_id[:8]} is not fully recorded in logs.db ({reason}): "
                   f"{unwritten} of its records could not be written", file=sys.stderr)
 
     def _write(self, run: Run, statements: list[tuple[str, tuple]]) -> None:
