@@ -107,7 +107,10 @@ def consortium():
 @click.option("-u", "--usage", is_flag=True, help="Show token usage")
 @click.option("-q", "--quiet", is_flag=True, help="Only the answer: no progress, raw responses or summary")
 @click.option("--no-log", is_flag=True, help="Store nothing: no run record, no entry in llm logs")
-def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, **settings):
+@click.option("options", "-o", "--option", type=(str, str), multiple=True,
+              help="An option, as for llm -m NAME: the consortium's own, or one for every member "
+                   "model that accepts it (-o temperature 0.3)")
+def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, options, **settings):
     """Run a consortium on PROMPT (the default command).
 
     The answer goes to stdout; confidence, analysis and (with --raw) the raw
@@ -124,10 +127,13 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, **setti
     prompt = read_prompt(prompt, stdin)
     base = default_config()  # flags override its matching settings; the rest are kept
     try:
-        config = build_config(models, base=base, **settings)
         from .engine import ConsortiumOrchestrator
+        from .model import configured, parse_options
 
-        ConsortiumOrchestrator(config=config).prepare(prompt)  # unknown models, empty prompt
+        options = parse_options(options)
+        config = configured(build_config(models, base=base, **settings), options)
+        # unknown models, empty prompt, options no member accepts
+        ConsortiumOrchestrator(config=config).prepare(prompt, options=options.model_extra)
     except ConsortiumConfigError as exc:
         fail(explain_defaults(str(exc)))
     if output:
@@ -143,7 +149,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, **setti
     raw = raw and not quiet
     progress = Progress(sys.stderr, config.arbiter) if sys.stderr.isatty() and not quiet else None
     model = ConsortiumModel(name, config, saved=False, observers=[progress] if progress else [])
-    response = model.prompt(prompt, system=config.system_prompt)
+    response = model.prompt(prompt, system=config.system_prompt, **options.model_extra)
     try:
         answer = "".join(response)  # the checked answer, once the run is over (see model.py)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP

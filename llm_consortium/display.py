@@ -90,6 +90,28 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def summary_line(result: dict) -> str:
+    """The run in one line, for ``llm -m NAME`` and ``llm chat``: confidence,
+    measured agreement, rounds, tokens, seconds, the run id when the run is
+    recorded, and a note when the threshold was not reached or no judge decided."""
+    synthesis, meta = result["synthesis"], result["metadata"]
+    rounds = meta["iteration_count"]
+    parts = [f"Confidence {synthesis['confidence']:.2f}"]
+    if synthesis.get("agreement") is not None:
+        parts.append(f"agreement {synthesis['agreement']:.2f} (measured)")
+    parts += [f"{rounds} round{'s' if rounds != 1 else ''}", tokens(meta["usage"]), f"{meta['seconds']:.1f} s"]
+    failed = sum(1 for m in result["model_responses"] if m.get("error") and not m.get("cancelled"))
+    if failed:
+        parts.append(click.style(f"{failed} member{'s' if failed != 1 else ''} failed", fg="red"))
+    if meta.get("recorded"):  # never a pointer to a record that is missing or stale
+        parts.append(f"run {meta['run_id'][:8]}")
+    if synthesis.get("fallback"):
+        parts.append(click.style("no judge decided: the answer most members gave", fg="yellow"))
+    elif synthesis["confidence"] < meta["confidence_threshold"]:
+        parts.append(click.style(f"below the {meta['confidence_threshold']:.2f} threshold", fg="yellow"))
+    return " · ".join(parts)
+
+
 class Progress(Observer):
     """Live progress on stderr (a terminal): a line per member and one for
     the arbiter, redrawn in place at most ten times a second.

