@@ -68,6 +68,39 @@ def user_path(name: str) -> Path:
     return llm.user_dir() / name
 
 
+class AttachmentParam(click.ParamType):
+    """An attachment as ``llm -a`` reads one (a path, a URL or -), resolved
+    by llm itself when the option is used (llm.cli is not imported before)."""
+
+    name = "attachment"
+
+    def convert(self, value, param, ctx):
+        from llm.cli import AttachmentError, resolve_attachment
+
+        try:
+            return resolve_attachment(value)
+        except AttachmentError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def resolve_schema(schema_input: str | None) -> dict | None:
+    """A --schema value as ``llm --schema`` reads it: JSON, a file, llm's
+    schema DSL, a saved schema's id or t:template."""
+    if not schema_input:
+        return None
+    import sqlite_utils
+    from llm.cli import load_template
+    from llm.utils import resolve_schema_input
+
+    from .store import db_path
+
+    database = sqlite_utils.Database(db_path()) if db_path().exists() else sqlite_utils.Database(memory=True)
+    try:
+        return resolve_schema_input(database, schema_input, load_template)
+    except click.ClickException as exc:
+        raise ConsortiumConfigError(f"--schema: {exc.format_message()}") from None
+
+
 class ConsortiumGroup(DefaultGroup):
     """``run`` is the default subcommand; a database error is one line."""
 
@@ -107,10 +140,16 @@ def consortium():
 @click.option("-u", "--usage", is_flag=True, help="Show token usage")
 @click.option("-q", "--quiet", is_flag=True, help="Only the answer: no progress, raw responses or summary")
 @click.option("--no-log", is_flag=True, help="Store nothing: no run record, no entry in llm logs")
+@click.option("attachments", "-a", "--attachment", type=AttachmentParam(), multiple=True,
+              help="A file, URL or - (stdin) for the members and arbiter whose models read its type; "
+                   "the others are told it was left out")
+@click.option("schema_input", "--schema", help="JSON schema or llm's schema DSL ('name, age int'): members "
+              "answer in it and the answer is JSON valid against it")
 @click.option("options", "-o", "--option", type=(str, str), multiple=True,
               help="An option, as for llm -m NAME: the consortium's own, or one for every member "
                    "model that accepts it (-o temperature 0.3)")
-def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, options, **settings):
+def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachments, schema_input, options,
+        **settings):
     """Run a consortium on PROMPT (the default command).
 
     The answer goes to stdout; confidence, analysis and (with --raw) the raw
@@ -131,6 +170,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, options
         from .model import configured, parse_options
 
         options = parse_options(options)
+        schema = resolve_schema(schema_input)
         config = configured(build_config(models, base=base, **settings), options)
         # unknown models, empty prompt, options no member accepts
         ConsortiumOrchestrator(config=config).prepare(prompt, options=options.model_extra)
@@ -149,7 +189,11 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, options
     raw = raw and not quiet
     progress = Progress(sys.stderr, config.arbiter) if sys.stderr.isatty() and not quiet else None
     model = ConsortiumModel(name, config, saved=False, observers=[progress] if progress else [])
-    response = model.prompt(prompt, system=config.system_prompt, **options.model_extra)
+    try:
+        response = model.prompt(prompt, system=config.system_prompt, schema=schema, attachments=list(attachments),
+                                **options.model_extra)
+    except ValueError as exc:  # llm's check: an attachment type no member or arbiter reads
+        fail(str(exc))
     try:
         answer = "".join(response)  # the checked answer, once the run is over (see model.py)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP

@@ -8,15 +8,17 @@ what happens (``Observer``), and the CLI's display and the run store listen.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-from . import prompts
+from . import prompts, schemas
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
 from .members import (
-    CallOutcome, ModelHandle, call_model, check_keys, describe, is_context_overflow, member_options, resolve_models,
+    Ask, CallOutcome, ModelHandle, call_model, check_keys, describe, fit, is_context_overflow, member_options,
+    resolve_models,
 )
 from .methods import judge, member_instructions
 from .parsing import parse_arbiter
@@ -88,6 +90,9 @@ class Run:
     dropped: dict[tuple[str, int], str] = field(default_factory=dict)
     # Each member model's own options (-o), by model id.
     options: dict[str, dict] = field(default_factory=dict)
+    # The JSON schema every answer must follow (--schema), and attachments (-a).
+    schema: dict | None = None
+    attachments: list = field(default_factory=list)
 
     @property
     def members(self) -> list[tuple[str, int]]:
@@ -161,8 +166,12 @@ class ConsortiumOrchestrator:
         return run_coroutine(self.orchestrate(prompt, **kwargs))
 
     def prepare(self, prompt: str, *, history: list | None = None, system: str | None = None,
-                options: dict | None = None) -> Run:
+                options: dict | None = None, schema: dict | None = None, attachments=()) -> Run:
         """Validate everything and resolve every model, calling none of them.
+
+        ``schema``: members answer in it and the final answer must validate
+        against it. ``attachments`` go to each member, and the arbiter, whose
+        model reads their type; the others are told one was left out.
 
         ``options`` (``-o`` options the consortium does not define) go to
         every member whose model accepts them; not to the arbiter, whose
@@ -180,7 +189,7 @@ class ConsortiumOrchestrator:
         if self.config.arbiter not in handles:
             raise ConsortiumConfigError(f"The arbiter is a single model: {self.config.arbiter!r} is not one")
         check_keys(handles)
-        member_ids = {split_count(spec, set(handles))[0] for spec in self.config.models}
+        member_ids = dict.fromkeys(split_count(spec, set(handles))[0] for spec in self.config.models)
         return Run(
             config=self.config,
             prompt=prompt,
@@ -189,6 +198,8 @@ class ConsortiumOrchestrator:
             history=list(history or []),
             handles=handles,
             options=member_options({m: handles[m] for m in member_ids}, options) if options else {},
+            schema=schema,
+            attachments=list(attachments),
         )
 
     async def execute(self, run: Run) -> dict:
@@ -240,14 +251,16 @@ class ConsortiumOrchestrator:
         """Every member still in the run at once; with a quorum, stop waiting
         once enough answered. A member that fails is dropped for later rounds."""
         config = self.config
-        messages = member_messages(run.history, run.system)
-        system = join_system(run.system, member_instructions(config.method))
+        # With a schema the answer is the JSON, so no <answer> block is asked for.
+        instructions = None if run.schema is not None else member_instructions(config.method)
+        ask = Ask(prompt, join_system(run.system, instructions), member_messages(run.history, run.system),
+                  schema=run.schema, attachments=run.attachments)
         results: dict[tuple[str, int], MemberResult] = {
             key: MemberResult(*key, error=f"Not asked again: {reason}", attempts=0)
             for key, reason in run.dropped.items()
         }
         tasks = {
-            asyncio.create_task(self._ask_one(run, number, model, instance, prompt, system, messages, limiter)): (model, instance)
+            asyncio.create_task(self._ask_one(run, number, model, instance, ask, limiter)): (model, instance)
             for model, instance in run.members
             if (model, instance) not in run.dropped
         }
@@ -276,14 +289,12 @@ class ConsortiumOrchestrator:
                 self._emit("member_finished", run, number, late, prompt)
         return [results[key] for key in run.members]
 
-    async def _ask_one(self, run, number, model, instance, prompt, system, messages, limiter) -> MemberResult:
+    async def _ask_one(self, run, number, model, instance, ask: Ask, limiter) -> MemberResult:
         self._emit("member_started", run, number, model, instance)
+        ask = fit(run.handles[model], replace(ask, options=run.options.get(model)))
         outcome = await call_model(
             run.handles[model],
-            prompt=prompt,
-            system=system,
-            messages=messages,
-            options=run.options.get(model),
+            **vars(ask),
             timeout=self.config.timeout,
             attempts=self.config.attempts,
             backoff=self.config.retry_backoff,
@@ -296,7 +307,7 @@ class ConsortiumOrchestrator:
             queued=round(outcome.queued, 3),
         )
         run.usage.add(outcome.usage)
-        self._emit("member_finished", run, number, member, prompt)
+        self._emit("member_finished", run, number, member, ask.prompt)
         return member
 
     def _emit(self, event: str, *args) -> None:
@@ -323,9 +334,12 @@ class Panel:
         also when the run is cancelled while it is in flight."""
         outcome = CallOutcome()
         try:
+            handle = self.run.handles[model]
+            readable = [a for a in self.run.attachments if a.resolve_type() in (handle.model.attachment_types or ())]
             await call_model(
-                self.run.handles[model],
+                handle,
                 prompt=prompt,
+                attachments=readable,
                 timeout=self.config.timeout,
                 attempts=self.config.attempts,
                 backoff=self.config.retry_backoff,
@@ -363,15 +377,32 @@ class Panel:
         if outcome.error:
             return members_verdict(self.answered, f"the arbiter failed: {outcome.error}"), ""
         judgement = parse_arbiter(outcome.text)
-        if not judgement.parse_ok:
-            outcome = await self._ask_arbiter(prompt + prompts.reminder())
+        problem = self.problem(judgement)
+        if problem:
+            outcome = await self._ask_arbiter(prompt + prompts.reminder(problem))
             if outcome.error:
                 return members_verdict(self.answered, f"the arbiter failed: {outcome.error}"), ""
             judgement = parse_arbiter(outcome.text)
-        if judgement.parse_ok:
+            problem = self.problem(judgement)
+        if not problem:
+            if self.run.schema is not None:
+                judgement.synthesis = json.dumps(schemas.read_json(judgement.synthesis), ensure_ascii=False)
             return judgement, outcome.text
+        if judgement.parse_ok:  # readable, but not in the schema even after a reminder
+            reason = schemas.problem(judgement.synthesis, self.run.schema)
+            raise ConsortiumError(f"The arbiter's answer does not match the schema: {reason}")
         return members_verdict(self.answered, "the arbiter's reply could not be read, even after a reminder "
                                               "of the format"), outcome.text
+
+    def problem(self, judgement: Judgement) -> str | None:
+        """What is wrong with a judgement the arbiter wrote, or None."""
+        if not judgement.parse_ok:
+            return "it had no <synthesis> block"
+        if self.run.schema is not None:
+            wrong = schemas.problem(judgement.synthesis, self.run.schema)
+            if wrong:
+                return f"its synthesis must be only a JSON value valid against the schema, but it was {wrong}"
+        return None
 
     def answer_texts(self) -> list[tuple[str, str]]:
         """(neutral label, text) of each answer, in the order judges see them."""

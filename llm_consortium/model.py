@@ -21,6 +21,7 @@ through ``RunRecorder``; llm logs the consortium's own response.
 from __future__ import annotations
 
 import sys
+from functools import cached_property
 from typing import Optional
 
 import click
@@ -95,6 +96,7 @@ class _Consortium:
 
     can_stream = True
     needs_key = None
+    supports_schema = True  # members answer in it; the final answer is checked against it
     Options = ConsortiumOptions
 
     def __init__(self, model_id: str, config: ConsortiumConfig, *, saved: bool = True, observers=()):
@@ -105,6 +107,19 @@ class _Consortium:
 
     def __str__(self):
         return f"Consortium: {self.model_id}"
+
+    @cached_property
+    def attachment_types(self) -> set[str]:
+        """Every type a member or the arbiter can read: an attachment goes to
+        those that can, and the others are told it was left out. Resolved on
+        first use, not when llm registers the model (see LLM-NOTES)."""
+        from .members import resolve_models
+
+        try:
+            handles = resolve_models(self.config.models + [self.config.arbiter])
+        except ConsortiumConfigError:  # an unknown member: the prompt itself will say so
+            return set()
+        return set().union(*(getattr(h.model, "attachment_types", set()) or set() for h in handles.values()))
 
     def _start(self, prompt):
         """Validate and resolve everything (raising before any model call).
@@ -129,7 +144,8 @@ class _Consortium:
             observers = [o for o in (recorder, progress) if o] + self.observers
             orchestrator = ConsortiumOrchestrator(config=config, observers=observers)
             run = orchestrator.prepare(prompt.prompt, history=history, system=system,
-                                       options=prompt.options.model_extra)
+                                       options=prompt.options.model_extra, schema=prompt.schema,
+                                       attachments=prompt.attachments)
         except ConsortiumConfigError as exc:
             if cli_command() == "chat":
                 raise click.ClickException(str(exc)) from None

@@ -14,6 +14,7 @@ run's records.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from functools import cache
@@ -84,6 +85,7 @@ def arbiter_prompt(
     system: str | None = None,
     conversation: str = "",
     earlier: list = (),
+    schema: dict | None = None,
 ) -> str:
     """The arbiter's prompt for one round.
 
@@ -96,6 +98,11 @@ def arbiter_prompt(
         instructions = (
             "\nThe person asking set these instructions for the answer; "
             f"the synthesis must follow them:\n<instructions>\n{system.strip()}\n</instructions>\n"
+        )
+    if schema is not None:
+        instructions += (
+            "\nThe synthesis must be only a JSON value, with no other text, valid against this JSON schema:\n"
+            f"{json.dumps(schema)}\n"
         )
     if conversation:
         conversation = (
@@ -142,5 +149,6 @@ def compact_arbiter_prompt(prompt: str, answers: list[tuple[str, str]], fence: s
     )
 
 
-def reminder() -> str:
-    return template("reminder").template
+def reminder(problem: str) -> str:
+    """Appended to the arbiter's prompt when its reply could not be used, saying why."""
+    return template("reminder").substitute(problem=problem)

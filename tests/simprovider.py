@@ -103,6 +103,8 @@ class _Script:
     cut_first: int = 0
     echo_headers: bool = False
     headers: dict | None = None  # sent by llm's client, from extra-openai-models.yaml
+    vision: bool = False  # llm sends it images
+    supports_schema: bool = False  # llm sends it --schema as response_format
     calls: int = 0
     replies_given: int = 0
 
@@ -365,6 +367,8 @@ class SimProvider:
         cut_first: int = 0,
         echo_headers: bool = False,
         headers: dict | None = None,
+        vision: bool = False,
+        supports_schema: bool = False,
     ) -> None:
         """Register (or replace) a scripted model and rewrite extra-openai-models.yaml.
 
@@ -378,6 +382,8 @@ class SimProvider:
         cut_first: the first N streamed replies hang up half-way. echo_headers:
         error messages repeat the request's headers (API keys included).
         headers: listed under the model's ``headers:`` in the YAML.
+        vision, supports_schema: declared in the YAML, so llm sends it images
+        and schemas.
         """
         self._register(
             name,
@@ -394,6 +400,8 @@ class SimProvider:
             cut_first=cut_first,
             echo_headers=echo_headers,
             headers=headers,
+            vision=vision,
+            supports_schema=supports_schema,
         )
         self.write_yaml()
 
@@ -424,6 +432,10 @@ class SimProvider:
             ]
             if script.headers:
                 lines.append(f"  headers: {json.dumps(script.headers)}")
+            if script.vision:
+                lines.append("  vision: true")
+            if script.supports_schema:
+                lines.append("  supports_schema: true")
         path = llm.user_dir() / "extra-openai-models.yaml"
         path.write_text(("\n".join(lines) + "\n") if lines else "[]\n")
 

@@ -202,7 +202,7 @@ def test_arbiter_off_format_is_asked_again(sim):
     assert result["synthesis"]["synthesis"] == "Proper."
     assert result["synthesis"]["parse_ok"] is True
     second = arbiter_prompts(sim)[1]
-    assert "<synthesis>" in second and "could not be read" in second
+    assert "<synthesis>" in second and "could not be used because it had no <synthesis> block" in second
 
 
 def test_arbiter_off_format_twice_falls_back_to_the_members(sim):

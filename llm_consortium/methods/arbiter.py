@@ -45,4 +45,5 @@ def arbiter_prompt(panel) -> str:
         system=run.system,
         conversation=run.conversation,
         earlier=[r.judgement for r in run.rounds if r.judgement],
+        schema=run.schema,
     )

@@ -21,6 +21,7 @@ import re
 from .. import prompts
 from ..aggregate import Tally, extract_answer, label, tally
 from ..results import Judgement
+from ..schemas import canonical
 from .arbiter import extended_arbiter_prompt
 
 MEMBER_INSTRUCTIONS = (
@@ -32,7 +33,9 @@ MEMBER_INSTRUCTIONS = (
 
 async def judge(panel):
     answered = panel.answered
-    answers = [extract_answer(m.text) for m in answered]
+    # With a schema the answer is the JSON itself, compared as a value.
+    extract = extract_answer if panel.run.schema is None else canonical
+    answers = [extract(m.text) for m in answered]
     # Members that did not answer (failed, or cut off by a quorum) are votes
     # for nothing: 2 of 3 members agreeing is 67 %, not 2 of 2.
     silent = len(panel.run.members) - len(answered)
@@ -48,6 +51,8 @@ async def judge(panel):
     }
     if reason is None:
         judgement = majority_judgement(answered, answers, counted, len(panel.run.members))
+        if panel.run.schema is not None:
+            judgement.synthesis = counted.winner
         raw = ""
     else:
         judgement, raw = await panel.arbitrate(arbiter_prompt(panel, answers, counted, reason))
