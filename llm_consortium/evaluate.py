@@ -20,6 +20,18 @@ Tokens, seconds and calls are what each method costs on the whole dataset,
 members included, whether or not this run had to make the calls (seconds
 are summed over calls, not wall-clock time).
 
+Every row also counts the items it has no answer for (``failed``: a member's
+call failed, or every member's did, or the method raised; scored as wrong)
+and, for the arbiter and the council, the items their judge could not decide
+(``fallback``: the arbiter failed or its reply could not be read, so the
+members' majority answered, as it would in a real run; scored as that
+answer). Below the table each such item is listed by number, with why.
+
+All items are asked at once, method after method, with at most
+``--max-concurrency`` model calls in flight (the consortium's
+``max_concurrency`` by default). Calls to one sync-only model, mostly local
+ones, still take turns: they go through ``members.call_model`` like a run's.
+
 llm imports this module on every command, so it imports only click and the
 standard library at the top.
 """
@@ -31,15 +43,13 @@ import hashlib
 import json
 import sqlite3
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import click
 
 METHOD_NAMES = ("vote", "arbiter", "council")
 CACHE_FILE = "consortium-eval.db"
-#: Model calls in flight at once, across all items.
-CONCURRENCY = 32
 #: Stands for the run's random fence in cache keys, so replays find their prompts.
 FENCE_KEY = "<fence>"
 
@@ -48,6 +58,20 @@ FENCE_KEY = "<fence>"
 class Item:
     prompt: str
     answer: str
+
+
+@dataclass
+class Problem:
+    """An item a row has no answer of its own for."""
+
+    item: int  # numbered from 1 in the dataset's order
+    prompt: str  # its first words
+    kind: str  # "failed" (scored as wrong) or "fallback" (the members' majority answered)
+    reason: str
+
+
+EVERY_MEMBER_FAILED = "every member failed"
+PROMPT_EXCERPT_CHARS = 60
 
 
 @dataclass
@@ -62,11 +86,19 @@ class Score:
     input_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
-    errors: int = 0
+    problems: list[Problem] = field(default_factory=list)
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.items if self.items else 0.0
+
+    @property
+    def failed(self) -> int:
+        return sum(p.kind == "failed" for p in self.problems)
+
+    @property
+    def fallback(self) -> int:
+        return sum(p.kind == "fallback" for p in self.problems)
 
     @property
     def tokens(self) -> int:
@@ -75,6 +107,13 @@ class Score:
     def count(self, correct: bool) -> None:
         self.items += 1
         self.correct += int(correct)
+
+    def note(self, number: int, item: Item, kind: str, reason: str) -> None:
+        """Item ``number`` failed (``kind`` "failed") or fell back ("fallback"), because of ``reason``."""
+        excerpt = " ".join(item.prompt.split())
+        if len(excerpt) > PROMPT_EXCERPT_CHARS:
+            excerpt = excerpt[:PROMPT_EXCERPT_CHARS].rstrip() + "…"
+        self.problems.append(Problem(number, excerpt, kind, reason))
 
     def spend(self, calls: int, input_tokens: int, output_tokens: int, seconds: float) -> None:
         self.calls += calls
@@ -93,6 +132,8 @@ class Score:
             "seconds": round(self.seconds, 3),
             "accuracy": round(self.accuracy, 4),
             "tokens": self.tokens,
+            "failed": self.failed,
+            "fallback": self.fallback,
         }
 
 
@@ -104,15 +145,25 @@ class Score:
 @click.option("--methods", default=",".join(METHOD_NAMES), show_default=True,
               help="Comma-separated methods to score besides each member and the oracle")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N items")
+@click.option("--max-concurrency", metavar="N",
+              help="Most model calls in flight at once, across all items and methods (default: the "
+                   "consortium's max_concurrency, 32 unless saved otherwise); a sync-only model "
+                   "still answers one call at a time")
 @click.option("json_", "--json", is_flag=True, help="Print the results as JSON")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Save a chart of accuracy against tokens per method (needs matplotlib)")
-def eval_command(dataset, consortium_name, models, arbiter, methods, limit, json_, plot):
+def eval_command(dataset, consortium_name, models, arbiter, methods, limit, max_concurrency, json_, plot):
     """Score each member, the oracle and the judging methods on DATASET.
 
     DATASET is JSON Lines: {"prompt": ..., "answer": ...} per line, with
     short answers (numbers, letters) compared by exact match. Member answers
     and method calls are cached, so a second run costs no model call.
+
+    All items are asked at once; --max-concurrency bounds the model calls
+    in flight across all items and methods. The failed column counts the
+    items a row has no answer for (scored as wrong); fallback, those whose
+    arbiter failed or could not be read, so the members' majority answered
+    (scored as that answer). Both are listed, with why, below the table.
 
     \b
     llm consortium eval data.jsonl -m model-a -m model-b -m model-c --arbiter model-d
@@ -125,7 +176,7 @@ def eval_command(dataset, consortium_name, models, arbiter, methods, limit, json
             raise click.ClickException("--plot needs matplotlib: pip install matplotlib") from None
     chosen = parse_methods(methods)
     items = read_dataset(dataset)[:limit]
-    config, handles = resolve(consortium_name, models, arbiter, with_arbiter=needs_arbiter(chosen))
+    config, handles = resolve(consortium_name, models, arbiter, max_concurrency, with_arbiter=needs_arbiter(chosen))
 
     from .runner import run_coroutine
 
@@ -138,16 +189,19 @@ def eval_command(dataset, consortium_name, models, arbiter, methods, limit, json
             "members": evaluation.member_names,
             "arbiter": config.arbiter if needs_arbiter(chosen) else None,
             "new_calls": evaluation.new_calls,
+            "failed_calls": evaluation.failed_calls,
+            "max_concurrency": config.max_concurrency,
             "results": [s.to_dict() for s in scores],
         }, indent=2))
     else:
         click.echo(table(scores))
-    click.echo(f"{len(items)} items; {evaluation.new_calls} new model calls; cache: {evaluation.cache_path}",
-               err=True)
-    failed = sum(s.errors for s in scores)
-    if failed:
-        click.echo(f"{failed} answers or judgements failed and count as wrong; "
-                   "failures are not cached, so a rerun asks again", err=True)
+        if any(s.problems for s in scores):
+            click.echo("\n" + problem_list(scores))
+    failed_calls = ""
+    if evaluation.failed_calls:
+        failed_calls = f" ({evaluation.failed_calls} failed, not cached: a rerun asks again)"
+    click.echo(f"{len(items)} items; {evaluation.new_calls} new model calls{failed_calls}; "
+               f"cache: {evaluation.cache_path}", err=True)
     if plot:
         save_plot(scores, plot)
         click.echo(f"Plot saved to {plot}", err=True)
@@ -187,8 +241,8 @@ def read_dataset(path: Path) -> list[Item]:
     return items
 
 
-def resolve(consortium_name, models, arbiter, with_arbiter: bool):
-    """The consortium's configuration and its models, resolved before any call."""
+def resolve(consortium_name, models, arbiter, max_concurrency, with_arbiter: bool):
+    """The consortium's configuration (validated) and its models, resolved before any call."""
     from .config import ConsortiumConfig, ConsortiumConfigError
     from .members import resolve_models
 
@@ -203,6 +257,8 @@ def resolve(consortium_name, models, arbiter, with_arbiter: bool):
         settings["models"] = list(models)
     if arbiter:
         settings["arbiter"] = arbiter
+    if max_concurrency is not None:
+        settings["max_concurrency"] = max_concurrency
     if not settings.get("models"):
         raise click.ClickException("Give the members: --consortium NAME, or -m MODEL (repeatable)")
     if not settings.get("arbiter"):
@@ -295,17 +351,16 @@ class Evaluation:
         self.system = join_system(config.system_prompt, MEMBER_INSTRUCTIONS)
         self.cache_path = user_dir() / CACHE_FILE
         self.new_calls = 0
+        self.failed_calls = 0
         self.member_names: list[str] = []
 
     async def run(self, items: list[Item], methods: list[str]) -> list[Score]:
         """Score every member, the oracle and ``methods`` on ``items``."""
         # Set up here, on the event loop's thread, where every query and call runs.
         self.cache = AnswerCache(self.cache_path)
-        # The gate bounds the calls in flight; it is taken around each call, so
-        # a call's seconds do not include its wait for a turn. The limiter the
-        # calls take inside is as wide, so it never waits.
-        self.gate = asyncio.Semaphore(CONCURRENCY)
-        self.limiter = asyncio.Semaphore(CONCURRENCY)
+        # Every call, members' and judges', takes it: it bounds the calls in
+        # flight, and a call's seconds do not include its wait for it.
+        self.limiter = asyncio.Semaphore(self.config.max_concurrency)
         try:
             members = self.item_run(items[0]).members  # (model, instance) pairs, the same for every item
             self.member_names = [model if instance == 1 else f"{model}#{instance}" for model, instance in members]
@@ -360,11 +415,12 @@ class Evaluation:
         """The reply stored under ``key``, or ``await make_call()`` (stored when it succeeds)."""
         outcome = self.cache.get(*key)
         if outcome is None:
-            async with self.gate:
-                outcome = await make_call()
+            outcome = await make_call()
             self.new_calls += 1
             if outcome.error is None:
                 self.cache.put(*key, outcome)
+            else:
+                self.failed_calls += 1
         return outcome
 
     def score_members(self, items: list[Item], answers) -> list[Score]:
@@ -373,34 +429,39 @@ class Evaluation:
 
         rows = [Score(name, "member") for name in self.member_names]
         oracle = Score("oracle", "oracle")
-        for item, item_answers in zip(items, answers):
+        for number, (item, item_answers) in enumerate(zip(items, answers), 1):
             right = [m.ok and is_correct(extract_answer(m.text), item.answer) for m in item_answers]
             for row, member, correct in zip(rows, item_answers, right):
                 row.count(correct)
                 row.spend_members([member])
-                row.errors += int(not member.ok)
+                if not member.ok:
+                    row.note(number, item, "failed", member.error)
             oracle.count(any(right))
             oracle.spend_members(item_answers)
+            if not any(m.ok for m in item_answers):
+                oracle.note(number, item, "failed", EVERY_MEMBER_FAILED)
         return rows + [oracle]
 
     async def score_method(self, method: str, items: list[Item], answers) -> Score:
-        from .aggregate import extract_answer, is_correct, tally
+        from .aggregate import is_correct
 
         row = Score(method, "method")
         if method == "vote":
-            results = [(tally([extract_answer(m.text) for m in a]).winner, None) for a in answers]
+            results = [vote(a) for a in answers]
         else:
             results = await self.each(
                 f"{method}: judged", [self.judge(method, item, a, row) for item, a in zip(items, answers)]
             )
-        for item, item_answers, (predicted, error) in zip(items, answers, results):
+        for number, (item, item_answers, (predicted, problem)) in enumerate(zip(items, answers, results), 1):
             row.count(is_correct(predicted, item.answer))
             row.spend_members(item_answers)
-            row.errors += int(error is not None)
+            if problem:
+                row.note(number, item, *problem)
         return row
 
-    async def judge(self, method: str, item: Item, item_answers, row: Score) -> tuple[str | None, str | None]:
-        """(the method's extracted answer, an error) for one item, its calls counted in ``row``."""
+    async def judge(self, method: str, item: Item, item_answers, row: Score):
+        """(the method's extracted answer, None or (kind, reason) when it failed
+        or fell back) for one item, its calls counted in ``row``."""
         from .aggregate import extract_answer
         from .config import ConsortiumError
         from .engine import Panel, Round
@@ -408,7 +469,7 @@ class Evaluation:
 
         answered = [m for m in item_answers if m.ok]
         if not answered:
-            return None, "every member failed"
+            return None, ("failed", EVERY_MEMBER_FAILED)
         run = self.item_run(item)
         run.rounds.append(Round(1, list(item_answers)))
         panel = Panel(self.orchestrator, run, 1, answered, self.limiter)
@@ -416,8 +477,9 @@ class Evaluation:
         try:
             judgement, _ = await judge(method, panel)
         except ConsortiumError as exc:
-            return None, str(exc)
-        return extract_answer(judgement.synthesis), None
+            return None, ("failed", str(exc))
+        problem = ("fallback", judgement.fallback) if judgement.fallback else None
+        return extract_answer(judgement.synthesis), problem
 
     def cached_calls(self, call, fence: str, row: Score):
         """Wrap a Panel's ``call`` so replies come from the cache when they can, and cost is counted in ``row``.
@@ -437,16 +499,54 @@ class Evaluation:
         return cached_call
 
 
+def vote(item_answers):
+    """(the plurality of the members' extracted answers, None or (kind, reason)) for one item."""
+    from .aggregate import extract_answer, tally
+
+    if not any(m.ok for m in item_answers):
+        return None, ("failed", EVERY_MEMBER_FAILED)
+    return tally([extract_answer(m.text) for m in item_answers]).winner, None
+
+
 def table(scores: list[Score]) -> str:
     """The scores as a plain text table."""
     width = max(len("method"), *(len(s.method) for s in scores))
-    lines = [f"{'method':<{width}}  {'accuracy':>8}  {'correct':>9}  {'tokens':>10}  {'seconds':>9}  {'calls':>7}"]
+    lines = [
+        f"{'method':<{width}}  {'accuracy':>8}  {'correct':>9}  {'tokens':>10}  {'seconds':>9}  {'calls':>7}  "
+        f"{'failed':>6}  {'fallback':>8}"
+    ]
     for s in scores:
         lines.append(
             f"{s.method:<{width}}  {s.accuracy:>8.3f}  {f'{s.correct}/{s.items}':>9}  {s.tokens:>10,}  "
-            f"{s.seconds:>9.1f}  {s.calls:>7,}"
+            f"{s.seconds:>9.1f}  {s.calls:>7,}  {s.failed:>6,}  {s.fallback:>8,}"
         )
     return "\n".join(lines)
+
+
+def problem_list(scores: list[Score]) -> str:
+    """Which items each row failed or fell back on, and why: a line per row and reason."""
+    lines = ["Failed (scored as wrong) or fell back to the members' majority (scored as its answer), "
+             "items numbered from 1:"]
+    for s in scores:
+        by_reason: dict[tuple[str, str], list[int]] = {}
+        for p in s.problems:
+            by_reason.setdefault((p.kind, p.reason), []).append(p.item)
+        for (kind, reason), numbers in by_reason.items():
+            verb = "failed" if kind == "failed" else "fell back"
+            lines.append(f"  {s.method} {verb} on {item_numbers(numbers)}: {reason}")
+    return "\n".join(lines)
+
+
+def item_numbers(numbers: list[int]) -> str:
+    """[1, 2, 3, 7] -> "items 1-3, 7"; [4] -> "item 4"."""
+    spans: list[list[int]] = []
+    for n in numbers:
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+    return f"item {text}" if len(numbers) == 1 else f"items {text}"
 
 
 def save_plot(scores: list[Score], path: Path) -> None:

@@ -89,10 +89,24 @@ def run_eval(*args):
     return CliRunner().invoke(eval_command, [str(DATASET), *args], catch_exceptions=False)
 
 
+COLUMNS = ["method", "accuracy", "correct", "tokens", "seconds", "calls", "failed", "fallback"]
+
+
 def table_rows(stdout: str) -> dict[str, list[str]]:
-    lines = stdout.strip().splitlines()
-    assert lines[0].split() == ["method", "accuracy", "correct", "tokens", "seconds", "calls"]
+    """The table's rows by method, each row's cells after the method's name."""
+    lines = stdout.strip().split("\n\n")[0].splitlines()
+    assert lines[0].split() == COLUMNS
     return {line.split()[0]: line.split()[1:] for line in lines[1:]}
+
+
+def cell(rows, method: str, column: str) -> str:
+    return rows[method][COLUMNS.index(column) - 1]
+
+
+def listed_below(stdout: str) -> list[str]:
+    """The lines below the table: the items that failed or fell back."""
+    _, _, below = stdout.strip().partition("\n\n")
+    return [line.strip() for line in below.splitlines()]
 
 
 ALL_MEMBERS = ["-m", "sim-strong", "-m", "sim-middle", "-m", "sim-weak", "--arbiter", "sim-judge"]
@@ -106,12 +120,12 @@ def test_table_on_the_shipped_dataset_then_a_replay_makes_no_call(panel):
     assert list(rows) == MEMBERS + ["oracle", "vote", "arbiter", "council"]
 
     def correct(method):
-        return int(rows[method][1].split("/")[0])
+        return int(cell(rows, method, "correct").split("/")[0])
 
     by_item = [[member_answer(m, item["prompt"]) for m in MEMBERS] for item in ITEMS]
     for i, name in enumerate(MEMBERS):
         assert correct(name) == sum(answers[i] == item["answer"] for answers, item in zip(by_item, ITEMS))
-        assert rows[name][-1] == "40"  # one call per item
+        assert cell(rows, name, "calls") == "40"  # one call per item
     assert correct("oracle") == sum(item["answer"] in answers for answers, item in zip(by_item, ITEMS))
     majority = [Counter(answers).most_common(2) for answers in by_item]
     expected_vote = sum(
@@ -123,7 +137,9 @@ def test_table_on_the_shipped_dataset_then_a_replay_makes_no_call(panel):
     )
     # reviewers that put correct answers first find the right one whenever a member has it
     assert correct("council") == correct("oracle")
-    assert rows["vote"][-1] == "120" and rows["arbiter"][-1] == "160" and rows["council"][-1] == "280"
+    assert [cell(rows, m, "calls") for m in ("vote", "arbiter", "council")] == ["120", "160", "280"]
+    assert {cell(rows, m, c) for m in rows for c in ("failed", "fallback")} == {"0"}
+    assert listed_below(result.stdout) == []
     assert "answered 40/40" in result.stderr and "council: judged 40/40" in result.stderr
     assert "320 new model calls" in result.stderr
     calls = len(panel.requests)
@@ -138,7 +154,8 @@ def test_table_on_the_shipped_dataset_then_a_replay_makes_no_call(panel):
     council = data["results"][-1]
     assert council["calls"] == 280 and council["tokens"] == council["input_tokens"] + council["output_tokens"] > 0
     assert set(council) == {"method", "kind", "items", "correct", "accuracy", "calls", "input_tokens",
-                            "output_tokens", "tokens", "seconds", "errors"}
+                            "output_tokens", "tokens", "seconds", "failed", "fallback", "problems"}
+    assert council["failed"] == council["fallback"] == 0 and council["problems"] == []
 
 
 def test_unknown_model_is_one_error_line_and_no_call(panel):
@@ -200,11 +217,120 @@ def test_failed_answers_count_as_wrong_and_are_asked_again(panel):
     args = ["-m", "sim-strong", "-m", "sim-broken", "--methods", "vote", "--limit", "4"]
     result = run_eval(*args)
     assert result.exit_code == 0, result.output
-    assert table_rows(result.stdout)["sim-broken"][1] == "0/4"
-    assert "4 answers or judgements failed and count as wrong" in result.stderr
+    rows = table_rows(result.stdout)
+    assert cell(rows, "sim-broken", "correct") == "0/4" and cell(rows, "sim-broken", "failed") == "4"
+    assert cell(rows, "sim-strong", "failed") == "0"
+    assert listed_below(result.stdout)[1:] == [
+        "sim-broken failed on items 1-4: BadRequestError: Error code: 400 - bad request"
+    ]
+    assert "8 new model calls (4 failed, not cached: a rerun asks again)" in result.stderr
     run_eval(*args)
     assert len(panel.calls("sim-strong")) == 4  # cached
     assert len(panel.calls("sim-broken")) == 8  # asked again
+
+
+def test_judgements_that_fell_back_are_counted_and_listed_per_method(panel):
+    refused, unreadable = ITEMS[1]["prompt"], ITEMS[2]["prompt"]
+
+    def flaky_judge(request):
+        asked = original_prompt(request.user)
+        if asked == refused:
+            raise ValueError("no judgement here")  # the sim answers it with HTTP 400
+        if asked == unreadable:
+            return "I would rather not say."
+        return judge(request)
+
+    panel.add("sim-judge", reply=flaky_judge)
+    args = [*ALL_MEMBERS, "--limit", "4"]
+    result = run_eval(*args)
+    assert result.exit_code == 0, result.output
+    rows = table_rows(result.stdout)
+    for method in MEMBERS + ["oracle", "vote"]:
+        assert (cell(rows, method, "failed"), cell(rows, method, "fallback")) == ("0", "0")
+    for method in ("arbiter", "council"):
+        assert (cell(rows, method, "failed"), cell(rows, method, "fallback")) == ("0", "2")
+    below = listed_below(result.stdout)
+    assert below[0].startswith("Failed (scored as wrong) or fell back to the members' majority")
+    refusal = "BadRequestError: Error code: 400 - reply callable raised ValueError('no judgement here')"
+    unread = "the arbiter's reply could not be read, even after a reminder of the format"
+    for method in ("arbiter", "council"):
+        assert f"{method} fell back on item 2: the arbiter failed: {refusal}" in below
+        assert f"{method} fell back on item 3: {unread}" in below
+    assert len(below) == 5
+
+    # the members' majority decided those items, and is scored as that answer
+    def majority(prompt):
+        return Counter(member_answer(m, prompt) for m in MEMBERS).most_common(1)[0][0]
+
+    data = json.loads(run_eval(*args, "--json").stdout)
+    arbiter = next(row for row in data["results"] if row["method"] == "arbiter")
+    assert arbiter["correct"] == sum(majority(item["prompt"]) == item["answer"] for item in ITEMS[:4])
+    assert (arbiter["failed"], arbiter["fallback"]) == (0, 2)
+    assert [(p["item"], p["kind"], p["prompt"]) for p in arbiter["problems"]] == [
+        (2, "fallback", "What is 23 multiplied by 47? Give your final answer inside <…"),
+        (3, "fallback", "What is 1001 minus 678? Give your final answer inside <answe…"),
+    ]
+    assert arbiter["problems"][1]["reason"] == unread
+
+
+def test_an_item_every_member_failed_is_failed_for_every_row_and_never_correct(panel):
+    lost = ITEMS[0]["prompt"]
+
+    def unlucky(request):
+        if request.user == lost:
+            raise ValueError("lost")
+        return member(request)
+
+    for name in MEMBERS:
+        panel.add(name, reply=unlucky)
+    result = run_eval(*ALL_MEMBERS, "--limit", "3", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    for row in data["results"]:
+        assert (row["failed"], row["fallback"]) == (1, 0), row["method"]
+        assert [(p["item"], p["kind"]) for p in row["problems"]] == [(1, "failed")]
+        assert row["items"] == 3
+    by_method = {row["method"]: row for row in data["results"]}
+    for name in MEMBERS:
+        assert by_method[name]["correct"] == sum(is_right(name, item["prompt"]) for item in ITEMS[1:3])
+    for method in ("oracle", "vote", "arbiter", "council"):
+        assert by_method[method]["problems"][0]["reason"] == "every member failed"
+    assert len(panel.calls("sim-judge")) == 4  # two items, by the arbiter and by the chair
+
+
+def test_max_concurrency_must_be_a_positive_whole_number(panel):
+    for value in ("0", "abc", "-2", "1.5"):
+        result = run_eval(*ALL_MEMBERS, "--max-concurrency", value)
+        assert result.exit_code == 1, value
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("Error: max concurrency must be"), result.stderr
+    assert panel.requests == []
+
+
+def max_overlap(requests) -> int:
+    """The most requests the provider was answering at once."""
+    events = sorted([(r.started, 1) for r in requests] + [(r.finished, -1) for r in requests])
+    most = current = 0
+    for _, change in events:
+        current += change
+        most = max(most, current)
+    return most
+
+
+def test_max_concurrency_bounds_calls_across_items_and_methods(panel):
+    for name in MEMBERS + ["sim-judge"]:
+        panel.add(name, reply=judge if name == "sim-judge" else member, latency=0.2)
+    result = run_eval(*ALL_MEMBERS, "--limit", "3", "--methods", "arbiter", "--max-concurrency", "2")
+    assert result.exit_code == 0, result.output
+    assert len(panel.requests) == 12 and max_overlap(panel.requests) == 2
+
+    # the default is the consortium's own setting
+    store.save_config("one-at-a-time", {"models": MEMBERS, "arbiter": "sim-judge", "max_concurrency": 1})
+    result = run_eval("--consortium", "one-at-a-time", "--limit", "5", "--methods", "arbiter")
+    assert result.exit_code == 0, result.output
+    assert len(panel.requests) == 12 + 8  # the members' answers to items 1-3 and their judgements were cached
+    calls = sorted(panel.requests[12:], key=lambda r: r.started)
+    assert all(earlier.finished <= later.started for earlier, later in zip(calls, calls[1:]))
 
 
 def test_bad_dataset_line_names_the_line(panel, tmp_path):
