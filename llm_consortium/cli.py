@@ -143,13 +143,17 @@ def consortium():
 @click.option("attachments", "-a", "--attachment", type=AttachmentParam(), multiple=True,
               help="A file, URL or - (stdin) for the members and arbiter whose models read its type; "
                    "the others are told it was left out")
+@click.option("fragments", "-f", "--fragment", multiple=True,
+              help="A fragment (file, URL, alias or hash, as llm -f) placed before the prompt")
+@click.option("system_fragments", "--sf", "--system-fragment", multiple=True,
+              help="A fragment added to the system prompt, as llm --sf")
 @click.option("schema_input", "--schema", help="JSON schema or llm's schema DSL ('name, age int'): members "
               "answer in it and the answer is JSON valid against it")
 @click.option("options", "-o", "--option", type=(str, str), multiple=True,
               help="An option, as for llm -m NAME: the consortium's own, or one for every member "
                    "model that accepts it (-o temperature 0.3)")
-def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachments, schema_input, options,
-        **settings):
+def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachments, fragments, system_fragments,
+        schema_input, options, **settings):
     """Run a consortium on PROMPT (the default command).
 
     The answer goes to stdout; confidence, analysis and (with --raw) the raw
@@ -163,9 +167,15 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     find this consortium again to continue the conversation, and ``llm -c``
     continues the newest *logged* conversation, which this one is not.
     """
-    prompt = read_prompt(prompt, stdin)
     base = default_config()  # flags override its matching settings; the rest are kept
     try:
+        # Fragments join the prompt and the system prompt as llm joins them.
+        asked = read_prompt(prompt, stdin, optional=bool(fragments))
+        prompt = "\n".join(resolve_fragment_texts(fragments) + ([asked] if asked else []))
+        settings["system"] = "\n".join(
+            filter(None, [settings["system"] or (base.system_prompt if base else None),
+                          *resolve_fragment_texts(system_fragments)])
+        ) or None
         from .engine import ConsortiumOrchestrator
         from .model import configured, parse_options
 
@@ -283,8 +293,30 @@ def raw_view(result: dict) -> str:
     return raw_responses(result)
 
 
-def read_prompt(prompt: str | None, use_stdin: bool) -> str:
-    """The prompt argument, with piped stdin appended (or stdin alone).
+def resolve_fragment_texts(values) -> list[str]:
+    """The text of each fragment, resolved by llm as ``llm -f`` does."""
+    if not values:
+        return []
+    import sqlite_utils
+    from llm.cli import FragmentNotFound, resolve_fragments
+    from llm.migrations import migrate
+
+    from .store import db_path
+
+    if db_path().exists():
+        database = sqlite_utils.Database(db_path())
+    else:  # no logs.db yet: files and URLs still resolve, aliases cannot
+        database = sqlite_utils.Database(memory=True)
+        migrate(database)
+    try:
+        return [str(fragment) for fragment in resolve_fragments(database, values)]
+    except FragmentNotFound as exc:
+        raise ConsortiumConfigError(f"Fragment not found: {exc}") from None
+
+
+def read_prompt(prompt: str | None, use_stdin: bool, optional: bool = False) -> str:
+    """The prompt argument, with piped stdin appended (or stdin alone);
+    "" when there is none and it is ``optional`` (fragments make the prompt).
 
     Bytes that are not UTF-8 (on stdin, or in an argument, where Python
     keeps them as lone surrogates) become U+FFFD rather than an error.
@@ -298,6 +330,8 @@ def read_prompt(prompt: str | None, use_stdin: bool) -> str:
         if piped.strip():
             prompt = f"{prompt}\n\n{piped}" if prompt else piped
     if not prompt or not prompt.strip():
+        if optional:
+            return ""
         fail("No prompt given: pass one as an argument or pipe it on stdin")
     return prompt
 

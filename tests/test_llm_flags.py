@@ -129,3 +129,28 @@ def test_attachment_nobody_can_read_is_refused_before_any_call(sim, image):
     assert result.exit_code == 1
     assert re.search(r"does not support attachments", result.stderr)
     assert not sim.requests
+
+
+# Fragments
+
+
+def test_fragments_on_consortium_run_and_llm_m(sim, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("The meeting moved to Tuesday.")
+    style = tmp_path / "style.txt"
+    style.write_text("Answer in one sentence.")
+    sim.add("m1", reply="Tuesday.")
+    sim.add("judge", reply=arbiter_xml("It is on Tuesday.", 0.9))
+    result = invoke("consortium", "run", "When is the meeting?", "-f", str(notes), "--sf", str(style),
+                    "-m", "m1", "--arbiter", "judge", "--no-raw")
+    assert result.exit_code == 0, result.stderr
+    member = sim.calls("m1")[0]
+    assert member.user == "The meeting moved to Tuesday.\nWhen is the meeting?"
+    assert "Answer in one sentence." in member.system
+    alone = invoke("consortium", "run", "-f", str(notes), "-m", "m1", "--arbiter", "judge", "--no-raw")
+    assert alone.exit_code == 0 and sim.calls("m1")[-1].user == "The meeting moved to Tuesday."
+    missing = invoke("consortium", "run", "q", "-f", "no-such-fragment", "-m", "m1", "--arbiter", "judge")
+    assert missing.exit_code == 1 and missing.stderr.startswith("Error: Fragment not found")
+    assert invoke("consortium", "save", "c", "-m", "m1", "--arbiter", "judge").exit_code == 0
+    assert invoke("-m", "c", "When?", "-f", str(notes)).exit_code == 0  # llm -f reaches the members too
+    assert sim.calls("m1")[-1].user == "The meeting moved to Tuesday.\nWhen?"
