@@ -143,6 +143,9 @@ def consortium():
 @click.option("attachments", "-a", "--attachment", type=AttachmentParam(), multiple=True,
               help="A file, URL or - (stdin) for the members and arbiter whose models read its type; "
                    "the others are told it was left out")
+@click.option("continue_", "-c", "--continue", is_flag=True,
+              help="Continue the most recent conversation (of any model) with this consortium")
+@click.option("conversation_id", "--cid", "--conversation", help="Continue the conversation with this id")
 @click.option("fragments", "-f", "--fragment", multiple=True,
               help="A fragment (file, URL, alias or hash, as llm -f) placed before the prompt")
 @click.option("system_fragments", "--sf", "--system-fragment", multiple=True,
@@ -152,8 +155,8 @@ def consortium():
 @click.option("options", "-o", "--option", type=(str, str), multiple=True,
               help="An option, as for llm -m NAME: the consortium's own, or one for every member "
                    "model that accepts it (-o temperature 0.3)")
-def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachments, fragments, system_fragments,
-        schema_input, options, **settings):
+def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachments, continue_, conversation_id,
+        fragments, system_fragments, schema_input, options, **settings):
     """Run a consortium on PROMPT (the default command).
 
     The answer goes to stdout; confidence, analysis and (with --raw) the raw
@@ -199,8 +202,10 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     raw = raw and not quiet
     progress = Progress(sys.stderr, config.arbiter) if sys.stderr.isatty() and not quiet else None
     model = ConsortiumModel(name, config, saved=False, observers=[progress] if progress else [])
+    # Continuing: the earlier turns reach the members as llm gives them to any model.
+    asker = continued(conversation_id, model) if continue_ or conversation_id else model
     try:
-        response = model.prompt(prompt, system=config.system_prompt, schema=schema, attachments=list(attachments),
+        response = asker.prompt(prompt, system=config.system_prompt, schema=schema, attachments=list(attachments),
                                 **options.model_extra)
     except ValueError as exc:  # llm's check: an attachment type no member or arbiter reads
         fail(str(exc))
@@ -291,6 +296,26 @@ def raw_view(result: dict) -> str:
     from .display import raw_responses
 
     return raw_responses(result)
+
+
+def continued(conversation_id: str | None, model):
+    """llm's conversation ``conversation_id`` (the most recent when None),
+    continued by ``model``: as with ``llm -c``, its earlier turns become the
+    new prompt's history, and the answer is logged in that conversation."""
+    import llm
+    from llm.cli import load_conversation
+
+    from .store import db_path, schema_lock
+
+    try:
+        with schema_lock(db_path()):  # llm migrates logs.db as it loads a conversation
+            conversation = load_conversation(conversation_id, database=str(db_path()))
+    except (click.ClickException, llm.UnknownModelError) as exc:
+        fail(f"Cannot continue the conversation: {exc}")
+    if conversation is None:
+        fail("No conversation to continue: run one first")
+    conversation.model = model
+    return conversation
 
 
 def resolve_fragment_texts(values) -> list[str]:

@@ -154,3 +154,25 @@ def test_fragments_on_consortium_run_and_llm_m(sim, tmp_path):
     assert invoke("consortium", "save", "c", "-m", "m1", "--arbiter", "judge").exit_code == 0
     assert invoke("-m", "c", "When?", "-f", str(notes)).exit_code == 0  # llm -f reaches the members too
     assert sim.calls("m1")[-1].user == "The meeting moved to Tuesday.\nWhen?"
+
+
+# Continuing a conversation from llm consortium run
+
+
+def test_run_continues_a_conversation_with_c_and_cid(sim):
+    sim.add("m1", reply="Member answer.")
+    sim.add("judge", reply=arbiter_xml("The answer is 42.", 0.9))
+    assert invoke("consortium", "run", "First question", "-m", "m1", "--arbiter", "judge", "--no-raw").exit_code == 0
+    follow = invoke("consortium", "run", "-c", "Follow-up", "-m", "m1", "--arbiter", "judge", "--no-raw")
+    assert follow.exit_code == 0, follow.stderr
+    contents = [(m["role"], m["content"]) for m in sim.calls("m1")[-1].messages]
+    assert ("user", "First question") in contents and ("assistant", "The answer is 42.") in contents
+    assert contents[-1] == ("user", "Follow-up")
+    logged = json.loads(invoke("logs", "--json", "-n", "0").stdout)
+    assert len({entry["conversation_id"] for entry in logged}) == 1  # the same conversation, continued
+    cid = logged[0]["conversation_id"]
+    again = invoke("consortium", "run", "--cid", cid, "Third", "-m", "m1", "--arbiter", "judge", "--no-raw")
+    assert again.exit_code == 0 and ("user", "Follow-up") in [
+        (m["role"], m["content"]) for m in sim.calls("m1")[-1].messages]
+    missing = invoke("consortium", "run", "--cid", "nope", "q", "-m", "m1", "--arbiter", "judge")
+    assert missing.exit_code == 1 and missing.stderr.startswith("Error: Cannot continue the conversation")
