@@ -138,7 +138,8 @@ class Score:
 
 
 @click.command(name="eval")
-@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False)
+@click.option("--sample", is_flag=True, help="Use the 40-item sample dataset that ships with the plugin")
 @click.option("--consortium", "consortium_name", help="A saved consortium to evaluate")
 @click.option("-m", "--model", "models", multiple=True, help="Member model (repeatable; model:3 for three samples)")
 @click.option("--arbiter", help="Arbiter model (the council's chairman too)")
@@ -152,7 +153,7 @@ class Score:
 @click.option("json_", "--json", is_flag=True, help="Print the results as JSON")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Save a chart of accuracy against tokens per method (needs matplotlib)")
-def eval_command(dataset, consortium_name, models, arbiter, methods, limit, max_concurrency, json_, plot):
+def eval_command(dataset, sample, consortium_name, models, arbiter, methods, limit, max_concurrency, json_, plot):
     """Score each member, the oracle and the judging methods on DATASET.
 
     DATASET is JSON Lines: {"prompt": ..., "answer": ...} per line, with
@@ -168,7 +169,12 @@ def eval_command(dataset, consortium_name, models, arbiter, methods, limit, max_
     \b
     llm consortium eval data.jsonl -m model-a -m model-b -m model-c --arbiter model-d
     llm consortium eval data.jsonl --consortium NAME --methods vote,council --json
+    llm consortium eval --sample --consortium NAME --limit 10
     """
+    if bool(dataset) == sample:
+        raise click.UsageError("Give a DATASET file or --sample (the dataset that ships with the plugin), not both")
+    if sample:
+        dataset = sample_path()
     if plot:
         try:
             import matplotlib  # noqa: F401
@@ -220,6 +226,13 @@ def parse_methods(text: str) -> list[str]:
 def needs_arbiter(methods: list[str]) -> bool:
     """Whether any of ``methods`` calls the arbiter (only the vote does without)."""
     return any(m != "vote" for m in methods)
+
+
+def sample_path() -> Path:
+    """The sample dataset inside the installed package."""
+    from importlib import resources
+
+    return Path(str(resources.files(__package__).joinpath("data", "sample-eval.jsonl")))
 
 
 def read_dataset(path: Path) -> list[Item]:

@@ -345,3 +345,13 @@ def test_importing_the_command_does_not_load_the_engine():
     code = "import sys, llm_consortium.evaluate; print('llm_consortium.engine' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_sample_flag_uses_the_shipped_dataset(panel):
+    result = CliRunner().invoke(eval_command, ["--sample", *ALL_MEMBERS, "--arbiter", "sim-judge", "--methods",
+                                               "vote", "--limit", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dataset"] == str(DATASET)
+    for args in ([], ["--sample", str(DATASET)]):
+        wrong = CliRunner().invoke(eval_command, [*args, *ALL_MEMBERS, "--arbiter", "sim-judge"])
+        assert wrong.exit_code == 2 and "Give a DATASET file or --sample" in wrong.stderr
