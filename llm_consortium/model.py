@@ -97,6 +97,7 @@ class _Consortium:
     can_stream = True
     needs_key = None
     supports_schema = True  # members answer in it; the final answer is checked against it
+    supports_tools = True  # members that can call them do (llm -T); the consortium itself never asks for one
     Options = ConsortiumOptions
 
     def __init__(self, model_id: str, config: ConsortiumConfig, *, saved: bool = True, observers=()):
@@ -145,7 +146,7 @@ class _Consortium:
             orchestrator = ConsortiumOrchestrator(config=config, observers=observers)
             run = orchestrator.prepare(prompt.prompt, history=history, system=system,
                                        options=prompt.options.model_extra, schema=prompt.schema,
-                                       attachments=prompt.attachments)
+                                       attachments=prompt.attachments, tools=prompt.tools)
         except ConsortiumConfigError as exc:
             if cli_command() == "chat":
                 raise click.ClickException(str(exc)) from None

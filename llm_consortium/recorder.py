@@ -35,10 +35,11 @@ class RunRecorder(Observer):
     ``run_started`` writes the run as 'running', with the recording
     process's pid and host; every call (member, arbiter, reviewer) and every
     round's judgement, with its measured agreement and details, is written
-    as it arrives; the end sets the status ('success', 'failed' or
-    'cancelled'), the totals and the full result JSON. So a run that is
-    interrupted keeps what had arrived, and one whose process died reads as
-    'interrupted' (see ``list_runs``).
+    as it arrives, and so is every tool a member called (``-T``); the end
+    sets the status ('success', 'failed' or 'cancelled'), the totals and
+    the full result JSON. So a run that is interrupted keeps what had
+    arrived, and one whose process died reads as 'interrupted' (see
+    ``list_runs``).
 
     The writes happen in a thread per run (``RunWriter``), never on the
     event loop. At the run's end the recorder waits, at most
@@ -75,6 +76,14 @@ class RunRecorder(Observer):
         self._write(run, [_call(
             run, round_number, "member", member.model, member.instance, prompt, member.text,
             member.error, member.usage, member.seconds, member.attempts, member.cancelled,
+        )])
+
+    def tool_called(self, run: Run, round_number: int, model: str, instance: int, call: dict) -> None:
+        self._write(run, [(
+            "INSERT INTO consortium_tool_calls (run_id, round, model, instance, name, arguments, output, "
+            "error, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run.run_id, round_number, model, instance, call["name"],
+             json.dumps(call["arguments"], default=str), call["output"], call["error"], store.now()),
         )])
 
     def arbiter_finished(self, run: Run, round_number: int, outcome: CallOutcome, prompt: str) -> None:

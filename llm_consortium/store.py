@@ -86,6 +86,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "AND name != 'consortium-last'",
         ],
     ),
+    (
+        # Every tool a member called (llm -T): its arguments (JSON), and
+        # its output or error.
+        "006_tool_calls",
+        [
+            """CREATE TABLE IF NOT EXISTS consortium_tool_calls (
+                id INTEGER PRIMARY KEY, run_id TEXT, round INTEGER, model TEXT, instance INTEGER,
+                name TEXT, arguments TEXT, output TEXT, error TEXT, created TEXT)""",
+            "CREATE INDEX IF NOT EXISTS consortium_tool_calls_run_id ON consortium_tool_calls (run_id)",
+        ],
+    ),
 ]
 
 

@@ -105,6 +105,8 @@ class _Script:
     headers: dict | None = None  # sent by llm's client, from extra-openai-models.yaml
     vision: bool = False  # llm sends it images
     supports_schema: bool = False  # llm sends it --schema as response_format
+    supports_tools: bool = False  # llm sends it tools (-T)
+    tool_calls: list | None = None  # [(name, arguments)] asked for before any tool result arrives
     calls: int = 0
     replies_given: int = 0
 
@@ -216,6 +218,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_error(request, script.fail_status, message)
         if script.body is not None:
             return self._send_raw(request, script.body, script.content_type)
+        if script.tool_calls and request.body.get("tools") and not any(
+            m.get("role") == "tool" for m in request.messages
+        ):
+            return self._send_tool_calls(request, script.tool_calls)
         try:
             reply = provider._next_reply(script, request)
         except Exception as exc:  # a broken reply callable: surface it, do not retry
@@ -313,6 +319,39 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_event({**base, "choices": [], "usage": usage})
         self._write_last(request, b"data: [DONE]\n\n")
 
+    def _send_tool_calls(self, request: Request, tool_calls: list):
+        """A reply asking for tool calls: one message, or streamed as llm's
+        client reads them (each call's name first, then its arguments)."""
+        calls = [
+            {"index": i, "id": f"call_{i}", "type": "function",
+             "function": {"name": name, "arguments": json.dumps(arguments)}}
+            for i, (name, arguments) in enumerate(tool_calls)
+        ]
+        usage = {"prompt_tokens": _count_tokens(request.text), "completion_tokens": 0,
+                 "total_tokens": _count_tokens(request.text)}
+        base = {"id": f"chatcmpl-sim-{id(request):x}", "created": int(time.time()), "model": request.model}
+        if not request.stream:
+            message = {"role": "assistant", "content": None,
+                       "tool_calls": [{k: v for k, v in c.items() if k != "index"} for c in calls]}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            return self._send_json(request, 200, {**base, "object": "chat.completion", "choices": [choice],
+                                                  "usage": usage})
+        request.status = 200
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        base["object"] = "chat.completion.chunk"
+        for call in calls:
+            named = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+            arguments = {"index": call["index"], "function": {"arguments": call["function"]["arguments"]}}
+            for delta in ({"role": "assistant", "tool_calls": [named]}, {"tool_calls": [arguments]}):
+                self._send_event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        self._send_event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+        self._send_event({**base, "choices": [], "usage": usage})
+        self._write_last(request, b"data: [DONE]\n\n")
+
     def _send_raw(self, request: Request, body: str, content_type: str):
         """A 200 whose body is not what the API promises (an HTML error page, say)."""
         data = body.encode("utf-8", "surrogatepass")
@@ -369,6 +408,8 @@ class SimProvider:
         headers: dict | None = None,
         vision: bool = False,
         supports_schema: bool = False,
+        supports_tools: bool = False,
+        tool_calls: list | None = None,
     ) -> None:
         """Register (or replace) a scripted model and rewrite extra-openai-models.yaml.
 
@@ -382,8 +423,12 @@ class SimProvider:
         cut_first: the first N streamed replies hang up half-way. echo_headers:
         error messages repeat the request's headers (API keys included).
         headers: listed under the model's ``headers:`` in the YAML.
-        vision, supports_schema: declared in the YAML, so llm sends it images
-        and schemas.
+        vision, supports_schema, supports_tools: declared in the YAML, so llm
+        sends it images, schemas and tools.
+        tool_calls: [(name, arguments dict)]: while the request offers tools
+        and holds no ``role: tool`` message, the reply asks for these calls
+        (``finish_reason: "tool_calls"``, streamed or not) instead of ``reply``;
+        once llm sends the tools' results back, ``reply`` answers.
         """
         self._register(
             name,
@@ -402,6 +447,8 @@ class SimProvider:
             headers=headers,
             vision=vision,
             supports_schema=supports_schema,
+            supports_tools=supports_tools,
+            tool_calls=tool_calls,
         )
         self.write_yaml()
 
@@ -436,6 +483,8 @@ class SimProvider:
                 lines.append("  vision: true")
             if script.supports_schema:
                 lines.append("  supports_schema: true")
+            if script.supports_tools:
+                lines.append("  supports_tools: true")
         path = llm.user_dir() / "extra-openai-models.yaml"
         path.write_text(("\n".join(lines) + "\n") if lines else "[]\n")
 
