@@ -146,6 +146,9 @@ def consortium():
 @click.option("continue_", "-c", "--continue", is_flag=True,
               help="Continue the most recent conversation (of any model) with this consortium")
 @click.option("conversation_id", "--cid", "--conversation", help="Continue the conversation with this id")
+@click.option("template_name", "-t", "--template",
+              help="An llm template: its prompt, system prompt, options and schema (its model is not used)")
+@click.option("params", "-p", "--param", type=(str, str), multiple=True, help="A parameter of the template")
 @click.option("fragments", "-f", "--fragment", multiple=True,
               help="A fragment (file, URL, alias or hash, as llm -f) placed before the prompt")
 @click.option("system_fragments", "--sf", "--system-fragment", multiple=True,
@@ -159,7 +162,7 @@ def consortium():
               help="A tool (as llm -T) the members whose models support tools may call; the others are "
                    "told they had none")
 def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachments, continue_, conversation_id,
-        fragments, system_fragments, schema_input, options, tool_specs, **settings):
+        template_name, params, fragments, system_fragments, schema_input, options, tool_specs, **settings):
     """Run a consortium on PROMPT (the default command).
 
     The answer goes to stdout; confidence, analysis and (with --raw) the raw
@@ -176,7 +179,12 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     base = default_config()  # flags override its matching settings; the rest are kept
     try:
         # Fragments join the prompt and the system prompt as llm joins them.
-        asked = read_prompt(prompt, stdin, optional=bool(fragments))
+        asked = read_prompt(prompt, stdin, optional=bool(fragments or template_name))
+        if template_name:
+            template = load_llm_template(template_name)
+            asked, settings["system"] = apply_template(template, asked, dict(params), settings["system"])
+            options = tuple((template.options or {}).items()) + options  # given -o options win
+            schema_input = schema_input or (json.dumps(template.schema_object) if template.schema_object else None)
         prompt = "\n".join(resolve_fragment_texts(fragments) + ([asked] if asked else []))
         settings["system"] = "\n".join(
             filter(None, [settings["system"] or (base.system_prompt if base else None),
@@ -322,6 +330,30 @@ def continued(conversation_id: str | None, model):
         fail("No conversation to continue: run one first")
     conversation.model = model
     return conversation
+
+
+def load_llm_template(name: str):
+    from llm.cli import LoadTemplateError, load_template
+
+    try:
+        return load_template(name)
+    except LoadTemplateError as exc:
+        raise ConsortiumConfigError(str(exc)) from None
+
+
+def apply_template(template, prompt: str, params: dict, system: str | None) -> tuple[str, str | None]:
+    """The prompt and system prompt with ``template`` applied, as llm applies
+    one: the prompt fills $input, or follows the template's prompt."""
+    from llm.templates import Template
+
+    uses_input = "input" in template.vars()
+    try:
+        template_prompt, template_system = template.evaluate(prompt if uses_input else "", params)
+    except Template.MissingVariables as exc:
+        raise ConsortiumConfigError(f"Template {template.name}: {exc}") from None
+    if template_prompt:
+        prompt = f"{template_prompt}\n{prompt}" if prompt and not uses_input else template_prompt
+    return prompt, system or template_system
 
 
 def resolve_fragment_texts(values) -> list[str]:

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from simprovider import arbiter_xml
-from test_cli import db_rows, invoke
+from helpers import db_rows
+from test_cli import invoke
 
 PERSON = '{"name": "Ann", "age": 30}'
 SCHEMA_DSL = "name, age int"
@@ -176,3 +177,25 @@ def test_run_continues_a_conversation_with_c_and_cid(sim):
         (m["role"], m["content"]) for m in sim.calls("m1")[-1].messages]
     missing = invoke("consortium", "run", "--cid", "nope", "q", "-m", "m1", "--arbiter", "judge")
     assert missing.exit_code == 1 and missing.stderr.startswith("Error: Cannot continue the conversation")
+
+
+def test_run_with_an_llm_template(sim):
+    import llm
+
+    templates = llm.user_dir() / "templates"
+    templates.mkdir()
+    (templates / "terse.yaml").write_text(
+        "prompt: 'Summarise in $words words: $input'\nsystem: Be terse.\noptions:\n  temperature: 0.1\n"
+    )
+    sim.add("m1", reply="Short.")
+    sim.add("judge", reply=arbiter_xml("Short.", 0.9))
+    result = invoke("consortium", "run", "a long text", "-t", "terse", "-p", "words", "5",
+                    "-m", "m1", "--arbiter", "judge", "--no-raw")
+    assert result.exit_code == 0, result.stderr
+    member = sim.calls("m1")[0]
+    assert member.user == "Summarise in 5 words: a long text"
+    assert "Be terse." in member.system and member.body["temperature"] == 0.1
+    missing = invoke("consortium", "run", "x", "-t", "terse", "-m", "m1", "--arbiter", "judge")
+    assert missing.exit_code == 1 and "words" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    unknown = invoke("consortium", "run", "x", "-t", "nope", "-m", "m1", "--arbiter", "judge")
+    assert unknown.exit_code == 1 and unknown.stderr.startswith("Error: Invalid template: nope")
