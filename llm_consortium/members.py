@@ -244,17 +244,19 @@ async def _attempts(handle, ask, timeout, attempts, backoff, limiter, on_attempt
         deadline = None
         try:
             waited = time.perf_counter()
-            async with limiter:
-                turn = await take_turn(handle)
-                outcome.queued += time.perf_counter() - waited
-                deadline = None if timeout is None else time.perf_counter() + timeout
-                try:
+            # A busy sync model is waited for before a --max-concurrency slot
+            # is taken, so calls queued on one local model hold no slots.
+            turn = await take_turn(handle)
+            try:
+                async with limiter:
+                    outcome.queued += time.perf_counter() - waited
+                    deadline = None if timeout is None else time.perf_counter() + timeout
                     text, usage = await asyncio.wait_for(
                         _consume(handle, ask, deliver, on_tool_call, turn), timeout
                     )
-                finally:
-                    if turn is not None and not turn.handed:
-                        turn.turns.give_back()
+            finally:
+                if turn is not None and not turn.handed:
+                    turn.turns.give_back()
         except Exception as exc:  # a model's failure is data, whatever its type
             if isinstance(exc, TimeoutError) and deadline is not None and time.perf_counter() >= deadline:
                 outcome.error = f"Timeout: no complete answer within {timeout:g} s"
