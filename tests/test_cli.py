@@ -3,7 +3,6 @@ through llm's own CLI (CliRunner in-process, and real `llm` subprocesses)."""
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from llm.cli import cli
 
+from helpers import db_rows
 from simprovider import arbiter_xml
 
 
@@ -26,15 +26,6 @@ def llm_subprocess(*args, input="", **kw):
     return subprocess.run(
         [sys.executable, "-m", "llm", *args], input=input, capture_output=True, text=True, timeout=60, **kw
     )
-
-
-def db_rows(sql, params=()):
-    conn = sqlite3.connect(llm.user_dir() / "logs.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ real CLI and client against the simulated provider."""
 
 import os
 import pty
-import select
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +10,8 @@ import sys
 import llm
 
 from simprovider import arbiter_xml
-from test_cli import db_rows, invoke
+from helpers import db_rows, read_until_closed
+from test_cli import invoke
 
 
 def on_one_terminal(args):
@@ -21,17 +21,7 @@ def on_one_terminal(args):
     proc = subprocess.Popen([sys.executable, "-m", "llm", *args], stdout=slave, stderr=slave,
                             stdin=subprocess.DEVNULL)
     os.close(slave)
-    shown = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 30)
-        assert ready, "llm showed nothing for 30 s"
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO once the child has closed the terminal
-            break
-        if not data:
-            break
-        shown += data
+    shown = read_until_closed([master])[master]
     assert proc.wait(timeout=30) == 0, shown.decode()
     os.close(master)
     return shown.decode()

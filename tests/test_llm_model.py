@@ -7,8 +7,6 @@ llm's real CLI: in-process where no terminal is needed, else a real
 import os
 import pty
 import re
-import select
-import sqlite3
 import subprocess
 import sys
 from typing import Optional
@@ -19,6 +17,7 @@ from click.testing import CliRunner
 from llm.cli import cli
 from pydantic import Field
 
+from helpers import db_rows, read_until_closed
 from simprovider import arbiter_xml
 
 ANSWER = "The answer is 42."
@@ -41,22 +40,7 @@ def on_terminal(args, *, stdout_too=True, input=None):
     if input is not None:
         proc.stdin.write(input.encode())
         proc.stdin.close()
-    received = {master: b""}
-    if not stdout_too:
-        received[proc.stdout.fileno()] = b""
-    open_fds = set(received)
-    while open_fds:
-        ready, _, _ = select.select(list(open_fds), [], [], 30)
-        assert ready, "llm produced no output for 30 s"
-        for fd in ready:
-            try:
-                data = os.read(fd, 65536)
-            except OSError:  # a pty reports EIO once the child has closed it
-                data = b""
-            if data:
-                received[fd] += data
-            else:
-                open_fds.discard(fd)
+    received = read_until_closed([master] + ([] if stdout_too else [proc.stdout.fileno()]))
     proc.wait(timeout=30)
     os.close(master)
     terminal = received.pop(master).decode()
@@ -85,15 +69,6 @@ def screen(text: str) -> list[str]:
             lines[row] = lines[row][:col] + chars + lines[row][col + len(chars):]
             col += len(chars)
     return [line for line in lines if line]
-
-
-def db_rows(sql, params=()):
-    conn = sqlite3.connect(llm.user_dir() / "logs.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
 
 
 @pytest.fixture

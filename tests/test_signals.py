@@ -8,13 +8,13 @@ import subprocess
 import sys
 import time
 
-import llm
 import pytest
 from click.testing import CliRunner
 from llm.cli import cli
 
 from llm_consortium import ConsortiumOrchestrator
 from llm_consortium.runner import signals_interrupt
+from helpers import db_rows
 from simprovider import arbiter_xml
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
@@ -27,15 +27,6 @@ def invoke(*args):
 def start(*args, stdin=subprocess.DEVNULL):
     return subprocess.Popen([sys.executable, "-m", "llm", *args], stdin=stdin, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def db_rows(sql, params=()):
-    conn = sqlite3.connect(llm.user_dir() / "logs.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
 
 
 def wait_mid_run(proc):

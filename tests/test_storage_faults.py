@@ -17,6 +17,7 @@ from llm.cli import cli
 
 from llm_consortium import ConsortiumOrchestrator, Observer, RunRecorder, store
 from llm_consortium.recorder import get_run
+from helpers import db_rows
 from simprovider import arbiter_xml
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
@@ -33,15 +34,6 @@ def llm_subprocess(*args):
 
 def db_path():
     return llm.user_dir() / "logs.db"
-
-
-def db_rows(sql, params=()):
-    conn = sqlite3.connect(db_path())
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import os
 import pty
 import random
 import re
-import select
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from llm.cli import cli
 
 from llm_consortium.display import Progress
 from llm_consortium.safetext import printable, single_line
+from helpers import read_until_closed
 from simprovider import arbiter_xml
 
 # One of each kind of thing a terminal acts on rather than shows.
@@ -351,20 +351,7 @@ def run_with_pty(args, pty_for):
     proc = subprocess.Popen([sys.executable, "-m", "llm", *args], stdin=subprocess.DEVNULL, **streams)
     os.close(slave)
     piped = (proc.stdout if pty_for == "stderr" else proc.stderr).fileno()
-    received = {master: b"", piped: b""}
-    open_fds = set(received)
-    while open_fds:
-        ready, _, _ = select.select(list(open_fds), [], [], 30)
-        assert ready, "llm produced no output for 30 s"
-        for fd in ready:
-            try:
-                data = os.read(fd, 65536)
-            except OSError:  # a pty reports EIO once the child has closed it
-                data = b""
-            if data:
-                received[fd] += data
-            else:
-                open_fds.discard(fd)
+    received = read_until_closed([master, piped])
     assert proc.wait(timeout=30) == 0
     os.close(master)
     on_pty, on_pipe = received[master].decode(), received[piped].decode()
