@@ -138,6 +138,11 @@ class _Consortium:
                     "--key does not apply to a consortium: each member model uses its own key "
                     "(set them with 'llm keys set NAME' or their environment variables)"
                 )
+            if cli_param("tools_approve"):  # never ignored silently: a user asked to approve each call
+                raise ConsortiumConfigError(
+                    "--ta is not supported by a consortium: its members call tools at the same time, so calls "
+                    "cannot be approved one by one (run without --ta to let members call the tools)"
+                )
             config = configured(self.config, prompt.options)
             history, system = split_history(prompt)
             recorder = RunRecorder(self.model_id if self.saved else None) if not no_log() else None

@@ -114,6 +114,16 @@ def test_an_unknown_tool_is_refused_before_any_call(tooled):
     assert not tooled.requests
 
 
+def test_approving_each_tool_call_is_refused_not_ignored(tooled):
+    result = invoke("-m", "c", "Which llm version?", "-T", "llm_version", "--ta")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: --ta is not supported by a consortium: its members call tools at the same time, so calls "
+        "cannot be approved one by one (run without --ta to let members call the tools)"
+    ]
+    assert not tooled.requests
+
+
 @pytest.mark.parametrize("is_async", [False, True])
 def test_tool_chain_of_a_sync_or_async_model(tooled, is_async):
     """Both ways ``call_model`` runs a model: the final text, every step's usage, each tool call."""
