@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-from . import prompts, schemas
+from . import pricing, prompts, schemas
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
 from .members import (
     Ask, CallOutcome, ModelHandle, call_model, check_keys, describe, fit, is_context_overflow, member_options,
@@ -210,6 +210,7 @@ class ConsortiumOrchestrator:
         )
 
     async def execute(self, run: Run) -> dict:
+        pricing.warm()
         self._emit("run_started", run)
         limiter = asyncio.Semaphore(self.config.max_concurrency)
         try:

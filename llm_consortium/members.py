@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import ConsortiumConfigError, split_count
-from . import schemas
+from . import pricing, schemas
 from .results import Usage
 from .safetext import clean
 
@@ -388,7 +388,7 @@ async def _consume(handle, ask: Ask, on_chunk, on_tool_call, turn) -> tuple[str,
             async for chunk in step:
                 pieces.append(clean(chunk))
                 on_chunk(pieces[-1])
-            usage.add(_usage(await step.usage()))
+            usage.add(_usage(handle, await step.usage()))
     else:
         loop = asyncio.get_running_loop()
 
@@ -400,7 +400,7 @@ async def _consume(handle, ask: Ask, on_chunk, on_tool_call, turn) -> tuple[str,
                 for chunk in step:
                     pieces.append(clean(chunk))
                     loop.call_soon_threadsafe(on_chunk, pieces[-1])
-                usage.add(_usage(step.usage()))
+                usage.add(_usage(handle, step.usage()))
             return pieces
 
         turn.handed = True
@@ -429,10 +429,13 @@ async def _async_steps(response):
         yield response
 
 
-def _usage(usage) -> Usage:
-    """llm's usage of one response as ours: none reported is counted as unreported, not as 0."""
-    unreported = usage.input is None and usage.output is None
-    return Usage(usage.input or 0, usage.output or 0, unreported=int(unreported))
+def _usage(handle, usage) -> Usage:
+    """llm's usage of one response as ours, priced: none reported is counted
+    as unreported, not as 0, and its cost as unknown."""
+    if usage.input is None and usage.output is None:
+        return Usage(unreported=1, unpriced=1)
+    cost = pricing.call_cost(handle.model, usage.input or 0, usage.output or 0)
+    return Usage(usage.input or 0, usage.output or 0, cost=cost or 0.0, unpriced=int(cost is None))
 
 
 async def in_daemon_thread(function, then=None):

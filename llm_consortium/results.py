@@ -11,21 +11,38 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass
 class Usage:
-    """Tokens in and out. ``unreported`` counts the calls whose model
-    reported no usage (many local plugins): their tokens are unknown, not 0,
-    so a total with ``unreported`` calls is a lower bound."""
+    """Tokens in and out, and dollars. ``unreported`` counts the calls whose
+    model reported no usage (many local plugins): their tokens are unknown,
+    not 0, so a total with ``unreported`` calls is a lower bound.
+
+    ``cost`` is the dollars of the calls that could be priced (``pricing``);
+    ``unpriced`` counts the others, whose price or tokens are unknown. With
+    any unpriced call the total cost is unknown (``cost_usd`` is None), not
+    the priced part."""
 
     input: int = 0
     output: int = 0
     unreported: int = 0
+    cost: float = 0.0
+    unpriced: int = 0
 
     def add(self, other: "Usage") -> None:
         self.input += other.input
         self.output += other.output
         self.unreported += other.unreported
+        self.cost += other.cost
+        self.unpriced += other.unpriced
+
+    @property
+    def cost_usd(self) -> float | None:
+        return None if self.unpriced else self.cost
 
     def to_dict(self) -> dict:
-        return {"input": self.input, "output": self.output, "total": self.total, "unreported": self.unreported}
+        return {
+            "input": self.input, "output": self.output, "total": self.total, "unreported": self.unreported,
+            "cost_usd": None if self.unpriced else round(self.cost, 8),
+            "priced_usd": round(self.cost, 8), "unpriced": self.unpriced,
+        }
 
     @property
     def total(self) -> int:
@@ -52,7 +69,8 @@ class MemberResult:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["tokens"] = data.pop("usage")
+        del data["usage"]
+        data["tokens"] = self.usage.to_dict()
         return data
 
 

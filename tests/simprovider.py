@@ -107,6 +107,7 @@ class _Script:
     supports_schema: bool = False  # llm sends it --schema as response_format
     supports_tools: bool = False  # llm sends it tools (-T)
     tool_calls: list | None = None  # [(name, arguments)] asked for before any tool result arrives
+    model_name: str | None = None  # the name requests carry (the provider's), when not the model id
     calls: int = 0
     replies_given: int = 0
 
@@ -197,7 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _respond(self, provider: "SimProvider", request: Request, release: threading.Event):
         if self.path != CHAT_PATH:
             return self._send_error(request, 404, f"Unknown path {self.path}")
-        script = provider._models.get(request.model)
+        script = provider.script_for(request.model)
         if script is None:
             return self._send_error(
                 request, 404, f"The model `{request.model}` does not exist", code="model_not_found"
@@ -410,6 +411,7 @@ class SimProvider:
         supports_schema: bool = False,
         supports_tools: bool = False,
         tool_calls: list | None = None,
+        model_name: str | None = None,
     ) -> None:
         """Register (or replace) a scripted model and rewrite extra-openai-models.yaml.
 
@@ -429,6 +431,8 @@ class SimProvider:
         and holds no ``role: tool`` message, the reply asks for these calls
         (``finish_reason: "tool_calls"``, streamed or not) instead of ``reply``;
         once llm sends the tools' results back, ``reply`` answers.
+        model_name: the YAML's ``model_name`` (the name the provider knows,
+        which requests carry), when it differs from ``name``.
         """
         self._register(
             name,
@@ -449,6 +453,7 @@ class SimProvider:
             supports_schema=supports_schema,
             supports_tools=supports_tools,
             tool_calls=tool_calls,
+            model_name=model_name,
         )
         self.write_yaml()
 
@@ -474,7 +479,7 @@ class SimProvider:
             quoted = json.dumps(name)  # a JSON string is a valid YAML scalar
             lines += [
                 f"- model_id: {quoted}",
-                f"  model_name: {quoted}",
+                f"  model_name: {json.dumps(script.model_name or name)}",
                 f"  api_base: {json.dumps(self.base_url)}",
             ]
             if script.headers:
@@ -487,6 +492,14 @@ class SimProvider:
                 lines.append("  supports_tools: true")
         path = llm.user_dir() / "extra-openai-models.yaml"
         path.write_text(("\n".join(lines) + "\n") if lines else "[]\n")
+
+    def script_for(self, requested: str) -> "_Script | None":
+        """The script a request for ``requested`` (a model_name) is answered by."""
+        with self._lock:
+            for name, script in self._models.items():
+                if (script.model_name or name) == requested:
+                    return script
+        return None
 
     def calls(self, name: str) -> list[Request]:
         with self._lock:

@@ -1,0 +1,94 @@
+"""Dollars from tokens: each call is priced from its usage by genai-prices.
+
+Why genai-prices: it is maintained by the Pydantic team, its price data is
+checked against the providers' pages and versioned, it knows prices that
+change with time or with the prompt's length, and it matches model names
+loosely (``claude-3-5-sonnet-latest`` finds ``claude-3-5-sonnet``). We use
+its bundled snapshot only: nothing is fetched at run time.
+
+Which name is priced: a model registered in ``extra-openai-models.yaml`` by
+its ``model_name`` (the name its provider knows, not the local alias); any
+other model by the name its plugin sends to the provider. The provider is
+taken from the plugin (OpenAI's own models, llm-anthropic, llm-gemini,
+llm-mistral) or, for an OpenAI-compatible ``api_base``, from that URL when
+genai-prices knows it (Groq, OpenRouter, ...); otherwise genai-prices picks
+the provider whose model matches the name.
+
+A price that cannot be found (a local model, a private fine-tune, a plugin
+we cannot place) is unknown, never 0: ``call_cost`` returns None.
+
+Importing genai-prices takes most of a second (pydantic, the price data),
+so it is imported lazily, and ``warm()`` starts that import in a thread
+when a run starts, well before its first call ends.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+
+# The provider of models from plugins whose provider is not in the model's name.
+PLUGIN_PROVIDERS = {
+    "llm.default_plugins.openai_models": "openai",
+    "llm_anthropic": "anthropic",
+    "llm_gemini": "google",
+    "llm_mistral": "mistral",
+}
+
+
+def warm() -> None:
+    """Import genai-prices in the background so the first priced call does not wait for it."""
+    threading.Thread(target=_prices, name="consortium-prices", daemon=True).start()
+
+
+def _prices():
+    try:
+        import genai_prices
+    except ImportError:  # genai-prices needs Python 3.11; without it every cost is unknown
+        return None
+    return genai_prices
+
+
+def price_reference(model) -> tuple[str, dict] | None:
+    """(the name to price, how to find its provider) for an llm model, or
+    None when the model cannot be placed with a provider that sells it."""
+    module = type(model).__module__
+    plugin = next((p for p in PLUGIN_PROVIDERS if module == p or module.startswith(p + ".")), None)
+    if plugin is None:
+        return None
+    name = getattr(model, "model_name", None) or getattr(model, "claude_model_id", None) \
+        or getattr(model, "gemini_model_id", None) or model.model_id
+    api_base = getattr(model, "api_base", None)
+    if plugin == "llm.default_plugins.openai_models" and api_base:
+        return name, {"provider_api_url": api_base}
+    return name, {"provider_id": PLUGIN_PROVIDERS[plugin]}
+
+
+@lru_cache(maxsize=256)
+def _rate(name: str, provider: tuple) -> tuple | None:
+    """Whether ``name`` has a price at this provider (or, failing that, any)."""
+    prices = _prices()
+    if prices is None:
+        return None
+    usage = prices.Usage(input_tokens=0, output_tokens=0)
+    for where in (dict(provider), {}):
+        try:
+            prices.calc_price(usage, name, **where)
+            return tuple(where.items())
+        except LookupError:
+            continue
+    return None
+
+
+def call_cost(model, input_tokens: int, output_tokens: int) -> float | None:
+    """The dollars one call of ``model`` cost, or None when its price is unknown."""
+    reference = price_reference(model)
+    if reference is None:
+        return None
+    name, provider = reference
+    where = _rate(name, tuple(sorted(provider.items())))
+    if where is None:
+        return None
+    prices = _prices()
+    usage = prices.Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+    return float(prices.calc_price(usage, name, **dict(where)).total_price)
