@@ -195,6 +195,7 @@ class ConsortiumOrchestrator:
         if self.config.arbiter not in handles:
             raise ConsortiumConfigError(f"The arbiter is a single model: {self.config.arbiter!r} is not one")
         check_keys(handles)
+        pricing.warm()
         member_ids = dict.fromkeys(split_count(spec, set(handles))[0] for spec in self.config.models)
         return Run(
             config=self.config,
@@ -210,7 +211,6 @@ class ConsortiumOrchestrator:
         )
 
     async def execute(self, run: Run) -> dict:
-        pricing.warm()
         self._emit("run_started", run)
         limiter = asyncio.Semaphore(self.config.max_concurrency)
         try:

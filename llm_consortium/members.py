@@ -388,7 +388,9 @@ async def _consume(handle, ask: Ask, on_chunk, on_tool_call, turn) -> tuple[str,
             async for chunk in step:
                 pieces.append(clean(chunk))
                 on_chunk(pieces[-1])
-            usage.add(_usage(handle, await step.usage()))
+            # Priced in a thread: the first price waits for genai-prices' import
+            # (most of a second), which must not stall the other members' calls.
+            usage.add(await asyncio.to_thread(_usage, handle, await step.usage()))
     else:
         loop = asyncio.get_running_loop()
 

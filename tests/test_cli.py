@@ -257,16 +257,22 @@ def test_two_concurrent_runs_both_recorded(panel):
         assert len(db_rows("select * from consortium_calls where run_id = ?", (run["id"],))) == 3
 
 
+def recorded_text(model):
+    try:
+        return [c["text"] for c in db_rows("select text from consortium_calls where model = ?", (model,)) if c["text"]]
+    except sqlite3.OperationalError:  # no table yet
+        return []
+
+
 def test_ctrl_c_records_cancelled_run(panel):
     panel.add("m1", reply="quick")
     panel.add("m2", reply="never", latency=30)
     proc = subprocess.Popen([sys.executable, "-m", "llm", *RUN], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, text=True)
     deadline = time.time() + 20
-    while len(panel.calls("m2")) == 0 or len([r for r in panel.calls("m1") if r.finished]) == 0:
+    while len(panel.calls("m2")) == 0 or not recorded_text("m1"):  # m1's answer has arrived and is recorded
         assert time.time() < deadline
         time.sleep(0.05)
-    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=20) == 130
     assert "Traceback" not in proc.stderr.read()

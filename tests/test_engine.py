@@ -11,6 +11,7 @@ import llm
 import pytest
 
 from llm_consortium import ConsortiumConfigError, ConsortiumError, ConsortiumOrchestrator
+from llm_consortium.runner import run_coroutine
 from simprovider import arbiter_xml
 
 FAST = {"retry_backoff": 0.01}
@@ -357,11 +358,15 @@ def test_sync_only_model_calls_take_turns_beside_async_members(sim, sync_model):
 def test_timed_out_sync_call_keeps_its_model_busy_until_it_ends(sim, sync_model):
     sim.add("judge", reply=arbiter_xml("s", 0.9))
     model = sync_model("slow-sync", 1.0)
+    # Both runs resolve their models first (slow on some llm versions), so
+    # the second starts within the abandoned call's second.
+    first, second = orchestrator([model], timeout=0.2), orchestrator([model], timeout=5)
+    first_run, second_run = first.prepare("q"), second.prepare("q")
     with pytest.raises(ConsortiumError, match="Timeout"):
-        orchestrator([model], timeout=0.2).orchestrate_sync("q")
+        run_coroutine(first.execute(first_run))
     # The abandoned call is still running: this run's call waits for it
     # rather than overlapping it.
-    result = orchestrator([model], timeout=5).orchestrate_sync("q")
+    result = run_coroutine(second.execute(second_run))
     assert result["model_responses"][0]["text"] == "sync answer"
     assert result["model_responses"][0]["queued"] > 0.3
 
