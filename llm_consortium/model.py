@@ -153,9 +153,7 @@ class _Consortium:
                                        options=prompt.options.model_extra, schema=prompt.schema,
                                        attachments=prompt.attachments, tools=prompt.tools)
         except ConsortiumConfigError as exc:
-            if cli_command() == "chat":
-                raise click.ClickException(str(exc)) from None
-            raise
+            raise in_chat(exc)
         return orchestrator, run, recorder, progress
 
     @staticmethod
@@ -166,6 +164,15 @@ class _Consortium:
             response.set_usage(input=usage["input"], output=usage["output"], details=details)
         response.response_json = result
         return result["synthesis"]["synthesis"]
+
+
+def in_chat(exc: BaseException) -> BaseException:
+    """The exception to raise for ``exc``: under ``llm chat``, which shows a
+    model's exception as a traceback, a failed run or a mistake ends the
+    chat with one line, as ``llm prompt`` shows it."""
+    if cli_command() == "chat" and isinstance(exc, (ConsortiumError, ConsortiumConfigError)):
+        return click.ClickException(str(exc))
+    return exc
 
 
 def mark_recorded(result: dict, recorder, run) -> dict:
@@ -242,7 +249,7 @@ class ConsortiumModel(_Consortium, llm.Model):
             result = run_coroutine(orchestrator.execute(run))
         except (ConsortiumError, KeyboardInterrupt) as exc:
             exc.result = mark_recorded(getattr(exc, "result", None) or run.to_dict(), recorder, run)
-            raise
+            raise in_chat(exc)
         finally:
             if progress:
                 progress.close()  # before the answer or the error is printed
@@ -258,7 +265,7 @@ class AsyncConsortiumModel(_Consortium, llm.AsyncModel):
             result = await orchestrator.execute(run)
         except ConsortiumError as exc:
             exc.result = mark_recorded(exc.result, recorder, run)
-            raise
+            raise in_chat(exc)
         finally:
             if progress:
                 progress.close()  # before the answer or the error is printed

@@ -263,3 +263,16 @@ def test_unknown_usage_is_not_shown_as_zero(saved):
     saved.add("m1", reply="42")  # now one call of three reports its usage
     result = invoke("-m", "c", "-u", "q")
     assert re.search(r'Token usage: \d+ input, \d+ output, \{"calls_without_usage": 2\}', result.stderr)
+
+
+def test_a_run_that_fails_in_chat_ends_it_in_one_line_and_is_recorded(sim):
+    sim.add("bad", status=500)
+    sim.add("judge", reply=arbiter_xml(ANSWER, 0.9))
+    assert invoke("consortium", "save", "c", "-m", "bad", "--arbiter", "judge", "--attempts", "1").exit_code == 0
+    chat = subprocess.run([sys.executable, "-m", "llm", "chat", "-m", "c"],
+                          input="hello\nquit\n", capture_output=True, text=True, timeout=60)
+    assert chat.returncode == 1 and "Traceback" not in chat.stderr
+    (line,) = chat.stderr.strip().splitlines()
+    assert line.startswith("Error: Every member failed in round 1: bad#1")
+    (run,) = db_rows("select status, error from consortium_runs")
+    assert run["status"] == "failed" and "Every member failed" in run["error"]
