@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from click_default_group import DefaultGroup
 
-from .config import DEFAULT_ARBITER, DEFAULT_MODELS, METHODS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError
+from .config import DEFAULT_ARBITER, DEFAULT_MODELS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError
 from .evaluate import eval_command
 from .safetext import printable, single_line
 
@@ -24,22 +24,24 @@ DEFAULT_FILE = "consortium-default.txt"
 AD_HOC_NAME = "consortium-last"
 
 
+METAVARS = {int: "INTEGER", float: "NUMBER", float | str: "NUMBER"}
+
+
 def settings_options(command):
-    """Options shared by ``run`` and ``save``: what a consortium is."""
-    options = [
-        click.option("-m", "--models", "--model", "models", multiple=True,
-                     help="Member model (repeatable); model:2 for two instances"),
-        click.option("--arbiter", help=f"Model that judges the answers (default {DEFAULT_ARBITER})"),
-        click.option("--confidence-threshold", type=float, help="Stop once confidence reaches this, 0-1 (default 0.8)"),
-        click.option("--max-iterations", type=int, help="Most rounds (default 3)"),
-        click.option("--min-iterations", type=int, help="Fewest rounds (default 1)"),
-        click.option("--system", help="System prompt for every member and the arbiter"),
-        click.option("--timeout", type=float, help="Seconds each model call may take (default 300)"),
-        click.option("--attempts", type=int, help="Attempts per call on transient errors (default 3)"),
-        click.option("--max-concurrency", type=int, help="Most model calls in flight at once (default 32)"),
-        click.option("--quorum", type=int, help="Judge a round once this many members have answered"),
-        click.option("--method", type=click.Choice(METHODS), help="How a round is judged (default arbiter)"),
-    ]
+    """Options shared by ``run`` and ``save``: what a consortium is, one per
+    setting declared in ``ConsortiumConfig`` (with its help text). Values
+    arrive as text and ``ConsortiumConfig`` checks them, so a bad one is the
+    same one-line error here as in ``-o``."""
+    options = [click.option("-m", "--models", "--model", "models", multiple=True,
+                            help="Member model (repeatable); model:2 for two instances")]
+    for setting in ConsortiumConfig.settings():
+        meta = setting.metadata
+        default = "" if setting.default is None else f" (default {setting.default})"
+        options.append(click.option(
+            meta["flag"] or "--" + setting.name.replace("_", "-"), setting.name,
+            type=click.Choice(meta["choices"]) if meta["choices"] else str, help=meta["help"] + default,
+            metavar=None if meta["choices"] else METAVARS.get(meta["kind"], "TEXT"),
+        ))
     for option in reversed(options):
         command = option(command)
     return command
@@ -51,8 +53,6 @@ def build_config(models, base: ConsortiumConfig | None = None, **settings) -> Co
     values.update({k: v for k, v in settings.items() if v is not None})
     if models:
         values["models"] = list(models)
-    if "system" in values:
-        values["system_prompt"] = values.pop("system")
     return ConsortiumConfig(**values)
 
 
@@ -182,12 +182,13 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
         asked = read_prompt(prompt, stdin, optional=bool(fragments or template_name))
         if template_name:
             template = load_llm_template(template_name)
-            asked, settings["system"] = apply_template(template, asked, dict(params), settings["system"])
+            asked, settings["system_prompt"] = apply_template(template, asked, dict(params),
+                                                              settings["system_prompt"])
             options = tuple((template.options or {}).items()) + options  # given -o options win
             schema_input = schema_input or (json.dumps(template.schema_object) if template.schema_object else None)
         prompt = "\n".join(resolve_fragment_texts(fragments) + ([asked] if asked else []))
-        settings["system"] = "\n".join(
-            filter(None, [settings["system"] or (base.system_prompt if base else None),
+        settings["system_prompt"] = "\n".join(
+            filter(None, [settings["system_prompt"] or (base.system_prompt if base else None),
                           *resolve_fragment_texts(system_fragments)])
         ) or None
         from .engine import ConsortiumOrchestrator
@@ -564,10 +565,9 @@ def show(name):
         models = [f"{m}:{n}" if n != 1 else m for m, n in models.items()]
     click.echo("Models:\n" + "\n".join(f"  {single_line(m)}" for m in models))
     click.echo(f"Arbiter: {single_line(str(config.get('arbiter')))}")
-    for key in ("confidence_threshold", "max_iterations", "min_iterations", "method", "timeout", "attempts",
-                "max_concurrency", "quorum"):
-        if config.get(key) is not None:
-            click.echo(f"{key.replace('_', ' ').capitalize()}: {single_line(str(config[key]))}")
+    for setting in ConsortiumConfig.settings():
+        if setting.name not in ("arbiter", "system_prompt") and config.get(setting.name) is not None:
+            click.echo(f"{setting.name.replace('_', ' ').capitalize()}: {single_line(str(config[setting.name]))}")
     click.echo(f"System prompt: {printable(config.get('system_prompt') or '(none)')}")
 
 

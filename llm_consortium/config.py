@@ -76,27 +76,42 @@ def split_count(spec: str, known: set[str] | None = None) -> tuple[str, int]:
     return spec, 1
 
 
+def setting(default, help: str, kind=str, *, flag: str | None = None, option: bool = True, choices=None):
+    """A field of ``ConsortiumConfig`` that users set. Declared once here:
+    ``help`` is its one help text, shown by the command-line flag of ``run``
+    and ``save`` (``flag``, by default ``--name-with-dashes``), the ``-o``
+    option of a saved consortium's llm model (unless ``option`` is False)
+    and ``show``. ``kind`` is the type the ``-o`` option accepts; values are
+    checked by ``ConsortiumConfig`` itself, so every face gives the same
+    one-line error."""
+    return field(default=default, metadata={
+        "help": help, "kind": kind, "flag": flag, "option": option, "choices": choices,
+    })
+
+
 @dataclass
 class ConsortiumConfig:
     """A consortium's settings. Also what ``llm consortium save`` stores."""
 
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
-    arbiter: str = DEFAULT_ARBITER
-    confidence_threshold: float = 0.8
-    max_iterations: int = 3
-    min_iterations: int = 1
-    system_prompt: str | None = None
-    method: str = "arbiter"
-    # Seconds one model call may take before it is abandoned (not retried).
-    timeout: float | None = 300.0
-    # Attempts per call for transient errors (429, 5xx, connection errors).
-    attempts: int = 3
+    arbiter: str = setting(DEFAULT_ARBITER, "Model that judges the answers", option=False)
+    confidence_threshold: float = setting(
+        0.8, "Stop once confidence reaches this (0-1, or a percentage such as 80 or 80%)", float | str
+    )
+    max_iterations: int = setting(3, "Most rounds", int)
+    min_iterations: int = setting(1, "Fewest rounds", int)
+    # Not an -o option: llm's own -s/--system sets it on a saved consortium.
+    system_prompt: str | None = setting(
+        None, "System prompt for every member and the arbiter", flag="--system", option=False
+    )
+    method: str = setting("arbiter", "How a round is judged", choices=METHODS)
+    timeout: float | None = setting(300.0, "Seconds each model call may take before it is abandoned", float)
+    attempts: int = setting(3, "Attempts per call on transient errors (429, 5xx, lost connections)", int)
     # First backoff delay in seconds; doubles per attempt, with full jitter.
+    # Python only: tests and benchmarks shorten it.
     retry_backoff: float = 1.0
-    # Calls in flight at once across the whole run.
-    max_concurrency: int = 32
-    # Go to the arbiter once this many members have answered (None: wait for all).
-    quorum: int | None = None
+    max_concurrency: int = setting(32, "Most model calls in flight at once, across the whole run", int)
+    quorum: int | None = setting(None, "Judge a round once this many members have answered (default: all)", int)
 
     def __post_init__(self):
         if isinstance(self.models, str):
@@ -135,6 +150,11 @@ class ConsortiumConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def settings(cls) -> list:
+        """The fields users set (declared with ``setting``), in order."""
+        return [f for f in fields(cls) if "help" in f.metadata]
 
     @classmethod
     def from_dict(cls, data: dict) -> "ConsortiumConfig":

@@ -26,32 +26,35 @@ from typing import Optional
 
 import click
 import llm
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, create_model
 
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError
 
 
-class ConsortiumOptions(llm.Options):
-    """The consortium's own options. Any other ``-o KEY VALUE`` goes to every
-    member whose model accepts it (see ``members.member_options``)."""
-
+class _OptionsBase(llm.Options):
     model_config = ConfigDict(extra="allow")
 
-    confidence_threshold: Optional[float] = Field(
-        None, description="Stop once the arbiter's confidence reaches this (0-1, or a percentage)"
-    )
-    max_iterations: Optional[int] = Field(None, description="Most rounds to run")
-    min_iterations: Optional[int] = Field(None, description="Fewest rounds to run")
-    timeout: Optional[float] = Field(None, description="Seconds each model call may take")
-    quorum: Optional[int] = Field(None, description="Judge a round once this many members answered")
-    max_concurrency: Optional[int] = Field(None, description="Most model calls in flight at once")
-    attempts: Optional[int] = Field(None, description="Attempts per call on transient errors")
-    method: Optional[str] = Field(None, description="How a round is judged: arbiter, council or vote")
-    progress: Optional[bool] = Field(
+
+def _options_class():
+    """The consortium's own ``-o`` options, one per setting declared in
+    ``ConsortiumConfig`` (same help text), and ``progress``. Any other
+    ``-o KEY VALUE`` goes to every member whose model accepts it (see
+    ``members.member_options``)."""
+    fields = {}
+    for setting in ConsortiumConfig.settings():
+        meta = setting.metadata
+        if meta["option"]:
+            choices = f": {', '.join(meta['choices'])}" if meta["choices"] else ""
+            fields[setting.name] = (Optional[meta["kind"]], Field(None, description=meta["help"] + choices))
+    fields["progress"] = (Optional[bool], Field(
         None,
         description="Live progress and a one-line summary on stderr when it is a terminal (default true; "
         "false: off). Any other -o option goes to every member model that accepts it",
-    )
+    ))
+    return create_model("ConsortiumOptions", __base__=_OptionsBase, **fields)
+
+
+ConsortiumOptions = _options_class()
 
 
 def configured(config: ConsortiumConfig, options: ConsortiumOptions) -> ConsortiumConfig:
