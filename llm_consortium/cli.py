@@ -158,11 +158,16 @@ def consortium():
 @click.option("options", "-o", "--option", type=(str, str), multiple=True,
               help="An option, as for llm -m NAME: the consortium's own, or one for every member "
                    "model that accepts it (-o temperature 0.3)")
+@click.option("tools_debug", "--td", "--tools-debug", is_flag=True,
+              help="Show each tool a member called, with its arguments and output, on stderr (as llm --td)")
+@click.option("chain_limit", "--cl", "--chain-limit", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Most responses in one member's tool chain, as llm --cl (0: no limit)")
 @click.option("tool_specs", "-T", "--tool", multiple=True,
               help="A tool (as llm -T) the members whose models support tools may call; the others are "
                    "told they had none")
 def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachments, continue_, conversation_id,
-        template_name, params, fragments, system_fragments, schema_input, options, tool_specs, **settings):
+        template_name, params, fragments, system_fragments, schema_input, options, tools_debug, chain_limit,
+        tool_specs, **settings):
     """Run a consortium on PROMPT (the default command).
 
     The answer goes to stdout; confidence, analysis and (with --raw) the raw
@@ -175,6 +180,8 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     configuration, not a log, but it exists only so that ``llm -c`` can
     find this consortium again to continue the conversation, and ``llm -c``
     continues the newest *logged* conversation, which this one is not.
+    ``--td`` and ``--cl`` are read the same way, from this command's
+    parameters, as under llm's own ``prompt`` command.
     """
     base = default_config()  # flags override its matching settings; the rest are kept
     try:

@@ -7,6 +7,8 @@ acted on by the terminal.
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from .engine import Observer
@@ -216,6 +218,15 @@ class Progress(Observer):
                 self.stream.write(click.style(summary, dim=True) + "\n")
             self.stream.flush()
 
+    def write_above(self, text: str) -> None:
+        """Print ``text`` (safe for a terminal) above the live block, which is
+        drawn again on the next change."""
+        with self.lock:
+            self._erase()
+            self.stream.write(text)
+            self.stream.flush()
+        self._changed()
+
     def _erase(self):
         if self.lines_drawn:
             self.stream.write(f"\x1b[{self.lines_drawn}F\x1b[J")
@@ -256,3 +267,30 @@ def _clip(line: str, width: int) -> str:
     redrawing in place). Styled text is clipped by its visible length."""
     visible = click.unstyle(line)
     return line if len(visible) < width else visible[: width - 2] + "…"
+
+
+class ToolLog(Observer):
+    """``--td``: every tool a member called, with its arguments and output,
+    on stderr as llm's ``--td`` shows them, but naming the member. Arguments
+    and output come from models and tools, so only printable text is shown.
+    With live progress on, the lines go above its block."""
+
+    def __init__(self, stream, progress: Progress | None = None):
+        self.stream = stream
+        self.progress = progress
+
+    def tool_called(self, run, round_number, model, instance, call):
+        heading = click.style(
+            f"Tool call by {single_line(model)} #{instance} (round {round_number}): "
+            f"{single_line(call['name'])}({single_line(json.dumps(call['arguments'], ensure_ascii=False))})",
+            fg="yellow", bold=True,
+        )
+        result = call["error"] or call["output"] or ""
+        body = "\n".join("  " + printable(line) for line in str(result).splitlines() or [""])
+        text = f"{heading}\n{body}\n"
+        if self.progress is not None:
+            self.progress.write_above(text)
+        else:
+            self.stream.write(text)
+            self.stream.flush()
+

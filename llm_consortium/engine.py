@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from . import pricing, prompts, schemas
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
 from .members import (
-    Ask, CallOutcome, ModelHandle, call_model, check_keys, describe, fit, is_context_overflow, member_options,
-    resolve_models,
+    CHAIN_LIMIT, Ask, CallOutcome, ModelHandle, call_model, check_keys, describe, fit, is_context_overflow,
+    member_options, resolve_models,
 )
 from .methods import judge, member_instructions
 from .parsing import parse_arbiter
@@ -96,6 +96,7 @@ class Run:
     attachments: list = field(default_factory=list)
     # The tools members may call (llm -T, --functions); the arbiter never gets them.
     tools: list = field(default_factory=list)
+    chain_limit: int = CHAIN_LIMIT  # most responses in a member's tool chain (llm --cl)
 
     @property
     def members(self) -> list[tuple[str, int]]:
@@ -169,7 +170,8 @@ class ConsortiumOrchestrator:
         return run_coroutine(self.orchestrate(prompt, **kwargs))
 
     def prepare(self, prompt: str, *, history: list | None = None, system: str | None = None,
-                options: dict | None = None, schema: dict | None = None, attachments=(), tools=()) -> Run:
+                options: dict | None = None, schema: dict | None = None, attachments=(), tools=(),
+                chain_limit: int | None = None) -> Run:
         """Validate everything and resolve every model, calling none of them.
 
         ``schema``: members answer in it and the final answer must validate
@@ -178,6 +180,8 @@ class ConsortiumOrchestrator:
         ``tools`` (``llm.Tool`` objects) go to each member whose model can
         call them, through llm's tool chain; the others are told they had
         none. The arbiter judges the members' final answers, without tools.
+        ``chain_limit`` caps the responses in one member's tool chain, as
+        llm's ``--cl`` does (0: no limit; None: llm's default of 5).
 
         ``options`` (``-o`` options the consortium does not define) go to
         every member whose model accepts them; not to the arbiter, whose
@@ -208,6 +212,7 @@ class ConsortiumOrchestrator:
             schema=schema,
             attachments=list(attachments),
             tools=list(tools),
+            chain_limit=CHAIN_LIMIT if chain_limit is None else chain_limit,
         )
 
     async def execute(self, run: Run) -> dict:
@@ -262,7 +267,7 @@ class ConsortiumOrchestrator:
         # With a schema the answer is the JSON, so no <answer> block is asked for.
         instructions = None if run.schema is not None else member_instructions(config.method)
         ask = Ask(prompt, join_system(run.system, instructions), member_messages(run.history, run.system),
-                  schema=run.schema, attachments=run.attachments, tools=run.tools)
+                  schema=run.schema, attachments=run.attachments, tools=run.tools, chain_limit=run.chain_limit)
         results: dict[tuple[str, int], MemberResult] = {
             key: MemberResult(*key, error=f"Not asked again: {reason}", attempts=0)
             for key, reason in run.dropped.items()

@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from .config import ConsortiumConfigError, split_count
@@ -186,6 +186,7 @@ async def call_model(
     schema: dict | None = None,
     attachments: list | None = None,
     tools: list | None = None,
+    chain_limit: int = CHAIN_LIMIT,
     timeout: float | None,
     attempts: int,
     backoff: float,
@@ -204,7 +205,8 @@ async def call_model(
     model calls them, llm runs them, and the text is the model's answer
     after the last call; ``on_tool_call({name, arguments, output, error})``
     is told of each tool call once it has run (in every attempt: a tool's
-    effects are not undone by a retry). ``timeout`` bounds each
+    effects are not undone by a retry); ``chain_limit`` caps the chain's
+    responses, as llm's ``--cl`` does. ``timeout`` bounds each
     attempt. A call that runs out of our time is not retried: a model that
     hung once has already cost the whole budget.
     ``on_attempt(n)`` is told as each attempt starts (a listener that was
@@ -217,7 +219,7 @@ async def call_model(
     """
     started = time.perf_counter()
     outcome = outcome if outcome is not None else CallOutcome()
-    ask = Ask(prompt, system, messages, options, schema, list(attachments or []), list(tools or []))
+    ask = Ask(prompt, system, messages, options, schema, list(attachments or []), list(tools or []), chain_limit)
     try:
         await _attempts(handle, ask, timeout, attempts, backoff, limiter, on_attempt, on_chunk, on_retry,
                         on_tool_call or (lambda call: None), outcome)
@@ -286,6 +288,7 @@ class Ask:
     schema: dict | None = None
     attachments: list = field(default_factory=list)
     tools: list = field(default_factory=list)  # llm.Tool objects the model may call
+    chain_limit: int = CHAIN_LIMIT  # most responses in one tool chain (llm --cl; 0: no limit)
 
 
 def fit(handle: ModelHandle, ask: Ask) -> Ask:
@@ -310,7 +313,7 @@ def fit(handle: ModelHandle, ask: Ask) -> Ask:
         names = ", ".join(tool.name for tool in tools)
         prompt += f"\n\n[Tools were not available to you: {names}; this model cannot call tools.]"
         tools = []
-    return Ask(prompt, ask.system, ask.messages, ask.options, schema, attachments, tools)
+    return replace(ask, prompt=prompt, schema=schema, attachments=attachments, tools=tools)
 
 
 def _start(handle: ModelHandle, ask: Ask, on_tool_call: Callable[[dict], None]):
@@ -345,7 +348,7 @@ def _start(handle: ModelHandle, ask: Ask, on_tool_call: Callable[[dict], None]):
                           "error": error})
 
         return (conversation or handle.model.conversation()).chain(
-            ask.prompt, tools=ask.tools, chain_limit=CHAIN_LIMIT, after_call=after_call,
+            ask.prompt, tools=ask.tools, chain_limit=ask.chain_limit, after_call=after_call,
             options=ask.options or {}, **kwargs,
         )
     return (conversation or handle.model).prompt(ask.prompt, **(ask.options or {}), **kwargs)

@@ -151,10 +151,13 @@ class _Consortium:
             recorder = RunRecorder(self.model_id if self.saved else None) if not no_log() else None
             progress = progress_display(config, prompt.options)
             observers = [o for o in (recorder, progress) if o] + self.observers
+            if cli_param("tools_debug"):
+                observers.append(tool_log(observers))
             orchestrator = ConsortiumOrchestrator(config=config, observers=observers)
             run = orchestrator.prepare(prompt.prompt, history=history, system=system,
                                        options=prompt.options.model_extra, schema=prompt.schema,
-                                       attachments=prompt.attachments, tools=prompt.tools)
+                                       attachments=prompt.attachments, tools=prompt.tools,
+                                       chain_limit=cli_param("chain_limit"))
         except ConsortiumConfigError as exc:
             raise in_chat(exc)
         return orchestrator, run, recorder, progress
@@ -209,6 +212,14 @@ def cli_command() -> str | None:
     """The name of the click command running this model; None off the command line."""
     context = click.get_current_context(silent=True)
     return context.command.name if context else None
+
+
+def tool_log(observers):
+    """``--td``: the members' tool calls on stderr, above the live progress
+    when there is one (``llm consortium run`` brings its own)."""
+    from .display import Progress, ToolLog
+
+    return ToolLog(sys.stderr, next((o for o in observers if isinstance(o, Progress)), None))
 
 
 def progress_display(config: ConsortiumConfig, options: ConsortiumOptions):

@@ -148,3 +148,20 @@ def test_simulated_tool_calls_streamed_or_not(tooled, stream):
     first, second = tooled.calls("caller")
     assert first.stream is second.stream is stream
     assert [m["content"] for m in tool_messages(second)] == [VERSION]
+
+
+@pytest.mark.parametrize("command", [["-m", "c"], ["consortium", "run", "-m", "caller", "-m", "plain",
+                                                   "--arbiter", "judge", "--no-raw"]])
+def test_td_shows_each_members_tool_call_and_cl_limits_the_chain(tooled, command):
+    result = invoke(*command, "Which llm version?", "-T", "llm_version", "--td")
+    assert result.exit_code == 0, result.stderr
+    assert "Tool call by caller #1 (round 1): llm_version({})" in result.stderr
+    assert f"  {VERSION}" in result.stderr.splitlines()
+    assert len(tooled.calls("caller")) == 2  # asked for the tool, then answered with its result
+    # llm's chain stops with an error once it has made --cl responses, even
+    # a final one (llm itself does so for a single model): with --cl 2 the
+    # caller's two responses end its chain in that error, and the run goes on.
+    limited = invoke(*command, "Which llm version?", "-T", "llm_version", "--cl", "2")
+    assert limited.exit_code == 0, limited.stderr
+    errors = [r["error"] for r in db_rows("SELECT * FROM consortium_calls WHERE model = 'caller'")]
+    assert errors == [None, "ValueError: Chain limit of 2 exceeded."]
