@@ -40,7 +40,7 @@ def settings_options(command):
         options.append(click.option(
             meta["flag"] or "--" + setting.name.replace("_", "-"), setting.name,
             type=click.Choice(meta["choices"]) if meta["choices"] else str, help=meta["help"] + default,
-            metavar=None if meta["choices"] else METAVARS.get(meta["kind"], "TEXT"),
+            metavar=None if meta["choices"] else meta["metavar"] or METAVARS.get(meta["kind"], "TEXT"),
         ))
     for option in reversed(options):
         command = option(command)
@@ -215,7 +215,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
         check_writable(output)
     out = owned_stdout()
 
-    from .display import Progress, summary
+    from .display import Progress, summary, usage_line
     from .model import ConsortiumModel
     from .store import logging_enabled
 
@@ -266,7 +266,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     if not quiet:
         click.echo(summary(result), err=True)
     if usage:
-        click.echo(click.style(f"Token usage: {response.token_usage()}", fg="yellow", bold=True), err=True)
+        click.echo(click.style(usage_line(result["metadata"]["usage"]), fg="yellow", bold=True), err=True)
     if not json_ and on_terminal:
         write_answer(out, printable(answer))
     deliver(result, json_, output, out)
@@ -561,6 +561,7 @@ def one_line(config: dict) -> str:
 @click.argument("name")
 def show(name):
     """Show a saved consortium's settings."""
+    from .pricing import dollars
     from .store import load_config
 
     config = load_config(name)
@@ -574,7 +575,10 @@ def show(name):
     click.echo(f"Arbiter: {single_line(str(config.get('arbiter')))}")
     for setting in ConsortiumConfig.settings():
         if setting.name not in ("arbiter", "system_prompt") and config.get(setting.name) is not None:
-            click.echo(f"{setting.name.replace('_', ' ').capitalize()}: {single_line(str(config[setting.name]))}")
+            value = config[setting.name]
+            if setting.name == "max_cost" and isinstance(value, (int, float)):
+                value = dollars(value, exact=True)
+            click.echo(f"{setting.name.replace('_', ' ').capitalize()}: {single_line(str(value))}")
     click.echo(f"System prompt: {printable(config.get('system_prompt') or '(none)')}")
 
 
@@ -625,6 +629,7 @@ def runs(limit, json_):
     """List recent runs, newest first. A run whose process ended without
     recording how it ended (killed, or its machine went down) is shown as
     interrupted."""
+    from .display import cost
     from .recorder import list_runs
 
     rows = list_runs(limit or None)
@@ -637,9 +642,10 @@ def runs(limit, json_):
         who = single_line(row.get("name") or ", ".join(row.get("models") or []))
         confidence = "-" if row.get("confidence") is None else f"{row['confidence']:.2f}"
         tokens = (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0)
+        spent = cost(row["cost_usd"], None, None)
         click.echo(
             f"{row['id'][:8]}  {(row.get('started') or '')[:19]}  {row['status']:<11}  "
-            f"conf {confidence}  {row.get('iterations') or 0} rnd  {tokens:>7} tok  {who}"
+            f"conf {confidence}  {row.get('iterations') or 0} rnd  {tokens:>7} tok  {spent:>12}  {who}"
         )
 
 
@@ -663,16 +669,23 @@ def inspect(run_id, json_):
     if json_:
         click.echo(json.dumps(record, indent=2))
         return
+    from .display import cost
+
     # Recorded text is shown as it was received, less what a terminal would act on.
     click.echo(printable(f"Run {record['id']}  {record['status']}  {record.get('started')}"))
     click.echo(f"Prompt: {printable(record['prompt'] or '')}")
+    click.echo(f"Cost: {cost(record['cost_usd'], record['priced_usd'], record['unpriced_calls'])}")
+    if record.get("stopped_because"):
+        click.echo(click.style(f"Stopped early: {printable(record['stopped_because'])}", fg="yellow"))
     for round_ in record["rounds"]:
-        click.echo(click.style(f"\n── Round {round_['round']} ──", bold=True))
+        spent = cost(round_["cost_usd"], round_["priced_usd"], round_["unpriced_calls"])
+        click.echo(click.style(f"\n── Round {round_['round']} · {spent} ──", bold=True))
         for call in round_["calls"]:
             who = single_line(f"{call['role']} {call['model']}") + (
                 f" #{call['instance']}" if call["role"] == "member" else ""
             )
-            click.echo(click.style(f"[{who}] {call.get('seconds') or 0:.1f} s", bold=True))
+            spent = cost(call["cost_usd"], None, None)
+            click.echo(click.style(f"[{who}] {call.get('seconds') or 0:.1f} s · {spent}", bold=True))
             click.echo(printable(call.get("error") or call.get("text") or "").strip())
         if round_.get("synthesis") is not None:
             if round_.get("parse_ok") is False:

@@ -58,6 +58,18 @@ def parse_threshold(value) -> float:
     return number
 
 
+def parse_max_cost(value) -> float:
+    """A budget in dollars: a number, 0 or more, with or without a leading $."""
+    text = str(value).strip()
+    try:
+        number = float(text[1:] if text.startswith("$") else text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise ConsortiumConfigError(f"max cost must be a number of dollars, 0 or more (such as 0.05), got {value!r}")
+    return number
+
+
 _COUNT_SUFFIX = re.compile(r"^(?P<model>.+):(?P<count>\d+)$")
 
 
@@ -76,16 +88,17 @@ def split_count(spec: str, known: set[str] | None = None) -> tuple[str, int]:
     return spec, 1
 
 
-def setting(default, help: str, kind=str, *, flag: str | None = None, option: bool = True, choices=None):
+def setting(default, help: str, kind=str, *, flag: str | None = None, option: bool = True, choices=None,
+            metavar: str | None = None):
     """A field of ``ConsortiumConfig`` that users set. Declared once here:
     ``help`` is its one help text, shown by the command-line flag of ``run``
     and ``save`` (``flag``, by default ``--name-with-dashes``), the ``-o``
     option of a saved consortium's llm model (unless ``option`` is False)
     and ``show``. ``kind`` is the type the ``-o`` option accepts; values are
     checked by ``ConsortiumConfig`` itself, so every face gives the same
-    one-line error."""
+    one-line error. ``metavar`` names the flag's value in ``--help``."""
     return field(default=default, metadata={
-        "help": help, "kind": kind, "flag": flag, "option": option, "choices": choices,
+        "help": help, "kind": kind, "flag": flag, "option": option, "choices": choices, "metavar": metavar,
     })
 
 
@@ -112,6 +125,12 @@ class ConsortiumConfig:
     retry_backoff: float = 1.0
     max_concurrency: int = setting(32, "Most model calls in flight at once, across the whole run", int)
     quorum: int | None = setting(None, "Judge a round once this many members have answered (default: all)", int)
+    # Text as well as a number, so that a bad value is refused by the
+    # consortium's own check, in one line (see ``budget``).
+    max_cost: float | None = setting(
+        None, "Most dollars the run may spend (a number, such as 0.05): no round starts whose estimated cost "
+        "would pass it", float | str, metavar="USD",
+    )
 
     def __post_init__(self):
         if isinstance(self.models, str):
@@ -146,6 +165,8 @@ class ConsortiumConfig:
         self.max_concurrency = _positive_int("max concurrency", self.max_concurrency)
         if self.quorum is not None:
             self.quorum = _positive_int("quorum", self.quorum)
+        if self.max_cost is not None:
+            self.max_cost = parse_max_cost(self.max_cost)
         self.system_prompt = self.system_prompt or None
 
     def to_dict(self) -> dict:

@@ -12,6 +12,7 @@ import json
 import click
 
 from .engine import Observer
+from .pricing import dollars
 from .safetext import printable, single_line
 
 
@@ -28,7 +29,8 @@ def _member_line(member: dict) -> str:
     elif member.get("error"):
         status = click.style("failed", fg="red")
     return click.style(
-        f"[{single_line(member['model'])} #{member['instance']}] {status}, {member['seconds']:.1f} s, {count}",
+        f"[{single_line(member['model'])} #{member['instance']}] {status}, {member['seconds']:.1f} s, {count}, "
+        f"{usage_cost(usage)}",
         bold=True,
     )
 
@@ -37,7 +39,7 @@ def raw_responses(result: dict) -> str:
     """Every round: each member's raw answer (or error), then the arbiter's raw reply."""
     lines = []
     for iteration in result["iterations"]:
-        lines.append(_rule(f"Round {iteration['round']}"))
+        lines.append(_rule(f"Round {iteration['round']} · {usage_cost(iteration['usage'])}"))
         for member in iteration["model_responses"]:
             lines.append(_member_line(member))
             lines.append(printable(member["error"] if member.get("error") else member["text"].strip()))
@@ -58,6 +60,34 @@ def tokens(usage: dict) -> str:
     return f"at least {usage['total']:,} tokens ({usage['unreported']} calls reported none)"
 
 
+def cost(cost_usd: float | None, priced_usd: float | None, unpriced: int | None) -> str:
+    """Dollars, or why they are unknown (never $0 for an unknown price):
+    ``cost unknown: 2 calls unpriced; $0.0031 known``. ``unpriced`` None:
+    nothing was recorded about prices (a run recorded before they were)."""
+    if cost_usd is not None:
+        return dollars(cost_usd)
+    if not unpriced:
+        return "cost unknown"
+    text = f"cost unknown: {unpriced} call{'s' if unpriced != 1 else ''} unpriced"
+    return text + (f"; {dollars(priced_usd)} known" if priced_usd else "")
+
+
+def usage_cost(usage: dict) -> str:
+    """The cost of a result's ``usage`` (``Usage.to_dict``)."""
+    return cost(usage["cost_usd"], usage["priced_usd"], usage["unpriced"])
+
+
+def usage_line(usage: dict) -> str:
+    """The ``-u`` line: tokens in and out, and dollars, unknown parts said to be unknown."""
+    if usage["unreported"] and not usage["total"]:
+        counted = "unknown (not reported by the model)"
+    else:
+        counted = f"{usage['input']:,} input, {usage['output']:,} output"
+        if usage["unreported"]:
+            counted += f" ({usage['unreported']} calls reported none)"
+    return f"Token usage: {counted} · {usage_cost(usage)}"
+
+
 def summary(result: dict) -> str:
     """Confidence, analysis, dissent and the round count, laid out for reading."""
     synthesis, meta = result["synthesis"], result["metadata"]
@@ -69,6 +99,7 @@ def summary(result: dict) -> str:
     parts += [
         f"{rounds} round{'s' if rounds != 1 else ''}",
         tokens(meta["usage"]),
+        usage_cost(meta["usage"]),
         f"{meta['seconds']:.1f} s",
     ]
     if failed:
@@ -80,6 +111,7 @@ def summary(result: dict) -> str:
             f"No judge decided ({printable(synthesis['fallback'])}): the answer is the one most members gave.",
             fg="yellow",
         ))
+    lines += budget_lines(meta)
     for title in ("analysis", "dissent"):
         text = printable(synthesis.get(title) or "").strip()
         if text and text.lower() not in ("none", "none.", "n/a"):
@@ -92,16 +124,31 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def budget_lines(meta: dict) -> list[str]:
+    """Why the run stopped early (--max-cost), and whether its budget could
+    be checked against only part of the cost."""
+    lines = []
+    if meta.get("stopped_because"):
+        lines.append(click.style(
+            f"Stopped early: {printable(meta['stopped_because'])}. The answer is the last round's.", fg="yellow"
+        ))
+    if meta.get("budget_note"):
+        lines.append(click.style(f"Note: {printable(meta['budget_note'])}.", fg="yellow"))
+    return lines
+
+
 def summary_line(result: dict) -> str:
     """The run in one line, for ``llm -m NAME`` and ``llm chat``: confidence,
-    measured agreement, rounds, tokens, seconds, the run id when the run is
-    recorded, and a note when the threshold was not reached or no judge decided."""
+    measured agreement, rounds, tokens, dollars, seconds, the run id when the
+    run is recorded, and a note when the threshold was not reached, no judge
+    decided or the budget stopped the run."""
     synthesis, meta = result["synthesis"], result["metadata"]
     rounds = meta["iteration_count"]
     parts = [f"Confidence {synthesis['confidence']:.2f}"]
     if synthesis.get("agreement") is not None:
         parts.append(f"agreement {synthesis['agreement']:.2f} (measured)")
-    parts += [f"{rounds} round{'s' if rounds != 1 else ''}", tokens(meta["usage"]), f"{meta['seconds']:.1f} s"]
+    parts += [f"{rounds} round{'s' if rounds != 1 else ''}", tokens(meta["usage"]), usage_cost(meta["usage"]),
+              f"{meta['seconds']:.1f} s"]
     failed = sum(1 for m in result["model_responses"] if m.get("error") and not m.get("cancelled"))
     if failed:
         parts.append(click.style(f"{failed} member{'s' if failed != 1 else ''} failed", fg="red"))
@@ -109,8 +156,12 @@ def summary_line(result: dict) -> str:
         parts.append(f"run {meta['run_id'][:8]}")
     if synthesis.get("fallback"):
         parts.append(click.style("no judge decided: the answer most members gave", fg="yellow"))
+    elif meta.get("stopped_because"):
+        parts.append(click.style(f"stopped at the max cost of {dollars(meta['max_cost'], exact=True)}", fg="yellow"))
     elif synthesis["confidence"] < meta["confidence_threshold"]:
         parts.append(click.style(f"below the {meta['confidence_threshold']:.2f} threshold", fg="yellow"))
+    if meta.get("budget_note"):
+        parts.append(click.style("max cost checked against the known part of the cost only", fg="yellow"))
     return " · ".join(parts)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from . import pricing, prompts, schemas
+from .budget import over_budget
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
 from .members import (
     CHAIN_LIMIT, Ask, CallOutcome, ModelHandle, call_model, check_keys, describe, fit, is_context_overflow,
@@ -57,14 +58,19 @@ class Round:
     arbiter_raw: str = ""
     judging_usage: Usage = field(default_factory=Usage)  # arbiter, reviewers
 
-    def to_dict(self) -> dict:
+    @property
+    def usage(self) -> Usage:
+        """The round's tokens and dollars: its members and its judging."""
         usage = Usage()
         for member in self.members:
             usage.add(member.usage)
         usage.add(self.judging_usage)
+        return usage
+
+    def to_dict(self) -> dict:
         return {
             "round": self.number,
-            "usage": usage.to_dict(),
+            "usage": self.usage.to_dict(),
             "model_responses": [m.to_dict() for m in self.members],
             "arbiter": {"raw": self.arbiter_raw, **(self.judgement.to_dict() if self.judgement else {})},
         }
@@ -97,6 +103,10 @@ class Run:
     # The tools members may call (llm -T, --functions); the arbiter never gets them.
     tools: list = field(default_factory=list)
     chain_limit: int = CHAIN_LIMIT  # most responses in a member's tool chain (llm --cl)
+    # Why the run ended before its rounds were done (--max-cost), and a note
+    # when its budget could be checked against only part of the cost.
+    stopped_because: str | None = None
+    budget_note: str | None = None
 
     @property
     def members(self) -> list[tuple[str, int]]:
@@ -131,6 +141,9 @@ class Run:
                 "end_time": self.finished.isoformat() if self.finished else None,
                 "seconds": round(((self.finished or datetime.now(timezone.utc)) - self.started).total_seconds(), 3),
                 "usage": self.usage.to_dict(),
+                "max_cost": self.config.max_cost,
+                "stopped_because": self.stopped_because,
+                "budget_note": self.budget_note,
             },
         }
 
@@ -201,7 +214,7 @@ class ConsortiumOrchestrator:
         check_keys(handles)
         pricing.warm()
         member_ids = dict.fromkeys(split_count(spec, set(handles))[0] for spec in self.config.models)
-        return Run(
+        run = Run(
             config=self.config,
             prompt=prompt,
             system=system or self.config.system_prompt,
@@ -214,6 +227,10 @@ class ConsortiumOrchestrator:
             tools=list(tools),
             chain_limit=CHAIN_LIMIT if chain_limit is None else chain_limit,
         )
+        refused = over_budget(run, 1)
+        if refused:
+            raise ConsortiumConfigError(refused)
+        return run
 
     async def execute(self, run: Run) -> dict:
         self._emit("run_started", run)
@@ -241,6 +258,9 @@ class ConsortiumOrchestrator:
     async def _rounds(self, run: Run, limiter) -> None:
         config = self.config
         for number in range(1, config.max_iterations + 1):
+            run.stopped_because = over_budget(run, number)
+            if run.stopped_because:
+                return  # with the last round's answer, the best so far
             self._emit("round_started", run, number)
             member_prompt = run.prompt
             if run.rounds:

@@ -439,8 +439,7 @@ def _usage(handle, usage) -> Usage:
     as unreported, not as 0, and its cost as unknown."""
     if usage.input is None and usage.output is None:
         return Usage(unreported=1, unpriced=1)
-    cost = pricing.call_cost(handle.model, usage.input or 0, usage.output or 0)
-    return Usage(usage.input or 0, usage.output or 0, cost=cost or 0.0, unpriced=int(cost is None))
+    return pricing.priced(handle.model, usage.input or 0, usage.output or 0)
 
 
 async def in_daemon_thread(function, then=None):

@@ -166,8 +166,7 @@ class _Consortium:
     def _finish(response, result: dict) -> str:
         usage = result["metadata"]["usage"]
         if usage["total"] or not usage["unreported"]:  # unknown is not 0: left unset
-            details = {"calls_without_usage": usage["unreported"]} if usage["unreported"] else None
-            response.set_usage(input=usage["input"], output=usage["output"], details=details)
+            response.set_usage(input=usage["input"], output=usage["output"], details=usage_details(usage))
         response.response_json = result
         return result["synthesis"]["synthesis"]
 
@@ -179,6 +178,20 @@ def in_chat(exc: BaseException) -> BaseException:
     if cli_command() == "chat" and isinstance(exc, (ConsortiumError, ConsortiumConfigError)):
         return click.ClickException(str(exc))
     return exc
+
+
+def usage_details(usage: dict) -> dict | None:
+    """What llm logs as the usage's details (``llm logs -u`` shows them):
+    the dollars, where any part of them is known, and how many calls
+    reported no tokens. A cost wholly unknown is left out, never 0."""
+    details = {}
+    if usage["cost_usd"] is not None:
+        details["cost_usd"] = usage["cost_usd"]
+    elif usage["priced_usd"]:
+        details.update(cost_usd=None, priced_usd=usage["priced_usd"], unpriced_calls=usage["unpriced"])
+    if usage["unreported"]:
+        details["calls_without_usage"] = usage["unreported"]
+    return details or None
 
 
 def mark_recorded(result: dict, recorder, run) -> dict:

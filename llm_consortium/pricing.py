@@ -24,8 +24,11 @@ when a run starts, well before its first call ends.
 
 from __future__ import annotations
 
+import math
 import threading
 from functools import lru_cache
+
+from .results import Usage
 
 # The provider of models from plugins whose provider is not in the model's name.
 PLUGIN_PROVIDERS = {
@@ -92,3 +95,38 @@ def call_cost(model, input_tokens: int, output_tokens: int) -> float | None:
     prices = _prices()
     usage = prices.Usage(input_tokens=input_tokens, output_tokens=output_tokens)
     return float(prices.calc_price(usage, name, **dict(where)).total_price)
+
+
+def priced(model, input_tokens: int, output_tokens: int) -> Usage:
+    """One call's tokens with their dollars, counted as unpriced when its price is unknown."""
+    cost = call_cost(model, input_tokens, output_tokens)
+    return Usage(input_tokens, output_tokens, cost=cost or 0.0, unpriced=int(cost is None))
+
+
+# A call not made yet is estimated, never measured: its prompt at one token
+# per four characters (the usual rule of thumb for English text; no
+# tokenizer is loaded), and its reply at this many tokens, a typical
+# answer's length.
+CHARS_PER_TOKEN = 4
+ASSUMED_REPLY_TOKENS = 500
+
+
+def estimated_tokens(text: str) -> int:
+    """The tokens ``text`` would take, at ``CHARS_PER_TOKEN`` characters a token."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def dollars(amount: float, exact: bool = False) -> str:
+    """Dollars for reading: cents above a dollar ($1.24), two significant
+    digits below it ($0.0031, $0.12), so a small cost never reads as $0.00.
+    ``exact``: every digit, for an amount the user gave (a budget of $0.0125)."""
+    if exact:
+        return "$" + f"{amount:,.10f}".rstrip("0").rstrip(".")
+    if amount >= 1:
+        return f"${amount:,.2f}"
+    if amount <= 0:
+        return "$0"
+    amount = float(f"{amount:.2g}")  # rounded first, so that 0.000999 reads $0.001, not $0.00100
+    decimals = max(2, 1 - math.floor(math.log10(amount)))
+    text = f"{amount:.{decimals}f}"
+    return "$" + (text.rstrip("0") if decimals > 2 else text)

@@ -24,9 +24,9 @@ from .results import MemberResult, Usage
 
 _CALL_COLUMNS = (
     "run_id, round, role, model, instance, prompt, text, error, "
-    "input_tokens, output_tokens, seconds, attempts, cancelled, created"
+    "input_tokens, output_tokens, cost_usd, seconds, attempts, cancelled, created"
 )
-_INSERT_CALL = f"INSERT INTO consortium_calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+_INSERT_CALL = f"INSERT INTO consortium_calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 15)})"
 
 
 class RunRecorder(Observer):
@@ -223,7 +223,7 @@ def _call(run: Run, round_number: int, role: str, model: str, instance: int, pro
     """The statement recording one call, under its role."""
     return _INSERT_CALL, (
         run.run_id, round_number, role, model, instance, prompt, text, error,
-        usage.input, usage.output, seconds, attempts, int(cancelled), store.now(),
+        usage.input, usage.output, usage.cost_usd, seconds, attempts, int(cancelled), store.now(),
     )
 
 
@@ -232,9 +232,11 @@ def _progress(run: Run) -> tuple[str, tuple]:
     last = run.rounds[-1].judgement if run.rounds and run.rounds[-1].judgement else None
     return (
         "UPDATE consortium_runs SET iterations = ?, synthesis = ?, confidence = ?, agreement = ?, "
-        "input_tokens = ?, output_tokens = ? WHERE id = ?",
+        "input_tokens = ?, output_tokens = ?, cost_usd = ?, priced_usd = ?, unpriced_calls = ?, "
+        "stopped_because = ? WHERE id = ?",
         (len(run.rounds), last.synthesis if last else None, last.confidence if last else None,
-         last.agreement if last else None, run.usage.input, run.usage.output, run.run_id),
+         last.agreement if last else None, run.usage.input, run.usage.output, run.usage.cost_usd,
+         run.usage.cost, run.usage.unpriced, run.stopped_because, run.run_id),
     )
 
 
@@ -253,19 +255,22 @@ def list_runs(limit: int | None = 20) -> list[dict]:
     try:
         rows = conn.execute(
             "SELECT id, name, config, status, confidence, iterations, input_tokens, output_tokens, "
-            "started, finished, pid, host FROM consortium_runs ORDER BY started DESC, rowid DESC LIMIT ?",
+            "cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host "
+            "FROM consortium_runs ORDER BY started DESC, rowid DESC LIMIT ?",
             (-1 if limit is None or limit > _MAX_SQLITE_INTEGER else limit,),
         ).fetchall()
     finally:
         conn.close()
     runs = []
-    for (id_, name, config, status, confidence, iterations, input_tokens, output_tokens, started, finished,
-         pid, host) in rows:
+    for (id_, name, config, status, confidence, iterations, input_tokens, output_tokens, cost_usd, priced_usd,
+         unpriced_calls, stopped_because, started, finished, pid, host) in rows:
         runs.append({
             "id": id_, "name": name, "models": _json(config, {}).get("models", []),
             "status": _status(status, pid, host),
             "confidence": confidence, "iterations": iterations, "input_tokens": input_tokens,
-            "output_tokens": output_tokens, "started": started, "finished": finished,
+            "output_tokens": output_tokens, "cost_usd": cost_usd, "priced_usd": priced_usd,
+            "unpriced_calls": unpriced_calls, "stopped_because": stopped_because,
+            "started": started, "finished": finished,
         })
     return runs
 
@@ -313,7 +318,9 @@ def get_run(run_id_or_prefix: str) -> dict | None:
     Returns None when nothing matches; raises ``AmbiguousRunId`` when the
     prefix matches several runs. ``config`` and ``result`` come back parsed.
     Each round is {round, synthesis, confidence, analysis, dissent,
-    needs_iteration, refinement_areas, parse_ok, agreement, details, calls};
+    needs_iteration, refinement_areas, parse_ok, agreement, details, calls,
+    cost_usd, priced_usd, unpriced_calls}: the round's dollars summed from
+    its calls', ``cost_usd`` None when any call's is unknown;
     a round whose judgement never arrived (every member failed, or the run
     was cancelled) has None there and still lists its calls.
     """
@@ -357,6 +364,11 @@ def get_run(run_id_or_prefix: str) -> dict | None:
         call["cancelled"] = bool(call["cancelled"])
         rounds.setdefault(call["round"], _empty_round(call["round"]))["calls"].append(call)
     run["rounds"] = [rounds[number] for number in sorted(rounds)]
+    for round_ in run["rounds"]:
+        costs = [call["cost_usd"] for call in round_["calls"]]
+        round_["priced_usd"] = sum(cost for cost in costs if cost is not None)
+        round_["unpriced_calls"] = costs.count(None)
+        round_["cost_usd"] = None if None in costs else round_["priced_usd"]
     return run
 
 

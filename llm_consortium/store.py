@@ -97,6 +97,19 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX IF NOT EXISTS consortium_tool_calls_run_id ON consortium_tool_calls (run_id)",
         ],
     ),
+    (
+        # Dollars (see ``pricing``), NULL where unknown: each call's, and
+        # the run's, with the known part and how many calls are unpriced,
+        # and why a run stopped early (--max-cost).
+        "008_cost",
+        [
+            "ALTER TABLE consortium_calls ADD COLUMN cost_usd REAL",
+            "ALTER TABLE consortium_runs ADD COLUMN cost_usd REAL",
+            "ALTER TABLE consortium_runs ADD COLUMN priced_usd REAL",
+            "ALTER TABLE consortium_runs ADD COLUMN unpriced_calls INTEGER",
+            "ALTER TABLE consortium_runs ADD COLUMN stopped_because TEXT",
+        ],
+    ),
 ]
 
 

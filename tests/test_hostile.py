@@ -361,7 +361,9 @@ def test_usage_a_model_does_not_report_is_unknown_not_zero(sim):
     assert "tokens unknown (not reported by the model)" in result.stderr
     assert "0 tokens" not in result.stderr
     api = orchestrator().orchestrate_sync("q")
-    assert api["metadata"]["usage"] == {"input": 0, "output": 0, "total": 0, "unreported": 3}
+    assert api["metadata"]["usage"] == {"input": 0, "output": 0, "total": 0, "unreported": 3,
+                                        "cost_usd": None, "priced_usd": 0.0, "unpriced": 3}
+    assert "cost unknown: 3 calls unpriced" in result.stderr and "$0" not in result.stderr
 
 
 def test_list_shows_the_method_and_inspect_says_no_judge_decided(sim):

@@ -82,7 +82,7 @@ def saved(sim):
 
 
 SUMMARY = re.compile(r"^Confidence 0\.90 · (agreement \d\.\d\d \(measured\) · )?1 round · [\d,]+ tokens · "
-                     r"\d+\.\d s · run ([0-9a-f]{8})$")
+                     r"cost unknown: 3 calls unpriced · \d+\.\d s · run ([0-9a-f]{8})$")
 
 
 # progress and summary on a terminal

@@ -53,3 +53,19 @@ def test_no_reported_usage_is_unknown_cost(sim):
     result = run(["cheap"])
     tokens = result["model_responses"][0]["tokens"]
     assert tokens["cost_usd"] is None and tokens["unreported"] == 1
+
+
+@pytest.mark.parametrize("amount, shown", [
+    (1.237, "$1.24"), (1234.5, "$1,234.50"), (0.5, "$0.50"), (0.12, "$0.12"), (0.05, "$0.05"),
+    (0.0031, "$0.0031"), (0.003149, "$0.0031"), (0.000999, "$0.001"), (0.0000031, "$0.0000031"), (0, "$0"),
+])
+def test_dollars_read_sensibly_and_a_small_cost_never_reads_as_zero(amount, shown):
+    from llm_consortium.pricing import dollars
+
+    assert dollars(amount) == shown
+
+
+def test_a_budget_is_shown_with_every_digit_given():
+    from llm_consortium.pricing import dollars
+
+    assert [dollars(a, exact=True) for a in (0.0125, 25, 0.000001)] == ["$0.0125", "$25", "$0.000001"]

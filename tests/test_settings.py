@@ -26,7 +26,7 @@ def test_every_setting_set_by_flags_is_saved_shown_and_an_o_option(sim):
     sim.add("m1", reply="42")
     sim.add("judge", reply=arbiter_xml("42", 0.9))
     values = {"confidence_threshold": "0.7", "max_iterations": "4", "min_iterations": "2", "method": "vote",
-              "timeout": "12.5", "attempts": "2", "max_concurrency": "5", "quorum": "1"}
+              "timeout": "12.5", "attempts": "2", "max_concurrency": "5", "quorum": "1", "max_cost": "0.25"}
     flags = [part for name, value in values.items() for part in ("--" + name.replace("_", "-"), value)]
     result = invoke("consortium", "save", "c", "-m", "m1", "--arbiter", "judge", "--system", "Be brief.", *flags)
     assert result.exit_code == 0, result.output
@@ -34,8 +34,10 @@ def test_every_setting_set_by_flags_is_saved_shown_and_an_o_option(sim):
     expected = ConsortiumConfig(models=["m1"], arbiter="judge", **values)
     named = {s.name for s in ConsortiumConfig.settings()} - {"arbiter", "system_prompt"}
     assert set(values) == named  # a new setting is tried here too
+    formatted = {"max_cost": "$0.25"}  # dollars are shown as dollars
     for name in named:
-        assert f"{name.replace('_', ' ').capitalize()}: {getattr(expected, name)}" in shown, (name, shown)
+        value = formatted.get(name, getattr(expected, name))
+        assert f"{name.replace('_', ' ').capitalize()}: {value}" in shown, (name, shown)
     shown = "\n".join(shown)
     assert "Arbiter: judge" in shown and "System prompt: Be brief." in shown
     options = llm.get_model("c").Options.model_fields
