@@ -1,6 +1,6 @@
 import pytest
 
-from simprovider import SimProvider
+from llm_consortium.simulator import SimProvider, arbiter_xml
 
 ENV_VARS_TO_CLEAR = (
     "OPENAI_API_KEY",
@@ -31,3 +31,12 @@ def sim(_sim_server, tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     _sim_server.reset()
     yield _sim_server
+
+
+@pytest.fixture
+def panel(sim):
+    """Two members that agree on 42 and an arbiter confident in it."""
+    sim.add("m1", reply="Member one says 42.")
+    sim.add("m2", reply="Member two says 42.")
+    sim.add("judge", reply=arbiter_xml("The answer is 42.", 0.9, analysis="Both agree.", dissent="none"))
+    return sim

@@ -11,30 +11,9 @@ import time
 
 import llm
 import pytest
-from click.testing import CliRunner
-from llm.cli import cli
 
-from helpers import db_rows
-from simprovider import arbiter_xml
-
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
-
-
-def llm_subprocess(*args, input="", **kw):
-    return subprocess.run(
-        [sys.executable, "-m", "llm", *args], input=input, capture_output=True, text=True, timeout=60, **kw
-    )
-
-
-@pytest.fixture
-def panel(sim):
-    sim.add("m1", reply="Member one says 42.")
-    sim.add("m2", reply="Member two says 42.")
-    sim.add("judge", reply=arbiter_xml("The answer is 42.", 0.9, analysis="Both agree.", dissent="none"))
-    return sim
-
+from helpers import db_rows, invoke, llm_subprocess
+from llm_consortium.simulator import arbiter_xml
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
 

@@ -9,7 +9,7 @@ import sys
 import time
 
 import click
-from simprovider import arbiter_xml
+from llm_consortium.simulator import arbiter_xml
 
 
 def run_llm(args, *, stderr_tty):

@@ -12,7 +12,7 @@ import pytest
 
 from llm_consortium import ConsortiumConfigError, ConsortiumError, ConsortiumOrchestrator
 from llm_consortium.runner import run_coroutine
-from simprovider import arbiter_xml
+from llm_consortium.simulator import arbiter_xml
 
 FAST = {"retry_backoff": 0.01}
 

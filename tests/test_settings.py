@@ -3,15 +3,10 @@
 
 import llm
 import pytest
-from click.testing import CliRunner
-from llm.cli import cli
 
+from helpers import invoke
 from llm_consortium.config import ConsortiumConfig, ConsortiumConfigError, parse_threshold
-from simprovider import arbiter_xml
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+from llm_consortium.simulator import arbiter_xml
 
 
 def test_every_setting_is_a_flag_of_run_and_save_with_its_help():

@@ -11,37 +11,12 @@ import threading
 import time
 
 import llm
-import pytest
-from click.testing import CliRunner
-from llm.cli import cli
 
 from llm_consortium import ConsortiumOrchestrator, Observer, RunRecorder, store
 from llm_consortium.recorder import get_run
-from helpers import db_rows
-from simprovider import arbiter_xml
+from helpers import db_path, db_rows, invoke, llm_subprocess
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
-
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
-
-
-def llm_subprocess(*args):
-    return subprocess.run([sys.executable, "-m", "llm", *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=120)
-
-
-def db_path():
-    return llm.user_dir() / "logs.db"
-
-
-@pytest.fixture
-def panel(sim):
-    sim.add("m1", reply="Member one says 42.")
-    sim.add("m2", reply="Member two says 42.")
-    sim.add("judge", reply=arbiter_xml("The answer is 42.", 0.9))
-    return sim
 
 
 def test_ten_concurrent_first_runs_leave_llm_working(panel):

@@ -1,5 +1,7 @@
 """A simulated OpenAI-compatible provider on 127.0.0.1 with scripted models.
 
+A development and evaluation tool, not part of a consortium run: the
+package's ``__init__`` never imports it, so it costs ``llm`` nothing.
 Tests and benchmarks drive llm's real OpenAI client against it: ``add()``
 registers a model here and lists it in ``extra-openai-models.yaml`` in the
 current llm user dir, so ``llm.get_model(name)`` talks to this server.
@@ -386,7 +388,7 @@ class SimProvider:
         self.port = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="simprovider", daemon=True
+            target=self._server.serve_forever, name="simulator", daemon=True
         )
         self._thread.start()
 
