@@ -23,6 +23,10 @@ import llm
 
 CHAT_PATH = "/v1/chat/completions"
 WORDS_PER_CHUNK = 3
+# What errors that clients retry (429 and 5xx) ask them to wait, as real
+# providers do with Retry-After: short, so that the OpenAI client's own
+# retries (by default 0.5 s, then 1 s) don't add seconds to every test.
+RETRY_AFTER_MS = 5
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -248,6 +252,8 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(payload).encode()
         request.status = status
         self.send_response(status)
+        if status == 429 or status >= 500:
+            self.send_header("Retry-After-Ms", str(RETRY_AFTER_MS))
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
