@@ -11,11 +11,14 @@ import subprocess
 import sys
 from typing import Optional
 
+import click
 import llm
 import pytest
 from pydantic import Field
 
 from helpers import db_rows, invoke, read_until_closed
+from llm_consortium import ConsortiumOrchestrator
+from llm_consortium.display import summary_line
 from llm_consortium.simulator import arbiter_xml
 
 ANSWER = "The answer is 42."
@@ -130,17 +133,16 @@ def test_no_run_id_when_nothing_is_recorded(saved):
 
 def test_summary_says_when_the_threshold_was_not_reached(saved):
     saved.add("judge", reply=arbiter_xml(ANSWER, 0.5))
-    terminal, _ = on_terminal(["-m", "c", "-o", "max_iterations", "1", "q"], stdout_too=False)
-    (summary,) = [line for line in screen(terminal) if line.startswith("Confidence")]
+    result = ConsortiumOrchestrator(models=["m1", "m2"], arbiter="judge", max_iterations=1).orchestrate_sync("q")
+    summary = click.unstyle(summary_line(result))
     assert summary.startswith("Confidence 0.50 · ") and "below the 0.80 threshold" in summary
 
 
 def test_summary_says_when_no_judge_decided(saved):
     saved.add("judge", status=500, error_message="down")
-    terminal, stdout = on_terminal(["-m", "c", "-o", "attempts", "1", "q"], stdout_too=False)
-    assert stdout == "Member one says 42.\n"
-    (summary,) = [line for line in screen(terminal) if line.startswith("Confidence")]
-    assert "no judge decided" in summary
+    result = ConsortiumOrchestrator(models=["m1", "m2"], arbiter="judge", attempts=1).orchestrate_sync("q")
+    assert result["synthesis"]["synthesis"] == "Member one says 42."
+    assert "no judge decided" in summary_line(result)
 
 
 # -o options of the members
@@ -212,13 +214,11 @@ def test_a_bad_consortium_option_in_run_is_one_line(saved):
 
 
 def test_chat_options_reach_the_members_and_a_bad_one_is_one_line(saved):
-    chat = subprocess.run([sys.executable, "-m", "llm", "chat", "-m", "c", "-o", "temperature", "0.3"],
-                          input="hello\nagain\nquit\n", capture_output=True, text=True, timeout=60)
-    assert chat.returncode == 0, chat.stderr
+    chat = invoke("chat", "-m", "c", "-o", "temperature", "0.3", input="hello\nagain\nquit\n")
+    assert chat.exit_code == 0, chat.stderr
     assert [call.body.get("temperature") for call in saved.calls("m1")] == [0.3, 0.3]
-    bad = subprocess.run([sys.executable, "-m", "llm", "chat", "-m", "c", "-o", "bogus", "1"],
-                         input="hello\nquit\n", capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 1
+    bad = invoke("chat", "-m", "c", "-o", "bogus", "1", input="hello\nquit\n")
+    assert bad.exit_code == 1
     assert bad.stderr.strip().splitlines() == ["Error: No member model accepts the option bogus "
                                                "(see llm models --options)"]
     assert len(saved.calls("m1")) == 2
@@ -233,9 +233,8 @@ def test_key_is_refused_in_one_line(saved):
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("Error: --key") and "llm keys set" in line and "sk-secret" not in line
     assert saved.requests == []
-    chat = subprocess.run([sys.executable, "-m", "llm", "chat", "-m", "c", "--key", "x"],
-                          input="hello\nquit\n", capture_output=True, text=True, timeout=60)
-    assert chat.returncode == 1 and chat.stderr.strip().splitlines() == [line]
+    chat = invoke("chat", "-m", "c", "--key", "x", input="hello\nquit\n")
+    assert chat.exit_code == 1 and chat.stderr.strip().splitlines() == [line]
     assert saved.requests == []
 
 
@@ -263,9 +262,8 @@ def test_a_run_that_fails_in_chat_ends_it_in_one_line_and_is_recorded(sim):
     sim.add("bad", status=500)
     sim.add("judge", reply=arbiter_xml(ANSWER, 0.9))
     assert invoke("consortium", "save", "c", "-m", "bad", "--arbiter", "judge", "--attempts", "1").exit_code == 0
-    chat = subprocess.run([sys.executable, "-m", "llm", "chat", "-m", "c"],
-                          input="hello\nquit\n", capture_output=True, text=True, timeout=60)
-    assert chat.returncode == 1 and "Traceback" not in chat.stderr
+    chat = invoke("chat", "-m", "c", input="hello\nquit\n")
+    assert chat.exit_code == 1 and "Traceback" not in chat.stderr
     (line,) = chat.stderr.strip().splitlines()
     assert line.startswith("Error: Every member failed in round 1: bad#1")
     (run,) = db_rows("select status, error from consortium_runs")
