@@ -630,7 +630,7 @@ def runs(limit, json_):
     recording how it ended (killed, or its machine went down) is shown as
     interrupted."""
     from .display import cost
-    from .recorder import list_runs
+    from .store import list_runs
 
     rows = list_runs(limit or None)
     if json_:
@@ -654,7 +654,7 @@ def runs(limit, json_):
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
 def inspect(run_id, json_):
     """Show one run round by round (RUN_ID or a prefix; default the latest)."""
-    from .recorder import AmbiguousRunId, get_run, latest_run_id
+    from .store import AmbiguousRunId, get_run, latest_run_id
 
     if run_id == "latest":
         run_id = latest_run_id()

@@ -14,7 +14,7 @@ import pytest
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
 from llm_consortium.aggregate import extract_answer, is_correct
 from llm_consortium.methods import council, vote
-from llm_consortium.recorder import get_run
+from llm_consortium.store import get_run
 from simprovider import arbiter_xml
 
 FAST = {"retry_backoff": 0.01}

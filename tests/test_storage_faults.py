@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from llm.cli import cli
 
 from llm_consortium import ConsortiumOrchestrator, Observer, RunRecorder, store
-from llm_consortium.recorder import get_run
+from llm_consortium.store import get_run
 from helpers import db_rows
 from simprovider import arbiter_xml
 

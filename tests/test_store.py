@@ -13,7 +13,8 @@ import pytest
 
 from llm_consortium import ConsortiumConfig, ConsortiumError, ConsortiumOrchestrator, store
 from llm_consortium.engine import Run
-from llm_consortium.recorder import AmbiguousRunId, RunRecorder, get_run, latest_run_id, list_runs
+from llm_consortium.recorder import RunRecorder
+from llm_consortium.store import AmbiguousRunId, get_run, latest_run_id, list_runs
 from llm_consortium.results import MemberResult, Usage
 from simprovider import arbiter_xml
 
@@ -126,8 +127,9 @@ def test_migrations_applied_once(sim):
     assert {"consortium_runs", "consortium_calls", "consortium_rounds", "consortium_configs"} <= tables
 
 
-def test_store_import_does_not_load_the_engine():
-    code = "import sys, llm_consortium.store; print('llm_consortium.engine' in sys.modules)"
+@pytest.mark.parametrize("module", ["store", "recorder"])
+def test_storage_import_does_not_load_the_engine(module):
+    code = f"import sys, llm_consortium.{module}; print('llm_consortium.engine' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
