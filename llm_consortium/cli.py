@@ -445,36 +445,14 @@ def check_writable(output: str) -> None:
 def log_response(response, name: str, config: ConsortiumConfig) -> None:
     """Log the consortium's answer where ``llm logs`` shows it, and save its
     configuration as ``name`` (marked ad hoc, which ``list`` leaves out) so
-    that ``llm -c`` can find this model again.
-
-    llm's own migrations are not safe against two processes creating a new
-    logs.db at the same moment, so they run under ``store.schema_lock``.
-    They and the log entry are one transaction, which takes the write lock
-    up front (llm's own would deadlock with another writer, failing at
-    once): a migration that fails half-way (a full disk, a killed process)
-    leaves logs.db as it was. If logging fails the answer has been shown
-    already: say so in one line rather than in a traceback.
+    that ``llm -c`` can find this model again. If logging fails the answer
+    has been shown already: say so in one line rather than in a traceback.
     """
-    import sqlite3
+    from .store import log_llm_response, save_config
 
-    import sqlite_utils
-    from llm.migrations import migrate
-
-    from .store import BUSY_TIMEOUT_SECONDS, db_path, save_config, schema_lock
-
-    path = db_path()
     try:
         save_config(name, {**config.to_dict(), "ad_hoc": True})
-        with schema_lock(path):
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS)
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                db = sqlite_utils.Database(conn)
-                migrate(db)
-                response.log_to_db(db)
-                conn.commit()
-            finally:
-                conn.close()  # uncommitted, it is rolled back
+        log_llm_response(response)
     except Exception as exc:  # llm's logging code, or the database; the answer is shown already
         click.echo(f"Warning: could not add the answer to llm logs: {exc}", err=True)
 
@@ -619,6 +597,33 @@ def default(name, clear):
 
 
 consortium.add_command(eval_command)
+
+
+@consortium.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface, and anyone who reaches it can read and ask)")
+@click.option("-p", "--port", type=click.IntRange(0, 65535), default=8001, show_default=True,
+              help="Port to listen on (0: any free one)")
+def serve(host, port):
+    """A local web viewer of the recorded runs, live and past, where a
+    saved consortium can also be asked. Needs the web extra."""
+    from .store import db_path
+    from .web import INSTALL, PACKAGES
+
+    try:
+        from .web.app import listen, server
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in PACKAGES:
+            raise
+        fail(f"llm consortium serve needs the web extra ({exc.name} is missing): {INSTALL}")
+    try:
+        sock = listen(host, port)
+    except OSError as exc:
+        fail(f"Cannot listen on {host}:{port}: {exc.strerror or exc}")
+    bound = sock.getsockname()[1]
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else f'[{host}]' if ':' in host else host}:{bound}/"
+    click.echo(f"Viewing the runs in {db_path()} at {url} (Ctrl-C stops)", err=True)
+    server(sock, host).run(sockets=[sock])
 
 
 @consortium.command()

@@ -296,33 +296,68 @@ def _read_configs(uri: str, timeout: float) -> list[tuple]:
 # Runs, as ``recorder.RunRecorder`` wrote them.
 
 
-def list_runs(limit: int | None = 20) -> list[dict]:
+def list_runs(limit: int | None = 20, *, prompt: str | None = None, name: str | None = None,
+              method: str | None = None, status: str | None = None) -> list[dict]:
     """The latest runs, newest first, summarised; ``limit`` None (or beyond
     what SQLite counts to) for all.
+
+    Only those whose prompt contains ``prompt`` (ignoring ASCII case), made
+    by the saved consortium ``name``, with ``method``, or with ``status``,
+    when given.
 
     A run still marked 'running' whose recording process has gone (on this
     host, no process has its pid: killed with -9, or its machine lost
     power) is given as 'interrupted'; ``get_run`` does the same.
     """
+    where, params = [], []
+    for column, value in (("name", name), ("method", method)):
+        if value:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if prompt:
+        where.append("instr(lower(prompt), lower(?)) > 0")
+        params.append(prompt)
+    # 'interrupted' is a 'running' row whose process has gone: told apart below.
+    derived = status in ("running", "interrupted")
+    if status:
+        where.append("status = ?")
+        params.append("running" if derived else status)
+    sql_limit = -1 if derived or limit is None or limit > _MAX_SQLITE_INTEGER else limit
     with connection() as conn:
         rows = conn.execute(
-            "SELECT id, name, config, status, confidence, iterations, input_tokens, output_tokens, "
-            "cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host "
-            "FROM consortium_runs ORDER BY started DESC, rowid DESC LIMIT ?",
-            (-1 if limit is None or limit > _MAX_SQLITE_INTEGER else limit,),
+            "SELECT id, name, prompt, method, config, status, confidence, agreement, iterations, input_tokens, "
+            "output_tokens, cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host "
+            f"FROM consortium_runs {'WHERE ' + ' AND '.join(where) if where else ''} "
+            "ORDER BY started DESC, rowid DESC LIMIT ?",
+            (*params, sql_limit),
         ).fetchall()
     runs = []
-    for (id_, name, config, status, confidence, iterations, input_tokens, output_tokens, cost_usd, priced_usd,
-         unpriced_calls, stopped_because, started, finished, pid, host) in rows:
+    for (id_, name_, prompt_, method_, config, status_, confidence, agreement, iterations, input_tokens,
+         output_tokens, cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host) in rows:
         runs.append({
-            "id": id_, "name": name, "models": _json(config, {}).get("models", []),
-            "status": _status(status, pid, host),
-            "confidence": confidence, "iterations": iterations, "input_tokens": input_tokens,
-            "output_tokens": output_tokens, "cost_usd": cost_usd, "priced_usd": priced_usd,
-            "unpriced_calls": unpriced_calls, "stopped_because": stopped_because,
+            "id": id_, "name": name_, "prompt": prompt_, "method": method_,
+            "models": _json(config, {}).get("models", []),
+            "status": _status(status_, pid, host),
+            "confidence": confidence, "agreement": agreement, "iterations": iterations,
+            "input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost_usd,
+            "priced_usd": priced_usd, "unpriced_calls": unpriced_calls, "stopped_because": stopped_because,
             "started": started, "finished": finished,
         })
+    if derived:
+        runs = [run for run in runs if run["status"] == status][:limit]
     return runs
+
+
+def run_facets() -> dict[str, list[str]]:
+    """The values the runs can be filtered by: {"name": saved consortia
+    that made runs, "method": methods, "status": statuses recorded}."""
+    with connection() as conn:
+        return {
+            column: [row[0] for row in conn.execute(
+                f"SELECT DISTINCT {column} FROM consortium_runs WHERE {column} IS NOT NULL ORDER BY {column}"
+            )]
+            for column in ("name", "method", "status")
+        }
 
 
 _MAX_SQLITE_INTEGER = 2**63 - 1
@@ -432,3 +467,55 @@ def _json(text: str | None, default):
         return json.loads(text)
     except ValueError:
         return default
+
+
+# llm's own log of the consortium's answers (its tables, read and written
+# through llm's code where it has one).
+
+
+def llm_conversation(run_id: str) -> dict | None:
+    """Where ``llm logs`` holds this run's answer: {"id": the conversation
+    id (``llm logs --cid``), "turn": the entry's id, "runs": the ids of the
+    recorded runs whose answers make up that conversation, in order}.
+
+    None when llm logged no answer for it (``--no-log``, a failed run, the
+    Python API) or has no log tables yet.
+    """
+    with connection() as conn:
+        try:
+            row = conn.execute(
+                "SELECT id, thread_id FROM turns WHERE json_valid(response_json) "
+                "AND json_extract(response_json, '$.metadata.run_id') = ?", (run_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            runs = [r[0] for r in conn.execute(
+                "SELECT json_extract(response_json, '$.metadata.run_id') FROM turns "
+                "WHERE thread_id = ? AND json_valid(response_json) ORDER BY datetime_utc, rowid", (row[1],),
+            ) if r[0]]
+        except sqlite3.OperationalError:  # llm has not created its tables
+            return None
+    return {"id": row[1], "turn": row[0], "runs": runs}
+
+
+def log_llm_response(response) -> None:
+    """Log a consortium's answer (an llm response that has run) where
+    ``llm logs`` shows it, in its conversation.
+
+    llm's own migrations are not safe against two processes creating a new
+    logs.db at the same moment, so they run under ``schema_lock``. They
+    and the log entry are one transaction, which takes the write lock up
+    front (llm's own would deadlock with another writer, failing at once):
+    a migration that fails half-way (a full disk, a killed process) leaves
+    logs.db as it was.
+    """
+    import sqlite_utils
+    from llm.migrations import migrate
+
+    path = db_path()
+    with schema_lock(path), closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        db = sqlite_utils.Database(conn)
+        migrate(db)
+        response.log_to_db(db)
+        conn.commit()  # uncommitted, it is rolled back on close
