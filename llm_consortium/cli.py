@@ -613,9 +613,10 @@ def serve(host, port):
     try:
         from .web.app import listen, server
     except ImportError as exc:
-        if (exc.name or "").split(".")[0] not in PACKAGES:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in PACKAGES:
             raise
-        fail(f"llm consortium serve needs the web extra ({exc.name} is missing): {INSTALL}")
+        fail(f"llm consortium serve needs the web extra ({missing} is missing): {INSTALL}")
     try:
         sock = listen(host, port)
     except OSError as exc:

@@ -16,7 +16,7 @@ import json
 import secrets
 import socket
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -76,6 +76,9 @@ def create_app(host: str = "127.0.0.1") -> Starlette:
             seen = None
             while not await request.is_disconnected():
                 record = await run_in_threadpool(store.get_run, run_id)
+                if record is None:  # deleted meanwhile
+                    yield "event: end\ndata: {}\n\n"
+                    return
                 ended = record["status"] in pages.FINISHED and not asks.busy(run_id)
                 conversation, configs = await run_in_threadpool(
                     lambda: (store.llm_conversation(run_id), saved()))
@@ -96,11 +99,10 @@ def create_app(host: str = "127.0.0.1") -> Starlette:
                                    chosen=request.query_params.get("consortium")))
 
     async def ask(request: Request):
-        form = await request.form()
-        if not secrets.compare_digest(str(form.get("csrf", "")), csrf) or cross_origin(request):
+        form = await posted(request)
+        if not secrets.compare_digest(form.get("csrf", ""), csrf) or cross_origin(request):
             return PlainTextResponse("Refused: this form did not come from this viewer's page", status_code=403)
-        name, prompt = str(form.get("consortium", "")), str(form.get("prompt", ""))
-        after = str(form.get("after", "")) or None
+        name, prompt, after = form.get("consortium", ""), form.get("prompt", ""), form.get("after") or None
         try:
             started = await run_in_threadpool(asks.start, name, prompt, after)
             run_id = await asyncio.wait_for(asyncio.wrap_future(started), START_SECONDS)
@@ -140,6 +142,12 @@ async def recorded(run_id: str, seconds: float = 5.0) -> None:
         if await run_in_threadpool(store.get_run, run_id):
             return
         await asyncio.sleep(0.05)
+
+
+async def posted(request: Request) -> dict[str, str]:
+    """A form the page posted (URL-encoded, as its forms send them): the first value of each field."""
+    body = (await request.body()).decode("utf-8", "replace")
+    return {key: values[0] for key, values in parse_qs(body, keep_blank_values=True).items()}
 
 
 def saved() -> list[str]:

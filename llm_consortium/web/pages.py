@@ -157,13 +157,16 @@ def run_header(record: dict, conversation: dict | None) -> Markup:
 
 def round_section(record: dict, round_: dict, current: bool) -> Markup:
     calls = round_.get("calls") or []
-    members = [c for c in calls if c.get("role") == "member"]
-    expected = sum(split_count(spec)[1] for spec in (record.get("config") or {}).get("models") or [])
+    specs = (record.get("config") or {}).get("models") or []
+    order = [split_count(spec)[0] for spec in specs]
+    members = sorted((c for c in calls if c.get("role") == "member"), key=lambda c: (
+        order.index(c.get("model")) if c.get("model") in order else len(order), c.get("instance") or 0))
+    expected = sum(split_count(spec)[1] for spec in specs)
     waiting = expected - len(members) if current and round_.get("synthesis") is None else 0
     number_ = round_["round"]
     tabs = el("div", [
         el("button", member_name(c), type="button", role="tab", class_="tab" + (" failed" if c.get("error") else ""),
-           aria_selected="true" if i == 0 else "false", data_tab=str(i))
+           aria_selected="true" if i == 0 else "false", data_tab=member_name(c))
         for i, c in enumerate(members)
     ], role="tablist", class_="tabs")
     panels = el("div", [member_panel(c, i) for i, c in enumerate(members)],
@@ -176,7 +179,7 @@ def round_section(record: dict, round_: dict, current: bool) -> Markup:
     ]))
     return el(
         "section",
-        el("h2", f"Round {number_}", el("span", summary, class_="muted")),
+        el("h2", f"Round {number_} ", el("span", summary, class_="muted")),
         el("div", tabs, panels, class_="members", data_key=f"members-{number_}"),
         judgement(round_, current and waiting <= 0),
         raw_calls(calls, number_),
@@ -197,7 +200,7 @@ def member_panel(call: dict, index: int) -> Markup:
         el("p", "Cancelled (a quorum had answered, or the run was stopped)", class_="notice")
         if call.get("cancelled") else None,
         el("div", markdown(call.get("text")), class_="markdown") if call.get("text") else None,
-        role="tabpanel", class_="member" + (" active" if index == 0 else ""), data_panel=str(index),
+        role="tabpanel", class_="member" + (" active" if index == 0 else ""), data_panel=member_name(call),
     )
 
 

@@ -36,7 +36,7 @@
     });
     root.querySelectorAll(".members[data-key]").forEach(function (box) {
       var index = state.tabs[box.dataset.key];
-      if (index !== undefined && box.querySelector('.tab[data-tab="' + index + '"]')) selectTab(box, index);
+      if (index !== undefined && box.querySelector('.tab[data-tab="' + CSS.escape(index) + '"]')) selectTab(box, index);
     });
   }
 
