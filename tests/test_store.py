@@ -334,12 +334,32 @@ def test_list_runs_newest_first(sim):
     assert runs[0]["models"] == ["m1"]
     assert runs[0]["status"] == "success" and runs[0]["confidence"] == 0.75 and runs[0]["iterations"] == 1
     assert runs[0]["input_tokens"] > 0 and runs[0]["output_tokens"] > 0
-    assert set(runs[0]) == {"id", "name", "models", "status", "confidence", "iterations",
+    assert set(runs[0]) == {"id", "name", "prompt", "method", "models", "status", "confidence", "agreement", "iterations",
                             "input_tokens", "output_tokens", "cost_usd", "priced_usd", "unpriced_calls",
                             "stopped_because", "started", "finished"}
     # sim models without a model_name have no known price: unknown, not 0
     assert runs[0]["cost_usd"] is None and runs[0]["unpriced_calls"] == 2 and runs[0]["priced_usd"] == 0
     assert [r["id"] for r in list_runs(limit=2)] == ids[:0:-1]
+
+
+def test_list_runs_filters(sim):
+    sim.add_many(["m1", "m2"], reply="<answer>4</answer>")
+    sim.add("judge", reply=arbiter_xml("4", 0.9))
+    first = recorded_run(["m1"], RunRecorder("solo"), max_iterations=1)[0]["metadata"]["run_id"]
+    asked = ConsortiumOrchestrator(models=["m1", "m2"], arbiter="judge", method="vote", observers=[RunRecorder("pair")])
+    second = asked.orchestrate_sync("What is 2+2? Say it PLAINLY.")["metadata"]["run_id"]
+    conn = store.connect()
+    with conn:  # a run whose process has gone: read as interrupted
+        conn.execute("UPDATE consortium_runs SET status = 'running', pid = 2147483646 WHERE id = ?", (first,))
+    conn.close()
+    ids = lambda **filters: [r["id"] for r in list_runs(None, **filters)]  # noqa: E731
+    assert ids(prompt="plainly") == [second] and ids(prompt="nothing like it") == []
+    assert ids(name="solo") == [first] and ids(method="vote") == [second]
+    assert ids(status="interrupted") == [first] and ids(status="running") == [] and ids(status="success") == [second]
+    assert ids(name="pair", method="arbiter") == []
+    assert list_runs(None, method="vote")[0]["prompt"] == "What is 2+2? Say it PLAINLY."
+    assert store.run_facets() == {"name": ["pair", "solo"], "method": ["arbiter", "vote"],
+                                  "status": ["running", "success"]}
 
 
 def test_queries_on_empty_store(sim):
