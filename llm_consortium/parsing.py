@@ -15,6 +15,7 @@ from .results import Judgement
 # The arbiter's sections, in the order the prompt asks for them.
 SECTION_TAGS = (
     "analysis",
+    "groups",
     "dissent",
     "refinement_areas",
     "confidence",
@@ -100,16 +101,7 @@ def parse_arbiter(text: str) -> Judgement:
     Missing sections get the defaults "", 0.0, False and []. ``parse_ok`` is
     True only when a non-empty synthesis was found.
     """
-    text = "" if text is None else str(text)
-    # Leading reasoning blocks are skipped, so tags they quote don't count. If
-    # one is never closed, search everything.
-    body = text[_reasoning_end(text) or 0 :]
-    syntheses = _blocks(body, "synthesis")
-    anchor = syntheses[-1][0] if syntheses else len(body)
-    sections = {
-        name: (syntheses[-1][1] if syntheses else "") if name == "synthesis" else _nearest(_blocks(body, name), anchor)
-        for name in SECTION_TAGS
-    }
+    sections = read_sections(text)
     confidence = parse_confidence(sections["confidence"])
     # The first word decides, so "**True**" and "yes." count.
     first_word = re.match(r"\W*(\w+)", sections["needs_iteration"])
@@ -122,6 +114,22 @@ def parse_arbiter(text: str) -> Judgement:
         refinement_areas=_split_areas(sections["refinement_areas"]),
         parse_ok=bool(sections["synthesis"]),
     )
+
+
+def read_sections(text: str) -> dict[str, str]:
+    """Each section of an arbiter reply, "" where there is none, chosen as
+    ``parse_arbiter`` describes: the last synthesis outside leading
+    reasoning, and every other section from the same answer. Never raises."""
+    text = "" if text is None else str(text)
+    # Leading reasoning blocks are skipped, so tags they quote don't count. If
+    # one is never closed, search everything.
+    body = text[_reasoning_end(text) or 0 :]
+    syntheses = _blocks(body, "synthesis")
+    anchor = syntheses[-1][0] if syntheses else len(body)
+    return {
+        name: (syntheses[-1][1] if syntheses else "") if name == "synthesis" else _nearest(_blocks(body, name), anchor)
+        for name in SECTION_TAGS
+    }
 
 
 def _nearest(blocks: list[tuple[int, str]], anchor: int) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import store
 from .engine import Observer, Round, Run
+from .stopping import record_note
 from .members import CallOutcome
 from .results import MemberResult, Usage
 
@@ -254,7 +255,7 @@ def list_runs(limit: int | None = 20) -> list[dict]:
     conn = store.connect()
     try:
         rows = conn.execute(
-            "SELECT id, name, config, status, confidence, iterations, input_tokens, output_tokens, "
+            "SELECT id, name, config, status, confidence, agreement, iterations, input_tokens, output_tokens, "
             "cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host "
             "FROM consortium_runs ORDER BY started DESC, rowid DESC LIMIT ?",
             (-1 if limit is None or limit > _MAX_SQLITE_INTEGER else limit,),
@@ -262,12 +263,16 @@ def list_runs(limit: int | None = 20) -> list[dict]:
     finally:
         conn.close()
     runs = []
-    for (id_, name, config, status, confidence, iterations, input_tokens, output_tokens, cost_usd, priced_usd,
-         unpriced_calls, stopped_because, started, finished, pid, host) in rows:
+    for (id_, name, config, status, confidence, agreement, iterations, input_tokens, output_tokens, cost_usd,
+         priced_usd, unpriced_calls, stopped_because, started, finished, pid, host) in rows:
+        config = _json(config, {})
         runs.append({
-            "id": id_, "name": name, "models": _json(config, {}).get("models", []),
+            "id": id_, "name": name, "models": config.get("models", []),
             "status": _status(status, pid, host),
-            "confidence": confidence, "iterations": iterations, "input_tokens": input_tokens,
+            "confidence": confidence, "agreement": agreement, "stop_on": config.get("stop_on", "arbiter"),
+            "threshold": config.get("confidence_threshold"),
+            "threshold_note": record_note(config, confidence, agreement, iterations, stopped_because, status),
+            "iterations": iterations, "input_tokens": input_tokens,
             "output_tokens": output_tokens, "cost_usd": cost_usd, "priced_usd": priced_usd,
             "unpriced_calls": unpriced_calls, "stopped_because": stopped_because,
             "started": started, "finished": finished,
@@ -317,8 +322,11 @@ def get_run(run_id_or_prefix: str) -> dict | None:
 
     Returns None when nothing matches; raises ``AmbiguousRunId`` when the
     prefix matches several runs. ``config`` and ``result`` come back parsed.
-    Each round is {round, synthesis, confidence, analysis, dissent,
-    needs_iteration, refinement_areas, parse_ok, agreement, details, calls,
+    ``threshold_note`` says when the stop rule's threshold was not reached
+    (``stopping.record_note``). Each round is {round, synthesis, confidence,
+    analysis, dissent, needs_iteration, refinement_areas, parse_ok,
+    agreement, details (the groups of equivalent answers in
+    ``details["agreement"]``), calls,
     cost_usd, priced_usd, unpriced_calls}: the round's dollars summed from
     its calls', ``cost_usd`` None when any call's is unknown;
     a round whose judgement never arrived (every member failed, or the run
@@ -348,6 +356,8 @@ def get_run(run_id_or_prefix: str) -> dict | None:
         conn.close()
     run["status"] = _status(run["status"], run["pid"], run["host"])
     run["config"] = _json(run["config"], {})
+    run["threshold_note"] = record_note(run["config"], run["confidence"], run["agreement"], run["iterations"],
+                                        run["stopped_because"], run["status"])
     run["result"] = _json(run["result"], None)
     rounds: dict[int, dict] = {}
     for row in judgements:
