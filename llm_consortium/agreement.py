@@ -91,7 +91,7 @@ def measure(answered, extracted: list, arbiter_reply: str | None = None, members
     if groups is not None:
         return _share(groups, "arbiter", total, note)
     if sum(a is not None for a in extracted) >= 2:
-        return _share(exact_groups(keys), "exact", total)
+        return _share(exact_groups(keys), "exact", total, note)
     return Agreement(None, note=note or "the answers could not be grouped: no short answers, and no groups "
                                         "from the arbiter")
 
