@@ -150,7 +150,6 @@ class Run:
             },
         }
 
-
     def threshold_note(self, judgement: Judgement) -> str | None:
         """Why the stop rule's threshold was not reached, or None (see ``stopping``)."""
         if not self.rounds or self.rounds[-1].judgement is None:
