@@ -646,13 +646,17 @@ def runs(limit, json_):
         click.echo("No runs recorded yet.")
     for row in rows:
         who = single_line(row.get("name") or ", ".join(row.get("models") or []))
-        confidence = "-" if row.get("confidence") is None else f"{row['confidence']:.2f}"
+        confidence = "-   " if row.get("confidence") is None else f"{row['confidence']:.2f}"
+        agreement = "-   " if row.get("agreement") is None else f"{row['agreement']:.2f}"
         tokens = (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0)
         spent = cost(row["cost_usd"], None, None)
         click.echo(
             f"{row['id'][:8]}  {(row.get('started') or '')[:19]}  {row['status']:<11}  "
-            f"conf {confidence}  {row.get('iterations') or 0} rnd  {tokens:>7} tok  {spent:>12}  {who}"
+            f"conf {confidence}  agr {agreement}  {row.get('iterations') or 0} rnd  {tokens:>7} tok  {spent:>12}  "
+            f"{who}"
         )
+        if row["threshold_note"]:
+            click.echo(click.style(f"          threshold not reached: {printable(row['threshold_note'])}", fg="yellow"))
 
 
 @consortium.command()
@@ -675,7 +679,7 @@ def inspect(run_id, json_):
     if json_:
         click.echo(json.dumps(record, indent=2))
         return
-    from .display import cost
+    from .display import agreement_text, cost, groups_line
 
     # Recorded text is shown as it was received, less what a terminal would act on.
     click.echo(printable(f"Run {record['id']}  {record['status']}  {record.get('started')}"))
@@ -697,10 +701,16 @@ def inspect(run_id, json_):
             if round_.get("parse_ok") is False:
                 click.echo(click.style("No judge decided this round: the answer is the one most members gave "
                                        "(see Analysis).", fg="yellow"))
-            click.echo(click.style(f"Confidence: {round_.get('confidence') or 0:.2f}", bold=True))
+            click.echo(click.style(f"Confidence: {round_.get('confidence') or 0:.2f} · "
+                                   + agreement_text(round_.get("agreement"), round_.get("details")), bold=True))
+            groups = groups_line(round_.get("details"))
+            if groups:
+                click.echo(groups)
             for key in ("analysis", "dissent"):
                 if round_.get(key):
                     click.echo(f"{key.capitalize()}: {printable(round_[key])}")
+    if record.get("threshold_note"):
+        click.echo(click.style(f"\nThreshold not reached: {printable(record['threshold_note'])}.", fg="yellow"))
     if record.get("synthesis"):
         click.echo(click.style("\nSynthesis:", bold=True) + f"\n{printable(record['synthesis'])}")
     if record.get("error"):

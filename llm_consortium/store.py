@@ -24,6 +24,8 @@ from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .stopping import record_note
+
 # How long a write waits for another connection's lock, and the end of a
 # run for its record to be written. Tests shorten it through the variable.
 BUSY_TIMEOUT_SECONDS = float(os.environ.get("LLM_CONSORTIUM_BUSY_TIMEOUT", 10))
@@ -334,11 +336,15 @@ def list_runs(limit: int | None = 20, *, prompt: str | None = None, name: str | 
     runs = []
     for (id_, name_, prompt_, method_, config, status_, confidence, agreement, iterations, input_tokens,
          output_tokens, cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host) in rows:
+        config = _json(config, {})
         runs.append({
             "id": id_, "name": name_, "prompt": prompt_, "method": method_,
-            "models": _json(config, {}).get("models", []),
+            "models": config.get("models", []),
             "status": _status(status_, pid, host),
-            "confidence": confidence, "agreement": agreement, "iterations": iterations,
+            "confidence": confidence, "agreement": agreement, "stop_on": config.get("stop_on", "arbiter"),
+            "threshold": config.get("confidence_threshold"),
+            "threshold_note": record_note(config, confidence, agreement, iterations, stopped_because, status_),
+            "iterations": iterations,
             "input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost_usd,
             "priced_usd": priced_usd, "unpriced_calls": unpriced_calls, "stopped_because": stopped_because,
             "started": started, "finished": finished,
@@ -399,8 +405,11 @@ def get_run(run_id_or_prefix: str) -> dict | None:
 
     Returns None when nothing matches; raises ``AmbiguousRunId`` when the
     prefix matches several runs. ``config`` and ``result`` come back parsed.
-    Each round is {round, synthesis, confidence, analysis, dissent,
-    needs_iteration, refinement_areas, parse_ok, agreement, details, calls,
+    ``threshold_note`` says when the stop rule's threshold was not reached
+    (``stopping.record_note``). Each round is {round, synthesis, confidence,
+    analysis, dissent, needs_iteration, refinement_areas, parse_ok,
+    agreement, details (the groups of equivalent answers in
+    ``details["agreement"]``), calls,
     cost_usd, priced_usd, unpriced_calls}: the round's dollars summed from
     its calls', ``cost_usd`` None when any call's is unknown;
     a round whose judgement never arrived (every member failed, or the run
@@ -427,6 +436,8 @@ def get_run(run_id_or_prefix: str) -> dict | None:
         ).fetchall()
     run["status"] = _status(run["status"], run["pid"], run["host"])
     run["config"] = _json(run["config"], {})
+    run["threshold_note"] = record_note(run["config"], run["confidence"], run["agreement"], run["iterations"],
+                                        run["stopped_because"], run["status"])
     run["result"] = _json(run["result"], None)
     rounds: dict[int, dict] = {}
     for row in judgements:

@@ -334,9 +334,10 @@ def test_list_runs_newest_first(sim):
     assert runs[0]["models"] == ["m1"]
     assert runs[0]["status"] == "success" and runs[0]["confidence"] == 0.75 and runs[0]["iterations"] == 1
     assert runs[0]["input_tokens"] > 0 and runs[0]["output_tokens"] > 0
-    assert set(runs[0]) == {"id", "name", "prompt", "method", "models", "status", "confidence", "agreement", "iterations",
-                            "input_tokens", "output_tokens", "cost_usd", "priced_usd", "unpriced_calls",
-                            "stopped_because", "started", "finished"}
+    assert set(runs[0]) == {"id", "name", "prompt", "method", "models", "status", "confidence", "agreement",
+                            "stop_on", "threshold", "threshold_note", "iterations", "input_tokens", "output_tokens",
+                            "cost_usd", "priced_usd", "unpriced_calls", "stopped_because", "started", "finished"}
+    assert runs[0]["threshold_note"] == "confidence 0.75 below the 0.80 threshold after 1 round (max iterations)"
     # sim models without a model_name have no known price: unknown, not 0
     assert runs[0]["cost_usd"] is None and runs[0]["unpriced_calls"] == 2 and runs[0]["priced_usd"] == 0
     assert [r["id"] for r in list_runs(limit=2)] == ids[:0:-1]
