@@ -12,7 +12,7 @@ from llm.cli import cli
 
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
 from llm_consortium.agreement import parse_groups
-from llm_consortium.recorder import get_run, list_runs
+from llm_consortium.store import get_run, list_runs
 from simprovider import arbiter_xml
 
 FAST = {"retry_backoff": 0.01}
