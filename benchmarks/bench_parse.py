@@ -8,16 +8,11 @@ Each block's content is cut only when it is the candidate being read, so
 the time grows about linearly with N.
 """
 
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from simprovider import arbiter_xml  # noqa: E402
-
-from llm_consortium.agreement import parse_groups  # noqa: E402
-from llm_consortium.parsing import parse_arbiter  # noqa: E402
+from llm_consortium.agreement import parse_groups
+from llm_consortium.parsing import parse_arbiter
+from llm_consortium.simulator import arbiter_xml
 
 
 def seconds(function, text: str) -> float:

@@ -22,7 +22,7 @@ os.environ.pop("OPENAI_API_KEY", None)
 import test_eval as simulated  # noqa: E402  (the member and judge simulators)
 from click.testing import CliRunner  # noqa: E402
 from llm.cli import cli  # noqa: E402
-from simprovider import SimProvider  # noqa: E402
+from llm_consortium.simulator import SimProvider  # noqa: E402
 
 ACCURACY = {"sim-90": 0.9, "sim-75": 0.75, "sim-70": 0.7, "sim-60": 0.6, "sim-50": 0.5}
 

@@ -5,7 +5,7 @@
 Needs the web extra and selenium (``pip install -e '.[test]'``), and
 Debian's ``chromium`` and ``chromium-driver`` (``apt-get install chromium
 chromium-driver``). Everything runs offline: the members are the scripted
-models of tests/simprovider.py, in a temporary llm user directory.
+models of llm_consortium/simulator.py, in a temporary llm user directory.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def main() -> None:
     os.environ["LLM_USER_PATH"] = tempfile.mkdtemp(prefix="consortium-shots-")
     os.environ.pop("OPENAI_API_KEY", None)
-    from simprovider import SimProvider, arbiter_xml
+    from llm_consortium.simulator import SimProvider, arbiter_xml
 
     sim = SimProvider()
     answers = {

@@ -44,20 +44,26 @@ class ConsortiumError(RuntimeError):
 
 
 def parse_threshold(value) -> float:
-    """A confidence threshold in 0-1; a value in (1, 100] is read as a percentage."""
+    """A confidence threshold: a fraction in 0-1 (``0.8``), a whole
+    percentage above 1 (``80``), or a percentage written with ``%``
+    (``"80%"``, ``"1.5%"``). Anything else (``1.5``, ``150``, ``-1``) is
+    refused rather than guessed at."""
+    text = str(value).strip()
+    percent = text.endswith("%")
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConsortiumConfigError(
-            f"Confidence threshold must be a number between 0 and 1, got {value!r}"
-        ) from None
-    if 1 < number <= 100:
-        number /= 100
-    if not 0 <= number <= 1:
-        raise ConsortiumConfigError(
-            f"Confidence threshold must be between 0 and 1 (or a percentage), got {value}"
-        )
-    return number
+        number = float(text[:-1] if percent else text)
+    except ValueError:
+        number = math.nan
+    if percent and 0 <= number <= 100:
+        return number / 100
+    if not percent and 0 <= number <= 1:
+        return number
+    if not percent and number.is_integer() and 1 < number <= 100:
+        return number / 100
+    raise ConsortiumConfigError(
+        f"Confidence threshold must be between 0 and 1 (0.8), a whole percentage (80) or a percentage "
+        f"with % (80%, 1.5%), got {value!r}"
+    )
 
 
 def parse_max_cost(value) -> float:

@@ -13,7 +13,7 @@ from llm.cli import cli
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
 from llm_consortium.agreement import parse_groups
 from llm_consortium.store import get_run, list_runs
-from simprovider import arbiter_xml
+from llm_consortium.simulator import arbiter_xml
 
 FAST = {"retry_backoff": 0.01}
 PARIS = ["Paris is the capital of France.", "The capital of France is Paris.", "Paris."]

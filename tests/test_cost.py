@@ -9,21 +9,15 @@ import json
 import re
 
 import pytest
-from click.testing import CliRunner
-from llm.cli import cli
 
-from helpers import db_rows
-from simprovider import arbiter_xml
+from helpers import db_rows, invoke
+from llm_consortium.simulator import arbiter_xml
 
 pytest.importorskip("genai_prices")
 
 LONG = " ".join(["word"] * 2000)  # 2,000 tokens as the simulated provider counts them
 ROUNDS = 4
 RUN = ["consortium", "Explain it at length.", "-m", "m1", "-m", "m2", "--arbiter", "judge", "--no-raw"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def priced_panel(sim, judge="gpt-4o"):

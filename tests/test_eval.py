@@ -16,7 +16,7 @@ from click.testing import CliRunner
 import llm_consortium
 from llm_consortium import store
 from llm_consortium.evaluate import eval_command
-from simprovider import arbiter_xml
+from llm_consortium.simulator import arbiter_xml
 
 DATASET = Path(llm_consortium.__file__).parent / "data" / "sample-eval.jsonl"
 ITEMS = [json.loads(line) for line in DATASET.read_text().splitlines() if line.strip()]

@@ -13,18 +13,12 @@ from typing import Optional
 
 import llm
 import pytest
-from click.testing import CliRunner
-from llm.cli import cli
 from pydantic import Field
 
-from helpers import db_rows, read_until_closed
-from simprovider import arbiter_xml
+from helpers import db_rows, invoke, read_until_closed
+from llm_consortium.simulator import arbiter_xml
 
 ANSWER = "The answer is 42."
-
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
 
 
 def on_terminal(args, *, stdout_too=True, input=None):

@@ -15,7 +15,7 @@ from llm_consortium import ConsortiumOrchestrator, RunRecorder
 from llm_consortium.aggregate import extract_answer, is_correct
 from llm_consortium.methods import council, vote
 from llm_consortium.store import get_run
-from simprovider import arbiter_xml
+from llm_consortium.simulator import arbiter_xml
 
 FAST = {"retry_backoff": 0.01}
 FENCE_LINE = re.compile(r"^<<<(FENCE-[0-9a-f]{16}) (BEGIN|END) (Response [A-Z]+|Vote tally)>>>$", re.M)

@@ -11,26 +11,15 @@ import threading
 import llm
 import pytest
 
+from helpers import db_path, db_rows
 from llm_consortium import ConsortiumConfig, ConsortiumError, ConsortiumOrchestrator, store
 from llm_consortium.engine import Run
 from llm_consortium.recorder import RunRecorder
 from llm_consortium.store import AmbiguousRunId, get_run, latest_run_id, list_runs
 from llm_consortium.results import MemberResult, Usage
-from simprovider import arbiter_xml
+from llm_consortium.simulator import arbiter_xml
 
 V03_CONFIG = {"models": ["a", "b"], "system_prompt": None, "confidence_threshold": 0.8, "max_iterations": 3, "arbiter": "a"}
-
-
-def db_path():
-    return llm.user_dir() / "logs.db"
-
-
-def query(sql, params=()):
-    conn = sqlite3.connect(db_path())
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def recorded_run(models, recorder=None, **settings):
@@ -90,7 +79,7 @@ def test_v03_row_keeps_working(sim):
     assert store.list_configs() == [("old", V03_CONFIG, "2024-06-01T10:00:00")]
     assert ConsortiumConfig.from_dict(store.load_config("old")).models == ["a", "b"]
     # the table kept exactly its three columns
-    assert [row[1] for row in query("PRAGMA table_info(consortium_configs)")] == ["name", "config", "created_at"]
+    assert [row["name"] for row in db_rows("PRAGMA table_info(consortium_configs)")] == ["name", "config", "created_at"]
 
 
 def test_saved_configs_fast_without_db_creates_nothing(sim):
@@ -121,9 +110,9 @@ def test_saved_configs_fast_with_corrupt_db(sim):
 def test_migrations_applied_once(sim):
     store.save_config("x", {"models": ["m1"], "arbiter": "judge"})
     store.ensure_schema(store.connect(), db_path())
-    names = [row[0] for row in query("SELECT name FROM consortium_migrations ORDER BY name")]
+    names = [row["name"] for row in db_rows("SELECT name FROM consortium_migrations ORDER BY name")]
     assert names == [name for name, _ in store.MIGRATIONS]
-    tables = {row[0] for row in query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = {row["name"] for row in db_rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"consortium_runs", "consortium_calls", "consortium_rounds", "consortium_configs"} <= tables
 
 
@@ -237,7 +226,7 @@ def test_records_that_cannot_be_written_are_reported_once_and_the_rest_written(s
     assert "not fully recorded" in line and "no such table: consortium_calls" in line and "2 of its records" in line
     assert recorder.recorded(run.run_id) is False
     # the calls are lost, but the run's final status is not
-    assert query("SELECT status FROM consortium_runs WHERE id = ?", (run.run_id,)) == [("success",)]
+    assert db_rows("SELECT status FROM consortium_runs WHERE id = ?", (run.run_id,)) == [{"status": "success"}]
 
 
 def test_two_processes_record_at_once(sim, tmp_path):

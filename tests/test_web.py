@@ -18,7 +18,7 @@ import time
 import pytest
 
 from llm_consortium import ConsortiumOrchestrator, RunRecorder, store
-from simprovider import arbiter_xml
+from llm_consortium.simulator import arbiter_xml
 
 FAST = {"retry_backoff": 0.01}
 XSS = ('Careful: <script>window.__xss = "script"</script> <img src="x" onerror="window.__xss = \'img\'"> '

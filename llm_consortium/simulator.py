@@ -1,5 +1,7 @@
 """A simulated OpenAI-compatible provider on 127.0.0.1 with scripted models.
 
+A development and evaluation tool, not part of a consortium run: the
+package's ``__init__`` never imports it, so it costs ``llm`` nothing.
 Tests and benchmarks drive llm's real OpenAI client against it: ``add()``
 registers a model here and lists it in ``extra-openai-models.yaml`` in the
 current llm user dir, so ``llm.get_model(name)`` talks to this server.
@@ -21,6 +23,10 @@ import llm
 
 CHAT_PATH = "/v1/chat/completions"
 WORDS_PER_CHUNK = 3
+# What errors that clients retry (429 and 5xx) ask them to wait, as real
+# providers do with Retry-After: short, so that the OpenAI client's own
+# retries (by default 0.5 s, then 1 s) don't add seconds to every test.
+RETRY_AFTER_MS = 5
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -254,6 +260,8 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(payload).encode()
         request.status = status
         self.send_response(status)
+        if status == 429 or status >= 500:
+            self.send_header("Retry-After-Ms", str(RETRY_AFTER_MS))
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -394,7 +402,7 @@ class SimProvider:
         self.port = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="simprovider", daemon=True
+            target=self._server.serve_forever, name="simulator", daemon=True
         )
         self._thread.start()
 
