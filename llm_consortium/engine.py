@@ -22,32 +22,15 @@ from .members import (
     member_options, resolve_models,
 )
 from .methods import judge, member_instructions
+from .observer import Observer
 from .parsing import parse_arbiter
 from .results import Judgement, MemberResult, Usage
+from .stopping import ended_by, should_stop, threshold_note
 
 
 # The most members one run may have: past this, a typo such as model:1000
 # would start a thousand calls.
 MAX_MEMBERS = 64
-
-
-class Observer:
-    """Hears what a run does, as it happens. Override what you need."""
-
-    def run_started(self, run: "Run") -> None: ...
-    def round_started(self, run: "Run", round_number: int) -> None: ...
-    def member_started(self, run: "Run", round_number: int, model: str, instance: int) -> None: ...
-    def member_chunk(self, run: "Run", round_number: int, model: str, instance: int, chunk: str) -> None: ...
-    def member_retry(self, run: "Run", round_number: int, model: str, instance: int, error: str, delay: float) -> None: ...
-    def member_finished(self, run: "Run", round_number: int, member: MemberResult, prompt: str) -> None: ...
-    def tool_called(self, run: "Run", round_number: int, model: str, instance: int, call: dict) -> None: ...
-    def arbiter_started(self, run: "Run", round_number: int) -> None: ...
-    def arbiter_chunk(self, run: "Run", round_number: int, chunk: str) -> None: ...
-    def arbiter_finished(self, run: "Run", round_number: int, outcome: CallOutcome, prompt: str) -> None: ...
-    def call_finished(self, run: "Run", round_number: int, role: str, model: str, instance: int, outcome: CallOutcome, prompt: str) -> None: ...
-    def round_finished(self, run: "Run", round_: "Round") -> None: ...
-    def run_finished(self, run: "Run", result: dict) -> None: ...
-    def run_failed(self, run: "Run", status: str, error: str) -> None: ...
 
 
 @dataclass
@@ -134,6 +117,8 @@ class Run:
                 "arbiter": self.config.arbiter,
                 "method": self.config.method,
                 "confidence_threshold": self.config.confidence_threshold,
+                "stop_on": self.config.stop_on,
+                "threshold_note": self.threshold_note(judgement),
                 "max_iterations": self.config.max_iterations,
                 "iteration_count": len(self.rounds),
                 "system_prompt": self.system,
@@ -146,6 +131,15 @@ class Run:
                 "budget_note": self.budget_note,
             },
         }
+
+    def threshold_note(self, judgement: Judgement) -> str | None:
+        """Why the stop rule's threshold was not reached, or None (see ``stopping``)."""
+        if not self.rounds or self.rounds[-1].judgement is None:
+            return None
+        ended = ended_by(len(self.rounds), self.config.max_iterations, self.stopped_because,
+                         judgement.fallback is not None)
+        return threshold_note(self.config.stop_on, self.config.confidence_threshold, judgement.confidence,
+                              judgement.agreement, len(self.rounds), ended)
 
 
 class ConsortiumOrchestrator:
@@ -277,7 +271,7 @@ class ConsortiumOrchestrator:
             self._emit("round_finished", run, current)
             if not current.judgement.parse_ok:
                 return  # an arbiter that failed or cannot keep to the format won't do better in another round
-            if current.judgement.confidence >= config.confidence_threshold and number >= config.min_iterations:
+            if should_stop(config, current.judgement, number):
                 return
 
     async def _ask_members(self, run: Run, number: int, prompt: str, limiter) -> list[MemberResult]:
@@ -459,18 +453,17 @@ def members_verdict(answered: list[MemberResult], reason: str) -> Judgement:
     """The answer most members gave, when no judge could decide.
 
     Answers are grouped by their extracted short answer where there is one,
-    else by their whole text, case, spacing and final full stop aside. The
-    largest group wins (on a tie, the one whose first member comes first);
-    its share of the answers is both the confidence and the agreement, and
-    the answer is the full text of the group's first member.
+    else by their whole text, case, spacing and final full stop aside
+    (``agreement.answer_key``). The largest group wins (on a tie, the one
+    whose first member comes first); its share of the answers is both the
+    confidence and the agreement, and the answer is the full text of the
+    group's first member.
     """
     from .aggregate import extract_answer
+    from .agreement import answer_key, exact_groups
 
-    groups: dict[str, list[MemberResult]] = {}
-    for member in answered:
-        key = extract_answer(member.text) or " ".join(member.text.lower().split()).rstrip(".")
-        groups.setdefault(key, []).append(member)
-    largest = max(groups.values(), key=len)
+    groups = exact_groups([answer_key(m.text, extract_answer(m.text)) for m in answered])
+    largest = [answered[i] for i in max(groups, key=len)]
     share = len(largest) / len(answered)
     return Judgement(
         synthesis=largest[0].text.strip(),

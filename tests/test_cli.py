@@ -319,7 +319,7 @@ def test_vote_method_from_cli_and_saved(panel):
     result = invoke(*RUN, "--method", "vote", "--no-raw")
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "Working... 42\n"  # the winner's text, without the <answer> tags
-    assert "Vote: 42 ×2" in result.stderr and "agreement 1.00 (measured)" in result.stderr
+    assert "Vote: 42 ×2" in result.stderr and "agreement 1.00 (measured by short answers)" in result.stderr
     assert panel.calls("judge") == []  # a clear majority needs no arbiter
     assert "<answer>" in panel.calls("m1")[0].system  # members are asked for a short answer
     invoke("consortium", "save", "voters", "-m", "m1", "-m", "m2", "--arbiter", "judge", "--method", "vote")

@@ -13,7 +13,7 @@ import time
 import llm
 
 from llm_consortium import ConsortiumOrchestrator, Observer, RunRecorder, store
-from llm_consortium.recorder import get_run
+from llm_consortium.store import get_run
 from helpers import db_path, db_rows, invoke
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
