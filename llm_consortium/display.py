@@ -194,12 +194,13 @@ def summary_line(result: dict) -> str:
 
 
 class Progress(Observer):
-    """Live progress on stderr (a terminal): a line per member and one for
-    the arbiter, redrawn in place at most ten times a second.
+    """Live progress on stderr (a terminal): a line per member (with its
+    review, in a council's peer review) and one for the arbiter, redrawn in
+    place at most ten times a second.
 
-    Events arrive on the engine's event loop; ``close()`` may come from the
-    thread that prints the answer, so drawing is guarded by a lock. Once
-    closed (the answer has started), nothing more is drawn.
+    ``close()`` comes from the thread that prints the answer, not the
+    events' (see ``Observer``), so drawing is guarded by a lock. Once closed
+    (the answer has started), nothing more is drawn.
     """
 
     INTERVAL = 0.1
@@ -216,12 +217,16 @@ class Progress(Observer):
         self.round = 0
         self.members: dict[tuple[str, int], str] = {}
         self.tokens: dict[tuple[str, int], int] = {}
+        self.answered: set[tuple[str, int]] = set()
+        self.reviews: dict[tuple[str, int], str] = {}
         self.arbiter_state = "waiting"
 
     def round_started(self, run, number):
         self.round = number
         self.members = {member: "waiting" for member in run.members}
         self.tokens = {member: 0 for member in run.members}
+        self.answered = set()
+        self.reviews = {}
         self.arbiter_state = "waiting for the members"
         self._changed()
 
@@ -242,14 +247,27 @@ class Progress(Observer):
         elif member.error:
             self.members[key] = click.style(f"failed: {single_line(member.error)[:80]}", fg="red")
         else:
+            self.answered.add(key)
             self.members[key] = f"done in {member.seconds:.1f} s" + (
                 "" if member.usage.unreported else f" · {member.usage.output} tokens"
             )
         self._changed()
 
-    def arbiter_started(self, run, number):
-        self.arbiter_state = "reading the answers"
+    def call_started(self, run, number, role, model, instance):
+        if role == "reviewer":
+            self.reviews[(model, instance)] = "reviewing the other answers"
+            self.arbiter_state = "waiting for the peer review"
+        else:
+            self.arbiter_state = "reading the answers"
         self._changed()
+
+    def call_finished(self, run, number, role, model, instance, outcome, prompt):
+        if role == "reviewer":
+            self.reviews[(model, instance)] = (
+                click.style(f"review failed: {single_line(outcome.error)[:60]}", fg="red") if outcome.error
+                else "review in"
+            )
+            self._changed()
 
     def arbiter_chunk(self, run, number, chunk):
         self.arbiter_state = "writing"
@@ -276,7 +294,9 @@ class Progress(Observer):
             self._erase()
             lines = [click.style(f"Round {self.round}", bold=True)]
             lines += [
-                f"  {single_line(model)} #{instance}: {state}" for (model, instance), state in self.members.items()
+                f"  {single_line(model)} #{instance}: {state}"
+                + (f" · {self.reviews[(model, instance)]}" if (model, instance) in self.reviews else "")
+                for (model, instance), state in self.members.items()
             ]
             lines.append(f"  arbiter {single_line(self.arbiter)}: {self.arbiter_state}")
             width = _terminal_width()
@@ -292,9 +312,8 @@ class Progress(Observer):
                 return
             self.closed = True
             self._erase()
-            done = sum(1 for s in self.members.values() if s.startswith("done"))
             if self.round:
-                summary = f"Round {self.round}: {done}/{len(self.members)} members answered"
+                summary = f"Round {self.round}: {len(self.answered)}/{len(self.members)} members answered"
                 self.stream.write(click.style(summary, dim=True) + "\n")
             self.stream.flush()
 

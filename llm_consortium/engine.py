@@ -317,7 +317,6 @@ class ConsortiumOrchestrator:
         return [results[key] for key in run.members]
 
     async def _ask_one(self, run, number, model, instance, ask: Ask, limiter) -> MemberResult:
-        self._emit("member_started", run, number, model, instance)
         ask = fit(run.handles[model], replace(ask, options=run.options.get(model)))
         outcome = await call_model(
             run.handles[model],
@@ -356,11 +355,14 @@ class Panel:
         self.answered: list[MemberResult] = answered
         self._limiter = limiter
 
-    async def call(self, model: str, prompt: str, *, role: str, instance: int = 1, on_attempt=None,
-                   on_chunk=None) -> CallOutcome:
-        """One call of any of the run's models; ``role`` names it in the records,
-        also when the run is cancelled while it is in flight."""
+    async def call(self, model: str, prompt: str, *, role: str, instance: int = 1, on_chunk=None) -> CallOutcome:
+        """One call of any of the run's models; ``role`` names it in the records
+        and in the events, also when the run is cancelled while it is in flight."""
         outcome = CallOutcome()
+
+        def on_attempt(_):
+            self.orchestrator._emit("call_started", self.run, self.number, role, model, instance)
+
         try:
             handle = self.run.handles[model]
             readable = [a for a in self.run.attachments if a.resolve_type() in (handle.model.attachment_types or ())]
@@ -383,10 +385,7 @@ class Panel:
     def _record(self, model: str, prompt: str, role: str, instance: int, outcome: CallOutcome) -> None:
         self.run.usage.add(outcome.usage)
         self.run.rounds[-1].judging_usage.add(outcome.usage)
-        if role == "arbiter":
-            self.orchestrator._emit("arbiter_finished", self.run, self.number, outcome, prompt)
-        else:
-            self.orchestrator._emit("call_finished", self.run, self.number, role, model, instance, outcome, prompt)
+        self.orchestrator._emit("call_finished", self.run, self.number, role, model, instance, outcome, prompt)
 
     async def arbitrate(self, prompt: str) -> tuple[Judgement, str]:
         """Ask the arbiter; its reply is read as the seed's XML.
@@ -439,13 +438,11 @@ class Panel:
         return [(label(i), member.text) for i, member in enumerate(self.answered)]
 
     async def _ask_arbiter(self, prompt: str) -> CallOutcome:
-        emit = self.orchestrator._emit
         return await self.call(
             self.config.arbiter,
             prompt,
             role="arbiter",
-            on_attempt=lambda _: emit("arbiter_started", self.run, self.number),
-            on_chunk=lambda chunk: emit("arbiter_chunk", self.run, self.number, chunk),
+            on_chunk=lambda chunk: self.orchestrator._emit("arbiter_chunk", self.run, self.number, chunk),
         )
 
 

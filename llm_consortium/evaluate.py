@@ -501,10 +501,10 @@ class Evaluation:
         a placeholder, and the call's role and instance as the sample.
         """
 
-        async def cached_call(model, prompt, *, role, instance=1, on_attempt=None, on_chunk=None):
+        async def cached_call(model, prompt, *, role, instance=1, on_chunk=None):
             key = (model, prompt.replace(fence, FENCE_KEY), f"{role}:{instance}")
             outcome = await self.cached(
-                key, lambda: call(model, prompt, role=role, instance=instance, on_attempt=on_attempt, on_chunk=on_chunk)
+                key, lambda: call(model, prompt, role=role, instance=instance, on_chunk=on_chunk)
             )
             row.spend(1, outcome.usage.input, outcome.usage.output, outcome.seconds)
             return outcome

@@ -87,9 +87,6 @@ class RunRecorder(Observer):
              json.dumps(call["arguments"], default=str), call["output"], call["error"], store.now()),
         )])
 
-    def arbiter_finished(self, run: Run, round_number: int, outcome: CallOutcome, prompt: str) -> None:
-        self.call_finished(run, round_number, "arbiter", run.config.arbiter, 1, outcome, prompt)
-
     def call_finished(self, run: Run, round_number: int, role: str, model: str, instance: int,
                       outcome: CallOutcome, prompt: str) -> None:
         """A call a judging method made (the arbiter, a council reviewer), under its role."""

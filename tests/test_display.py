@@ -67,6 +67,29 @@ def test_progress_on_a_terminal(sim):
     assert "Confidence 0.90" in err
 
 
+def test_council_progress_shows_the_peer_review(sim):
+    """While the members review each other's answers, the live block says so
+    (it used to say the arbiter was waiting for members that were all done)."""
+    def member(request):
+        if "FINAL RANKING:" in request.user:
+            return "FINAL RANKING:\n1. Response A\n2. Response B"
+        return "an answer"
+
+    sim.add_many(["m1", "m2", "m3"], reply=member, latency=0.4)
+    sim.add("judge", reply=arbiter_xml("Done.", 0.9), latency=0.3)
+    chunks, err = run_llm(["consortium", "q", "-m", "m1", "-m", "m2", "-m", "m3", "--arbiter", "judge",
+                           "--method", "council", "--no-raw"], stderr_tty=True)
+    assert "".join(text for _, text in chunks) == "Done.\n"
+    assert len([r for r in sim.requests if "FINAL RANKING:" in r.user]) == 3
+    frames = [click.unstyle(frame) for frame in err.split("\x1b[J")]
+    reviewing = [f for f in frames if "arbiter judge: waiting for the peer review" in f]
+    assert reviewing and all(f.count("done in") == 3 for f in reviewing)
+    assert any("m1 #1: done in" in f and "· reviewing the other answers" in f for f in reviewing)
+    assert any(f.count("· review in") == 3 and "arbiter judge: reading the answers" in f for f in frames)
+    assert not [f for f in frames if f.count("done in") == 3 and "waiting for the members" in f]
+    assert "Round 1: 3/3 members answered" in frames[-1]
+
+
 def test_no_progress_without_a_terminal_or_with_quiet(sim):
     sim.add("m1", reply="answer", latency=0.2)
     sim.add("judge", reply=arbiter_xml("Done.", 0.9))
