@@ -4,7 +4,7 @@ Agreement is the share of the members in the largest group of equivalent
 answers: 1.0 when every member says the same thing, 0.67 for a 2-1 split.
 The groups come from one of two sources, recorded with them:
 
-* ``exact``: each answer's short final answer (``aggregate.extract_answer``,
+* ``exact``: each answer's short final answer (``answers.extract_answer``,
   or the canonical JSON under a schema), compared after normalisation. It is
   used first when it can be trusted on its own: every answer was extracted
   and they are all alike, or all of a kind that normalises exactly (a
@@ -27,7 +27,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .aggregate import _label_pattern, extract_answer, label
+from .answers import extract_answer
+from .ballots import label_pattern, label
 from .parsing import read_sections
 from .schemas import canonical
 
@@ -131,7 +132,7 @@ def parse_groups(reply: str, answers: int) -> tuple[list[list[int]] | None, str 
         return None, "the arbiter gave no groups"
     labels = [label(i) for i in range(answers)]
     index = {lab.casefold(): i for i, lab in enumerate(labels)}
-    pattern = _label_pattern(labels)
+    pattern = label_pattern(labels)
     placed: dict[int, int] = {}  # answer -> its group
     groups: list[list[int]] = []
     repeated = False

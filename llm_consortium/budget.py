@@ -76,7 +76,7 @@ def next_round_estimate(run) -> Usage:
 
 def first_round_estimate(run) -> Usage:
     """Round 1 priced from the prompt, before any call is made."""
-    from .aggregate import label
+    from .ballots import label
     from .methods import member_instructions
     from .methods.council import MIN_ANSWERS_TO_REVIEW
 

@@ -433,7 +433,7 @@ class Panel:
 
     def answer_texts(self) -> list[tuple[str, str]]:
         """(neutral label, text) of each answer, in the order judges see them."""
-        from .aggregate import label
+        from .ballots import label
 
         return [(label(i), member.text) for i, member in enumerate(self.answered)]
 
@@ -456,7 +456,7 @@ def members_verdict(answered: list[MemberResult], reason: str) -> Judgement:
     confidence and the agreement, and the answer is the full text of the
     group's first member.
     """
-    from .aggregate import extract_answer
+    from .answers import extract_answer
     from .agreement import answer_key, exact_groups
 
     groups = exact_groups([answer_key(m.text, extract_answer(m.text)) for m in answered])

@@ -438,7 +438,7 @@ class Evaluation:
 
     def score_members(self, items: list[Item], answers) -> list[Score]:
         """A row per member, and the oracle's."""
-        from .aggregate import extract_answer, is_correct
+        from .answers import extract_answer, is_correct
 
         rows = [Score(name, "member") for name in self.member_names]
         oracle = Score("oracle", "oracle")
@@ -456,7 +456,7 @@ class Evaluation:
         return rows + [oracle]
 
     async def score_method(self, method: str, items: list[Item], answers) -> Score:
-        from .aggregate import is_correct
+        from .answers import is_correct
 
         row = Score(method, "method")
         if method == "vote":
@@ -475,7 +475,7 @@ class Evaluation:
     async def judge(self, method: str, item: Item, item_answers, row: Score):
         """(the method's extracted answer, None or (kind, reason) when it failed
         or fell back) for one item, its calls counted in ``row``."""
-        from .aggregate import extract_answer
+        from .answers import extract_answer
         from .config import ConsortiumError
         from .engine import Panel, Round
         from .methods import judge
@@ -514,7 +514,7 @@ class Evaluation:
 
 def vote(item_answers):
     """(the plurality of the members' extracted answers, None or (kind, reason)) for one item."""
-    from .aggregate import extract_answer, tally
+    from .answers import extract_answer, tally
 
     if not any(m.ok for m in item_answers):
         return None, ("failed", EVERY_MEMBER_FAILED)

@@ -12,7 +12,7 @@ import llm
 import pytest
 
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
-from llm_consortium.aggregate import extract_answer, is_correct
+from llm_consortium.answers import extract_answer, is_correct
 from llm_consortium.methods import council, vote
 from llm_consortium.store import get_run
 from llm_consortium.simulator import arbiter_xml

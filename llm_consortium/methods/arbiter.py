@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .. import prompts
 from ..agreement import measure, short_answers
-from ..aggregate import label
+from ..ballots import label
 
 
 async def judge(panel):

@@ -32,7 +32,7 @@ import random
 from itertools import combinations
 
 from .. import prompts
-from ..aggregate import borda, bootstrap_intervals, label, parse_ballot
+from ..ballots import borda, bootstrap_intervals, label, parse_ballot
 from .arbiter import extended_arbiter_prompt, measured_agreement
 
 #: Fewest answers for a peer review: with two, each reviewer would rank one.

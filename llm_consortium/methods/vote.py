@@ -22,7 +22,8 @@ from __future__ import annotations
 import re
 
 from .. import prompts
-from ..aggregate import Tally, label, tally
+from ..answers import Tally, tally
+from ..ballots import label
 from ..agreement import short_answers
 from ..results import Judgement
 from .arbiter import extended_arbiter_prompt, measured_agreement
