@@ -20,7 +20,6 @@ SECTION_TAGS = (
     "dissent",
     "refinement_areas",
     "confidence",
-    "needs_iteration",
     "synthesis",
 )
 # Blocks some models wrap their reasoning in, before the actual answer.
@@ -60,7 +59,6 @@ _NOT_AN_AREA = {"none", "n/a"}
 _CONFIDENCE = re.compile(
     r"(?<![\w.])(-)?(\d+(?:\.\d+)?|\.\d+)(?!\w)\s*(?:(%)|/\s*(\d+(?:\.\d+)?|\.\d+))?"
 )
-_TRUE_WORDS = {"true", "yes", "1"}
 # The start of some closing tag, cut short: "<", "</", "</na", "</name ".
 _CLOSE_FRAGMENT = re.compile(r"<\s*(?:/\s*(\w*)(\s*))?")
 
@@ -99,19 +97,16 @@ def parse_arbiter(text: str) -> Judgement:
     there is none, its first after it. So a confidence quoted inside the
     synthesis, or a quoted format, never decides the verdict.
 
-    Missing sections get the defaults "", 0.0, False and []. ``parse_ok`` is
+    Missing sections get the defaults "", 0.0 and []. ``parse_ok`` is
     True only when a non-empty synthesis was found.
     """
     sections = read_sections(text)
     confidence = parse_confidence(sections["confidence"])
-    # The first word decides, so "**True**" and "yes." count.
-    first_word = re.match(r"\W*(\w+)", sections["needs_iteration"])
     return Judgement(
         synthesis=sections["synthesis"],
         confidence=0.0 if confidence is None else confidence,
         analysis=sections["analysis"],
         dissent=sections["dissent"],
-        needs_iteration=bool(first_word and first_word.group(1).lower() in _TRUE_WORDS),
         refinement_areas=_split_areas(sections["refinement_areas"]),
         parse_ok=bool(sections["synthesis"]),
     )

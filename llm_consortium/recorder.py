@@ -102,10 +102,10 @@ class RunRecorder(Observer):
         self._write(run, [
             (
                 "INSERT OR REPLACE INTO consortium_rounds (run_id, round, synthesis, confidence, analysis, "
-                "dissent, needs_iteration, refinement_areas, raw, parse_ok, agreement, details) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "dissent, refinement_areas, raw, parse_ok, agreement, details) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run.run_id, round_.number, judgement.synthesis, judgement.confidence, judgement.analysis,
-                 judgement.dissent, int(judgement.needs_iteration), json.dumps(judgement.refinement_areas),
+                 judgement.dissent, json.dumps(judgement.refinement_areas),
                  round_.arbiter_raw, int(judgement.parse_ok), judgement.agreement,
                  json.dumps(judgement.details, default=str)),
             ),

@@ -82,7 +82,6 @@ class Judgement:
     confidence: float = 0.0
     analysis: str = ""
     dissent: str = ""
-    needs_iteration: bool = False
     refinement_areas: list[str] = field(default_factory=list)
     parse_ok: bool = True
     # Agreement measured from the answers themselves (vote share, ranking

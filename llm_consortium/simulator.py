@@ -123,17 +123,14 @@ def arbiter_xml(
     confidence: float = 0.9,
     analysis: str = "Analysis.",
     dissent: str = "",
-    needs_iteration: bool | None = None,
     refinement_areas: tuple[str, ...] | list[str] = (),
     groups: str | list[list[str]] | None = None,
 ) -> str:
-    """A well-formed arbiter reply; needs_iteration defaults to confidence < 0.8.
+    """A well-formed arbiter reply.
 
     groups: the ``<groups>`` section, as lists of labels (``[["Response A",
     "Response B"], ["Response C"]]``, one line each) or as raw text; left
     out when None, as an arbiter that ignores it would."""
-    if needs_iteration is None:
-        needs_iteration = confidence < 0.8
     areas = "".join(f"- {area}\n" for area in refinement_areas)
     if isinstance(groups, list):
         groups = "\n".join(", ".join(group) for group in groups)
@@ -143,7 +140,6 @@ def arbiter_xml(
         + f"<dissent>{dissent}</dissent>\n"
         f"<refinement_areas>\n{areas}</refinement_areas>\n"
         f"<confidence>{confidence}</confidence>\n"
-        f"<needs_iteration>{str(needs_iteration).lower()}</needs_iteration>\n"
         f"<synthesis>{synthesis}</synthesis>"
     )
 

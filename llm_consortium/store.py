@@ -407,7 +407,7 @@ def get_run(run_id_or_prefix: str) -> dict | None:
     prefix matches several runs. ``config`` and ``result`` come back parsed.
     ``threshold_note`` says when the stop rule's threshold was not reached
     (``stopping.record_note``). Each round is {round, synthesis, confidence,
-    analysis, dissent, needs_iteration, refinement_areas, parse_ok,
+    analysis, dissent, refinement_areas, parse_ok,
     agreement, details (the groups of equivalent answers in
     ``details["agreement"]``), calls,
     cost_usd, priced_usd, unpriced_calls}: the round's dollars summed from
@@ -444,7 +444,6 @@ def get_run(run_id_or_prefix: str) -> dict | None:
         rounds[row["round"]] = {
             "round": row["round"], "synthesis": row["synthesis"], "confidence": row["confidence"],
             "analysis": row["analysis"], "dissent": row["dissent"],
-            "needs_iteration": bool(row["needs_iteration"]),
             "refinement_areas": _json(row["refinement_areas"], []), "parse_ok": bool(row["parse_ok"]),
             "agreement": row["agreement"], "details": _json(row["details"], {}), "calls": [],
         }
@@ -465,7 +464,7 @@ def get_run(run_id_or_prefix: str) -> dict | None:
 def _empty_round(number: int) -> dict:
     return {
         "round": number, "synthesis": None, "confidence": None, "analysis": None, "dissent": None,
-        "needs_iteration": None, "refinement_areas": [], "parse_ok": None, "agreement": None, "details": {},
+        "refinement_areas": [], "parse_ok": None, "agreement": None, "details": {},
         "calls": [],
     }
 

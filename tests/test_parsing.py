@@ -13,7 +13,6 @@ Both members agree on the main point.
 * Cite a source
 </refinement_areas>
 <confidence>0.8</confidence>
-<needs_iteration>false</needs_iteration>
 <synthesis>
 The answer is 42.
 
@@ -76,32 +75,18 @@ def test_valid_reply():
     assert judgement.dissent == "Member B doubts the edge case."
     assert judgement.refinement_areas == ["Check the edge case", "Cite a source"]
     assert judgement.confidence == pytest.approx(0.8)
-    assert judgement.needs_iteration is False
     assert judgement.parse_ok is True
 
 
 def test_case_whitespace_attributes_and_order():
     text = """< SYNTHESIS type="final" >  Done.  </ Synthesis >
 <Confidence>  90% </CONFIDENCE >
-<needs_iteration> YES </needs_iteration>
 <ANALYSIS>x</analysis>"""
     judgement = parse_arbiter(text)
     assert judgement.synthesis == "Done."
     assert judgement.confidence == pytest.approx(0.9)
-    assert judgement.needs_iteration is True
     assert judgement.analysis == "x"
     assert judgement.parse_ok
-
-
-@pytest.mark.parametrize(
-    "value, expected",
-    [("true", True), ("True", True), ("YES", True), ("1", True), ("**true**", True),
-     ("false", False), ("no", False), ("0", False), ("maybe", False), ("", False),
-     ("not true", False)],
-)
-def test_needs_iteration_values(value, expected):
-    text = f"<needs_iteration>{value}</needs_iteration><synthesis>s</synthesis>"
-    assert parse_arbiter(text).needs_iteration is expected
 
 
 def test_text_and_fences_around_the_xml():
@@ -183,7 +168,6 @@ def test_missing_tags_give_defaults():
     assert judgement.synthesis == ""
     assert judgement.dissent == ""
     assert judgement.confidence == 0.0
-    assert judgement.needs_iteration is False
     assert judgement.refinement_areas == []
     assert judgement.parse_ok is False
 
@@ -218,11 +202,11 @@ def test_truncated_inside_the_closing_tag():
 
 
 def test_unclosed_section_runs_to_the_next_section():
-    text = "<synthesis>S\n<confidence>0.7\n<needs_iteration>true</needs_iteration>"
+    text = "<synthesis>S\n<confidence>0.7\n<dissent>d</dissent>"
     judgement = parse_arbiter(text)
     assert judgement.synthesis == "S"
     assert judgement.confidence == pytest.approx(0.7)
-    assert judgement.needs_iteration is True
+    assert judgement.dissent == "d"
 
 
 def test_refinement_areas_bullets_and_none():
@@ -263,7 +247,7 @@ FRAGMENTS = [
 ] + [
     piece
     for tag in ["analysis", "dissent", "refinement_areas", "confidence",
-                "needs_iteration", "synthesis", "think", "thinking", "reasoning",
+                "synthesis", "think", "thinking", "reasoning",
                 "area", "item"]
     for piece in (f"<{tag}>", f"</{tag}>", f"<{tag.upper()} a='1'>", tag, f"</{tag[:3]}")
 ]
@@ -272,7 +256,6 @@ FRAGMENTS = [
 def check_judgement(judgement):
     assert 0.0 <= judgement.confidence <= 1.0
     assert isinstance(judgement.synthesis, str)
-    assert isinstance(judgement.needs_iteration, bool)
     assert all(isinstance(area, str) and area for area in judgement.refinement_areas)
     assert judgement.parse_ok == bool(judgement.synthesis)
 

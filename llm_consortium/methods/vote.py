@@ -96,7 +96,6 @@ def majority_judgement(answered, answers, counted: Tally, members: int, threshol
         analysis=f"Majority vote: {votes} of {members} members agree ({percent(counted.share)}) on "
                  f"{counted.winner}, at or above the {percent(threshold)} threshold.",
         dissent=("Other answers: " + ", ".join(others)) if others else "none",
-        needs_iteration=False,
     )
 
 
