@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 
 from .answers import extract_answer
-from .ballots import label_pattern, label
+from .ballots import label, label_pattern
 from .parsing import read_sections
 from .schemas import canonical
 
@@ -50,7 +50,7 @@ class Agreement:
     def record(self, judgement, answered) -> None:
         """Set ``judgement``'s agreement, and its groups in its details."""
         judgement.agreement = self.share
-        judgement.details["agreement"] = self.to_dict(answered)
+        judgement.details.agreement = self.to_dict(answered)
 
     def to_dict(self, answered) -> dict:
         """The agreement as a judgement's details record it: each group's

@@ -142,7 +142,7 @@ def summary(result: dict) -> str:
         text = printable(synthesis.get(title) or "").strip()
         if text and text.lower() not in ("none", "none.", "n/a"):
             lines.append(click.style(title.capitalize() + ":", bold=True) + " " + text)
-    lines += method_details(synthesis.get("details") or {})
+    lines += method_details(meta.get("method"), synthesis.get("details") or {})
     groups = groups_line(synthesis.get("details"))
     if groups:
         lines.append(groups)
@@ -332,14 +332,28 @@ class Progress(Observer):
             self.lines_drawn = 0
 
 
-def method_details(details: dict) -> list[str]:
-    """The vote's tally or the council's ranking, a line each."""
+def method_details(method: str | None, details: dict) -> list[str]:
+    """What the method computed (``VoteDetails`` or ``CouncilDetails``, as
+    JSON), a line each: the vote's tally, the council's ranking."""
+    if method == "vote":
+        return vote_lines(details)
+    if method == "council":
+        return council_lines(details)
+    return []
+
+
+def vote_lines(details: dict) -> list[str]:
     lines = []
     if details.get("tally"):
         tally = ", ".join(f"{single_line(answer)} ×{count}" for answer, count in details["tally"].items())
         lines.append(click.style("Vote:", bold=True) + f" {tally}")
     if details.get("fallback_reason"):
         lines.append(click.style("Arbiter asked because:", bold=True) + f" {printable(details['fallback_reason'])}")
+    return lines
+
+
+def council_lines(details: dict) -> list[str]:
+    lines = []
     if details.get("ranking") and not any(entry["ballots"] for entry in details["ranking"]):
         lines.append("Peer review produced no usable ballots: the chairman judged without a ranking.")
     elif details.get("ranking"):

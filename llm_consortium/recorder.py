@@ -107,7 +107,7 @@ class RunRecorder(Observer):
                 (run.run_id, round_.number, judgement.synthesis, judgement.confidence, judgement.analysis,
                  judgement.dissent, json.dumps(judgement.refinement_areas),
                  round_.arbiter_raw, int(judgement.parse_ok), judgement.agreement,
-                 json.dumps(judgement.details, default=str)),
+                 json.dumps(judgement.details.to_dict(), default=str)),
             ),
             _progress(run),
         ])

@@ -75,6 +75,48 @@ class MemberResult:
 
 
 @dataclass
+class Details:
+    """What a judging method computed on the way to its judgement. The
+    arbiter method computes nothing more than every method's ``agreement``
+    (``agreement.Agreement.to_dict``: the groups of equivalent answers);
+    the others add their own fields. ``to_dict`` is the JSON of results and
+    records: the method's fields, then ``agreement`` once it is measured."""
+
+    agreement: dict | None = None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        agreement = data.pop("agreement")
+        return data if agreement is None else {**data, "agreement": agreement}
+
+
+@dataclass
+class VoteDetails(Details):
+    """The majority vote: the tally of short answers, most common first, and
+    why the arbiter was asked (None when the vote decided on its own)."""
+
+    tally: dict[str, int] = field(default_factory=dict)
+    winner: str | None = None
+    share: float = 0.0
+    extracted: int = 0
+    arbiter_called: bool = False
+    fallback_reason: str | None = None
+
+
+@dataclass
+class CouncilDetails(Details):
+    """The peer review: each answer's Borda score and interval, best first,
+    every ballot, the ballots dropped, why there was no review (if there was
+    none) and how far the reviewers agree with the aggregate ranking."""
+
+    ranking: list[dict] = field(default_factory=list)
+    ballots: list[dict] = field(default_factory=list)
+    dropped: list[dict] = field(default_factory=list)
+    review_skipped: str | None = None
+    concordance: float | None = None
+
+
+@dataclass
 class Judgement:
     """What a judging step concluded about one round."""
 
@@ -89,10 +131,10 @@ class Judgement:
     # it cannot be measured.
     agreement: float | None = None
     # What the method computed on the way (a tally, a ranking).
-    details: dict = field(default_factory=dict)
+    details: Details = field(default_factory=Details)
     # Why the members' agreement decided instead of a judge (the arbiter
     # failed, or its reply could not be read); None when a judge decided.
     fallback: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "details": self.details.to_dict()}

@@ -14,6 +14,7 @@ import pytest
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
 from llm_consortium.answers import extract_answer, is_correct
 from llm_consortium.methods import council, vote
+from llm_consortium.results import CouncilDetails, Details, Judgement, VoteDetails
 from llm_consortium.store import get_run
 from llm_consortium.simulator import arbiter_xml
 
@@ -376,3 +377,14 @@ def test_seeds_differ_by_reviewer_and_round_and_are_stable():
     expected = [0, 1, 3, 4]
     random.Random(seed).shuffle(expected)
     assert order == expected
+
+
+def test_details_are_typed_per_method_and_keep_their_json():
+    """Stored runs and --json keep the keys they had when details were dicts."""
+    assert Details().to_dict() == {}
+    assert list(VoteDetails(agreement={"share": 1.0}).to_dict()) == [
+        "tally", "winner", "share", "extracted", "arbiter_called", "fallback_reason", "agreement"]
+    assert list(CouncilDetails().to_dict()) == ["ranking", "ballots", "dropped", "review_skipped", "concordance"]
+    judgement = Judgement(details=VoteDetails(tally={"4": 2}, winner="4", share=1.0, extracted=2))
+    assert judgement.to_dict()["details"]["tally"] == {"4": 2}
+    assert json.loads(json.dumps(judgement.to_dict()))["details"]["winner"] == "4"

@@ -33,6 +33,7 @@ from itertools import combinations
 
 from .. import prompts
 from ..ballots import borda, bootstrap_intervals, label, parse_ballot
+from ..results import CouncilDetails
 from .arbiter import extended_arbiter_prompt, measured_agreement
 
 #: Fewest answers for a peer review: with two, each reviewer would rank one.
@@ -46,7 +47,7 @@ async def judge(panel):
             f"{len(answered)} answer{'s' if len(answered) != 1 else ''}: "
             f"a peer review needs at least {MIN_ANSWERS_TO_REVIEW}"
         )
-        details = {"ranking": [], "ballots": [], "dropped": [], "review_skipped": skipped, "concordance": None}
+        details = CouncilDetails(review_skipped=skipped)
         review = f"There was no peer review this round: {skipped}."
     else:
         details, review = await peer_review(panel)
@@ -56,7 +57,7 @@ async def judge(panel):
     return judgement, raw
 
 
-async def peer_review(panel) -> tuple[dict, str]:
+async def peer_review(panel) -> tuple[CouncilDetails, str]:
     """Stage 2 and the aggregate: (details, the review summary for the chairman)."""
     answered = panel.answered
     labels = [label(i) for i in range(len(answered))]
@@ -81,8 +82,8 @@ async def peer_review(panel) -> tuple[dict, str]:
         }
         for i in best_first
     ]
-    details = {"ranking": ranking, "ballots": ballots, "dropped": dropped, "review_skipped": None,
-               "concordance": concordance(rankings, scores)}
+    details = CouncilDetails(ranking=ranking, ballots=ballots, dropped=dropped,
+                             concordance=concordance(rankings, scores))
     return details, review_summary(ranking, rankings, len(dropped))
 
 

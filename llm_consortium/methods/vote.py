@@ -22,10 +22,10 @@ from __future__ import annotations
 import re
 
 from .. import prompts
+from ..agreement import short_answers
 from ..answers import Tally, tally
 from ..ballots import label
-from ..agreement import short_answers
-from ..results import Judgement
+from ..results import Judgement, VoteDetails
 from .arbiter import extended_arbiter_prompt, measured_agreement
 
 MEMBER_INSTRUCTIONS = (
@@ -44,14 +44,14 @@ async def judge(panel):
     silent = len(panel.run.members) - len(answered)
     counted = tally(answers + [None] * silent)
     reason = fallback_reason(counted, len(panel.run.members), panel.config.confidence_threshold)
-    details = {
-        "tally": counted.counts,
-        "winner": counted.winner,
-        "share": counted.share,
-        "extracted": counted.extracted,
-        "arbiter_called": reason is not None,
-        "fallback_reason": reason,
-    }
+    details = VoteDetails(
+        tally=counted.counts,
+        winner=counted.winner,
+        share=counted.share,
+        extracted=counted.extracted,
+        arbiter_called=reason is not None,
+        fallback_reason=reason,
+    )
     if reason is None:
         judgement = majority_judgement(answered, answers, counted, len(panel.run.members),
                                        panel.config.confidence_threshold)
