@@ -5,7 +5,7 @@ import llm
 import pytest
 
 from helpers import invoke
-from llm_consortium.config import ConsortiumConfig, ConsortiumConfigError, parse_threshold
+from llm_consortium.config import ConsortiumConfig, ConsortiumConfigError, parse_threshold, split_count
 from llm_consortium.simulator import arbiter_xml
 
 
@@ -79,3 +79,29 @@ def test_a_threshold_of_1_5_is_refused_from_a_flag_and_from_o(sim):
     assert len(flag.stderr.strip().splitlines()) == 1
     assert option.stderr == flag.stderr
     assert sim.requests == []
+
+
+@pytest.mark.parametrize("spec, known, expected", [
+    ("gpt-4", None, ("gpt-4", 1)),
+    ("gpt-4:3", None, ("gpt-4", 3)),
+    ("llama3:8b", None, ("llama3:8b", 1)),  # a tag, not a count
+    ("m:0", None, ("m:0", 1)),  # no member would be asked: the spec is a model id
+    ("qwen:2:4", None, ("qwen:2", 4)),
+    ("qwen:2", {"qwen:2"}, ("qwen:2", 1)),  # a model id that ends in digits is never split
+    ("qwen:2:2", {"qwen:2"}, ("qwen:2", 2)),
+])
+def test_split_count(spec, known, expected):
+    assert split_count(spec, known) == expected
+
+
+def test_from_dict_builds_a_config_from_a_stored_mapping():
+    stored = {"models": ["m1", "m2:2"], "arbiter": "judge", "confidence_threshold": "80%", "max_iterations": 4,
+              "min_iterations": 2, "system_prompt": "Be brief.", "method": "vote", "timeout": 30, "attempts": 2,
+              "max_concurrency": 8, "quorum": 2, "max_cost": "$0.50"}
+    config = ConsortiumConfig.from_dict({**stored, "added_by_a_later_version": True, "quorum": None})
+    assert config.models == ["m1", "m2:2"] and config.arbiter == "judge" and config.system_prompt == "Be brief."
+    assert (config.confidence_threshold, config.max_iterations, config.min_iterations) == (0.8, 4, 2)
+    assert (config.method, config.timeout, config.attempts, config.max_concurrency) == ("vote", 30.0, 2, 8)
+    assert config.quorum is None and config.max_cost == 0.5  # None is "not set": the default
+    assert ConsortiumConfig.from_dict(config.to_dict()) == config  # what save stores reads back the same
+    assert ConsortiumConfig.from_dict({"models": {"a": 1, "b": 3}, "arbiter": "a"}).models == ["a", "b:3"]  # 0.3

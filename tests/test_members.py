@@ -1,0 +1,79 @@
+"""Unit tests of members.py's pure rules: which errors are worth another
+attempt (``is_transient``) and what is removed from an error before it is
+shown or stored (``redact``)."""
+
+import json
+import os
+
+import llm
+import pytest
+
+from llm_consortium.members import is_transient, redact
+
+
+class StatusError(Exception):
+    def __init__(self, status_code, message="error"):
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class WithResponse(Exception):
+    """A status on the exception's response, as httpx's HTTPStatusError has it."""
+
+    def __init__(self, status_code):
+        super().__init__("error")
+        self.response = type("Response", (), {"status_code": status_code})()
+
+
+class APIConnectionError(Exception):
+    pass
+
+
+class ReadTimeout(Exception):
+    pass
+
+
+class ValidationError(Exception):
+    pass
+
+
+@pytest.mark.parametrize("exc, expected", [
+    (StatusError(429), True), (StatusError(500), True), (StatusError(503), True), (StatusError(408), True),
+    (StatusError(400), False), (StatusError(401), False), (StatusError(404), False),
+    (WithResponse(502), True), (WithResponse(403), False),
+    (APIConnectionError("reset"), True), (ReadTimeout("slow"), True), (ValidationError("bad"), False),
+    # A status decides before the class name: a 400 named like a timeout is not retried.
+    (type("RequestTimeoutError", (StatusError,), {})(400), False),
+    # The same prompt will not fit next time either.
+    (StatusError(500, "This model's maximum context length is 8192 tokens"), False),
+])
+def test_is_transient(exc, expected):
+    assert is_transient(exc) is expected
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path))
+    for name in [n for n in os.environ if n.endswith(("_KEY", "_TOKEN"))]:
+        monkeypatch.delenv(name)
+    return tmp_path
+
+
+def test_redact_removes_key_shaped_strings(user_dir):
+    assert redact("Incorrect API key provided: sk-proj-abc123XYZ.") == "Incorrect API key provided: [redacted]."
+    assert redact("GET https://x.test/v1?key=AIzaSecret&alt=sse") == "GET https://x.test/v1?key=[redacted]&alt=sse"
+    assert redact("header 'Authorization: Bearer tok.en-1'") == "header 'Authorization: Bearer [redacted]'"
+    assert redact("nothing secret here") == "nothing secret here"
+
+
+def test_redact_removes_every_secret_llm_knows_longest_first(user_dir, monkeypatch):
+    monkeypatch.setenv("ACME_API_KEY", "acme-secret-1")
+    monkeypatch.setenv("ACME_TOKEN", "acme-secret-1-and-more")
+    monkeypatch.setenv("SHORT_KEY", "json")  # too short to be a key: not hidden everywhere
+    (user_dir / "keys.json").write_text(json.dumps({"other": "stored-key-0042"}))
+    (user_dir / "extra-openai-models.yaml").write_text(
+        '- model_id: x\n  api_key: "yaml-key-000001"\n  headers:\n    X-Api-Key: "header-key-0001"\n'
+    )
+    text = "got acme-secret-1-and-more, acme-secret-1, stored-key-0042, yaml-key-000001, header-key-0001 as json"
+    assert redact(text) == "got [redacted], [redacted], [redacted], [redacted], [redacted] as json"
+    assert llm.user_dir() == user_dir
