@@ -21,6 +21,7 @@ through ``RunRecorder``; llm logs the consortium's own response.
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Optional
 
@@ -163,6 +164,21 @@ class _Consortium:
         return orchestrator, run, recorder, progress
 
     @staticmethod
+    @contextmanager
+    def _running(run, recorder, progress):
+        """Around a run: a run that fails, or is cancelled (Ctrl-C, SIGTERM
+        and SIGHUP), keeps what had arrived, marked recorded or not; the live
+        progress is closed before the answer or the error is printed."""
+        try:
+            yield
+        except (ConsortiumError, KeyboardInterrupt) as exc:
+            exc.result = mark_recorded(getattr(exc, "result", None) or run.to_dict(), recorder, run)
+            raise in_chat(exc)
+        finally:
+            if progress:
+                progress.close()
+
+    @staticmethod
     def _finish(response, result: dict) -> str:
         usage = result["metadata"]["usage"]
         if usage["total"] or not usage["unreported"]:  # unknown is not 0: left unset
@@ -271,15 +287,8 @@ class ConsortiumModel(_Consortium, llm.Model):
         from .runner import run_coroutine
 
         orchestrator, run, recorder, progress = self._start(prompt)
-        try:
-            # Ctrl-C, SIGTERM and SIGHUP cancel the run and record it as cancelled
+        with self._running(run, recorder, progress):
             result = run_coroutine(orchestrator.execute(run))
-        except (ConsortiumError, KeyboardInterrupt) as exc:
-            exc.result = mark_recorded(getattr(exc, "result", None) or run.to_dict(), recorder, run)
-            raise in_chat(exc)
-        finally:
-            if progress:
-                progress.close()  # before the answer or the error is printed
         yield self._finish(response, mark_recorded(result, recorder, run))
         if progress:
             show_summary(result)
@@ -288,14 +297,8 @@ class ConsortiumModel(_Consortium, llm.Model):
 class AsyncConsortiumModel(_Consortium, llm.AsyncModel):
     async def execute(self, prompt, stream, response, conversation):
         orchestrator, run, recorder, progress = self._start(prompt)
-        try:
+        with self._running(run, recorder, progress):
             result = await orchestrator.execute(run)
-        except ConsortiumError as exc:
-            exc.result = mark_recorded(exc.result, recorder, run)
-            raise in_chat(exc)
-        finally:
-            if progress:
-                progress.close()  # before the answer or the error is printed
         yield self._finish(response, mark_recorded(result, recorder, run))
         if progress:
             show_summary(result)
