@@ -100,7 +100,7 @@ from llm_consortium import ConsortiumOrchestrator
 class Slow(llm.Model):
     model_id = "slow-sync"
     def execute(self, prompt, stream, response, conversation):
-        time.sleep(1)
+        time.sleep(0.4)
         yield "late"
 
 class Plugin:
@@ -112,7 +112,7 @@ llm.pm.register(Plugin(), name="slow-sync")
 orchestrator = ConsortiumOrchestrator(models=["m1", "m2", "slow-sync"], arbiter="judge", quorum=2)
 for _ in range(3):
     print(asyncio.run(orchestrator.orchestrate("q"))["synthesis"]["synthesis"])
-time.sleep(1.5)  # the abandoned sync call ends after its loop has closed
+time.sleep(0.6)  # the abandoned sync call ends after its loop has closed
 """
 
 

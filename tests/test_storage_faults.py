@@ -38,6 +38,8 @@ def test_concurrent_first_runs_leave_llm_working(panel):
     assert "The answer is 42." in logs.stdout
     runs = db_rows("SELECT id, status FROM consortium_runs")
     assert [r["status"] for r in runs] == ["success"] * 4
+    for run in runs:  # each with its own calls: two members and the arbiter
+        assert len(db_rows("SELECT * FROM consortium_calls WHERE run_id = ?", (run["id"],))) == 3
     logged = json.loads(invoke("logs", "-n", "0", "--json").stdout)
     assert sorted(entry["response_json"]["metadata"]["run_id"] for entry in logged) == sorted(r["id"] for r in runs)
     assert invoke("-m", "m1", "plain llm still works").exit_code == 0
@@ -65,12 +67,12 @@ class ReleaseAfterFirstAnswer(Observer):
 
 def test_lock_held_beyond_busy_timeout_mid_run_the_whole_record_arrives(panel, monkeypatch):
     monkeypatch.setattr(store, "BUSY_TIMEOUT_SECONDS", 0.2)
-    panel.add("m2", reply="Member two says 42.", latency=3)  # the run goes on after the lock is released
+    panel.add("m2", reply="Member two says 42.", latency=1.5)  # the run goes on after the lock is released
     store.connect().close()
     holder = hold_exclusive_lock()
     recorder = RunRecorder()
     orchestrator = ConsortiumOrchestrator(
-        models=["m1", "m2"], arbiter="judge", observers=[recorder, ReleaseAfterFirstAnswer(holder, 1.0)]
+        models=["m1", "m2"], arbiter="judge", observers=[recorder, ReleaseAfterFirstAnswer(holder, 0.6)]
     )
     result = orchestrator.orchestrate_sync("q")
     run_id = result["metadata"]["run_id"]
