@@ -71,8 +71,15 @@ def resolve_models(names: list[str]) -> dict[str, ModelHandle]:
     """
     import llm
 
-    async_models = llm.get_async_model_aliases()
-    sync_models = llm.get_model_aliases()
+    # What llm.get_model_aliases and get_async_model_aliases build, from one
+    # run of the hooks instead of one each.
+    async_models, sync_models = {}, {}
+    for entry in llm.get_models_with_aliases():
+        for name in [*entry.aliases, entry.model.model_id]:
+            if entry.async_model:
+                async_models[name] = entry.async_model
+            if entry.model:
+                sync_models[name] = entry.model
     known = set(async_models) | set(sync_models)
     handles, unknown = {}, []
     for name in names:

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,11 +25,30 @@ def _sim_server():
     provider.close()
 
 
+@pytest.fixture(scope="session")
+def _llm_logs_db(tmp_path_factory):
+    """A logs.db as llm's own migrations leave it (llm's tables, no rows).
+    llm migrates a new logs.db on first use: about 0.1 s of CPU, in every
+    test that starts from an empty user dir, and few are about that."""
+    import sqlite_utils
+    from llm.migrations import migrate
+
+    path = tmp_path_factory.mktemp("llm-logs") / "logs.db"
+    migrate(sqlite_utils.Database(path))
+    return path
+
+
 @pytest.fixture
-def sim(_sim_server, tmp_path, monkeypatch):
-    """The simulated provider, reset, with llm's user dir in a fresh tmp dir and no real keys."""
+def sim(request, _sim_server, _llm_logs_db, tmp_path, monkeypatch):
+    """The simulated provider, reset, with llm's user dir in a fresh tmp dir and no real keys.
+
+    The user dir holds a logs.db that llm has migrated already, but no
+    tables of ours; a test marked ``empty_user_dir`` (about a first run, or
+    about what is written or not) starts from an empty one instead."""
     user_dir = tmp_path / "llm-user"
     user_dir.mkdir()
+    if not request.node.get_closest_marker("empty_user_dir"):
+        shutil.copy(_llm_logs_db, user_dir / "logs.db")
     monkeypatch.setenv("LLM_USER_PATH", str(user_dir))
     for name in ENV_VARS_TO_CLEAR:
         monkeypatch.delenv(name, raising=False)

@@ -11,6 +11,7 @@ import threading
 import time
 
 import llm
+import pytest
 
 from llm_consortium import ConsortiumOrchestrator, Observer, RunRecorder, store
 from llm_consortium.store import get_run
@@ -19,6 +20,7 @@ from helpers import db_path, db_rows, invoke
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
 
 
+@pytest.mark.empty_user_dir
 def test_concurrent_first_runs_leave_llm_working(panel):
     """Four runs at once on a fresh user dir (more processes than cores):
     llm's own migrations must not race (they left logs.db half-migrated,
@@ -147,6 +149,7 @@ def test_disk_full_mid_run_answers_and_says_the_run_is_not_recorded(panel):
     assert "interrupted" in listing[0] and "success" in listing[1]
 
 
+@pytest.mark.empty_user_dir
 def test_disk_full_during_llm_migrations_leaves_logs_db_as_it_was(panel):
     """The first answer to log on a logs.db holding only the plugin's tables:
     llm's migrations run out of room part-way. They are rolled back, so llm
@@ -201,6 +204,7 @@ def test_saved_model_with_no_log_stores_nothing(panel):
     assert len(db_rows("SELECT * FROM consortium_runs")) == 1
 
 
+@pytest.mark.empty_user_dir
 def test_run_with_no_log_stores_nothing_and_points_nowhere(panel):
     result = invoke(*RUN, "--no-log")
     assert result.exit_code == 0 and result.stdout == "The answer is 42.\n"
@@ -209,6 +213,7 @@ def test_run_with_no_log_stores_nothing_and_points_nowhere(panel):
     assert not db_path().exists()  # not even the ad hoc configuration
 
 
+@pytest.mark.empty_user_dir
 def test_run_with_logs_off_points_nowhere(panel):
     (llm.user_dir() / "logs-off").touch()
     result = invoke(*RUN)

@@ -82,6 +82,7 @@ def test_v03_row_keeps_working(sim):
     assert [row["name"] for row in db_rows("PRAGMA table_info(consortium_configs)")] == ["name", "config", "created_at"]
 
 
+@pytest.mark.empty_user_dir
 def test_saved_configs_fast_without_db_creates_nothing(sim):
     assert store.saved_configs_fast() == []
     assert not db_path().exists()
@@ -175,6 +176,7 @@ def test_failed_run_keeps_errors(sim):
     assert run["result"]["iterations"][0]["model_responses"][0]["error"]
 
 
+@pytest.mark.empty_user_dir
 def test_logs_off_records_nothing(sim):
     (llm.user_dir() / "logs-off").touch()
     sim.add("m1", reply="answer")
