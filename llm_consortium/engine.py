@@ -8,21 +8,19 @@ what happens (``Observer``), and the CLI's display and the run store listen.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-from . import pricing, prompts, schemas
+from . import pricing, prompts
 from .budget import over_budget
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
+from .judging import Caller, judge_round, real_call
 from .members import (
-    CHAIN_LIMIT, Ask, CallOutcome, ModelHandle, call_model, check_keys, describe, fit, is_context_overflow,
-    member_options, resolve_models,
+    CHAIN_LIMIT, Ask, CallOutcome, ModelHandle, check_keys, describe, fit, member_options, resolve_models,
 )
-from .methods import judge, member_instructions
-from .parsing import parse_arbiter
+from .methods import member_instructions
 from .results import Judgement, MemberResult, Usage
 
 
@@ -154,9 +152,12 @@ class ConsortiumOrchestrator:
     Accepts the original plugin's keyword arguments (models, arbiter,
     confidence_threshold, max_iterations, system_prompt, ...) or a ready
     ``config``; any other ``ConsortiumConfig`` field may be passed too.
+    ``call`` makes every model call of the run (see ``judging.Caller``):
+    ``eval`` passes one that replays cached replies.
     """
 
-    def __init__(self, models=None, *, config: ConsortiumConfig | None = None, observers=(), **settings):
+    def __init__(self, models=None, *, config: ConsortiumConfig | None = None, observers=(),
+                 call: Caller = real_call, **settings):
         if config is None:
             if models is not None:
                 settings["models"] = models
@@ -165,6 +166,7 @@ class ConsortiumOrchestrator:
             raise TypeError("pass either config= or individual settings, not both")
         self.config = config
         self.observers = list(observers)
+        self.call = call
 
     async def orchestrate(self, prompt: str, *, history: list | None = None, system: str | None = None) -> dict:
         """Run the consortium on ``prompt``.
@@ -272,8 +274,9 @@ class ConsortiumOrchestrator:
             if not answered:
                 errors = "; ".join(f"{m.model}#{m.instance}: {m.error}" for m in members)
                 raise ConsortiumError(f"Every member failed in round {number}: {errors}")
-            panel = Panel(self, run, number, answered, limiter)
-            current.judgement, current.arbiter_raw = await judge(config.method, panel)
+            current.judgement, current.arbiter_raw = await judge_round(
+                run, number, answered, limiter=limiter, call=self.call, emit=self._emit
+            )
             self._emit("round_finished", run, current)
             if not current.judgement.parse_ok:
                 return  # an arbiter that failed or cannot keep to the format won't do better in another round
@@ -325,8 +328,10 @@ class ConsortiumOrchestrator:
     async def _ask_one(self, run, number, model, instance, ask: Ask, limiter) -> MemberResult:
         self._emit("member_started", run, number, model, instance)
         ask = fit(run.handles[model], replace(ask, options=run.options.get(model)))
-        outcome = await call_model(
+        outcome = await self.call(
             run.handles[model],
+            role="member",
+            instance=instance,
             **vars(ask),
             timeout=self.config.timeout,
             attempts=self.config.attempts,
@@ -347,139 +352,6 @@ class ConsortiumOrchestrator:
     def _emit(self, event: str, *args) -> None:
         for observer in self.observers:
             getattr(observer, event)(*args)
-
-
-class Panel:
-    """What a judging method may use in one round: the answers, and calls
-    to the arbiter or other models that are counted, limited and recorded
-    like every other call of the run."""
-
-    def __init__(self, orchestrator: ConsortiumOrchestrator, run: Run, number: int, answered, limiter):
-        self.orchestrator = orchestrator
-        self.config = orchestrator.config
-        self.run = run
-        self.number = number
-        self.answered: list[MemberResult] = answered
-        self._limiter = limiter
-
-    async def call(self, model: str, prompt: str, *, role: str, instance: int = 1, on_attempt=None,
-                   on_chunk=None) -> CallOutcome:
-        """One call of any of the run's models; ``role`` names it in the records,
-        also when the run is cancelled while it is in flight."""
-        outcome = CallOutcome()
-        try:
-            handle = self.run.handles[model]
-            readable = [a for a in self.run.attachments if a.resolve_type() in (handle.model.attachment_types or ())]
-            await call_model(
-                handle,
-                prompt=prompt,
-                attachments=readable,
-                timeout=self.config.timeout,
-                attempts=self.config.attempts,
-                backoff=self.config.retry_backoff,
-                limiter=self._limiter,
-                on_attempt=on_attempt,
-                on_chunk=on_chunk,
-                outcome=outcome,
-            )
-        finally:
-            self._record(model, prompt, role, instance, outcome)
-        return outcome
-
-    def _record(self, model: str, prompt: str, role: str, instance: int, outcome: CallOutcome) -> None:
-        self.run.usage.add(outcome.usage)
-        self.run.rounds[-1].judging_usage.add(outcome.usage)
-        if role == "arbiter":
-            self.orchestrator._emit("arbiter_finished", self.run, self.number, outcome, prompt)
-        else:
-            self.orchestrator._emit("call_finished", self.run, self.number, role, model, instance, outcome, prompt)
-
-    async def arbitrate(self, prompt: str) -> tuple[Judgement, str]:
-        """Ask the arbiter; its reply is read as the seed's XML.
-
-        A prompt too long for the arbiter's context window is asked again in
-        its compact form. A reply without a synthesis is asked for once more
-        with a reminder of the format. If the arbiter fails, or its reply
-        still cannot be read, the members' own agreement decides
-        (``members_verdict``): an arbiter that cannot judge never costs the
-        answer the members agree on.
-        """
-        outcome = await self._ask_arbiter(prompt)
-        if outcome.error and is_context_overflow(outcome.error):
-            prompt = prompts.compact_arbiter_prompt(self.run.prompt, self.answer_texts(), self.run.fence)
-            outcome = await self._ask_arbiter(prompt)
-        if outcome.error:
-            return members_verdict(self.answered, f"the arbiter failed: {outcome.error}"), ""
-        judgement = parse_arbiter(outcome.text)
-        problem = self.problem(judgement)
-        if problem:
-            outcome = await self._ask_arbiter(prompt + prompts.reminder(problem))
-            if outcome.error:
-                return members_verdict(self.answered, f"the arbiter failed: {outcome.error}"), ""
-            judgement = parse_arbiter(outcome.text)
-            problem = self.problem(judgement)
-        if not problem:
-            if self.run.schema is not None:
-                judgement.synthesis = json.dumps(schemas.read_json(judgement.synthesis), ensure_ascii=False)
-            return judgement, outcome.text
-        if judgement.parse_ok:  # readable, but not in the schema even after a reminder
-            reason = schemas.problem(judgement.synthesis, self.run.schema)
-            raise ConsortiumError(f"The arbiter's answer does not match the schema: {reason}")
-        return members_verdict(self.answered, "the arbiter's reply could not be read, even after a reminder "
-                                              "of the format"), outcome.text
-
-    def problem(self, judgement: Judgement) -> str | None:
-        """What is wrong with a judgement the arbiter wrote, or None."""
-        if not judgement.parse_ok:
-            return "it had no <synthesis> block"
-        if self.run.schema is not None:
-            wrong = schemas.problem(judgement.synthesis, self.run.schema)
-            if wrong:
-                return f"its synthesis must be only a JSON value valid against the schema, but it was {wrong}"
-        return None
-
-    def answer_texts(self) -> list[tuple[str, str]]:
-        """(neutral label, text) of each answer, in the order judges see them."""
-        from .aggregate import label
-
-        return [(label(i), member.text) for i, member in enumerate(self.answered)]
-
-    async def _ask_arbiter(self, prompt: str) -> CallOutcome:
-        emit = self.orchestrator._emit
-        return await self.call(
-            self.config.arbiter,
-            prompt,
-            role="arbiter",
-            on_attempt=lambda _: emit("arbiter_started", self.run, self.number),
-            on_chunk=lambda chunk: emit("arbiter_chunk", self.run, self.number, chunk),
-        )
-
-
-def members_verdict(answered: list[MemberResult], reason: str) -> Judgement:
-    """The answer most members gave, when no judge could decide.
-
-    Answers are grouped by their extracted short answer where there is one,
-    else by their whole text, case, spacing and final full stop aside. The
-    largest group wins (on a tie, the one whose first member comes first);
-    its share of the answers is both the confidence and the agreement, and
-    the answer is the full text of the group's first member.
-    """
-    from .aggregate import extract_answer
-
-    groups: dict[str, list[MemberResult]] = {}
-    for member in answered:
-        key = extract_answer(member.text) or " ".join(member.text.lower().split()).rstrip(".")
-        groups.setdefault(key, []).append(member)
-    largest = max(groups.values(), key=len)
-    share = len(largest) / len(answered)
-    return Judgement(
-        synthesis=largest[0].text.strip(),
-        confidence=share,
-        analysis=f"{len(largest)} of {len(answered)} members gave this answer; {reason}.",
-        parse_ok=False,
-        agreement=share,
-        fallback=reason,
-    )
 
 
 def join_system(*parts: str | None) -> str | None:

@@ -224,8 +224,9 @@ def parse_methods(text: str) -> list[str]:
 
 
 def needs_arbiter(methods: list[str]) -> bool:
-    """Whether any of ``methods`` calls the arbiter (only the vote does without)."""
-    return any(m != "vote" for m in methods)
+    """Whether any of ``methods`` may call the arbiter: all do (the vote when
+    there is no clear majority)."""
+    return bool(methods)
 
 
 def sample_path() -> Path:
@@ -276,8 +277,8 @@ def resolve(consortium_name, models, arbiter, max_concurrency, with_arbiter: boo
         raise click.ClickException("Give the members: --consortium NAME, or -m MODEL (repeatable)")
     if not settings.get("arbiter"):
         if with_arbiter:
-            raise click.ClickException("The arbiter and council methods need --arbiter MODEL (or use --methods vote)")
-        settings["arbiter"] = settings["models"][0]  # never called by the vote
+            raise click.ClickException("The methods need --arbiter MODEL (the vote asks it when there is no clear "
+                                       "majority)")
     try:
         config = ConsortiumConfig.from_dict(settings)
         names = config.models + ([config.arbiter] if with_arbiter else [])
@@ -459,12 +460,9 @@ class Evaluation:
         from .aggregate import is_correct
 
         row = Score(method, "method")
-        if method == "vote":
-            results = [vote(a) for a in answers]
-        else:
-            results = await self.each(
-                f"{method}: judged", [self.judge(method, item, a, row) for item, a in zip(items, answers)]
-            )
+        results = await self.each(
+            f"{method}: judged", [self.judge(method, item, a, row) for item, a in zip(items, answers)]
+        )
         for number, (item, item_answers, (predicted, problem)) in enumerate(zip(items, answers, results), 1):
             row.count(is_correct(predicted, item.answer))
             row.spend_members(item_answers)
@@ -475,50 +473,52 @@ class Evaluation:
     async def judge(self, method: str, item: Item, item_answers, row: Score):
         """(the method's extracted answer, None or (kind, reason) when it failed
         or fell back) for one item, its calls counted in ``row``."""
-        from .aggregate import extract_answer
         from .config import ConsortiumError
-        from .engine import Panel, Round
-        from .methods import judge
+        from .engine import Round
+        from .judging import judge_round
 
         answered = [m for m in item_answers if m.ok]
         if not answered:
             return None, ("failed", EVERY_MEMBER_FAILED)
         run = self.item_run(item)
         run.rounds.append(Round(1, list(item_answers)))
-        panel = Panel(self.orchestrator, run, 1, answered, self.limiter)
-        panel.call = self.cached_calls(panel.call, run.fence, row)
         try:
-            judgement, _ = await judge(method, panel)
+            judgement, _ = await judge_round(run, 1, answered, limiter=self.limiter, method=method,
+                                             call=self.cached_call(run.fence, row))
         except ConsortiumError as exc:
             return None, ("failed", str(exc))
         problem = ("fallback", judgement.fallback) if judgement.fallback else None
-        return extract_answer(judgement.synthesis), problem
+        return method_answer(judgement), problem
 
-    def cached_calls(self, call, fence: str, row: Score):
-        """Wrap a Panel's ``call`` so replies come from the cache when they can, and cost is counted in ``row``.
+    def cached_call(self, fence: str, row: Score):
+        """A ``judging.Caller`` whose replies come from the cache when they can, its cost counted in ``row``.
 
         The key is the prompt as sent with the run's random fence replaced by
         a placeholder, and the call's role and instance as the sample.
         """
+        from .judging import real_call
 
-        async def cached_call(model, prompt, *, role, instance=1, on_attempt=None, on_chunk=None):
-            key = (model, prompt.replace(fence, FENCE_KEY), f"{role}:{instance}")
+        async def call(handle, *, role, instance, prompt, **kwargs):
+            key = (handle.model_id, prompt.replace(fence, FENCE_KEY), f"{role}:{instance}")
             outcome = await self.cached(
-                key, lambda: call(model, prompt, role=role, instance=instance, on_attempt=on_attempt, on_chunk=on_chunk)
+                key, lambda: real_call(handle, role=role, instance=instance, prompt=prompt, **kwargs)
             )
             row.spend(1, outcome.usage.input, outcome.usage.output, outcome.seconds)
             return outcome
 
-        return cached_call
+        return call
 
 
-def vote(item_answers):
-    """(the plurality of the members' extracted answers, None or (kind, reason)) for one item."""
-    from .aggregate import extract_answer, tally
+def method_answer(judgement) -> str | None:
+    """The short answer a judgement gave: the vote's winner when the vote
+    decided (its synthesis is the winner's text without the ``<answer>``
+    tags), else the answer extracted from the synthesis."""
+    from .aggregate import extract_answer
 
-    if not any(m.ok for m in item_answers):
-        return None, ("failed", EVERY_MEMBER_FAILED)
-    return tally([extract_answer(m.text) for m in item_answers]).winner, None
+    details = judgement.details or {}
+    if details.get("winner") is not None and not details.get("arbiter_called"):
+        return details["winner"]
+    return extract_answer(judgement.synthesis)
 
 
 def table(scores: list[Score]) -> str:

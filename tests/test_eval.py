@@ -45,10 +45,10 @@ def member_answer(model: str, prompt: str) -> str:
 
 
 def fenced_answers(prompt: str) -> dict[str, str]:
-    """Label -> the <answer> of each fenced response in a judging prompt."""
+    """Label -> the <answer> of each fenced response in a judging prompt (not the vote's tally)."""
     fence = re.search(r"<<<(FENCE-[0-9a-f]{16}) BEGIN label>>>", prompt).group(1)
     blocks = re.findall(rf"<<<{fence} BEGIN (.+?)>>>\n(.*?)\n<<<{fence} END \1>>>", prompt, re.S)
-    return {label: ANSWER_TAG.findall(text)[-1] for label, text in blocks}
+    return {label: ANSWER_TAG.findall(text)[-1] for label, text in blocks if ANSWER_TAG.search(text)}
 
 
 def original_prompt(prompt: str) -> str:
@@ -127,23 +127,21 @@ def test_table_on_the_shipped_dataset_then_a_replay_makes_no_call(panel):
         assert correct(name) == sum(answers[i] == item["answer"] for answers, item in zip(by_item, ITEMS))
         assert cell(rows, name, "calls") == "40"  # one call per item
     assert correct("oracle") == sum(item["answer"] in answers for answers, item in zip(by_item, ITEMS))
-    majority = [Counter(answers).most_common(2) for answers in by_item]
-    expected_vote = sum(
-        top[0][0] == item["answer"] and (len(top) == 1 or top[0][1] > top[1][1]) for top, item in zip(majority, ITEMS)
-    )
-    assert correct("vote") == expected_vote
-    assert correct("arbiter") == sum(
-        Counter(answers).most_common(1)[0][0] == item["answer"] for answers, item in zip(by_item, ITEMS)
-    )
+    # the real vote: 2 of 3 (67 %) is below the default threshold of 80 %, so the
+    # arbiter, which picks the most common answer (the first on a tie), decides those
+    unanimous = sum(len(set(answers)) == 1 for answers in by_item)
+    picked = sum(Counter(answers).most_common(1)[0][0] == item["answer"] for answers, item in zip(by_item, ITEMS))
+    assert correct("vote") == correct("arbiter") == picked
     # reviewers that put correct answers first find the right one whenever a member has it
     assert correct("council") == correct("oracle")
-    assert [cell(rows, m, "calls") for m in ("vote", "arbiter", "council")] == ["120", "160", "280"]
+    vote_calls = 120 + 40 - unanimous
+    assert [cell(rows, m, "calls") for m in ("vote", "arbiter", "council")] == [str(vote_calls), "160", "280"]
     assert {cell(rows, m, c) for m in rows for c in ("failed", "fallback")} == {"0"}
     assert listed_below(result.stdout) == []
     assert "answered 40/40" in result.stderr and "council: judged 40/40" in result.stderr
-    assert "320 new model calls" in result.stderr
     calls = len(panel.requests)
-    assert calls == 320
+    assert calls == 320 + 40 - unanimous
+    assert f"{calls} new model calls" in result.stderr
 
     replay = run_eval(*ALL_MEMBERS, "--json")
     assert replay.exit_code == 0, replay.output
@@ -190,13 +188,14 @@ def test_saved_consortium_limit_and_samples(panel):
     rows = table_rows(result.stdout)
     assert list(rows) == ["sim-strong", "sim-strong#2", "sim-weak", "oracle", "vote", "arbiter"]
     assert len(panel.calls("sim-strong")) == 10  # two samples of each of five items
-    assert len(panel.calls("sim-judge")) == 5
+    split = sum(member_answer("sim-strong", i["prompt"]) != member_answer("sim-weak", i["prompt"]) for i in ITEMS[:5])
+    assert len(panel.calls("sim-judge")) == 5 + split  # the arbiter's, and the vote's below its threshold
     assert all(row[1].endswith("/5") for row in rows.values())
 
     calls = len(panel.requests)
     again = run_eval("--consortium", "trio", "--limit", "5", "--methods", "vote,arbiter")
     assert again.stdout == result.stdout
-    assert len(panel.requests) == calls == 20
+    assert len(panel.requests) == calls == 20 + split
 
 
 def test_missing_consortium_or_arbiter(panel):
@@ -204,17 +203,16 @@ def test_missing_consortium_or_arbiter(panel):
         "Error: No saved consortium named 'nope' (see 'llm consortium list')"
     )
     assert "need --arbiter MODEL" in run_eval("-m", "sim-strong", "-m", "sim-weak").stderr
+    # the vote too: it asks the arbiter when there is no clear majority
+    assert "need --arbiter MODEL" in run_eval("-m", "sim-strong", "-m", "sim-weak", "--methods", "vote").stderr
     assert "Give the members" in run_eval("--arbiter", "sim-judge").stderr
     assert "Unknown method debate" in run_eval(*ALL_MEMBERS, "--methods", "vote,debate").stderr
     assert panel.requests == []
-    # the vote alone needs no arbiter
-    result = run_eval("-m", "sim-strong", "-m", "sim-weak", "--methods", "vote", "--limit", "2")
-    assert result.exit_code == 0 and list(table_rows(result.stdout)) == ["sim-strong", "sim-weak", "oracle", "vote"]
 
 
 def test_failed_answers_count_as_wrong_and_are_asked_again(panel):
     panel.add("sim-broken", status=400, error_message="bad request")
-    args = ["-m", "sim-strong", "-m", "sim-broken", "--methods", "vote", "--limit", "4"]
+    args = ["-m", "sim-strong", "-m", "sim-broken", "--arbiter", "sim-judge", "--methods", "vote", "--limit", "4"]
     result = run_eval(*args)
     assert result.exit_code == 0, result.output
     rows = table_rows(result.stdout)
@@ -223,7 +221,8 @@ def test_failed_answers_count_as_wrong_and_are_asked_again(panel):
     assert listed_below(result.stdout)[1:] == [
         "sim-broken failed on items 1-4: BadRequestError: Error code: 400 - bad request"
     ]
-    assert "8 new model calls (4 failed, not cached: a rerun asks again)" in result.stderr
+    # 8 member calls, and the arbiter on every item: one answer is nothing to vote on
+    assert "12 new model calls (4 failed, not cached: a rerun asks again)" in result.stderr
     run_eval(*args)
     assert len(panel.calls("sim-strong")) == 4  # cached
     assert len(panel.calls("sim-broken")) == 8  # asked again
@@ -245,10 +244,13 @@ def test_judgements_that_fell_back_are_counted_and_listed_per_method(panel):
     result = run_eval(*args)
     assert result.exit_code == 0, result.output
     rows = table_rows(result.stdout)
-    for method in MEMBERS + ["oracle", "vote"]:
+    for method in MEMBERS + ["oracle"]:
         assert (cell(rows, method, "failed"), cell(rows, method, "fallback")) == ("0", "0")
     for method in ("arbiter", "council"):
         assert (cell(rows, method, "failed"), cell(rows, method, "fallback")) == ("0", "2")
+    # the vote asks the arbiter only on the items without a clear majority
+    split = [n for n in (2, 3) if len({member_answer(m, ITEMS[n - 1]["prompt"]) for m in MEMBERS}) > 1]
+    assert (cell(rows, "vote", "failed"), cell(rows, "vote", "fallback")) == ("0", str(len(split)))
     below = listed_below(result.stdout)
     assert below[0].startswith("Failed (scored as wrong) or fell back to the members' majority")
     refusal = "BadRequestError: Error code: 400 - reply callable raised ValueError('no judgement here')"
@@ -256,7 +258,7 @@ def test_judgements_that_fell_back_are_counted_and_listed_per_method(panel):
     for method in ("arbiter", "council"):
         assert f"{method} fell back on item 2: the arbiter failed: {refusal}" in below
         assert f"{method} fell back on item 3: {unread}" in below
-    assert len(below) == 5
+    assert len(below) == 5 + len(split)
 
     # the members' majority decided those items, and is scored as that answer
     def majority(prompt):
@@ -295,7 +297,8 @@ def test_an_item_every_member_failed_is_failed_for_every_row_and_never_correct(p
         assert by_method[name]["correct"] == sum(is_right(name, item["prompt"]) for item in ITEMS[1:3])
     for method in ("oracle", "vote", "arbiter", "council"):
         assert by_method[method]["problems"][0]["reason"] == "every member failed"
-    assert len(panel.calls("sim-judge")) == 4  # two items, by the arbiter and by the chair
+    split = sum(len({member_answer(m, item["prompt"]) for m in MEMBERS}) > 1 for item in ITEMS[1:3])
+    assert len(panel.calls("sim-judge")) == 4 + split  # two items, by the arbiter, the chair and the split vote
 
 
 def test_max_concurrency_must_be_a_positive_whole_number(panel):
