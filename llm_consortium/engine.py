@@ -105,6 +105,7 @@ class Run:
     # when its budget could be checked against only part of the cost.
     stopped_because: str | None = None
     budget_note: str | None = None
+    parent_run_id: str | None = None  # the run whose member answers this one judged again (rejudge)
 
     @property
     def members(self) -> list[tuple[str, int]]:
@@ -142,6 +143,7 @@ class Run:
                 "max_cost": self.config.max_cost,
                 "stopped_because": self.stopped_because,
                 "budget_note": self.budget_note,
+                "parent_run_id": self.parent_run_id,
             },
         }
 
@@ -234,11 +236,17 @@ class ConsortiumOrchestrator:
             raise ConsortiumConfigError(refused)
         return run
 
-    async def execute(self, run: Run) -> dict:
+    async def execute(self, run: Run, answers: list[tuple[MemberResult, str]] | None = None) -> dict:
+        """Run it; with ``answers`` ((member result, the prompt it answered),
+        from an earlier run), judge those in one round instead of asking
+        the members (``rejudge``)."""
         self._emit("run_started", run)
         limiter = asyncio.Semaphore(self.config.max_concurrency)
         try:
-            await self._rounds(run, limiter)
+            if answers is None:
+                await self._rounds(run, limiter)
+            else:
+                await self._judge_given(run, answers, limiter)
         except ConsortiumError as exc:
             run.finished = datetime.now(timezone.utc)
             exc.result = run.to_dict()
@@ -267,21 +275,32 @@ class ConsortiumOrchestrator:
             member_prompt = run.prompt
             if run.rounds:
                 member_prompt = prompts.refine_prompt(run.prompt, number, run.rounds[-1].judgement)
-            members = await self._ask_members(run, number, member_prompt, limiter)
-            current = Round(number, members)
-            run.rounds.append(current)
-            answered = [m for m in members if m.ok]
-            if not answered:
-                errors = "; ".join(f"{m.model}#{m.instance}: {m.error}" for m in members)
-                raise ConsortiumError(f"Every member failed in round {number}: {errors}")
-            current.judgement, current.arbiter_raw = await judge_round(
-                run, number, answered, limiter=limiter, call=self.call, emit=self._emit
-            )
-            self._emit("round_finished", run, current)
+            current = Round(number, await self._ask_members(run, number, member_prompt, limiter))
+            await self._judge(run, current, limiter)
             if not current.judgement.parse_ok:
                 return  # an arbiter that failed or cannot keep to the format won't do better in another round
             if current.judgement.confidence >= config.confidence_threshold and number >= config.min_iterations:
                 return
+
+    async def _judge_given(self, run: Run, answers: list[tuple[MemberResult, str]], limiter) -> None:
+        """One round judged on answers given with the prompts they answered,
+        not asked: no member is called for an answer (``rejudge``)."""
+        self._emit("round_started", run, 1)
+        for member, prompt in answers:
+            self._emit("member_finished", run, 1, member, prompt)
+        await self._judge(run, Round(1, [member for member, _ in answers]), limiter)
+
+    async def _judge(self, run: Run, current: Round, limiter) -> None:
+        """Add ``current`` to the run and judge its answers."""
+        run.rounds.append(current)
+        answered = [m for m in current.members if m.ok]
+        if not answered:
+            errors = "; ".join(f"{m.model}#{m.instance}: {m.error}" for m in current.members)
+            raise ConsortiumError(f"Every member failed in round {current.number}: {errors}")
+        current.judgement, current.arbiter_raw = await judge_round(
+            run, current.number, answered, limiter=limiter, call=self.call, emit=self._emit
+        )
+        self._emit("round_finished", run, current)
 
     async def _ask_members(self, run: Run, number: int, prompt: str, limiter) -> list[MemberResult]:
         """Every member still in the run at once; with a quorum, stop waiting

@@ -66,10 +66,10 @@ class RunRecorder(Observer):
         self._writers[run.run_id] = RunWriter(store.db_path())
         self._write(run, [(
             "INSERT INTO consortium_runs (id, name, prompt, system, config, method, status, "
-            "iterations, input_tokens, output_tokens, started, pid, host) "
-            "VALUES (?, ?, ?, ?, ?, ?, 'running', 0, 0, 0, ?, ?, ?)",
+            "iterations, input_tokens, output_tokens, started, pid, host, parent_run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'running', 0, 0, 0, ?, ?, ?, ?)",
             (run.run_id, self.name, run.prompt, run.system, json.dumps(run.config.to_dict()),
-             run.config.method, run.started.isoformat(), os.getpid(), socket.gethostname()),
+             run.config.method, run.started.isoformat(), os.getpid(), socket.gethostname(), run.parent_run_id),
         )])
 
     def member_finished(self, run: Run, round_number: int, member: MemberResult, prompt: str) -> None:
@@ -316,7 +316,9 @@ def get_run(run_id_or_prefix: str) -> dict | None:
     """One run with its rounds and their calls, by id or a unique id prefix.
 
     Returns None when nothing matches; raises ``AmbiguousRunId`` when the
-    prefix matches several runs. ``config`` and ``result`` come back parsed.
+    prefix matches several runs. ``config`` and ``result`` come back parsed;
+    ``parent_run_id`` is the run a ``rejudge`` judged again, and
+    ``rejudged_as`` the runs that judged this one's answers again.
     Each round is {round, synthesis, confidence, analysis, dissent,
     needs_iteration, refinement_areas, parse_ok, agreement, details, calls,
     cost_usd, priced_usd, unpriced_calls}: the round's dollars summed from
@@ -344,6 +346,9 @@ def get_run(run_id_or_prefix: str) -> dict | None:
         calls = conn.execute(
             "SELECT * FROM consortium_calls WHERE run_id = ? ORDER BY id", (run["id"],)
         ).fetchall()
+        run["rejudged_as"] = [row[0] for row in conn.execute(
+            "SELECT id FROM consortium_runs WHERE parent_run_id = ? ORDER BY started, rowid", (run["id"],)
+        )]
     finally:
         conn.close()
     run["status"] = _status(run["status"], run["pid"], run["host"])

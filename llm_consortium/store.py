@@ -110,6 +110,11 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE consortium_runs ADD COLUMN stopped_because TEXT",
         ],
     ),
+    (
+        # A run made by ``rejudge``: the run whose member answers it judged again.
+        "009_rejudge",
+        ["ALTER TABLE consortium_runs ADD COLUMN parent_run_id TEXT"],
+    ),
 ]
 
 
