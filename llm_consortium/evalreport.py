@@ -349,29 +349,38 @@ def item_numbers(numbers: list[int]) -> str:
 
 def save_plot(rows: list[Row], path) -> None:
     """Accuracy (with its 95 % interval) against dollars per item, or tokens
-    per item when any row's cost is unknown; one labelled point per row."""
+    per item when any row's cost is unknown; one labelled point per row, a
+    label moved down when it would sit on one already placed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     priced = all(r.cost_per_item is not None for r in rows)
     figure, axes = plt.subplots(figsize=(8, 5))
     styles = {"member": ("o", "tab:blue"), "self-moa": ("D", "tab:orange"), "oracle": ("*", "tab:gray"),
               "method": ("s", "tab:green")}
+    placed: list[tuple[float, float]] = []
     for r in rows:
         x = r.cost_per_item if priced else (r.input_tokens + r.output_tokens) / max(r.items, 1)
+        x = max(x, 1e-9)  # a log axis: a free row sits at the far left
         low, high = r.accuracy_interval or (r.accuracy, r.accuracy)
         marker, colour = styles[r.kind]
         axes.errorbar(x, r.accuracy, yerr=[[r.accuracy - low], [high - r.accuracy]], fmt=marker, color=colour,
-                      ecolor=colour, elinewidth=1, capsize=3, markersize=8 if r.kind == "oracle" else 6)
-        axes.annotate(r.name, (x, r.accuracy), textcoords="offset points", xytext=(7, 3), fontsize=8)
+                      ecolor=colour, elinewidth=1, capsize=3, markersize=9 if r.kind == "oracle" else 6)
+        near = sum(abs(math.log10(x) - px) < 0.3 and abs(r.accuracy - py) < 0.04 for px, py in placed)
+        placed.append((math.log10(x), r.accuracy))
+        axes.annotate(r.name, (x, r.accuracy), textcoords="offset points", xytext=(7, 3 - 11 * near), fontsize=8)
     for kind, (marker, colour) in styles.items():
         axes.plot([], [], marker, color=colour, label=kind)
     axes.legend(loc="lower right", fontsize=8)
     axes.set_xscale("log")
+    if priced:
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"${value:g}"))
     axes.set_xlabel("dollars per item (log scale)" if priced else "tokens per item (log scale; some costs unknown)")
     axes.set_ylabel("accuracy (95% bootstrap interval)")
+    axes.set_title(f"Accuracy against cost, {rows[0].items} items", fontsize=10)
     axes.set_ylim(0, 1.05)
     axes.grid(alpha=0.3, which="both")
     figure.tight_layout()
