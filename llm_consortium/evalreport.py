@@ -377,7 +377,9 @@ def save_plot(rows: list[Row], path) -> None:
     axes.legend(loc="lower right", fontsize=8)
     axes.set_xscale("log")
     if priced:
-        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"${value:g}"))
+        from .pricing import dollars
+
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: dollars(value)))
     axes.set_xlabel("dollars per item (log scale)" if priced else "tokens per item (log scale; some costs unknown)")
     axes.set_ylabel("accuracy (95% bootstrap interval)")
     axes.set_title(f"Accuracy against cost, {rows[0].items} items", fontsize=10)
