@@ -21,9 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 LLM = [sys.executable, "-m", "llm"]
 MEMBER_S, ARBITER_S = 1.0, 0.3
@@ -107,7 +105,7 @@ def main():
     os.environ["LLM_USER_PATH"] = tempfile.mkdtemp(prefix="consortium-bench-")
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_OPENAI_SHOW_RESPONSES", "LLM_LOAD_PLUGINS"):
         os.environ.pop(var, None)
-    from simprovider import SimProvider, arbiter_xml
+    from llm_consortium.simulator import SimProvider, arbiter_xml
 
     sim = SimProvider()
     try:

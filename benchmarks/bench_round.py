@@ -11,9 +11,7 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 MEMBER_S, ARBITER_S = 1.0, 0.3
 
@@ -22,7 +20,7 @@ def main(sizes):
     os.environ["LLM_USER_PATH"] = tempfile.mkdtemp(prefix="consortium-bench-")
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_OPENAI_SHOW_RESPONSES"):
         os.environ.pop(var, None)
-    from simprovider import SimProvider, arbiter_xml
+    from llm_consortium.simulator import SimProvider, arbiter_xml
 
     from llm_consortium import ConsortiumOrchestrator
 

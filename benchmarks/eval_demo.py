@@ -29,7 +29,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from llm_consortium.evaluate import eval_command, read_dataset, sample_path  # noqa: E402
 from simeval import SimulatedPanel  # noqa: E402
-from simprovider import SimProvider  # noqa: E402
+from llm_consortium.simulator import SimProvider  # noqa: E402
 
 # name: (accuracy, the provider model it is priced as, seconds per reply)
 MEMBERS = {

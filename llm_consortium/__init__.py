@@ -23,7 +23,7 @@ _LAZY = {
     "ConsortiumConfigError": "config",
     "ConsortiumError": "config",
     "ConsortiumOrchestrator": "engine",
-    "Observer": "engine",
+    "Observer": "observer",
     "RunRecorder": "recorder",
 }
 

@@ -446,36 +446,14 @@ def check_writable(output: str) -> None:
 def log_response(response, name: str, config: ConsortiumConfig) -> None:
     """Log the consortium's answer where ``llm logs`` shows it, and save its
     configuration as ``name`` (marked ad hoc, which ``list`` leaves out) so
-    that ``llm -c`` can find this model again.
-
-    llm's own migrations are not safe against two processes creating a new
-    logs.db at the same moment, so they run under ``store.schema_lock``.
-    They and the log entry are one transaction, which takes the write lock
-    up front (llm's own would deadlock with another writer, failing at
-    once): a migration that fails half-way (a full disk, a killed process)
-    leaves logs.db as it was. If logging fails the answer has been shown
-    already: say so in one line rather than in a traceback.
+    that ``llm -c`` can find this model again. If logging fails the answer
+    has been shown already: say so in one line rather than in a traceback.
     """
-    import sqlite3
+    from .store import log_llm_response, save_config
 
-    import sqlite_utils
-    from llm.migrations import migrate
-
-    from .store import BUSY_TIMEOUT_SECONDS, db_path, save_config, schema_lock
-
-    path = db_path()
     try:
         save_config(name, {**config.to_dict(), "ad_hoc": True})
-        with schema_lock(path):
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS)
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                db = sqlite_utils.Database(conn)
-                migrate(db)
-                response.log_to_db(db)
-                conn.commit()
-            finally:
-                conn.close()  # uncommitted, it is rolled back
+        log_llm_response(response)
     except Exception as exc:  # llm's logging code, or the database; the answer is shown already
         click.echo(f"Warning: could not add the answer to llm logs: {exc}", err=True)
 
@@ -624,6 +602,34 @@ consortium.add_command(rejudge)
 
 
 @consortium.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface, and anyone who reaches it can read and ask)")
+@click.option("-p", "--port", type=click.IntRange(0, 65535), default=8001, show_default=True,
+              help="Port to listen on (0: any free one)")
+def serve(host, port):
+    """A local web viewer of the recorded runs, live and past, where a
+    saved consortium can also be asked. Needs the web extra."""
+    from .store import db_path
+    from .web import INSTALL, PACKAGES
+
+    try:
+        from .web.app import listen, server
+    except ImportError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in PACKAGES:
+            raise
+        fail(f"llm consortium serve needs the web extra ({missing} is missing): {INSTALL}")
+    try:
+        sock = listen(host, port)
+    except OSError as exc:
+        fail(f"Cannot listen on {host}:{port}: {exc.strerror or exc}")
+    bound = sock.getsockname()[1]
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else f'[{host}]' if ':' in host else host}:{bound}/"
+    click.echo(f"Viewing the runs in {db_path()} at {url} (Ctrl-C stops)", err=True)
+    server(sock, host).run(sockets=[sock])
+
+
+@consortium.command()
 @click.option("-n", "--limit", type=click.IntRange(min=0), default=20, show_default=True,
               help="How many runs (0 for all)")
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
@@ -632,7 +638,7 @@ def runs(limit, json_):
     recording how it ended (killed, or its machine went down) is shown as
     interrupted."""
     from .display import cost
-    from .recorder import list_runs
+    from .store import list_runs
 
     rows = list_runs(limit or None)
     if json_:
@@ -642,13 +648,17 @@ def runs(limit, json_):
         click.echo("No runs recorded yet.")
     for row in rows:
         who = single_line(row.get("name") or ", ".join(row.get("models") or []))
-        confidence = "-" if row.get("confidence") is None else f"{row['confidence']:.2f}"
+        confidence = "-   " if row.get("confidence") is None else f"{row['confidence']:.2f}"
+        agreement = "-   " if row.get("agreement") is None else f"{row['agreement']:.2f}"
         tokens = (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0)
         spent = cost(row["cost_usd"], None, None)
         click.echo(
             f"{row['id'][:8]}  {(row.get('started') or '')[:19]}  {row['status']:<11}  "
-            f"conf {confidence}  {row.get('iterations') or 0} rnd  {tokens:>7} tok  {spent:>12}  {who}"
+            f"conf {confidence}  agr {agreement}  {row.get('iterations') or 0} rnd  {tokens:>7} tok  {spent:>12}  "
+            f"{who}"
         )
+        if row["threshold_note"]:
+            click.echo(click.style(f"          threshold not reached: {printable(row['threshold_note'])}", fg="yellow"))
 
 
 @consortium.command()
@@ -656,7 +666,7 @@ def runs(limit, json_):
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
 def inspect(run_id, json_):
     """Show one run round by round (RUN_ID or a prefix; default the latest)."""
-    from .recorder import AmbiguousRunId, get_run, latest_run_id
+    from .store import AmbiguousRunId, get_run, latest_run_id
 
     if run_id == "latest":
         run_id = latest_run_id()
@@ -671,7 +681,7 @@ def inspect(run_id, json_):
     if json_:
         click.echo(json.dumps(record, indent=2))
         return
-    from .display import cost
+    from .display import agreement_text, cost, groups_line
 
     # Recorded text is shown as it was received, less what a terminal would act on.
     click.echo(printable(f"Run {record['id']}  {record['status']}  {record.get('started')}"))
@@ -698,10 +708,16 @@ def inspect(run_id, json_):
             if round_.get("parse_ok") is False:
                 click.echo(click.style("No judge decided this round: the answer is the one most members gave "
                                        "(see Analysis).", fg="yellow"))
-            click.echo(click.style(f"Confidence: {round_.get('confidence') or 0:.2f}", bold=True))
+            click.echo(click.style(f"Confidence: {round_.get('confidence') or 0:.2f} · "
+                                   + agreement_text(round_.get("agreement"), round_.get("details")), bold=True))
+            groups = groups_line(round_.get("details"))
+            if groups:
+                click.echo(groups)
             for key in ("analysis", "dissent"):
                 if round_.get(key):
                     click.echo(f"{key.capitalize()}: {printable(round_[key])}")
+    if record.get("threshold_note"):
+        click.echo(click.style(f"\nThreshold not reached: {printable(record['threshold_note'])}.", fg="yellow"))
     if record.get("synthesis"):
         click.echo(click.style("\nSynthesis:", bold=True) + f"\n{printable(record['synthesis'])}")
     if record.get("error"):

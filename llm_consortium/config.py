@@ -21,6 +21,8 @@ DEFAULT_MODELS = [
 ]
 DEFAULT_ARBITER = "claude-3-opus-20240229"
 METHODS = ("arbiter", "council", "vote")
+# What must reach the confidence threshold for a run to stop (see ``stopping``).
+STOP_RULES = ("arbiter", "agreement", "both")
 # Attempts per call: past this, retries only add waiting.
 MAX_ATTEMPTS = 10
 
@@ -42,20 +44,26 @@ class ConsortiumError(RuntimeError):
 
 
 def parse_threshold(value) -> float:
-    """A confidence threshold in 0-1; a value in (1, 100] is read as a percentage."""
+    """A confidence threshold: a fraction in 0-1 (``0.8``), a whole
+    percentage above 1 (``80``), or a percentage written with ``%``
+    (``"80%"``, ``"1.5%"``). Anything else (``1.5``, ``150``, ``-1``) is
+    refused rather than guessed at."""
+    text = str(value).strip()
+    percent = text.endswith("%")
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConsortiumConfigError(
-            f"Confidence threshold must be a number between 0 and 1, got {value!r}"
-        ) from None
-    if 1 < number <= 100:
-        number /= 100
-    if not 0 <= number <= 1:
-        raise ConsortiumConfigError(
-            f"Confidence threshold must be between 0 and 1 (or a percentage), got {value}"
-        )
-    return number
+        number = float(text[:-1] if percent else text)
+    except ValueError:
+        number = math.nan
+    if percent and 0 <= number <= 100:
+        return number / 100
+    if not percent and 0 <= number <= 1:
+        return number
+    if not percent and number.is_integer() and 1 < number <= 100:
+        return number / 100
+    raise ConsortiumConfigError(
+        f"Confidence threshold must be between 0 and 1 (0.8), a whole percentage (80) or a percentage "
+        f"with % (80%, 1.5%), got {value!r}"
+    )
 
 
 def parse_max_cost(value) -> float:
@@ -109,7 +117,14 @@ class ConsortiumConfig:
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     arbiter: str = setting(DEFAULT_ARBITER, "Model that judges the answers", option=False)
     confidence_threshold: float = setting(
-        0.8, "Stop once confidence reaches this (0-1, or a percentage such as 80 or 80%)", float | str
+        0.8, "Stop once confidence reaches this (0-1, or a percentage such as 80 or 80%); --stop-on says "
+        "which confidence", float | str
+    )
+    # Text, not a click choice: a bad value is refused by the consortium's
+    # own check, in one line, from a flag as from -o.
+    stop_on: str = setting(
+        "arbiter", "What must reach the threshold to stop: arbiter (its confidence), agreement (the share of "
+        "members giving the same answer) or both", metavar="[arbiter|agreement|both]",
     )
     max_iterations: int = setting(3, "Most rounds", int)
     min_iterations: int = setting(1, "Fewest rounds", int)
@@ -147,6 +162,10 @@ class ConsortiumConfig:
         if self.min_iterations > self.max_iterations:
             raise ConsortiumConfigError(
                 f"min iterations ({self.min_iterations}) exceeds max iterations ({self.max_iterations})"
+            )
+        if self.stop_on not in STOP_RULES:
+            raise ConsortiumConfigError(
+                f"Unknown stop rule {self.stop_on!r}: choose one of {', '.join(STOP_RULES)}"
             )
         if self.method not in METHODS:
             raise ConsortiumConfigError(

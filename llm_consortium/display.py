@@ -88,14 +88,39 @@ def usage_line(usage: dict) -> str:
     return f"Token usage: {counted} · {usage_cost(usage)}"
 
 
+SOURCES = {"exact": "by short answers", "arbiter": "by the arbiter's groups"}
+
+
+def agreement_text(agreement: float | None, details: dict | None) -> str:
+    """"agreement 0.67 (measured by the arbiter's groups)", or "agreement unknown"."""
+    if agreement is None:
+        return "agreement unknown"
+    source = SOURCES.get(((details or {}).get("agreement") or {}).get("source"))
+    return f"agreement {agreement:.2f} (measured{' ' + source if source else ''})"
+
+
+def groups_line(details: dict | None) -> str | None:
+    """The members in each group of equivalent answers, largest first:
+    "Groups: m1 #1, m2 #1 | m3 #1"; None when there are none."""
+    groups = ((details or {}).get("agreement") or {}).get("groups")
+    if not groups:
+        return None
+    text = " | ".join(", ".join(f"{single_line(str(m['model']))} #{m['instance']}" for m in group) for group in groups)
+    return click.style("Groups:", bold=True) + " " + text
+
+
+def threshold_line(note: str | None) -> list[str]:
+    """The line saying the stop rule's threshold was not reached, if it was not."""
+    return [click.style(f"Threshold not reached: {printable(note)}.", fg="yellow")] if note else []
+
+
 def summary(result: dict) -> str:
-    """Confidence, analysis, dissent and the round count, laid out for reading."""
+    """Confidence, agreement, analysis, dissent and the round count, laid out for reading."""
     synthesis, meta = result["synthesis"], result["metadata"]
     rounds = meta["iteration_count"]
     failed = [m for m in result["model_responses"] if m.get("error") and not m.get("cancelled")]
-    parts = [f"Confidence {synthesis['confidence']:.2f}"]
-    if synthesis.get("agreement") is not None:
-        parts.append(f"agreement {synthesis['agreement']:.2f} (measured)")
+    parts = [f"Confidence {synthesis['confidence']:.2f}", agreement_text(synthesis.get("agreement"),
+                                                                         synthesis.get("details"))]
     parts += [
         f"{rounds} round{'s' if rounds != 1 else ''}",
         tokens(meta["usage"]),
@@ -112,11 +137,15 @@ def summary(result: dict) -> str:
             fg="yellow",
         ))
     lines += budget_lines(meta)
+    lines += threshold_line(meta.get("threshold_note"))
     for title in ("analysis", "dissent"):
         text = printable(synthesis.get(title) or "").strip()
         if text and text.lower() not in ("none", "none.", "n/a"):
             lines.append(click.style(title.capitalize() + ":", bold=True) + " " + text)
     lines += method_details(synthesis.get("details") or {})
+    groups = groups_line(synthesis.get("details"))
+    if groups:
+        lines.append(groups)
     if meta.get("recorded"):  # never a pointer to a record that is missing or stale
         lines.append(click.style(
             printable(f"Run {meta['run_id']}  (llm consortium inspect {meta['run_id'][:8]})"), dim=True
@@ -144,9 +173,8 @@ def summary_line(result: dict) -> str:
     decided or the budget stopped the run."""
     synthesis, meta = result["synthesis"], result["metadata"]
     rounds = meta["iteration_count"]
-    parts = [f"Confidence {synthesis['confidence']:.2f}"]
-    if synthesis.get("agreement") is not None:
-        parts.append(f"agreement {synthesis['agreement']:.2f} (measured)")
+    parts = [f"Confidence {synthesis['confidence']:.2f}",
+             agreement_text(synthesis.get("agreement"), synthesis.get("details"))]
     parts += [f"{rounds} round{'s' if rounds != 1 else ''}", tokens(meta["usage"]), usage_cost(meta["usage"]),
               f"{meta['seconds']:.1f} s"]
     failed = sum(1 for m in result["model_responses"] if m.get("error") and not m.get("cancelled"))
@@ -158,8 +186,8 @@ def summary_line(result: dict) -> str:
         parts.append(click.style("no judge decided: the answer most members gave", fg="yellow"))
     elif meta.get("stopped_because"):
         parts.append(click.style(f"stopped at the max cost of {dollars(meta['max_cost'], exact=True)}", fg="yellow"))
-    elif synthesis["confidence"] < meta["confidence_threshold"]:
-        parts.append(click.style(f"below the {meta['confidence_threshold']:.2f} threshold", fg="yellow"))
+    elif meta.get("threshold_note"):
+        parts.append(click.style(printable(meta["threshold_note"]), fg="yellow"))
     if meta.get("budget_note"):
         parts.append(click.style("max cost checked against the known part of the cost only", fg="yellow"))
     return " · ".join(parts)
@@ -228,7 +256,8 @@ class Progress(Observer):
         self._changed()
 
     def round_finished(self, run, round_):
-        self.arbiter_state = f"confidence {round_.judgement.confidence:.2f}"
+        judgement = round_.judgement
+        self.arbiter_state = f"confidence {judgement.confidence:.2f} · " + agreement_text(judgement.agreement, None)
         self._changed()
 
     def _changed(self):

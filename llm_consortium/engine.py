@@ -18,34 +18,17 @@ from .budget import over_budget
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
 from .judging import Caller, judge_round, real_call
 from .members import (
-    CHAIN_LIMIT, Ask, CallOutcome, ModelHandle, check_keys, describe, fit, member_options, resolve_models,
+    CHAIN_LIMIT, Ask, ModelHandle, check_keys, describe, fit, member_options, resolve_models,
 )
 from .methods import member_instructions
+from .observer import Observer
 from .results import Judgement, MemberResult, Usage
+from .stopping import ended_by, should_stop, threshold_note
 
 
 # The most members one run may have: past this, a typo such as model:1000
 # would start a thousand calls.
 MAX_MEMBERS = 64
-
-
-class Observer:
-    """Hears what a run does, as it happens. Override what you need."""
-
-    def run_started(self, run: "Run") -> None: ...
-    def round_started(self, run: "Run", round_number: int) -> None: ...
-    def member_started(self, run: "Run", round_number: int, model: str, instance: int) -> None: ...
-    def member_chunk(self, run: "Run", round_number: int, model: str, instance: int, chunk: str) -> None: ...
-    def member_retry(self, run: "Run", round_number: int, model: str, instance: int, error: str, delay: float) -> None: ...
-    def member_finished(self, run: "Run", round_number: int, member: MemberResult, prompt: str) -> None: ...
-    def tool_called(self, run: "Run", round_number: int, model: str, instance: int, call: dict) -> None: ...
-    def arbiter_started(self, run: "Run", round_number: int) -> None: ...
-    def arbiter_chunk(self, run: "Run", round_number: int, chunk: str) -> None: ...
-    def arbiter_finished(self, run: "Run", round_number: int, outcome: CallOutcome, prompt: str) -> None: ...
-    def call_finished(self, run: "Run", round_number: int, role: str, model: str, instance: int, outcome: CallOutcome, prompt: str) -> None: ...
-    def round_finished(self, run: "Run", round_: "Round") -> None: ...
-    def run_finished(self, run: "Run", result: dict) -> None: ...
-    def run_failed(self, run: "Run", status: str, error: str) -> None: ...
 
 
 @dataclass
@@ -133,6 +116,8 @@ class Run:
                 "arbiter": self.config.arbiter,
                 "method": self.config.method,
                 "confidence_threshold": self.config.confidence_threshold,
+                "stop_on": self.config.stop_on,
+                "threshold_note": self.threshold_note(judgement),
                 "max_iterations": self.config.max_iterations,
                 "iteration_count": len(self.rounds),
                 "system_prompt": self.system,
@@ -146,6 +131,15 @@ class Run:
                 "parent_run_id": self.parent_run_id,
             },
         }
+
+    def threshold_note(self, judgement: Judgement) -> str | None:
+        """Why the stop rule's threshold was not reached, or None (see ``stopping``)."""
+        if not self.rounds or self.rounds[-1].judgement is None:
+            return None
+        ended = ended_by(len(self.rounds), self.config.max_iterations, self.stopped_because,
+                         judgement.fallback is not None)
+        return threshold_note(self.config.stop_on, self.config.confidence_threshold, judgement.confidence,
+                              judgement.agreement, len(self.rounds), ended)
 
 
 class ConsortiumOrchestrator:
@@ -279,7 +273,7 @@ class ConsortiumOrchestrator:
             await self._judge(run, current, limiter)
             if not current.judgement.parse_ok:
                 return  # an arbiter that failed or cannot keep to the format won't do better in another round
-            if current.judgement.confidence >= config.confidence_threshold and number >= config.min_iterations:
+            if should_stop(config, current.judgement, number):
                 return
 
     async def _judge_given(self, run: Run, answers: list[tuple[MemberResult, str]], limiter) -> None:

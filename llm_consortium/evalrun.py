@@ -12,11 +12,12 @@ from pathlib import Path
 
 from .aggregate import extract_answer, is_correct, tally
 from .config import ConsortiumError
-from .engine import ConsortiumOrchestrator, Observer, join_system
+from .engine import ConsortiumOrchestrator, join_system
 from .evalreport import Problem, Row, best_member
 from .evaluate import Item, Progress
 from .judging import real_call
 from .members import CallOutcome
+from .observer import Observer
 from .methods.vote import MEMBER_INSTRUCTIONS
 from .pricing import priced
 from .results import MemberResult, Usage

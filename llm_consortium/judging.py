@@ -166,18 +166,17 @@ def members_verdict(answered: list[MemberResult], reason: str) -> Judgement:
     """The answer most members gave, when no judge could decide.
 
     Answers are grouped by their extracted short answer where there is one,
-    else by their whole text, case, spacing and final full stop aside. The
-    largest group wins (on a tie, the one whose first member comes first);
-    its share of the answers is both the confidence and the agreement, and
-    the answer is the full text of the group's first member.
+    else by their whole text, case, spacing and final full stop aside
+    (``agreement.answer_key``). The largest group wins (on a tie, the one
+    whose first member comes first); its share of the answers is both the
+    confidence and the agreement, and the answer is the full text of the
+    group's first member.
     """
     from .aggregate import extract_answer
+    from .agreement import answer_key, exact_groups
 
-    groups: dict[str, list[MemberResult]] = {}
-    for member in answered:
-        key = extract_answer(member.text) or " ".join(member.text.lower().split()).rstrip(".")
-        groups.setdefault(key, []).append(member)
-    largest = max(groups.values(), key=len)
+    groups = exact_groups([answer_key(m.text, extract_answer(m.text)) for m in answered])
+    largest = [answered[i] for i in max(groups, key=len)]
     share = len(largest) / len(answered)
     return Judgement(
         synthesis=largest[0].text.strip(),

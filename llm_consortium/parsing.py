@@ -9,12 +9,14 @@ repeated answers and truncated output.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 
 from .results import Judgement
 
 # The arbiter's sections, in the order the prompt asks for them.
 SECTION_TAGS = (
     "analysis",
+    "groups",
     "dissent",
     "refinement_areas",
     "confidence",
@@ -100,16 +102,7 @@ def parse_arbiter(text: str) -> Judgement:
     Missing sections get the defaults "", 0.0, False and []. ``parse_ok`` is
     True only when a non-empty synthesis was found.
     """
-    text = "" if text is None else str(text)
-    # Leading reasoning blocks are skipped, so tags they quote don't count. If
-    # one is never closed, search everything.
-    body = text[_reasoning_end(text) or 0 :]
-    syntheses = _blocks(body, "synthesis")
-    anchor = syntheses[-1][0] if syntheses else len(body)
-    sections = {
-        name: (syntheses[-1][1] if syntheses else "") if name == "synthesis" else _nearest(_blocks(body, name), anchor)
-        for name in SECTION_TAGS
-    }
+    sections = read_sections(text)
     confidence = parse_confidence(sections["confidence"])
     # The first word decides, so "**True**" and "yes." count.
     first_word = re.match(r"\W*(\w+)", sections["needs_iteration"])
@@ -124,12 +117,56 @@ def parse_arbiter(text: str) -> Judgement:
     )
 
 
-def _nearest(blocks: list[tuple[int, str]], anchor: int) -> str:
-    """The last block starting before ``anchor``, else the first after it, else ""."""
-    before = [content for start, content in blocks if start < anchor]
-    if before:
-        return before[-1]
-    return blocks[0][1] if blocks else ""
+def read_sections(text: str) -> dict[str, str]:
+    """Each section of an arbiter reply, "" where there is none, chosen as
+    ``parse_arbiter`` describes: the last synthesis outside leading
+    reasoning, and every other section from the same answer. Never raises."""
+    text = "" if text is None else str(text)
+    # Leading reasoning blocks are skipped, so tags they quote don't count. If
+    # one is never closed, search everything.
+    body = _Reply(text[_reasoning_end(text) or 0 :])
+    anchor, synthesis = body.nearest("synthesis", len(body.text))
+    return {name: synthesis if name == "synthesis" else body.nearest(name, anchor)[1] for name in SECTION_TAGS}
+
+
+class _Reply:
+    """A reply's tags, found once, so that hostile text full of tags is read
+    in about linear time: each block's content is cut only when it is the
+    candidate being looked at."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.sections = [m.start() for m in _ANY_SECTION_OPEN.finditer(text)]
+
+    def nearest(self, name: str, anchor: int) -> tuple[int, str]:
+        """(start, content) of the block of section ``name`` that is not
+        empty or an echo of the format instructions: the last one starting
+        before ``anchor``, else the first after it; (anchor, "") if none."""
+        openings = list(_OPEN[name].finditer(self.text))
+        closes = [m.start() for m in _CLOSE[name].finditer(self.text)]
+        split = bisect_left([o.start() for o in openings], anchor)
+        for opening in [*reversed(openings[:split]), *openings[split:]]:
+            content = self._content(name, opening.end(), closes)
+            if content and not _is_echo(name, content):
+                return opening.start(), content
+        return anchor, ""
+
+    def _content(self, name: str, start: int, closes: list[int]) -> str:
+        """The cleaned content of a block of ``name`` opened at ``start``.
+
+        A block whose closing tag never comes, as in truncated output, runs
+        to the next section's opening tag or the end of the text.
+        """
+        close = bisect_left(closes, start)
+        following = bisect_left(self.sections, start)
+        if close < len(closes):
+            content = self.text[start : closes[close]]
+        elif following < len(self.sections):
+            content = self.text[start : self.sections[following]]
+        else:
+            content = self.text[start:]
+            content = content[: _dangling_close_start(content, name)]
+        return _unwrap_fence(content.strip())
 
 
 def _reasoning_end(text: str) -> int | None:
@@ -151,31 +188,6 @@ def _reasoning_end(text: str) -> int | None:
         if close is None:
             return None
         position = close.end()
-
-
-def _blocks(text: str, name: str) -> list[tuple[int, str]]:
-    """(start, cleaned content) of every non-empty block of section ``name``
-    that is not an echo of the format instructions.
-
-    A block whose closing tag never comes, as in truncated output, runs to
-    the next section's opening tag or the end of the text.
-    """
-    blocks = []
-    for opening in _OPEN[name].finditer(text):
-        start = opening.end()
-        close = _CLOSE[name].search(text, start)
-        following = _ANY_SECTION_OPEN.search(text, start)
-        if close is not None:
-            content = text[start : close.start()]
-        elif following is not None:
-            content = text[start : following.start()]
-        else:
-            content = text[start:]
-            content = content[: _dangling_close_start(content, name)]
-        content = _unwrap_fence(content.strip())
-        if content and not _is_echo(name, content):
-            blocks.append((opening.start(), content))
-    return blocks
 
 
 def _is_echo(name: str, content: str) -> bool:

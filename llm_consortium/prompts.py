@@ -36,7 +36,7 @@ def new_fence() -> str:
 MAX_FORWARDED_CHARS = 12_000
 # Tags a judge's reply is read by, and the prompt's own structure.
 _CONTROL_TAGS = (
-    "analysis", "dissent", "refinement_areas", "confidence", "needs_iteration", "synthesis",
+    "analysis", "groups", "dissent", "refinement_areas", "confidence", "needs_iteration", "synthesis",
     "thinking", "think", "reasoning", "area", "item", "original_prompt", "instructions",
 )
 _CONTROL_TAG = re.compile(rf"<(?=\s*/?\s*(?:{'|'.join(_CONTROL_TAGS)})\b)", re.IGNORECASE)

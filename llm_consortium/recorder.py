@@ -1,8 +1,5 @@
-"""Runs in logs.db: ``RunRecorder`` writes each run as it happens, and the
-query functions read them back.
-
-Kept apart from ``store`` because it imports the engine, which costs more
-than ``register_models`` (run on every ``llm`` command) should pay.
+"""Runs in logs.db: ``RunRecorder`` writes each run as it happens; the
+queries that read them back are in ``store``.
 """
 
 from __future__ import annotations
@@ -16,11 +13,15 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import store
-from .engine import Observer, Round, Run
-from .members import CallOutcome
-from .results import MemberResult, Usage
+from .observer import Observer
+
+if TYPE_CHECKING:
+    from .engine import Round, Run
+    from .members import CallOutcome
+    from .results import MemberResult, Usage
 
 _CALL_COLUMNS = (
     "run_id, round, role, model, instance, prompt, text, error, "
@@ -39,7 +40,7 @@ class RunRecorder(Observer):
     sets the status ('success', 'failed' or 'cancelled'), the totals and
     the full result JSON. So a run that is interrupted keeps what had
     arrived, and one whose process died reads as 'interrupted' (see
-    ``list_runs``).
+    ``store.list_runs``).
 
     The writes happen in a thread per run (``RunWriter``), never on the
     event loop. At the run's end the recorder waits, at most
@@ -238,158 +239,3 @@ def _progress(run: Run) -> tuple[str, tuple]:
          last.agreement if last else None, run.usage.input, run.usage.output, run.usage.cost_usd,
          run.usage.cost, run.usage.unpriced, run.stopped_because, run.run_id),
     )
-
-
-# Reading runs back.
-
-
-def list_runs(limit: int | None = 20) -> list[dict]:
-    """The latest runs, newest first, summarised; ``limit`` None (or beyond
-    what SQLite counts to) for all.
-
-    A run still marked 'running' whose recording process has gone (on this
-    host, no process has its pid: killed with -9, or its machine lost
-    power) is given as 'interrupted'; ``get_run`` does the same.
-    """
-    conn = store.connect()
-    try:
-        rows = conn.execute(
-            "SELECT id, name, config, status, confidence, iterations, input_tokens, output_tokens, "
-            "cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host "
-            "FROM consortium_runs ORDER BY started DESC, rowid DESC LIMIT ?",
-            (-1 if limit is None or limit > _MAX_SQLITE_INTEGER else limit,),
-        ).fetchall()
-    finally:
-        conn.close()
-    runs = []
-    for (id_, name, config, status, confidence, iterations, input_tokens, output_tokens, cost_usd, priced_usd,
-         unpriced_calls, stopped_because, started, finished, pid, host) in rows:
-        runs.append({
-            "id": id_, "name": name, "models": _json(config, {}).get("models", []),
-            "status": _status(status, pid, host),
-            "confidence": confidence, "iterations": iterations, "input_tokens": input_tokens,
-            "output_tokens": output_tokens, "cost_usd": cost_usd, "priced_usd": priced_usd,
-            "unpriced_calls": unpriced_calls, "stopped_because": stopped_because,
-            "started": started, "finished": finished,
-        })
-    return runs
-
-
-_MAX_SQLITE_INTEGER = 2**63 - 1
-
-
-def _status(status: str, pid: int | None, host: str | None) -> str:
-    """The recorded status, or 'interrupted' for a run left 'running' by a
-    process of this host that no longer exists."""
-    if status == "running" and pid and host == socket.gethostname() and not _process_exists(pid):
-        return "interrupted"
-    return status
-
-
-def _process_exists(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # cannot tell: os.kill(pid, 0) would end the process on Windows
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def latest_run_id() -> str | None:
-    """The id of the newest run, or None when there is none."""
-    conn = store.connect()
-    try:
-        row = conn.execute("SELECT id FROM consortium_runs ORDER BY started DESC, rowid DESC LIMIT 1").fetchone()
-    finally:
-        conn.close()
-    return row[0] if row else None
-
-
-class AmbiguousRunId(LookupError):
-    """A run id prefix that matches more than one run."""
-
-
-def get_run(run_id_or_prefix: str) -> dict | None:
-    """One run with its rounds and their calls, by id or a unique id prefix.
-
-    Returns None when nothing matches; raises ``AmbiguousRunId`` when the
-    prefix matches several runs. ``config`` and ``result`` come back parsed;
-    ``parent_run_id`` is the run a ``rejudge`` judged again, and
-    ``rejudged_as`` the runs that judged this one's answers again.
-    Each round is {round, synthesis, confidence, analysis, dissent,
-    needs_iteration, refinement_areas, parse_ok, agreement, details, calls,
-    cost_usd, priced_usd, unpriced_calls}: the round's dollars summed from
-    its calls', ``cost_usd`` None when any call's is unknown;
-    a round whose judgement never arrived (every member failed, or the run
-    was cancelled) has None there and still lists its calls.
-    """
-    if not run_id_or_prefix:
-        return None
-    conn = store.connect()
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = conn.execute(
-            "SELECT * FROM consortium_runs WHERE substr(id, 1, ?) = ? LIMIT 2",
-            (len(run_id_or_prefix), run_id_or_prefix),
-        ).fetchall()
-        if len(rows) > 1:
-            raise AmbiguousRunId(f"Run id prefix {run_id_or_prefix!r} matches more than one run")
-        if not rows:
-            return None
-        run = dict(rows[0])
-        judgements = conn.execute(
-            "SELECT * FROM consortium_rounds WHERE run_id = ? ORDER BY round", (run["id"],)
-        ).fetchall()
-        calls = conn.execute(
-            "SELECT * FROM consortium_calls WHERE run_id = ? ORDER BY id", (run["id"],)
-        ).fetchall()
-        run["rejudged_as"] = [row[0] for row in conn.execute(
-            "SELECT id FROM consortium_runs WHERE parent_run_id = ? ORDER BY started, rowid", (run["id"],)
-        )]
-    finally:
-        conn.close()
-    run["status"] = _status(run["status"], run["pid"], run["host"])
-    run["config"] = _json(run["config"], {})
-    run["result"] = _json(run["result"], None)
-    rounds: dict[int, dict] = {}
-    for row in judgements:
-        rounds[row["round"]] = {
-            "round": row["round"], "synthesis": row["synthesis"], "confidence": row["confidence"],
-            "analysis": row["analysis"], "dissent": row["dissent"],
-            "needs_iteration": bool(row["needs_iteration"]),
-            "refinement_areas": _json(row["refinement_areas"], []), "parse_ok": bool(row["parse_ok"]),
-            "agreement": row["agreement"], "details": _json(row["details"], {}), "calls": [],
-        }
-    for row in calls:
-        call = dict(row)
-        del call["run_id"]
-        call["cancelled"] = bool(call["cancelled"])
-        rounds.setdefault(call["round"], _empty_round(call["round"]))["calls"].append(call)
-    run["rounds"] = [rounds[number] for number in sorted(rounds)]
-    for round_ in run["rounds"]:
-        costs = [call["cost_usd"] for call in round_["calls"]]
-        round_["priced_usd"] = sum(cost for cost in costs if cost is not None)
-        round_["unpriced_calls"] = costs.count(None)
-        round_["cost_usd"] = None if None in costs else round_["priced_usd"]
-    return run
-
-
-def _empty_round(number: int) -> dict:
-    return {
-        "round": number, "synthesis": None, "confidence": None, "analysis": None, "dissent": None,
-        "needs_iteration": None, "refinement_areas": [], "parse_ok": None, "agreement": None, "details": {},
-        "calls": [],
-    }
-
-
-def _json(text: str | None, default):
-    """Parsed JSON, or ``default`` when it is missing or broken."""
-    if text is None:
-        return default
-    try:
-        return json.loads(text)
-    except ValueError:
-        return default

@@ -33,7 +33,7 @@ def rejudge(run_id, method, arbiter, json_):
     llm consortium rejudge 3f2a --arbiter gpt-4o
     """
     from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError
-    from .recorder import AmbiguousRunId, get_run
+    from .store import AmbiguousRunId, get_run
 
     try:
         record = get_run(run_id)

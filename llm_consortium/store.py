@@ -1,10 +1,11 @@
 """The plugin's tables in llm's own log database: saved configurations,
-the schema and its migrations, and the connection every writer uses.
+the schema and its migrations, the connection every writer uses, and the
+queries that read recorded runs back.
 
 llm imports the plugin, and calls ``register_models`` (which reads saved
 configurations), on every command, so this module imports only the standard
-library at the top and ``llm`` inside functions. Recording runs, which needs
-the engine, lives in ``recorder``.
+library at the top and ``llm`` inside functions. Recording runs as they
+happen lives in ``recorder``.
 
 Every table is prefixed ``consortium_`` and none has a foreign key into
 llm's tables. Writes take the write lock up front (``BEGIN IMMEDIATE``) and
@@ -17,10 +18,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+
+from .stopping import record_note
 
 # How long a write waits for another connection's lock, and the end of a
 # run for its record to be written. Tests shorten it through the variable.
@@ -185,6 +189,14 @@ def connect(path: Path | None = None) -> sqlite3.Connection:
     return conn
 
 
+@contextmanager
+def connection(path: Path | None = None):
+    """``connect``, closed when the block ends, however it ends (a write
+    not committed by then is rolled back)."""
+    with closing(connect(path)) as conn:
+        yield conn
+
+
 def ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
     """Apply every migration not applied yet, each recorded in ``consortium_migrations``.
 
@@ -219,45 +231,31 @@ def _pending_migrations(conn: sqlite3.Connection) -> list[tuple[str, list[str]]]
 
 def save_config(name: str, config: dict) -> None:
     """Save (or replace) a named configuration."""
-    conn = connect()
-    try:
-        with conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO consortium_configs (name, config, created_at) VALUES (?, ?, ?)",
-                (name, json.dumps(config), now()),
-            )
-    finally:
-        conn.close()
+    with connection() as conn, conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO consortium_configs (name, config, created_at) VALUES (?, ?, ?)",
+            (name, json.dumps(config), now()),
+        )
 
 
 def load_config(name: str) -> dict | None:
     """The configuration saved as ``name``, or None."""
-    conn = connect()
-    try:
+    with connection() as conn:
         row = conn.execute("SELECT config FROM consortium_configs WHERE name = ?", (name,)).fetchone()
-    finally:
-        conn.close()
     return json.loads(row[0]) if row else None
 
 
 def list_configs() -> list[tuple[str, dict, str]]:
     """Every saved configuration as (name, config, created_at), by name."""
-    conn = connect()
-    try:
+    with connection() as conn:
         rows = conn.execute("SELECT name, config, created_at FROM consortium_configs ORDER BY name").fetchall()
-    finally:
-        conn.close()
     return [(name, json.loads(config), created_at) for name, config, created_at in rows]
 
 
 def remove_config(name: str) -> bool:
     """Delete a saved configuration; False if there was none by that name."""
-    conn = connect()
-    try:
-        with conn:
-            cursor = conn.execute("DELETE FROM consortium_configs WHERE name = ?", (name,))
-    finally:
-        conn.close()
+    with connection() as conn, conn:
+        cursor = conn.execute("DELETE FROM consortium_configs WHERE name = ?", (name,))
     return cursor.rowcount > 0
 
 
@@ -298,8 +296,247 @@ def saved_configs_fast() -> list[tuple[str, dict]]:
 
 
 def _read_configs(uri: str, timeout: float) -> list[tuple]:
-    conn = sqlite3.connect(uri, uri=True, timeout=timeout)
-    try:
+    with closing(sqlite3.connect(uri, uri=True, timeout=timeout)) as conn:
         return conn.execute("SELECT name, config FROM consortium_configs ORDER BY name").fetchall()
-    finally:
-        conn.close()
+
+
+# Runs, as ``recorder.RunRecorder`` wrote them.
+
+
+def list_runs(limit: int | None = 20, *, prompt: str | None = None, name: str | None = None,
+              method: str | None = None, status: str | None = None) -> list[dict]:
+    """The latest runs, newest first, summarised; ``limit`` None (or beyond
+    what SQLite counts to) for all.
+
+    Only those whose prompt contains ``prompt`` (ignoring ASCII case), made
+    by the saved consortium ``name``, with ``method``, or with ``status``,
+    when given.
+
+    A run still marked 'running' whose recording process has gone (on this
+    host, no process has its pid: killed with -9, or its machine lost
+    power) is given as 'interrupted'; ``get_run`` does the same.
+    """
+    where, params = [], []
+    for column, value in (("name", name), ("method", method)):
+        if value:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if prompt:
+        where.append("instr(lower(prompt), lower(?)) > 0")
+        params.append(prompt)
+    # 'interrupted' is a 'running' row whose process has gone: told apart below.
+    derived = status in ("running", "interrupted")
+    if status:
+        where.append("status = ?")
+        params.append("running" if derived else status)
+    sql_limit = -1 if derived or limit is None or limit > _MAX_SQLITE_INTEGER else limit
+    with connection() as conn:
+        rows = conn.execute(
+            "SELECT id, name, prompt, method, config, status, confidence, agreement, iterations, input_tokens, "
+            "output_tokens, cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host "
+            f"FROM consortium_runs {'WHERE ' + ' AND '.join(where) if where else ''} "
+            "ORDER BY started DESC, rowid DESC LIMIT ?",
+            (*params, sql_limit),
+        ).fetchall()
+    runs = []
+    for (id_, name_, prompt_, method_, config, status_, confidence, agreement, iterations, input_tokens,
+         output_tokens, cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host) in rows:
+        config = _json(config, {})
+        runs.append({
+            "id": id_, "name": name_, "prompt": prompt_, "method": method_,
+            "models": config.get("models", []),
+            "status": _status(status_, pid, host),
+            "confidence": confidence, "agreement": agreement, "stop_on": config.get("stop_on", "arbiter"),
+            "threshold": config.get("confidence_threshold"),
+            "threshold_note": record_note(config, confidence, agreement, iterations, stopped_because, status_),
+            "iterations": iterations,
+            "input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost_usd,
+            "priced_usd": priced_usd, "unpriced_calls": unpriced_calls, "stopped_because": stopped_because,
+            "started": started, "finished": finished,
+        })
+    if derived:
+        runs = [run for run in runs if run["status"] == status][:limit]
+    return runs
+
+
+def run_facets() -> dict[str, list[str]]:
+    """The values the runs can be filtered by: {"name": saved consortia
+    that made runs, "method": methods, "status": statuses recorded}."""
+    with connection() as conn:
+        return {
+            column: [row[0] for row in conn.execute(
+                f"SELECT DISTINCT {column} FROM consortium_runs WHERE {column} IS NOT NULL ORDER BY {column}"
+            )]
+            for column in ("name", "method", "status")
+        }
+
+
+_MAX_SQLITE_INTEGER = 2**63 - 1
+
+
+def _status(status: str, pid: int | None, host: str | None) -> str:
+    """The recorded status, or 'interrupted' for a run left 'running' by a
+    process of this host that no longer exists."""
+    if status == "running" and pid and host == socket.gethostname() and not _process_exists(pid):
+        return "interrupted"
+    return status
+
+
+def _process_exists(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # cannot tell: os.kill(pid, 0) would end the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def latest_run_id() -> str | None:
+    """The id of the newest run, or None when there is none."""
+    with connection() as conn:
+        row = conn.execute("SELECT id FROM consortium_runs ORDER BY started DESC, rowid DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+class AmbiguousRunId(LookupError):
+    """A run id prefix that matches more than one run."""
+
+
+def get_run(run_id_or_prefix: str) -> dict | None:
+    """One run with its rounds and their calls, by id or a unique id prefix.
+
+    Returns None when nothing matches; raises ``AmbiguousRunId`` when the
+    prefix matches several runs. ``config`` and ``result`` come back parsed;
+    ``parent_run_id`` is the run a ``rejudge`` judged again, and
+    ``rejudged_as`` the runs that judged this one's answers again.
+    ``threshold_note`` says when the stop rule's threshold was not reached
+    (``stopping.record_note``). Each round is {round, synthesis, confidence,
+    analysis, dissent, needs_iteration, refinement_areas, parse_ok,
+    agreement, details (the groups of equivalent answers in
+    ``details["agreement"]``), calls,
+    cost_usd, priced_usd, unpriced_calls}: the round's dollars summed from
+    its calls', ``cost_usd`` None when any call's is unknown;
+    a round whose judgement never arrived (every member failed, or the run
+    was cancelled) has None there and still lists its calls.
+    """
+    if not run_id_or_prefix:
+        return None
+    with connection() as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            "SELECT * FROM consortium_runs WHERE substr(id, 1, ?) = ? LIMIT 2",
+            (len(run_id_or_prefix), run_id_or_prefix),
+        ).fetchall()
+        if len(rows) > 1:
+            raise AmbiguousRunId(f"Run id prefix {run_id_or_prefix!r} matches more than one run")
+        if not rows:
+            return None
+        run = dict(rows[0])
+        judgements = conn.execute(
+            "SELECT * FROM consortium_rounds WHERE run_id = ? ORDER BY round", (run["id"],)
+        ).fetchall()
+        calls = conn.execute(
+            "SELECT * FROM consortium_calls WHERE run_id = ? ORDER BY id", (run["id"],)
+        ).fetchall()
+        run["rejudged_as"] = [row[0] for row in conn.execute(
+            "SELECT id FROM consortium_runs WHERE parent_run_id = ? ORDER BY started, rowid", (run["id"],)
+        )]
+    run["status"] = _status(run["status"], run["pid"], run["host"])
+    run["config"] = _json(run["config"], {})
+    run["threshold_note"] = record_note(run["config"], run["confidence"], run["agreement"], run["iterations"],
+                                        run["stopped_because"], run["status"])
+    run["result"] = _json(run["result"], None)
+    rounds: dict[int, dict] = {}
+    for row in judgements:
+        rounds[row["round"]] = {
+            "round": row["round"], "synthesis": row["synthesis"], "confidence": row["confidence"],
+            "analysis": row["analysis"], "dissent": row["dissent"],
+            "needs_iteration": bool(row["needs_iteration"]),
+            "refinement_areas": _json(row["refinement_areas"], []), "parse_ok": bool(row["parse_ok"]),
+            "agreement": row["agreement"], "details": _json(row["details"], {}), "calls": [],
+        }
+    for row in calls:
+        call = dict(row)
+        del call["run_id"]
+        call["cancelled"] = bool(call["cancelled"])
+        rounds.setdefault(call["round"], _empty_round(call["round"]))["calls"].append(call)
+    run["rounds"] = [rounds[number] for number in sorted(rounds)]
+    for round_ in run["rounds"]:
+        costs = [call["cost_usd"] for call in round_["calls"]]
+        round_["priced_usd"] = sum(cost for cost in costs if cost is not None)
+        round_["unpriced_calls"] = costs.count(None)
+        round_["cost_usd"] = None if None in costs else round_["priced_usd"]
+    return run
+
+
+def _empty_round(number: int) -> dict:
+    return {
+        "round": number, "synthesis": None, "confidence": None, "analysis": None, "dissent": None,
+        "needs_iteration": None, "refinement_areas": [], "parse_ok": None, "agreement": None, "details": {},
+        "calls": [],
+    }
+
+
+def _json(text: str | None, default):
+    """Parsed JSON, or ``default`` when it is missing or broken."""
+    if text is None:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+# llm's own log of the consortium's answers (its tables, read and written
+# through llm's code where it has one).
+
+
+def llm_conversation(run_id: str) -> dict | None:
+    """Where ``llm logs`` holds this run's answer: {"id": the conversation
+    id (``llm logs --cid``), "turn": the entry's id, "runs": the ids of the
+    recorded runs whose answers make up that conversation, in order}.
+
+    None when llm logged no answer for it (``--no-log``, a failed run, the
+    Python API) or has no log tables yet.
+    """
+    with connection() as conn:
+        try:
+            row = conn.execute(
+                "SELECT id, thread_id FROM turns WHERE json_valid(response_json) "
+                "AND json_extract(response_json, '$.metadata.run_id') = ?", (run_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            runs = [r[0] for r in conn.execute(
+                "SELECT json_extract(response_json, '$.metadata.run_id') FROM turns "
+                "WHERE thread_id = ? AND json_valid(response_json) ORDER BY datetime_utc, rowid", (row[1],),
+            ) if r[0]]
+        except sqlite3.OperationalError:  # llm has not created its tables
+            return None
+    return {"id": row[1], "turn": row[0], "runs": runs}
+
+
+def log_llm_response(response) -> None:
+    """Log a consortium's answer (an llm response that has run) where
+    ``llm logs`` shows it, in its conversation.
+
+    llm's own migrations are not safe against two processes creating a new
+    logs.db at the same moment, so they run under ``schema_lock``. They
+    and the log entry are one transaction, which takes the write lock up
+    front (llm's own would deadlock with another writer, failing at once):
+    a migration that fails half-way (a full disk, a killed process) leaves
+    logs.db as it was.
+    """
+    import sqlite_utils
+    from llm.migrations import migrate
+
+    path = db_path()
+    with schema_lock(path), closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        db = sqlite_utils.Database(conn)
+        migrate(db)
+        response.log_to_db(db)
+        conn.commit()  # uncommitted, it is rolled back on close

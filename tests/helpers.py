@@ -1,15 +1,36 @@
-"""Helpers several test modules share."""
+"""Helpers several test modules share (fixtures live in conftest.py)."""
 
 import os
 import select
 import sqlite3
+import subprocess
+import sys
 
 import llm
+from click.testing import CliRunner
+from llm.cli import cli
+
+
+def invoke(*args, input=None, color=False):
+    """``llm`` in-process, through its real CLI. color=True keeps escape
+    sequences, as on a terminal (click strips some of them otherwise)."""
+    return CliRunner().invoke(cli, list(args), input=input, color=color, catch_exceptions=False)
+
+
+def llm_subprocess(*args, input=None, timeout=120):
+    """``llm`` in a process of its own, for what needs one (a fresh
+    interpreter, several processes at once, signals)."""
+    return subprocess.run([sys.executable, "-m", "llm", *args], input=input, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL if input is None else None, timeout=timeout)
+
+
+def db_path():
+    return llm.user_dir() / "logs.db"
 
 
 def db_rows(sql, params=()):
     """Rows of a query on logs.db in llm's current user dir, as dicts."""
-    conn = sqlite3.connect(llm.user_dir() / "logs.db")
+    conn = sqlite3.connect(db_path())
     conn.row_factory = sqlite3.Row
     try:
         return [dict(r) for r in conn.execute(sql, params)]

@@ -19,7 +19,7 @@ import threading
 from collections import Counter
 from decimal import Decimal
 
-from simprovider import arbiter_xml
+from llm_consortium.simulator import arbiter_xml
 
 ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>")
 REFINE_MARK = "\n\n---\nA panel of models answered this before"

@@ -11,30 +11,9 @@ import time
 
 import llm
 import pytest
-from click.testing import CliRunner
-from llm.cli import cli
 
-from helpers import db_rows
-from simprovider import arbiter_xml
-
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
-
-
-def llm_subprocess(*args, input="", **kw):
-    return subprocess.run(
-        [sys.executable, "-m", "llm", *args], input=input, capture_output=True, text=True, timeout=60, **kw
-    )
-
-
-@pytest.fixture
-def panel(sim):
-    sim.add("m1", reply="Member one says 42.")
-    sim.add("m2", reply="Member two says 42.")
-    sim.add("judge", reply=arbiter_xml("The answer is 42.", 0.9, analysis="Both agree.", dissent="none"))
-    return sim
-
+from helpers import db_rows, invoke, llm_subprocess
+from llm_consortium.simulator import arbiter_xml
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
 
@@ -177,29 +156,29 @@ def test_continue_conversation_reaches_members(panel):
     assert "First question" in panel.calls("judge")[-1].user  # the arbiter sees the conversation
 
 
-def test_chat_subprocess(panel):
-    assert llm_subprocess("consortium", "save", "my-c", "-m", "m1", "--arbiter", "judge").returncode == 0
-    result = llm_subprocess("chat", "-m", "my-c", input="hello\nsecond turn\nquit\n")
-    assert result.returncode == 0, result.stderr
+def test_chat(panel):
+    assert invoke("consortium", "save", "my-c", "-m", "m1", "--arbiter", "judge").exit_code == 0
+    result = invoke("chat", "-m", "my-c", input="hello\nsecond turn\nquit\n")
+    assert result.exit_code == 0, result.stderr
     assert result.stdout.count("The answer is 42.") == 2
     second = panel.calls("m1")[-1]
     assert [m["content"] for m in second.messages if m["role"] == "user"] == ["hello", "second turn"]
 
 
-def test_run_subprocess_and_logs(panel):
-    result = llm_subprocess(*RUN)
+def test_run_in_a_process_of_its_own_then_logs_and_continue(panel):
+    result = llm_subprocess(*RUN)  # as a user runs it: the plugin loaded by its entry point
     assert result.returncode == 0, result.stderr
     assert result.stdout == "The answer is 42.\n"
-    logs = llm_subprocess("logs", "-n", "1")
+    logs = invoke("logs", "-n", "1")
     assert "The answer is 42." in logs.stdout
-    after_run = llm_subprocess("-c", "and 5*5?")  # continues the ad hoc consortium
-    assert after_run.returncode == 0, after_run.stderr
+    after_run = invoke("-c", "and 5*5?")  # continues the ad hoc consortium
+    assert after_run.exit_code == 0, after_run.stderr
     assert after_run.stdout == "The answer is 42.\n"
     assert panel.calls("m2")[-1].user == "and 5*5?" and "What is 6*7?" in panel.calls("m2")[-1].text
-    llm_subprocess("consortium", "save", "my-c", "-m", "m1", "--arbiter", "judge")
-    assert llm_subprocess("-m", "my-c", "What is 6*7?").returncode == 0
-    again = llm_subprocess("-c", "and 7*8?")  # continues the consortium, not a member
-    assert again.returncode == 0, again.stderr
+    invoke("consortium", "save", "my-c", "-m", "m1", "--arbiter", "judge")
+    assert invoke("-m", "my-c", "What is 6*7?").exit_code == 0
+    again = invoke("-c", "and 7*8?")  # continues the consortium, not a member
+    assert again.exit_code == 0, again.stderr
     assert again.stdout == "The answer is 42.\n"
     assert "What is 6*7?" in panel.calls("m1")[-1].text and panel.calls("m1")[-1].user == "and 7*8?"
 
@@ -340,7 +319,7 @@ def test_vote_method_from_cli_and_saved(panel):
     result = invoke(*RUN, "--method", "vote", "--no-raw")
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "Working... 42\n"  # the winner's text, without the <answer> tags
-    assert "Vote: 42 ×2" in result.stderr and "agreement 1.00 (measured)" in result.stderr
+    assert "Vote: 42 ×2" in result.stderr and "agreement 1.00 (measured by short answers)" in result.stderr
     assert panel.calls("judge") == []  # a clear majority needs no arbiter
     assert "<answer>" in panel.calls("m1")[0].system  # members are asked for a short answer
     invoke("consortium", "save", "voters", "-m", "m1", "-m", "m2", "--arbiter", "judge", "--method", "vote")

@@ -9,21 +9,15 @@ import json
 import re
 
 import pytest
-from click.testing import CliRunner
-from llm.cli import cli
 
-from helpers import db_rows
-from simprovider import arbiter_xml
+from helpers import db_rows, invoke
+from llm_consortium.simulator import arbiter_xml
 
 pytest.importorskip("genai_prices")
 
 LONG = " ".join(["word"] * 2000)  # 2,000 tokens as the simulated provider counts them
 ROUNDS = 4
 RUN = ["consortium", "Explain it at length.", "-m", "m1", "-m", "m2", "--arbiter", "judge", "--no-raw"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def priced_panel(sim, judge="gpt-4o"):
@@ -123,7 +117,7 @@ def test_cost_is_shown_stored_and_logged(sim):
     shown = re.search(r"· \$(0\.\d+) · [\d.]+ s", result.stderr)  # the summary
     assert shown and float(shown[1]) == pytest.approx(run["cost_usd"], rel=0.05)
     assert re.search(rf"Token usage: [\d,]+ input, [\d,]+ output · \${shown[1]}\n", result.stderr)
-    assert re.search(rf"^{run['id'][:8]} .* 1 rnd .* \${shown[1]}  m1, m2$", invoke("consortium", "runs").stdout)
+    assert re.search(rf"^{run['id'][:8]} .* 1 rnd .* \${shown[1]}  m1, m2$", invoke("consortium", "runs").stdout, re.M)
     logged = json.loads(invoke("logs", "-n", "1", "--json").stdout)[0]
     assert json.loads(logged["token_details"])["cost_usd"] == pytest.approx(run["cost_usd"])
 

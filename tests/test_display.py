@@ -9,7 +9,9 @@ import sys
 import time
 
 import click
-from simprovider import arbiter_xml
+
+from helpers import invoke
+from llm_consortium.simulator import arbiter_xml
 
 
 def run_llm(args, *, stderr_tty):
@@ -68,7 +70,7 @@ def test_progress_on_a_terminal(sim):
 def test_no_progress_without_a_terminal_or_with_quiet(sim):
     sim.add("m1", reply="answer", latency=0.2)
     sim.add("judge", reply=arbiter_xml("Done.", 0.9))
-    _, err = run_llm(["consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw"], stderr_tty=False)
+    err = invoke("consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw").stderr
     assert "waiting" not in err and "\x1b[" not in err and "Confidence 0.90" in err
     chunks, err = run_llm(["consortium", "q", "-m", "m1", "--arbiter", "judge", "--quiet"], stderr_tty=True)
     assert err == "" and "".join(t for _, t in chunks) == "Done.\n"
@@ -91,8 +93,7 @@ def test_saved_consortium_answer_matches_the_record(sim):
     sim.add("m1", reply="answer")
     words = " ".join(f"w{i}" for i in range(30))
     sim.add("judge", reply=arbiter_xml(words, 0.9), chunk_delay=0.02)
-    subprocess.run([sys.executable, "-m", "llm", "consortium", "save", "c", "-m", "m1", "--arbiter", "judge"],
-                   check=True, capture_output=True)
+    assert invoke("consortium", "save", "c", "-m", "m1", "--arbiter", "judge").exit_code == 0
     chunks, _ = run_llm(["-m", "c", "q"], stderr_tty=False)
     assert "".join(t for _, t in chunks) == words + "\n"
     assert chunks[0][0] >= sim.calls("judge")[0].finished
@@ -101,31 +102,28 @@ def test_saved_consortium_answer_matches_the_record(sim):
 def test_a_replaced_draft_never_reaches_stdout(sim):
     sim.add("m1", reply="answer")
     sim.add("judge", reply=[arbiter_xml("DRAFT answer", 0.3), arbiter_xml("Final answer", 0.95)], chunk_delay=0.01)
-    chunks, _ = run_llm(["consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw"], stderr_tty=False)
-    assert "".join(t for _, t in chunks) == "Final answer\n"
+    assert invoke("consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw").stdout == "Final answer\n"
 
 
 def test_last_round_streams_even_when_not_confident(sim):
     sim.add("m1", reply="answer")
     sim.add("judge", reply=[arbiter_xml("first", 0.1), arbiter_xml("second and last", 0.2)], chunk_delay=0.01)
-    chunks, err = run_llm(["consortium", "q", "-m", "m1", "--arbiter", "judge", "--max-iterations", "2",
-                           "--no-raw"], stderr_tty=False)
-    assert "".join(t for _, t in chunks) == "second and last\n"
-    assert "2 rounds" in err
+    result = invoke("consortium", "q", "-m", "m1", "--arbiter", "judge", "--max-iterations", "2", "--no-raw")
+    assert result.stdout == "second and last\n"
+    assert "2 rounds" in result.stderr
 
 
 def test_a_draft_quoted_in_a_thinking_block_never_reaches_stdout(sim):
     sim.add("m1", reply="answer")
     thinking = "<thinking>Maybe <confidence>0.95</confidence> <synthesis>DRAFT</synthesis></thinking>\n"
     sim.add("judge", reply=[thinking + arbiter_xml("round one", 0.3), arbiter_xml("Final", 0.95)], chunk_delay=0.01)
-    chunks, err = run_llm(["consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw"], stderr_tty=False)
-    assert "".join(t for _, t in chunks) == "Final\n"
-    assert "2 rounds" in err
+    result = invoke("consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw")
+    assert result.stdout == "Final\n"
+    assert "2 rounds" in result.stderr
 
 
 def test_a_quoted_format_before_the_answer_gives_the_real_answer(sim):
     sim.add("m1", reply="answer")
     quoted = "I will use <confidence>[0-1]</confidence> and <synthesis>...</synthesis>.\n"
     sim.add("judge", reply=quoted + arbiter_xml("REAL", 0.9), chunk_delay=0.01)
-    chunks, _ = run_llm(["consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw"], stderr_tty=False)
-    assert "".join(t for _, t in chunks) == "REAL\n"
+    assert invoke("consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw").stdout == "REAL\n"

@@ -9,9 +9,8 @@ import sys
 
 import llm
 
-from simprovider import arbiter_xml
-from helpers import db_rows, read_until_closed
-from test_cli import invoke
+from llm_consortium.simulator import arbiter_xml
+from helpers import db_rows, invoke, read_until_closed
 
 
 def on_one_terminal(args):

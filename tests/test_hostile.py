@@ -12,9 +12,8 @@ from llm_consortium import ConsortiumConfigError, ConsortiumError, ConsortiumOrc
 from llm_consortium.engine import MAX_MEMBERS
 from llm_consortium.members import MAX_BACKOFF_SECONDS, backoff_delay
 from llm_consortium.prompts import MAX_FORWARDED_CHARS
-from simprovider import arbiter_xml
-from helpers import db_rows
-from test_cli import invoke
+from llm_consortium.simulator import arbiter_xml
+from helpers import db_rows, invoke
 
 FAST = {"retry_backoff": 0.01}
 RUN = ["consortium", "Capital of France?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]

@@ -6,9 +6,8 @@ import re
 
 import pytest
 
-from simprovider import arbiter_xml
-from helpers import db_rows
-from test_cli import invoke
+from llm_consortium.simulator import arbiter_xml
+from helpers import db_rows, invoke
 
 PERSON = '{"name": "Ann", "age": 30}'
 SCHEMA_DSL = "name, age int"

@@ -13,18 +13,12 @@ from typing import Optional
 
 import llm
 import pytest
-from click.testing import CliRunner
-from llm.cli import cli
 from pydantic import Field
 
-from helpers import db_rows, read_until_closed
-from simprovider import arbiter_xml
+from helpers import db_rows, invoke, read_until_closed
+from llm_consortium.simulator import arbiter_xml
 
 ANSWER = "The answer is 42."
-
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
 
 
 def on_terminal(args, *, stdout_too=True, input=None):
@@ -81,8 +75,8 @@ def saved(sim):
     return sim
 
 
-SUMMARY = re.compile(r"^Confidence 0\.90 · (agreement \d\.\d\d \(measured\) · )?1 round · [\d,]+ tokens · "
-                     r"cost unknown: 3 calls unpriced · \d+\.\d s · run ([0-9a-f]{8})$")
+SUMMARY = re.compile(r"^Confidence 0\.90 · agreement (?:\d\.\d\d \(measured by [a-z' ]+\)|unknown) · 1 round · "
+                     r"[\d,]+ tokens · cost unknown: 3 calls unpriced · \d+\.\d s · run (?P<run>[0-9a-f]{8})$")
 
 
 # progress and summary on a terminal
@@ -94,7 +88,7 @@ def test_llm_prompt_shows_progress_then_the_answer_then_one_summary_line(saved):
     progress, answer, summary = screen(terminal)
     assert progress == "Round 1: 2/2 members answered"  # the live block, collapsed before the answer
     assert answer == ANSWER
-    run_id = SUMMARY.match(summary)[2]
+    run_id = SUMMARY.match(summary)["run"]
     assert db_rows("select id from consortium_runs")[0]["id"].startswith(run_id)
 
 

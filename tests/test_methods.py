@@ -15,8 +15,8 @@ import pytest
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
 from llm_consortium.aggregate import tally
 from llm_consortium.methods import council
-from llm_consortium.recorder import get_run
-from simprovider import arbiter_xml
+from llm_consortium.simulator import arbiter_xml
+from llm_consortium.store import get_run
 
 FAST = {"retry_backoff": 0.01}
 FENCE_LINE = re.compile(r"^<<<(FENCE-[0-9a-f]{16}) (BEGIN|END) (Response [A-Z]+|Vote tally)>>>$", re.M)
@@ -111,10 +111,14 @@ def test_vote_clear_majority_makes_no_arbiter_call(sim):
     assert sim.calls("judge") == []
     assert synthesis["synthesis"] == "Six times seven. 42"  # the first member that gave it, without the tags
     assert synthesis["confidence"] == synthesis["agreement"] == 0.75
+    member = {f"m{i}": {"label": f"Response {'ABCD'[i - 1]}", "model": f"m{i}", "instance": 1} for i in range(1, 5)}
     assert synthesis["details"] == {
         "tally": {"42": 3, "41": 1}, "winner": "42", "share": 0.75, "extracted": 4,
         "arbiter_called": False, "fallback_reason": None,
+        "agreement": {"share": 0.75, "source": "exact", "note": None,
+                      "groups": [[member["m1"], member["m2"], member["m3"]], [member["m4"]]]},
     }
+    assert "3 of 4 members agree (75 %) on 42, at or above the 70 % threshold" in synthesis["analysis"]
     assert "41 (1)" in synthesis["dissent"]
     assert result["iterations"][0]["arbiter"]["raw"] == ""
     assert result["metadata"]["iteration_count"] == 1
@@ -129,13 +133,13 @@ def test_vote_below_threshold_asks_the_arbiter_with_the_tally(sim):
     (request,) = sim.calls("judge")
     tally = blocks(request.user)["Vote tally"]
     assert "42: 2 (Response A, Response B)" in tally and "41: 1 (Response C)" in tally
-    assert "no majority" in request.user
+    assert "2 of 3 agree (67 %), below the 80 % threshold" in request.user
     assert_fences_well_formed(request.user, ["Response A", "Response B", "Response C", "Vote tally"])
     assert synthesis["synthesis"] == "<answer>42</answer>"
     assert synthesis["confidence"] == 0.95  # the arbiter's own, beside the measured agreement
     assert synthesis["agreement"] == pytest.approx(2 / 3)
     assert synthesis["details"]["arbiter_called"] is True
-    assert "below the threshold of 80%" in synthesis["details"]["fallback_reason"]
+    assert synthesis["details"]["fallback_reason"] == "2 of 3 agree (67 %), below the 80 % threshold"
 
 
 def test_vote_tie_is_not_confident(sim):
@@ -145,7 +149,8 @@ def test_vote_tie_is_not_confident(sim):
     result = orchestrator(["m1", "m2"], "vote", confidence_threshold=0.5, max_iterations=1).orchestrate_sync("q?")
     details = result["synthesis"]["details"]
     assert details["winner"] is None and details["share"] == 0.0
-    assert details["arbiter_called"] and "tied" in details["fallback_reason"]
+    assert details["arbiter_called"] and details["fallback_reason"] == "no majority: the most common answers are tied, 1 of 2 each"
+    assert result["synthesis"]["agreement"] == 0.5  # the largest group is half the members
     assert len(sim.calls("judge")) == 1
 
 
@@ -156,7 +161,7 @@ def test_vote_prose_answers_fall_back_and_say_so(sim):
     result = orchestrator(["m1", "m2", "m3"], "vote").orchestrate_sync("Which city is best?")
     synthesis = result["synthesis"]
     assert synthesis["synthesis"] == "Paris, on balance."
-    assert synthesis["agreement"] is None
+    assert synthesis["agreement"] == 1.0  # no short answers, but the same text three times
     assert synthesis["details"]["fallback_reason"] == "answers could not be extracted (0 of 3)"
     assert "answers could not be extracted" in sim.calls("judge")[0].user
     assert "no short answer found: Response A, Response B, Response C" in sim.calls("judge")[0].user
@@ -233,15 +238,16 @@ def test_council_reviews_are_anonymous_shuffled_and_never_self(sim):
     }
     assert ranking[-1]["score"] == 0.0
     assert details["dropped"] == [] and details["review_skipped"] is None
-    assert synthesis["agreement"] == 1.0  # every reviewer agrees with the aggregate
+    assert details["concordance"] == 1.0  # every reviewer agrees with the aggregate
+    # five different short answers, and a chairman that named no groups: each is a group of its own
+    assert synthesis["agreement"] == 0.2 and details["agreement"]["source"] == "exact"
     assert synthesis["confidence"] == 0.85  # the chair's own
     assert synthesis["synthesis"] == "The chair's answer."
 
     # recorded: reviewer calls under their role, the agreement and the ranking
     record = get_run(run_id)
-    assert record["agreement"] == 1.0
     (round_one,) = record["rounds"]
-    assert round_one["agreement"] == 1.0
+    assert round_one["details"]["concordance"] == 1.0
     assert round_one["details"]["ranking"][0]["model"] == "sim-echo"
     roles = sorted(call["role"] for call in round_one["calls"])
     assert roles == ["arbiter"] + ["member"] * 5 + ["reviewer"] * 5
@@ -285,7 +291,8 @@ def test_council_with_two_answers_skips_the_review(sim):
     result = orchestrator(["m1", "m2"], "council").orchestrate_sync("q")
     synthesis = result["synthesis"]
     assert not any(is_review(r) for r in sim.requests)
-    assert synthesis["agreement"] is None
+    assert synthesis["agreement"] == 1.0  # the same answer twice
+    assert synthesis["details"]["concordance"] is None
     assert synthesis["details"]["review_skipped"] == "2 answers: a peer review needs at least 3"
     assert "There was no peer review" in sim.calls("judge")[0].user
 

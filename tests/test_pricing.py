@@ -4,7 +4,7 @@ extra-openai-models.yaml by its model_name, an unknown one as unknown, never 0."
 import pytest
 
 from llm_consortium import ConsortiumOrchestrator
-from simprovider import arbiter_xml
+from llm_consortium.simulator import arbiter_xml
 
 genai_prices = pytest.importorskip("genai_prices")
 

@@ -7,8 +7,8 @@ from click.testing import CliRunner
 
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
 from llm_consortium.cli import consortium
-from llm_consortium.recorder import get_run
-from simprovider import arbiter_xml
+from llm_consortium.store import get_run
+from llm_consortium.simulator import arbiter_xml
 
 
 def past_run(sim):
@@ -80,6 +80,6 @@ def test_unknown_run_id_is_one_line_and_no_call(sim):
 
 
 def get_run_id():
-    from llm_consortium.recorder import latest_run_id
+    from llm_consortium.store import latest_run_id
 
     return latest_run_id()

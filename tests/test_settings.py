@@ -2,15 +2,11 @@
 `save`, the -o options of a saved consortium and `show` all come from it."""
 
 import llm
-from click.testing import CliRunner
-from llm.cli import cli
+import pytest
 
-from llm_consortium.config import ConsortiumConfig
-from simprovider import arbiter_xml
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+from helpers import invoke
+from llm_consortium.config import ConsortiumConfig, ConsortiumConfigError, parse_threshold
+from llm_consortium.simulator import arbiter_xml
 
 
 def test_every_setting_is_a_flag_of_run_and_save_with_its_help():
@@ -26,7 +22,7 @@ def test_every_setting_set_by_flags_is_saved_shown_and_an_o_option(sim):
     sim.add("m1", reply="42")
     sim.add("judge", reply=arbiter_xml("42", 0.9))
     values = {"confidence_threshold": "0.7", "max_iterations": "4", "min_iterations": "2", "method": "vote",
-              "timeout": "12.5", "attempts": "2", "max_concurrency": "5", "quorum": "1", "max_cost": "0.25"}
+              "timeout": "12.5", "attempts": "2", "max_concurrency": "5", "quorum": "1", "max_cost": "0.25", "stop_on": "both"}
     flags = [part for name, value in values.items() for part in ("--" + name.replace("_", "-"), value)]
     result = invoke("consortium", "save", "c", "-m", "m1", "--arbiter", "judge", "--system", "Be brief.", *flags)
     assert result.exit_code == 0, result.output
@@ -53,4 +49,33 @@ def test_a_bad_value_is_the_same_one_line_from_a_flag_and_from_o(sim):
     option = invoke("-m", "c", "q", "-o", "max_iterations", "0")
     assert flag.exit_code == 1 and flag.stderr.strip() == "Error: max iterations must be a whole number, got 'many'"
     assert option.exit_code == 1 and option.stderr.strip() == "Error: max iterations must be at least 1, got 0"
+    assert sim.requests == []
+
+
+@pytest.mark.parametrize("value, expected", [
+    (0, 0.0), (0.8, 0.8), (1, 1.0), ("0.55", 0.55), (80, 0.8), ("80", 0.8), (80.0, 0.8), (100, 1.0),
+    ("80%", 0.8), (" 80% ", 0.8), ("1.5%", 0.015), ("0%", 0.0), ("100%", 1.0),
+])
+def test_threshold_accepts_a_fraction_a_whole_percentage_or_a_percentage_with_a_sign(value, expected):
+    assert parse_threshold(value) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("value", [1.5, "1.5", 150, 101, -1, -0.1, "abc", "", "%", "150%", "-5%", "nan", "inf", None])
+def test_threshold_refuses_anything_else_in_one_line(value):
+    with pytest.raises(ConsortiumConfigError) as raised:
+        parse_threshold(value)
+    message = str(raised.value)
+    assert "\n" not in message and "between 0 and 1" in message and repr(value) in message
+
+
+def test_a_threshold_of_1_5_is_refused_from_a_flag_and_from_o(sim):
+    sim.add("m1", reply="42")
+    sim.add("judge", reply=arbiter_xml("42", 0.9))
+    assert invoke("consortium", "save", "c", "-m", "m1", "--arbiter", "judge").exit_code == 0
+    flag = invoke("consortium", "q", "-m", "m1", "--arbiter", "judge", "--confidence-threshold", "1.5")
+    option = invoke("-m", "c", "q", "-o", "confidence_threshold", "1.5")
+    assert flag.exit_code == 1 and option.exit_code == 1
+    assert flag.stderr.strip().startswith("Error: Confidence threshold must be between 0 and 1")
+    assert len(flag.stderr.strip().splitlines()) == 1
+    assert option.stderr == flag.stderr
     assert sim.requests == []

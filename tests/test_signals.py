@@ -9,19 +9,13 @@ import sys
 import time
 
 import pytest
-from click.testing import CliRunner
-from llm.cli import cli
 
 from llm_consortium import ConsortiumOrchestrator
 from llm_consortium.runner import signals_interrupt
-from helpers import db_rows
-from simprovider import arbiter_xml
+from helpers import db_rows, invoke
+from llm_consortium.simulator import arbiter_xml
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def start(*args, stdin=subprocess.DEVNULL):
@@ -44,7 +38,8 @@ def wait_mid_run(proc):
 
 
 @pytest.fixture
-def panel(sim):
+def stalled_panel(sim):
+    """m1 answers at once; m2 would take 30 s, so a run is stopped mid-way."""
     sim.add("m1", reply="Member one says 42.")
     sim.add("m2", reply="never", latency=30)
     sim.add("judge", reply=arbiter_xml("The answer is 42.", 0.9))
@@ -60,7 +55,7 @@ def assert_cancelled_with_what_arrived():
     return run
 
 
-def test_sighup_cancels_llm_consortium_and_records_it(panel):
+def test_sighup_cancels_llm_consortium_and_records_it(stalled_panel):
     proc = start(*RUN)
     wait_mid_run(proc)
     proc.send_signal(signal.SIGHUP)
@@ -71,7 +66,7 @@ def test_sighup_cancels_llm_consortium_and_records_it(panel):
     assert f"Cancelled. The run is recorded as cancelled (llm consortium inspect {run['id'][:8]})" in err
 
 
-def test_sigterm_cancels_a_saved_consortium_run_by_llm_and_records_it(panel):
+def test_sigterm_cancels_a_saved_consortium_run_by_llm_and_records_it(stalled_panel):
     assert invoke("consortium", "save", "my-c", "-m", "m1", "-m", "m2", "--arbiter", "judge").exit_code == 0
     proc = start("-m", "my-c", "What is 6*7?")
     wait_mid_run(proc)
@@ -81,7 +76,7 @@ def test_sigterm_cancels_a_saved_consortium_run_by_llm_and_records_it(panel):
     assert assert_cancelled_with_what_arrived()["name"] == "my-c"
 
 
-def test_sighup_cancels_llm_chat_and_records_it(panel):
+def test_sighup_cancels_llm_chat_and_records_it(stalled_panel):
     assert invoke("consortium", "save", "my-c", "-m", "m1", "-m", "m2", "--arbiter", "judge").exit_code == 0
     proc = start("chat", "-m", "my-c", stdin=subprocess.PIPE)
     proc.stdin.write("What is 6*7?\n")
@@ -92,7 +87,7 @@ def test_sighup_cancels_llm_chat_and_records_it(panel):
     assert_cancelled_with_what_arrived()
 
 
-def test_killed_run_shows_as_interrupted(panel):
+def test_killed_run_shows_as_interrupted(stalled_panel):
     proc = start(*RUN)
     wait_mid_run(proc)
     proc.kill()
@@ -105,7 +100,7 @@ def test_killed_run_shows_as_interrupted(panel):
     assert json.loads(invoke("consortium", "inspect", row["id"][:8], "--json").stdout)["status"] == "interrupted"
 
 
-def test_running_run_of_a_live_process_shows_as_running(panel):
+def test_running_run_of_a_live_process_shows_as_running(stalled_panel):
     proc = start(*RUN)
     try:
         wait_mid_run(proc)
@@ -118,7 +113,6 @@ def test_running_run_of_a_live_process_shows_as_running(panel):
 def test_a_program_that_handles_sigterm_keeps_its_handler(panel):
     """Handlers are set only where a signal would end the process on the
     spot, and the default is put back after the run."""
-    panel.add("m2", reply="Member two says 42.")
     seen = []
 
     def own_handler(signum, frame):

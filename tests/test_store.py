@@ -11,25 +11,15 @@ import threading
 import llm
 import pytest
 
+from helpers import db_path, db_rows
 from llm_consortium import ConsortiumConfig, ConsortiumError, ConsortiumOrchestrator, store
 from llm_consortium.engine import Run
-from llm_consortium.recorder import AmbiguousRunId, RunRecorder, get_run, latest_run_id, list_runs
+from llm_consortium.recorder import RunRecorder
+from llm_consortium.store import AmbiguousRunId, get_run, latest_run_id, list_runs
 from llm_consortium.results import MemberResult, Usage
-from simprovider import arbiter_xml
+from llm_consortium.simulator import arbiter_xml
 
 V03_CONFIG = {"models": ["a", "b"], "system_prompt": None, "confidence_threshold": 0.8, "max_iterations": 3, "arbiter": "a"}
-
-
-def db_path():
-    return llm.user_dir() / "logs.db"
-
-
-def query(sql, params=()):
-    conn = sqlite3.connect(db_path())
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def recorded_run(models, recorder=None, **settings):
@@ -89,7 +79,7 @@ def test_v03_row_keeps_working(sim):
     assert store.list_configs() == [("old", V03_CONFIG, "2024-06-01T10:00:00")]
     assert ConsortiumConfig.from_dict(store.load_config("old")).models == ["a", "b"]
     # the table kept exactly its three columns
-    assert [row[1] for row in query("PRAGMA table_info(consortium_configs)")] == ["name", "config", "created_at"]
+    assert [row["name"] for row in db_rows("PRAGMA table_info(consortium_configs)")] == ["name", "config", "created_at"]
 
 
 def test_saved_configs_fast_without_db_creates_nothing(sim):
@@ -120,14 +110,15 @@ def test_saved_configs_fast_with_corrupt_db(sim):
 def test_migrations_applied_once(sim):
     store.save_config("x", {"models": ["m1"], "arbiter": "judge"})
     store.ensure_schema(store.connect(), db_path())
-    names = [row[0] for row in query("SELECT name FROM consortium_migrations ORDER BY name")]
+    names = [row["name"] for row in db_rows("SELECT name FROM consortium_migrations ORDER BY name")]
     assert names == [name for name, _ in store.MIGRATIONS]
-    tables = {row[0] for row in query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = {row["name"] for row in db_rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"consortium_runs", "consortium_calls", "consortium_rounds", "consortium_configs"} <= tables
 
 
-def test_store_import_does_not_load_the_engine():
-    code = "import sys, llm_consortium.store; print('llm_consortium.engine' in sys.modules)"
+@pytest.mark.parametrize("module", ["store", "recorder"])
+def test_storage_import_does_not_load_the_engine(module):
+    code = f"import sys, llm_consortium.{module}; print('llm_consortium.engine' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -235,7 +226,7 @@ def test_records_that_cannot_be_written_are_reported_once_and_the_rest_written(s
     assert "not fully recorded" in line and "no such table: consortium_calls" in line and "2 of its records" in line
     assert recorder.recorded(run.run_id) is False
     # the calls are lost, but the run's final status is not
-    assert query("SELECT status FROM consortium_runs WHERE id = ?", (run.run_id,)) == [("success",)]
+    assert db_rows("SELECT status FROM consortium_runs WHERE id = ?", (run.run_id,)) == [{"status": "success"}]
 
 
 def test_two_processes_record_at_once(sim, tmp_path):
@@ -332,12 +323,33 @@ def test_list_runs_newest_first(sim):
     assert runs[0]["models"] == ["m1"]
     assert runs[0]["status"] == "success" and runs[0]["confidence"] == 0.75 and runs[0]["iterations"] == 1
     assert runs[0]["input_tokens"] > 0 and runs[0]["output_tokens"] > 0
-    assert set(runs[0]) == {"id", "name", "models", "status", "confidence", "iterations",
-                            "input_tokens", "output_tokens", "cost_usd", "priced_usd", "unpriced_calls",
-                            "stopped_because", "started", "finished"}
+    assert set(runs[0]) == {"id", "name", "prompt", "method", "models", "status", "confidence", "agreement",
+                            "stop_on", "threshold", "threshold_note", "iterations", "input_tokens", "output_tokens",
+                            "cost_usd", "priced_usd", "unpriced_calls", "stopped_because", "started", "finished"}
+    assert runs[0]["threshold_note"] == "confidence 0.75 below the 0.80 threshold after 1 round (max iterations)"
     # sim models without a model_name have no known price: unknown, not 0
     assert runs[0]["cost_usd"] is None and runs[0]["unpriced_calls"] == 2 and runs[0]["priced_usd"] == 0
     assert [r["id"] for r in list_runs(limit=2)] == ids[:0:-1]
+
+
+def test_list_runs_filters(sim):
+    sim.add_many(["m1", "m2"], reply="<answer>4</answer>")
+    sim.add("judge", reply=arbiter_xml("4", 0.9))
+    first = recorded_run(["m1"], RunRecorder("solo"), max_iterations=1)[0]["metadata"]["run_id"]
+    asked = ConsortiumOrchestrator(models=["m1", "m2"], arbiter="judge", method="vote", observers=[RunRecorder("pair")])
+    second = asked.orchestrate_sync("What is 2+2? Say it PLAINLY.")["metadata"]["run_id"]
+    conn = store.connect()
+    with conn:  # a run whose process has gone: read as interrupted
+        conn.execute("UPDATE consortium_runs SET status = 'running', pid = 2147483646 WHERE id = ?", (first,))
+    conn.close()
+    ids = lambda **filters: [r["id"] for r in list_runs(None, **filters)]  # noqa: E731
+    assert ids(prompt="plainly") == [second] and ids(prompt="nothing like it") == []
+    assert ids(name="solo") == [first] and ids(method="vote") == [second]
+    assert ids(status="interrupted") == [first] and ids(status="running") == [] and ids(status="success") == [second]
+    assert ids(name="pair", method="arbiter") == []
+    assert list_runs(None, method="vote")[0]["prompt"] == "What is 2+2? Say it PLAINLY."
+    assert store.run_facets() == {"name": ["pair", "solo"], "method": ["arbiter", "vote"],
+                                  "status": ["running", "success"]}
 
 
 def test_queries_on_empty_store(sim):

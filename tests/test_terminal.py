@@ -5,6 +5,7 @@ C1 code points are removed from everything shown, while what is stored (and
 the answer written to a pipe) keeps every byte."""
 
 import asyncio
+import functools
 import io
 import json
 import os
@@ -19,13 +20,12 @@ from types import SimpleNamespace
 
 import llm
 import pytest
-from click.testing import CliRunner
-from llm.cli import cli
 
 from llm_consortium.display import Progress
 from llm_consortium.safetext import printable, single_line
-from helpers import read_until_closed
-from simprovider import arbiter_xml
+import helpers
+from helpers import db_rows, read_until_closed
+from llm_consortium.simulator import arbiter_xml
 
 # One of each kind of thing a terminal acts on rather than shows.
 HOSTILE = (
@@ -57,18 +57,8 @@ def shown(text: str) -> str:
     return OUR_STYLING.sub("", text)
 
 
-def invoke(*args, color=True):
-    """``llm`` in-process; color=True keeps escape sequences, as on a terminal
-    (click strips some of them from output that is not one)."""
-    return CliRunner().invoke(cli, list(args), color=color, catch_exceptions=False)
-
-
-def db_rows(sql, params=()):
-    conn = sqlite3.connect(llm.user_dir() / "logs.db")
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
+# As on a terminal: click strips some escape sequences from output that is not one.
+invoke = functools.partial(helpers.invoke, color=True)
 
 
 @pytest.fixture
@@ -181,11 +171,11 @@ def test_run_stderr_shows_no_escapes(hostile):
 def test_stored_text_keeps_every_byte(hostile, tmp_path):
     out = tmp_path / "result.json"
     invoke(*RUN, "--output", str(out))
-    (text,) = db_rows("select text from consortium_calls where model = 'm1'")[0]
+    text = db_rows("select text from consortium_calls where model = 'm1'")[0]["text"]
     assert text == "Member one " + HOSTILE
-    (error,) = db_rows("select error from consortium_calls where model = 'm2'")[0]
+    error = db_rows("select error from consortium_calls where model = 'm2'")[0]["error"]
     assert "\x1b]52;c;" in error and "\x9b2J" in error
-    (synthesis, analysis) = db_rows("select synthesis, analysis from consortium_rounds")[0]
+    synthesis, analysis = db_rows("select synthesis, analysis from consortium_rounds")[0].values()
     assert synthesis == "The answer " + HOSTILE and analysis == "Analysis " + HOSTILE
     saved = json.loads(out.read_text())
     assert saved["synthesis"]["synthesis"] == "The answer " + HOSTILE
@@ -277,7 +267,7 @@ def test_list_and_show_stored_names_show_no_escapes(sim):
     assert_safe(shown_config.stdout)
     assert "Consortium: evil" in shown_config.stdout and "Arbiter: judge " + SHOWN in shown_config.stdout
     assert "System prompt: Be brief.\n" + SHOWN in shown_config.stdout
-    assert db_rows("select name from consortium_configs") == [(name,)]
+    assert db_rows("select name from consortium_configs") == [{"name": name}]
 
 
 def test_runs_shows_no_escapes(hostile):

@@ -11,8 +11,8 @@ import pytest
 from llm.plugins import pm
 
 from llm_consortium.members import ModelHandle, call_model
-from simprovider import arbiter_xml
-from test_cli import db_rows, invoke
+from llm_consortium.simulator import arbiter_xml
+from helpers import db_rows, invoke
 
 VERSION = llm.get_tools()["llm_version"].implementation()
 

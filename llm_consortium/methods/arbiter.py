@@ -1,26 +1,30 @@
 """The seed's method: one arbiter reads every answer and writes the synthesis.
 
 Its confidence is the arbiter's own. Beside it, ``agreement`` measures how
-many members gave the same short answer, when answers can be extracted.
+many members gave the same answer: by their short answers where those
+compare exactly, else by the groups the arbiter's reply names
+(``agreement.measure``).
 """
 
 from __future__ import annotations
 
 from .. import prompts
-from ..aggregate import extract_answer, label, tally
+from ..agreement import measure, short_answers
+from ..aggregate import label
 
 
 async def judge(panel):
     judgement, raw = await panel.arbitrate(arbiter_prompt(panel))
-    judgement.agreement = measured_agreement(panel.answered)
+    measured_agreement(panel, judgement, raw).record(judgement, panel.answered)
     return judgement, raw
 
 
-def measured_agreement(answered) -> float | None:
-    """Share of members behind the most common short answer; None when
-    fewer than two answers could be extracted (long prose)."""
-    counted = tally([extract_answer(m.text) for m in answered])
-    return counted.share if counted.extracted >= 2 else None
+def measured_agreement(panel, judgement, raw: str, members: int | None = None):
+    """The round's ``Agreement``: the arbiter's groups count only when its
+    reply was read (not when the members' own agreement decided)."""
+    answered = panel.answered
+    return measure(answered, short_answers(answered, panel.run.schema), raw if judgement.parse_ok else None,
+                   members)
 
 
 def extended_arbiter_prompt(panel, template: str, **sections: str) -> str:

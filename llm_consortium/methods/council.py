@@ -14,8 +14,11 @@
    writes the synthesis from the answers and the rankings, in the arbiter's
    XML.
 
-Confidence is the chairman's own; ``agreement`` is the share of the
-reviewers' pairwise preferences that agree with the aggregate ranking.
+Confidence is the chairman's own; ``agreement`` is measured as for every
+method (``agreement.measure``: the members' short answers, or the groups
+the chairman's reply names). How far the reviewers agree with each other
+is in the details: ``concordance``, the share of their pairwise
+preferences that agree with the aggregate ranking.
 With fewer than three answers there is nothing to review (each reviewer
 would see at most one answer), and the chairman judges the answers alone.
 """
@@ -30,7 +33,7 @@ from itertools import combinations
 
 from .. import prompts
 from ..aggregate import borda, bootstrap_intervals, label, parse_ballot
-from .arbiter import extended_arbiter_prompt
+from .arbiter import extended_arbiter_prompt, measured_agreement
 
 #: Fewest answers for a peer review: with two, each reviewer would rank one.
 MIN_ANSWERS_TO_REVIEW = 3
@@ -43,18 +46,18 @@ async def judge(panel):
             f"{len(answered)} answer{'s' if len(answered) != 1 else ''}: "
             f"a peer review needs at least {MIN_ANSWERS_TO_REVIEW}"
         )
-        details = {"ranking": [], "ballots": [], "dropped": [], "review_skipped": skipped}
-        review, agreement = f"There was no peer review this round: {skipped}.", None
+        details = {"ranking": [], "ballots": [], "dropped": [], "review_skipped": skipped, "concordance": None}
+        review = f"There was no peer review this round: {skipped}."
     else:
-        details, review, agreement = await peer_review(panel)
+        details, review = await peer_review(panel)
     judgement, raw = await panel.arbitrate(extended_arbiter_prompt(panel, "council_chair", review=review))
-    judgement.agreement = agreement
     judgement.details = details
+    measured_agreement(panel, judgement, raw).record(judgement, answered)
     return judgement, raw
 
 
-async def peer_review(panel) -> tuple[dict, str, float | None]:
-    """Stage 2 and the aggregate: (details, the review summary for the chairman, agreement)."""
+async def peer_review(panel) -> tuple[dict, str]:
+    """Stage 2 and the aggregate: (details, the review summary for the chairman)."""
     answered = panel.answered
     labels = [label(i) for i in range(len(answered))]
     ballots = await asyncio.gather(*(ask_reviewer(panel, j) for j in range(len(answered))))
@@ -78,8 +81,9 @@ async def peer_review(panel) -> tuple[dict, str, float | None]:
         }
         for i in best_first
     ]
-    details = {"ranking": ranking, "ballots": ballots, "dropped": dropped, "review_skipped": None}
-    return details, review_summary(ranking, rankings, len(dropped)), concordance(rankings, scores)
+    details = {"ranking": ranking, "ballots": ballots, "dropped": dropped, "review_skipped": None,
+               "concordance": concordance(rankings, scores)}
+    return details, review_summary(ranking, rankings, len(dropped))
 
 
 def ballot_seed(run_id: str, round_number: int, reviewer: int) -> int:

@@ -10,8 +10,11 @@ not be extracted) the arbiter reads the answers and the tally, and the
 details say why it was asked.
 
 Confidence is the measured vote share when the vote decides, and the
-arbiter's own confidence when it does not; ``agreement`` is always the
-vote share (None when fewer than two answers could be extracted).
+arbiter's own confidence when it does not. ``agreement`` is measured as
+for every method (``agreement.measure``), over all the members: members
+that did not answer agree with no one. Answers that compare exactly (the
+usual case for a vote) are grouped by the tally itself; otherwise, when
+the arbiter was asked, by the groups its reply names.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from __future__ import annotations
 import re
 
 from .. import prompts
-from ..aggregate import Tally, extract_answer, label, tally
+from ..aggregate import Tally, label, tally
+from ..agreement import short_answers
 from ..results import Judgement
-from ..schemas import canonical
-from .arbiter import extended_arbiter_prompt
+from .arbiter import extended_arbiter_prompt, measured_agreement
 
 MEMBER_INSTRUCTIONS = (
     "End your reply with your final short answer inside <answer></answer> tags: "
@@ -34,8 +37,7 @@ MEMBER_INSTRUCTIONS = (
 async def judge(panel):
     answered = panel.answered
     # With a schema the answer is the JSON itself, compared as a value.
-    extract = extract_answer if panel.run.schema is None else canonical
-    answers = [extract(m.text) for m in answered]
+    answers = short_answers(answered, panel.run.schema)
     # Members that did not answer (failed, or cut off by a quorum) are votes
     # for nothing: 2 of 3 members agreeing is 67 %, not 2 of 2.
     silent = len(panel.run.members) - len(answered)
@@ -50,14 +52,15 @@ async def judge(panel):
         "fallback_reason": reason,
     }
     if reason is None:
-        judgement = majority_judgement(answered, answers, counted, len(panel.run.members))
+        judgement = majority_judgement(answered, answers, counted, len(panel.run.members),
+                                       panel.config.confidence_threshold)
         if panel.run.schema is not None:
             judgement.synthesis = counted.winner
         raw = ""
     else:
         judgement, raw = await panel.arbitrate(arbiter_prompt(panel, answers, counted, reason))
-    judgement.agreement = counted.share if counted.extracted >= 2 else None
     judgement.details = details
+    measured_agreement(panel, judgement, raw, members=len(panel.run.members)).record(judgement, answered)
     return judgement, raw
 
 
@@ -68,17 +71,20 @@ def fallback_reason(counted: Tally, members: int, threshold: float) -> str | Non
             return "only one member answered: there is nothing to vote on"
         return f"answers could not be extracted ({counted.extracted} of {members})"
     if counted.tie:
-        return "no majority: the most common answers are tied"
+        top = next(iter(counted.counts.values()))
+        return f"no majority: the most common answers are tied, {top} of {members} each"
     if counted.share < threshold:
         votes = counted.counts[counted.winner]
-        return (
-            f"no majority: the most common answer has {votes} of {members} votes "
-            f"({counted.share:.0%}), below the threshold of {threshold:.0%}"
-        )
+        return f"{votes} of {members} agree ({percent(counted.share)}), below the {percent(threshold)} threshold"
     return None
 
 
-def majority_judgement(answered, answers, counted: Tally, members: int):
+def percent(share: float) -> str:
+    """0.6667 -> "67 %"."""
+    return f"{share * 100:.0f} %"
+
+
+def majority_judgement(answered, answers, counted: Tally, members: int, threshold: float):
     """The vote's own judgement: the first answer that gave the winner, no arbiter."""
     winner_text = next(m.text for m, a in zip(answered, answers) if a == counted.winner)
     votes = counted.counts[counted.winner]
@@ -86,7 +92,8 @@ def majority_judgement(answered, answers, counted: Tally, members: int):
     return Judgement(
         synthesis=without_answer_tags(winner_text),
         confidence=counted.share,
-        analysis=f"Majority vote: {votes} of {members} members answered {counted.winner}.",
+        analysis=f"Majority vote: {votes} of {members} members agree ({percent(counted.share)}) on "
+                 f"{counted.winner}, at or above the {percent(threshold)} threshold.",
         dissent=("Other answers: " + ", ".join(others)) if others else "none",
         needs_iteration=False,
     )

@@ -6,7 +6,7 @@ import time
 import llm
 import pytest
 
-from simprovider import arbiter_xml
+from llm_consortium.simulator import arbiter_xml
 
 LONG_REPLY = "  The quick  brown fox\njumps over\tthe lazy dog.  "
 
@@ -139,15 +139,9 @@ def test_concurrent_async_calls_overlap(sim):
     async def run():
         return await asyncio.gather(*(model.prompt("hi").text() for model in models))
 
-    start = time.perf_counter()
-    texts = asyncio.run(run())
-    elapsed = time.perf_counter() - start
-    assert texts == ["done"] * 20
-    # All 20 were in flight at once, and the batch took far less than 20 x 0.5 s.
+    assert asyncio.run(run()) == ["done"] * 20
+    # All 20 were in flight at once.
     assert max(r.started for r in sim.requests) < min(r.finished for r in sim.requests)
-    # About 1 s in practice: 0.5 s latency plus ~25 ms per call that llm spends
-    # building a fresh OpenAI client (it loads the CA bundle) before sending.
-    assert elapsed < 2.5
 
 
 def test_status_401_raises(sim):
@@ -170,23 +164,6 @@ def test_fail_first_429_then_succeeds(sim):
     sim.add("sim-a", reply="recovered", fail_first=1)
     assert llm.get_model("sim-a").prompt("hi", stream=False).text() == "recovered"
     assert [r.status for r in sim.calls("sim-a")] == [429, 200]
-
-
-def test_persistent_429_raises_after_client_retries(sim):
-    sim.add("sim-a", status=429)
-    start = time.perf_counter()
-    with pytest.raises(Exception):
-        llm.get_model("sim-a").prompt("hi", stream=False).text()
-    elapsed = time.perf_counter() - start
-    # openai's client: 2 retries (3 attempts), backoff 0.5 s then 1 s, each cut by up to 25%.
-    assert len(sim.calls("sim-a")) == 3
-    assert 1.1 <= elapsed < 3
-
-
-def test_no_usage_reproduces_llm_crash(sim):
-    sim.add("sim-a", no_usage=True)
-    with pytest.raises(AttributeError):
-        llm.get_model("sim-a").prompt("hi", stream=False).text()
 
 
 def test_reset_releases_hung_requests(sim):

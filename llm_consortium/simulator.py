@@ -1,5 +1,7 @@
 """A simulated OpenAI-compatible provider on 127.0.0.1 with scripted models.
 
+A development and evaluation tool, not part of a consortium run: the
+package's ``__init__`` never imports it, so it costs ``llm`` nothing.
 Tests and benchmarks drive llm's real OpenAI client against it: ``add()``
 registers a model here and lists it in ``extra-openai-models.yaml`` in the
 current llm user dir, so ``llm.get_model(name)`` talks to this server.
@@ -21,6 +23,10 @@ import llm
 
 CHAT_PATH = "/v1/chat/completions"
 WORDS_PER_CHUNK = 3
+# What errors that clients retry (429 and 5xx) ask them to wait, as real
+# providers do with Retry-After: short, so that the OpenAI client's own
+# retries (by default 0.5 s, then 1 s) don't add seconds to every test.
+RETRY_AFTER_MS = 5
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -119,14 +125,22 @@ def arbiter_xml(
     dissent: str = "",
     needs_iteration: bool | None = None,
     refinement_areas: tuple[str, ...] | list[str] = (),
+    groups: str | list[list[str]] | None = None,
 ) -> str:
-    """A well-formed arbiter reply; needs_iteration defaults to confidence < 0.8."""
+    """A well-formed arbiter reply; needs_iteration defaults to confidence < 0.8.
+
+    groups: the ``<groups>`` section, as lists of labels (``[["Response A",
+    "Response B"], ["Response C"]]``, one line each) or as raw text; left
+    out when None, as an arbiter that ignores it would."""
     if needs_iteration is None:
         needs_iteration = confidence < 0.8
     areas = "".join(f"- {area}\n" for area in refinement_areas)
+    if isinstance(groups, list):
+        groups = "\n".join(", ".join(group) for group in groups)
     return (
         f"<analysis>{analysis}</analysis>\n"
-        f"<dissent>{dissent}</dissent>\n"
+        + (f"<groups>\n{groups}\n</groups>\n" if groups is not None else "")
+        + f"<dissent>{dissent}</dissent>\n"
         f"<refinement_areas>\n{areas}</refinement_areas>\n"
         f"<confidence>{confidence}</confidence>\n"
         f"<needs_iteration>{str(needs_iteration).lower()}</needs_iteration>\n"
@@ -246,6 +260,8 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(payload).encode()
         request.status = status
         self.send_response(status)
+        if status == 429 or status >= 500:
+            self.send_header("Retry-After-Ms", str(RETRY_AFTER_MS))
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -386,7 +402,7 @@ class SimProvider:
         self.port = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="simprovider", daemon=True
+            target=self._server.serve_forever, name="simulator", daemon=True
         )
         self._thread.start()
 

@@ -1,0 +1,165 @@
+"""How many members gave the same answer, however they worded it.
+
+Agreement is the share of the members in the largest group of equivalent
+answers: 1.0 when every member says the same thing, 0.67 for a 2-1 split.
+The groups come from one of two sources, recorded with them:
+
+* ``exact``: each answer's short final answer (``aggregate.extract_answer``,
+  or the canonical JSON under a schema), compared after normalisation. It is
+  used first when it can be trusted on its own: every answer was extracted
+  and they are all alike, or all of a kind that normalises exactly (a
+  number, a letter, yes/no, a JSON value);
+* ``arbiter``: the arbiter's ``<groups>`` section, one line per group of
+  responses, by the labels its prompt gave them ("Response A, Response C").
+
+When neither applies, the exact tally of the answers that could be
+extracted is used (the way agreement was always measured); with fewer than
+two answers, or nothing to group by, agreement is unknown (None).
+
+The arbiter's reply is model text: its groups are read defensively. Only
+the labels of this round's answers count, each once (in the first group
+that names it); members it places nowhere are groups of their own; and a
+section that names no label at all is no grouping.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .aggregate import _label_pattern, extract_answer, label
+from .parsing import read_sections
+from .schemas import canonical
+
+# Short answers that compare exactly once normalised: a letter, yes/no, a
+# number, and the JSON literals (canonical JSON, under a schema).
+_EXACT_KIND = re.compile(r"[A-J]|yes|no|-?\d+(?:\.\d+)?|-?\d+/\d+|true|false|null")
+
+
+@dataclass
+class Agreement:
+    """Groups of members (indices into the answers), the largest first, and
+    where they came from; ``share`` is None when agreement is unknown."""
+
+    share: float | None
+    source: str | None = None
+    groups: list[list[int]] | None = None
+    note: str | None = None
+
+    def record(self, judgement, answered) -> None:
+        """Set ``judgement``'s agreement, and its groups in its details."""
+        judgement.agreement = self.share
+        judgement.details["agreement"] = self.to_dict(answered)
+
+    def to_dict(self, answered) -> dict:
+        """The agreement as a judgement's details record it: each group's
+        members by label, model id and instance."""
+        return {
+            "share": self.share,
+            "source": self.source,
+            "groups": [
+                [{"label": label(i), "model": answered[i].model, "instance": answered[i].instance} for i in group]
+                for group in self.groups or []
+            ],
+            "note": self.note,
+        }
+
+
+def short_answers(answered, schema: dict | None) -> list[str | None]:
+    """Each answer's short answer (None where there is none): under a
+    schema the answer is its JSON, compared as a value."""
+    extract = extract_answer if schema is None else canonical
+    return [extract(m.text) for m in answered]
+
+
+def measure(answered, extracted: list, arbiter_reply: str | None = None, members: int | None = None) -> Agreement:
+    """The agreement among ``answered`` (``MemberResult``s that answered).
+
+    ``extracted``: each answer's short answer (``short_answers``).
+    ``arbiter_reply``: the arbiter's raw reply whose synthesis was used, if
+    any. ``members``: the denominator, when members that did not answer
+    count as agreeing with no one (the vote's rule); by default the number
+    of answers.
+    """
+    total = members or len(answered)
+    if len(answered) < 2:
+        return Agreement(None, note="fewer than two answers")
+    keys = [answer_key(m.text, a) for m, a in zip(answered, extracted)]
+    if len(set(keys)) == 1 or (None not in extracted and all(map(exact_kind, extracted))):
+        return _share(exact_groups(keys), "exact", total)
+    groups, note = parse_groups(arbiter_reply, len(answered)) if arbiter_reply else (None, None)
+    if groups is not None:
+        return _share(groups, "arbiter", total, note)
+    if sum(a is not None for a in extracted) >= 2:
+        return _share(exact_groups(keys), "exact", total, note)
+    return Agreement(None, note=note or "the answers could not be grouped: no short answers, and no groups "
+                                        "from the arbiter")
+
+
+def answer_key(text: str, short: str | None) -> str:
+    """What an answer is compared by: its short answer, else its whole text,
+    case, spacing and a final full stop aside (identical texts agree)."""
+    return short if short is not None else " ".join(text.lower().split()).rstrip(".")
+
+
+def exact_kind(answer: str) -> bool:
+    """Whether a short answer compares exactly (not a phrase, which two
+    members may word differently)."""
+    return _EXACT_KIND.fullmatch(answer) is not None
+
+
+def exact_groups(keys: list[str]) -> list[list[int]]:
+    """Members with equal keys (``answer_key``) together, in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def parse_groups(reply: str, answers: int) -> tuple[list[list[int]] | None, str | None]:
+    """The arbiter's ``<groups>`` for ``answers`` answers, labelled
+    ``label(0)`` ..., as (groups, note on what was left out), or
+    (None, why) when the reply has no usable groups.
+
+    One line is one group; labels are found in it as whole tokens, any case.
+    Unknown labels are ignored, a label already placed is not moved, and
+    every answer left unplaced is a group of its own. Reading stops once
+    every answer is placed, so a huge section costs no more than it must.
+    """
+    section = read_sections(reply).get("groups", "")
+    if not section:
+        return None, "the arbiter gave no groups"
+    labels = [label(i) for i in range(answers)]
+    index = {lab.casefold(): i for i, lab in enumerate(labels)}
+    pattern = _label_pattern(labels)
+    placed: dict[int, int] = {}  # answer -> its group
+    groups: list[list[int]] = []
+    repeated = False
+    for line in section.splitlines():
+        group: list[int] = []
+        for found in pattern.finditer(line):
+            i = index[" ".join(found.group(0).split()).casefold()]
+            if i in placed:
+                repeated = repeated or placed[i] != len(groups)
+                continue
+            placed[i] = len(groups)
+            group.append(i)
+        if group:
+            groups.append(group)
+        if len(placed) == answers:
+            break
+    if not groups:
+        return None, "the arbiter's groups named none of the responses"
+    unplaced = [i for i in range(answers) if i not in placed]
+    groups += [[i] for i in unplaced]
+    notes = []
+    if repeated:
+        notes.append("a response the arbiter placed in more than one group was kept in its first")
+    if unplaced:
+        notes.append(f"{', '.join(labels[i] for i in unplaced)} not placed by the arbiter: counted alone")
+    return groups, "; ".join(notes) or None
+
+
+def _share(groups: list[list[int]], source: str, total: int, note: str | None = None) -> Agreement:
+    groups = sorted(groups, key=len, reverse=True)  # stable: on a tie, the group seen first
+    return Agreement(len(groups[0]) / total, source, groups, note)

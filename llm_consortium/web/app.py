@@ -1,0 +1,224 @@
+"""The viewer's web app (starlette, served by uvicorn).
+
+Safe by default: it listens on 127.0.0.1; a request whose Host header is
+neither an IP address, ``localhost`` nor the ``--host`` given is refused
+(a DNS-rebinding page cannot reach it); every POST carries the server's
+CSRF token (and a cross-origin one is refused); model text is escaped and
+Markdown sanitised (see ``html``); the Content-Security-Policy lets the page
+load only its own script, styles and images, which ship in the package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import secrets
+import socket
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from .. import store
+from . import pages
+from .asks import AskError, Asks
+
+STATIC = Path(__file__).parent / "static"
+POLL_SECONDS = 0.4  # how often a live page's stream looks at logs.db
+START_SECONDS = 60  # how long an ask waits for its run to start (models resolved, keys checked)
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def create_app(host: str = "127.0.0.1") -> Starlette:
+    """The app; ``host``: the name or address it listens on, accepted in Host headers."""
+    csrf = secrets.token_urlsafe(32)
+    asks = Asks()
+
+    async def runs(request: Request):
+        params = request.query_params
+        filters = {key: params.get(key, "").strip() for key in ("q", "consortium", "method", "status")}
+        found = await run_in_threadpool(
+            store.list_runs, 500, prompt=filters["q"] or None, name=filters["consortium"] or None,
+            method=filters["method"] or None, status=filters["status"] or None,
+        )
+        facets = await run_in_threadpool(store.run_facets)
+        return page(pages.runs_page(found, facets, filters))
+
+    async def run(request: Request):
+        record = await find(request)
+        if not isinstance(record, dict):
+            return record
+        conversation, configs = await run_in_threadpool(lambda: (store.llm_conversation(record["id"]), saved()))
+        return page(pages.run_page(record, conversation, configs, csrf))
+
+    async def events(request: Request):
+        """Server-sent events: the run's page body each time it changes, then
+        ``end`` once it has ended (and its answer is logged, for a run asked here)."""
+        record = await find(request)
+        if not isinstance(record, dict):
+            return record
+        run_id = record["id"]
+
+        async def stream():
+            seen = None
+            while not await request.is_disconnected():
+                record = await run_in_threadpool(store.get_run, run_id)
+                if record is None:  # deleted meanwhile
+                    yield "event: end\ndata: {}\n\n"
+                    return
+                ended = record["status"] in pages.FINISHED and not asks.busy(run_id)
+                conversation, configs = await run_in_threadpool(
+                    lambda: (store.llm_conversation(run_id), saved()))
+                state = json.dumps([record, conversation, configs], default=str)
+                if state != seen:  # what the record holds changed (not merely the clock)
+                    body = pages.run_body(record, conversation, configs, csrf)
+                    yield f"event: update\ndata: {json.dumps({'html': body, 'status': record['status']})}\n\n"
+                    seen = state
+                if ended:
+                    yield "event: end\ndata: {}\n\n"
+                    return
+                await asyncio.sleep(POLL_SECONDS)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    async def ask_form(request: Request):
+        return page(pages.ask_page(await run_in_threadpool(saved), csrf,
+                                   chosen=request.query_params.get("consortium")))
+
+    async def ask(request: Request):
+        form = await posted(request)
+        if not secrets.compare_digest(form.get("csrf", ""), csrf) or cross_origin(request):
+            return PlainTextResponse("Refused: this form did not come from this viewer's page", status_code=403)
+        name, prompt, after = form.get("consortium", ""), form.get("prompt", ""), form.get("after") or None
+        try:
+            started = await run_in_threadpool(asks.start, name, prompt, after)
+            run_id = await asyncio.wait_for(asyncio.wrap_future(started), START_SECONDS)
+        except (AskError, asyncio.TimeoutError) as exc:
+            message = str(exc) or "The run did not start in time"
+            return page(pages.ask_page(await run_in_threadpool(saved), csrf, chosen=name, prompt=prompt,
+                                       error=message), status_code=400)
+        await recorded(run_id)
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+    app = Starlette(routes=[
+        Route("/", runs),
+        Route("/runs/{run_id}", run),
+        Route("/runs/{run_id}/events", events),
+        Route("/ask", ask_form, methods=["GET"]),
+        Route("/ask", ask, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ])
+    return Guard(app, host)
+
+
+async def find(request: Request):
+    """The run the path names (id or unique prefix), or the page saying why not."""
+    key = request.path_params["run_id"]
+    try:
+        record = await run_in_threadpool(store.get_run, key)
+    except store.AmbiguousRunId:
+        return page(pages.error_page("Ambiguous run id", f"{key!r} matches several runs"), status_code=404)
+    if record is None:
+        return page(pages.error_page("No such run", f"No run matches {key!r}"), status_code=404)
+    return record
+
+
+async def recorded(run_id: str, seconds: float = 5.0) -> None:
+    """Wait (a little) for the recorder's thread to write a new run's row."""
+    for _ in range(int(seconds / 0.05)):
+        if await run_in_threadpool(store.get_run, run_id):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def posted(request: Request) -> dict[str, str]:
+    """A form the page posted (URL-encoded, as its forms send them): the first value of each field."""
+    body = (await request.body()).decode("utf-8", "replace")
+    return {key: values[0] for key, values in parse_qs(body, keep_blank_values=True).items()}
+
+
+def saved() -> list[str]:
+    """Saved consortia that can be asked (not the unsaved settings' ``consortium-last``)."""
+    return [name for name, config, _ in store.list_configs() if not config.get("ad_hoc")]
+
+
+def page(markup: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(markup, status_code=status_code)
+
+
+def cross_origin(request: Request) -> bool:
+    """Whether the browser says the request came from another site's page."""
+    origin = request.headers.get("origin")
+    return bool(origin) and origin != "null" and urlsplit(origin).netloc != request.headers.get("host")
+
+
+def allowed_host(header: str, host: str) -> bool:
+    """Whether a Host header names this server: an IP address (which a
+    rebinding attacker's page cannot send: its Host is the attacker's
+    name), ``localhost``, or the name the server was started on."""
+    name = urlsplit(f"//{header}").hostname or ""
+    if name == "localhost" or (host not in WILDCARDS and name == host.lower().strip("[]")):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class Guard:
+    """Refuses foreign Host headers and adds the security headers to every response."""
+
+    def __init__(self, app, host: str):
+        self.app, self.host = app, host
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        if not allowed_host(header, self.host):
+            response = PlainTextResponse("Refused: unknown Host header", status_code=400)
+            return await response(scope, receive, send)
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      *((k.lower().encode(), v.encode()) for k, v in HEADERS.items())]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host``:``port`` (0: any free port); OSError if it cannot."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def server(sock: socket.socket, host: str):
+    """A uvicorn server of the app on ``sock``; ``.run(sockets=[sock])`` serves until Ctrl-C."""
+    import uvicorn
+
+    config = uvicorn.Config(create_app(host), log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    return uvicorn.Server(config)

@@ -1,0 +1,427 @@
+"""The viewer's pages, as HTML built with ``html.el`` (escaped by construction).
+
+Records come from ``store`` (``list_runs``, ``get_run``); keys that a run
+recorded by an older or newer version lacks are read with ``get``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from ..config import split_count
+from ..display import cost
+from .html import Markup, el, frag, markdown
+
+FINISHED = ("success", "degraded", "failed", "cancelled", "interrupted")
+
+
+def layout(title: str, body, *, live: str | None = None) -> Markup:
+    """A whole page. ``live``: the address of the run's event stream, when
+    the page should update in place."""
+    return Markup("<!doctype html>" + el(
+        "html",
+        el("head",
+           el("meta", charset="utf-8"),
+           el("meta", name="viewport", content="width=device-width, initial-scale=1"),
+           el("title", title, " · llm-consortium"),
+           el("link", rel="stylesheet", href="/static/viewer.css"),
+           el("script", src="/static/viewer.js", defer=True)),
+        el("body",
+           el("nav", el("a", "llm-consortium", href="/", class_="brand"),
+              el("a", "Runs", href="/"), el("a", "Ask", href="/ask")),
+           el("main", body, data_live=live)),
+        lang="en",
+    ))
+
+
+# The runs list
+
+
+def runs_page(runs: list[dict], facets: dict[str, list[str]], filters: dict[str, str]) -> Markup:
+    def choice(name: str, label: str, values: list[str]):
+        return el("label", label, " ", el(
+            "select",
+            el("option", "any", value=""),
+            [el("option", value, value=value, selected=filters.get(name) == value) for value in values],
+            name=name,
+        ))
+
+    form = el(
+        "form",
+        el("label", "Prompt contains ", el("input", type="search", name="q", value=filters.get("q", ""),
+                                           placeholder="search prompts")),
+        choice("consortium", "Consortium", facets["name"]),
+        choice("method", "Method", facets["method"]),
+        choice("status", "Status", sorted(set(facets["status"]) | {"interrupted"})),
+        el("button", "Filter", type="submit"),
+        method="get", action="/", class_="filters",
+    )
+    if runs:
+        head = ["Started", "Prompt", "Consortium", "Method", "Status", "Confidence", "Agreement", "Rounds",
+                "Tokens", "Cost", "Duration"]
+        table = el("table", el("thead", el("tr", [el("th", h) for h in head])), el("tbody", [
+            el("tr",
+               el("td", el("time", short_time(r.get("started")), datetime=r.get("started"))),
+               el("td", el("a", excerpt(r.get("prompt") or "", 120), href=f"/runs/{r['id']}"), class_="prompt"),
+               el("td", who(r)),
+               el("td", r.get("method") or "-"),
+               el("td", status_badge(r["status"])),
+               el("td", number(r.get("confidence")), class_="num"),
+               el("td", number(r.get("agreement")), class_="num"),
+               el("td", r.get("iterations") or 0, class_="num"),
+               el("td", tokens(r), class_="num"),
+               el("td", cost(r.get("cost_usd"), r.get("priced_usd"), r.get("unpriced_calls")), class_="num"),
+               el("td", duration(r.get("started"), r.get("finished"), r["status"]), class_="num"),
+               data_run=r["id"])
+            for r in runs
+        ]), class_="runs")
+    elif any(filters.values()):
+        table = el("p", "No run matches these filters. ", el("a", "Show all runs", href="/"), class_="empty")
+    else:
+        table = el("p", "No runs recorded yet. Run a consortium (llm consortium run \"…\", or llm -m NAME) "
+                        "or ", el("a", "ask one here", href="/ask"), ".", class_="empty")
+    return layout("Runs", frag(el("h1", "Runs"), form, table))
+
+
+# A run's page
+
+
+def run_page(record: dict, conversation: dict | None, configs: list[str], csrf: str) -> Markup:
+    live = f"/runs/{record['id']}/events" if record["status"] not in FINISHED else None
+    return layout(excerpt(record.get("prompt") or "Run", 60),
+                  el("div", run_body(record, conversation, configs, csrf), id="run"), live=live)
+
+
+def run_body(record: dict, conversation: dict | None, configs: list[str], csrf: str) -> Markup:
+    """Everything the page shows of a run; swapped in whole as it updates."""
+    running = record["status"] not in FINISHED
+    rounds = record.get("rounds") or []
+    return frag(
+        run_header(record, conversation),
+        el("p", "Stopped early: ", record["stopped_because"], class_="notice")
+        if record.get("stopped_because") else None,
+        el("p", "Error: ", record["error"], class_="error") if record.get("error") else None,
+        el("section", el("h2", "Answer"), el("div", markdown(record["synthesis"]), class_="markdown"),
+           class_="answer") if record.get("synthesis") else None,
+        [round_section(record, r, running and r is rounds[-1]) for r in rounds],
+        el("p", "Waiting for the members' first answers…", class_="waiting") if running and not rounds else None,
+        timeline(record),
+        continue_form(record, conversation, configs, csrf) if not running else None,
+    )
+
+
+def run_header(record: dict, conversation: dict | None) -> Markup:
+    config = record.get("config") or {}
+    facts = [
+        ("Status", status_badge(record["status"])),
+        ("Consortium", record.get("name") or "unsaved"),
+        ("Method", record.get("method") or config.get("method") or "-"),
+        ("Members", ", ".join(config.get("models") or [])),
+        ("Arbiter", config.get("arbiter") or "-"),
+        ("Confidence", number(record.get("confidence"))),
+        ("Agreement", number(record.get("agreement"))),
+        ("Rounds", record.get("iterations") or 0),
+        ("Tokens", tokens(record)),
+        ("Cost", cost(record.get("cost_usd"), record.get("priced_usd"), record.get("unpriced_calls"))),
+        ("Duration", duration(record.get("started"), record.get("finished"), record["status"])),
+        ("Started", short_time(record.get("started"))),
+    ]
+    ids = [el("span", "Run ", el("code", record["id"], class_="run-id")),
+           el("span", el("code", f"llm consortium inspect {record['id'][:8]}"))]
+    if conversation:
+        ids.append(el("span", "In llm logs: ", el("code", f"llm logs --cid {conversation['id']}",
+                                                    class_="llm-cid")))
+    elif record["status"] not in FINISHED:
+        ids.append(el("span", "llm logs: once it ends", class_="muted"))
+    else:
+        ids.append(el("span", "Not in llm logs (--no-log, a failed run, or the Python API)", class_="muted"))
+    turns = []
+    if conversation and len(conversation["runs"]) > 1:
+        turns = el("p", "Conversation: ", [
+            frag(" → " if i else "", el("strong", f"turn {i + 1} (this run)") if run_id == record["id"]
+                 else el("a", f"turn {i + 1}", href=f"/runs/{run_id}"))
+            for i, run_id in enumerate(conversation["runs"])
+        ], class_="turns")
+    return el(
+        "header",
+        el("h1", record.get("prompt") or "", class_="prompt"),
+        el("details", el("summary", "System prompt"), el("pre", record["system"]))
+        if record.get("system") else None,
+        el("dl", [frag(el("dt", k), el("dd", v)) for k, v in facts], class_="facts"),
+        el("p", ids, class_="ids"),
+        turns,
+        class_="run-head",
+    )
+
+
+def round_section(record: dict, round_: dict, current: bool) -> Markup:
+    calls = round_.get("calls") or []
+    specs = (record.get("config") or {}).get("models") or []
+    order = [split_count(spec)[0] for spec in specs]
+    members = sorted((c for c in calls if c.get("role") == "member"), key=lambda c: (
+        order.index(c.get("model")) if c.get("model") in order else len(order), c.get("instance") or 0))
+    expected = sum(split_count(spec)[1] for spec in specs)
+    waiting = expected - len(members) if current and round_.get("synthesis") is None else 0
+    number_ = round_["round"]
+    tabs = el("div", [
+        el("button", member_name(c), type="button", role="tab", class_="tab" + (" failed" if c.get("error") else ""),
+           aria_selected="true" if i == 0 else "false", data_tab=member_name(c))
+        for i, c in enumerate(members)
+    ], role="tablist", class_="tabs")
+    panels = el("div", [member_panel(c, i) for i, c in enumerate(members)],
+                el("p", f"Waiting for {waiting} more member{'s' if waiting != 1 else ''}…", class_="waiting")
+                if waiting > 0 else None, class_="panels")
+    summary = " · ".join(filter(None, [
+        f"confidence {number(round_.get('confidence'))}" if round_.get("confidence") is not None else None,
+        f"agreement {number(round_.get('agreement'))}" if round_.get("agreement") is not None else None,
+        cost(round_.get("cost_usd"), round_.get("priced_usd"), round_.get("unpriced_calls")),
+    ]))
+    return el(
+        "section",
+        el("h2", f"Round {number_} ", el("span", summary, class_="muted")),
+        el("div", tabs, panels, class_="members", data_key=f"members-{number_}"),
+        judgement(round_, current and waiting <= 0),
+        raw_calls(calls, number_),
+        class_="round", id=f"round-{number_}",
+    )
+
+
+def member_name(call: dict) -> str:
+    return f"{call.get('model')} #{call.get('instance')}"
+
+
+def member_panel(call: dict, index: int) -> Markup:
+    return el(
+        "article",
+        el("h3", member_name(call)),
+        el("p", call_facts(call), class_="meta"),
+        el("p", call["error"], class_="error") if call.get("error") else None,
+        el("p", "Cancelled (a quorum had answered, or the run was stopped)", class_="notice")
+        if call.get("cancelled") else None,
+        el("div", markdown(call.get("text")), class_="markdown") if call.get("text") else None,
+        role="tabpanel", class_="member" + (" active" if index == 0 else ""), data_panel=member_name(call),
+    )
+
+
+def call_facts(call: dict) -> str:
+    attempts = call.get("attempts") or 1
+    return " · ".join(filter(None, [
+        f"{call.get('seconds') or 0:.2f} s",
+        f"{(call.get('input_tokens') or 0) + (call.get('output_tokens') or 0)} tokens "
+        f"({call.get('input_tokens') or 0} in, {call.get('output_tokens') or 0} out)",
+        cost(call.get("cost_usd"), None, None),
+        f"{attempts} attempts" if attempts > 1 else None,
+    ]))
+
+
+def judgement(round_: dict, judging: bool) -> Markup | None:
+    details = round_.get("details") or {}
+    if round_.get("synthesis") is None and not details:
+        return el("p", "The judge is at work…", class_="waiting") if judging else None
+    return el(
+        "div",
+        method_details(details, round_["round"]),
+        el("h3", "Synthesis"),
+        el("p", "No judge decided this round: the answer is the one most members gave.", class_="notice")
+        if round_.get("parse_ok") is False else None,
+        el("div", markdown(round_.get("synthesis")), class_="markdown synthesis"),
+        [el("div", el("h3", title), el("div", markdown(round_[key]), class_="markdown"), class_=key)
+         for key, title in (("analysis", "Analysis"), ("dissent", "Dissent")) if round_.get(key)],
+        el("div", el("h3", "Refinement areas"), el("ul", [el("li", area) for area in round_["refinement_areas"]]),
+           class_="refinement") if round_.get("refinement_areas") else None,
+        class_="judgement",
+    )
+
+
+def method_details(details: dict, round_number: int) -> list:
+    """The vote's tally, the council's ranking with its intervals, and any
+    other details (as JSON, on demand)."""
+    parts = []
+    tally = details.get("tally")
+    if tally:
+        total = sum(tally.values()) or 1
+        rows = [
+            el("tr", el("td", answer, class_="answer-text"), el("td", count, class_="num"),
+               el("td", el("meter", value=f"{count / total:.3f}", min="0", max="1"), class_="bar"),
+               class_="winner" if answer == details.get("winner") else None)
+            for answer, count in sorted(tally.items(), key=lambda item: -item[1])
+        ]
+        parts.append(el("div", el("h3", "Vote"), el("table", el("tbody", rows), class_="tally"), class_="vote"))
+    if details.get("fallback_reason"):
+        parts.append(el("p", "Arbiter asked because: ", details["fallback_reason"], class_="notice"))
+    ranking = details.get("ranking")
+    if ranking:
+        head = el("tr", [el("th", h) for h in ("Answer", "Member", "Borda score", "95 % interval", "Ballots")])
+        rows = [
+            el("tr", el("td", entry.get("label")), el("td", f"{entry.get('model')} #{entry.get('instance')}"),
+               el("td", number(entry.get("score")), class_="num"),
+               el("td", interval(entry.get("interval")), class_="num"),
+               el("td", entry.get("ballots"), class_="num"))
+            for entry in ranking
+        ]
+        parts.append(el("div", el("h3", "Peer ranking"),
+                        el("table", el("thead", head), el("tbody", rows), class_="ranking"), class_="council"))
+        if not any(entry.get("ballots") for entry in ranking):
+            parts.append(el("p", "Peer review produced no usable ballots: the chairman judged without a ranking.",
+                            class_="notice"))
+    for dropped in details.get("dropped") or []:
+        parts.append(el("p", f"Ballot of {dropped.get('model')} #{dropped.get('instance')} dropped: ",
+                        dropped.get("reason"), class_="notice"))
+    if details.get("review_skipped"):
+        parts.append(el("p", "Peer review skipped: ", details["review_skipped"], class_="notice"))
+    if details:
+        parts.append(el("details", el("summary", "All details (JSON)"),
+                        el("pre", json.dumps(details, indent=2, default=str)), class_="details-json",
+                        data_key=f"details-{round_number}"))
+    return parts
+
+
+def interval(value) -> str:
+    if not value or len(value) != 2 or None in value:
+        return "-"
+    return f"[{value[0]:.2f}, {value[1]:.2f}]"
+
+
+def raw_calls(calls: list[dict], round_number: int) -> Markup | None:
+    if not calls:
+        return None
+    return el("details", el("summary", f"Raw prompts and replies ({len(calls)} calls)"), [
+        el("div",
+           el("h4", call.get("role"), " ", member_name(call)),
+           el("details", el("summary", "Prompt"), el("pre", call.get("prompt") or ""),
+              data_key=f"prompt-{call.get('id')}"),
+           el("pre", call.get("text") or call.get("error") or "", class_="reply"),
+           class_="raw-call")
+        for call in calls
+    ], class_="raw", data_key=f"raw-{round_number}")
+
+
+def timeline(record: dict) -> Markup | None:
+    """Every call as a bar from its start to its end, on the run's clock."""
+    calls = [c for r in record.get("rounds") or [] for c in r.get("calls") or []]
+    start = parse_time(record.get("started"))
+    if not calls or start is None:
+        return None
+    spans = []
+    for call in calls:
+        end = parse_time(call.get("created"))
+        if end is None:
+            continue
+        end_s = (end - start).total_seconds()
+        spans.append((max(0.0, end_s - (call.get("seconds") or 0)), end_s, call))
+    if not spans:
+        return None
+    total = max(max(end for _, end, _ in spans), 0.001)
+    row = 22
+    bars = []
+    for i, (begin, end, call) in enumerate(spans):
+        state = "error" if call.get("error") else "cancelled" if call.get("cancelled") else call.get("role") or ""
+        bars.append(el("g",
+                       el("title", f"{call.get('role')} {member_name(call)}: {begin:.2f}–{end:.2f} s"),
+                       el("rect", x=f"{100 * begin / total:.2f}%", y=str(i * row + 3),
+                          width=f"{max(0.4, 100 * (end - begin) / total):.2f}%", height=str(row - 6),
+                          class_=f"bar {state}"),
+                       class_="span"))
+    svg = el("svg", bars, class_="timeline-chart", height=str(len(spans) * row), width="100%",
+             role="img", aria_label="Timeline of the run's calls")
+    table = el("table", el("thead", el("tr", [el("th", h) for h in
+                                               ("Round", "Role", "Model", "Start", "End", "Seconds", "Retries",
+                                                "Outcome")])),
+               el("tbody", [el("tr",
+                               el("td", call.get("round")), el("td", call.get("role")), el("td", member_name(call)),
+                               el("td", f"{begin:.2f} s", class_="num"), el("td", f"{end:.2f} s", class_="num"),
+                               el("td", f"{call.get('seconds') or 0:.2f}", class_="num"),
+                               el("td", max(0, (call.get("attempts") or 1) - 1), class_="num"),
+                               el("td", "error: " + excerpt(call["error"], 80) if call.get("error")
+                                  else "cancelled" if call.get("cancelled") else "ok"))
+                            for begin, end, call in spans]), class_="calls")
+    return el("section", el("h2", "Timeline"), el("div", el("div", svg, class_="chart"), table,
+                                                 class_="timeline"), class_="timeline-section")
+
+
+def continue_form(record: dict, conversation: dict | None, configs: list[str], csrf: str) -> Markup | None:
+    """Continue the run's llm conversation: only a run whose answer llm logged has one."""
+    if not conversation or not configs:
+        return None
+    default = record.get("name") if record.get("name") in configs else configs[0]
+    return el("section", el("h2", "Continue the conversation"), el(
+        "form", ask_fields(configs, default, csrf, ""), el("input", type="hidden", name="after", value=record["id"]),
+        el("button", "Continue", type="submit"), method="post", action="/ask", class_="ask",
+    ), class_="continue")
+
+
+# Asking
+
+
+def ask_page(configs: list[str], csrf: str, *, chosen: str | None = None, prompt: str = "",
+             error: str | None = None) -> Markup:
+    if not configs:
+        body = el("p", "No saved consortium yet. Save one, for example: ",
+                  el("code", "llm consortium save team -m MODEL_A -m MODEL_B --arbiter MODEL_C"), class_="empty")
+    else:
+        body = el("form", ask_fields(configs, chosen, csrf, prompt), el("button", "Ask", type="submit"),
+                  method="post", action="/ask", class_="ask")
+    return layout("Ask", frag(el("h1", "Ask a consortium"),
+                              el("p", error, class_="error", role="alert") if error else None, body))
+
+
+def ask_fields(configs: list[str], chosen: str | None, csrf: str, prompt: str) -> Markup:
+    return frag(
+        el("input", type="hidden", name="csrf", value=csrf),
+        el("label", "Consortium ", el("select", [el("option", name, value=name, selected=name == chosen)
+                                                 for name in configs], name="consortium")),
+        el("label", "Prompt", el("textarea", prompt, name="prompt", rows="4", required=True), class_="prompt-field"),
+    )
+
+
+def error_page(title: str, message: str) -> Markup:
+    return layout(title, frag(el("h1", title), el("p", message, class_="error")))
+
+
+# Formatting
+
+
+def status_badge(status: str) -> Markup:
+    return el("span", status, class_=f"status status-{status}")
+
+
+def who(run: dict) -> str:
+    return run.get("name") or ", ".join(run.get("models") or []) or "-"
+
+
+def number(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def tokens(run: dict) -> str:
+    return f"{(run.get('input_tokens') or 0) + (run.get('output_tokens') or 0):,}"
+
+
+def excerpt(text: str, length: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
+def parse_time(text: str | None) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+def short_time(text: str | None) -> str:
+    moment = parse_time(text)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def duration(started: str | None, finished: str | None, status: str) -> str:
+    begin = parse_time(started)
+    end = parse_time(finished) or (datetime.now(timezone.utc) if status not in FINISHED else None)
+    if begin is None or end is None:
+        return "-"
+    seconds = (end - begin).total_seconds()
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
