@@ -93,14 +93,7 @@ class Run:
     @property
     def members(self) -> list[tuple[str, int]]:
         """(model, instance) for every member; ``m:2`` or a repeat makes two."""
-        seen: dict[str, int] = {}
-        members = []
-        for spec in self.config.models:
-            model, count = split_count(spec, set(self.handles))
-            for _ in range(count):
-                seen[model] = seen.get(model, 0) + 1
-                members.append((model, seen[model]))
-        return members
+        return members_of(self.config.models, self.handles)
 
     def to_dict(self) -> dict:
         last = self.rounds[-1] if self.rounds else None
@@ -365,6 +358,18 @@ class ConsortiumOrchestrator:
     def _emit(self, event: str, *args) -> None:
         for observer in self.observers:
             getattr(observer, event)(*args)
+
+
+def members_of(models: list[str], handles: dict) -> list[tuple[str, int]]:
+    """(model, instance) for every member of ``models`` (resolved in ``handles``); ``m:2`` or a repeat makes two."""
+    seen: dict[str, int] = {}
+    members = []
+    for spec in models:
+        model, count = split_count(spec, set(handles))
+        for _ in range(count):
+            seen[model] = seen.get(model, 0) + 1
+            members.append((model, seen[model]))
+    return members
 
 
 def join_system(*parts: str | None) -> str | None:

@@ -11,8 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from .aggregate import extract_answer, is_correct, tally
-from .config import ConsortiumError
-from .engine import ConsortiumOrchestrator, join_system
+from .config import ConsortiumConfigError, ConsortiumError
+from .engine import ConsortiumOrchestrator, join_system, members_of
 from .evalreport import Problem, Row, best_member
 from .evaluate import Item, Progress
 from .judging import real_call
@@ -47,7 +47,6 @@ class ReplyCache:
 
     def get(self, handle, asked: str, call: str):
         """The stored reply as a ``CallOutcome`` (0 attempts: no call made), priced now, or None."""
-
         row = self.conn.execute(
             "SELECT text, input_tokens, output_tokens, seconds FROM consortium_eval_replies "
             "WHERE model = ? AND asked = ? AND call = ?",
@@ -66,7 +65,7 @@ class ReplyCache:
         with self.conn:
             self.conn.execute(
                 "INSERT OR REPLACE INTO consortium_eval_replies VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (handle.model_id, asked, call, outcome.text, *tokens, round(outcome.seconds, 3)),
+                (handle.model_id, asked, call, outcome.text, *tokens, outcome.seconds),
             )
 
     def close(self) -> None:
@@ -99,7 +98,6 @@ class CachingCaller:
         return await asyncio.shield(self.replies[key])
 
     async def _reply(self, handle, asked: str, call: str, **kwargs):
-
         outcome = self.cache.get(handle, asked, call)
         if outcome is not None:
             return outcome
@@ -148,7 +146,6 @@ class Evaluation:
 
     def __init__(self, config, handles, cache_path: Path, progress: Progress | None = None,
                  samples: int | None = None):
-
         self.config = config
         self.handles = handles
         self.progress = progress
@@ -169,11 +166,10 @@ class Evaluation:
 
     async def run(self, items: list[Item], methods: list[str]):
         """Every row, in order: the members, the Self-MoA baseline, the oracle, each method."""
-
         cache = ReplyCache(self.cache_path)  # opened here, on the event loop's thread, where it is used
         self.caller = CachingCaller(cache, asyncio.Semaphore(self.config.max_concurrency))
         try:
-            members = ConsortiumOrchestrator(config=self.config).prepare(items[0].prompt).members
+            members = members_of(self.config.models, self.handles)
             self.member_names = [model if instance == 1 else f"{model}#{instance}" for model, instance in members]
             answers = await self.each("answered", [
                 asyncio.gather(*(self.answer(item, model, instance) for model, instance in members))
@@ -218,7 +214,6 @@ class Evaluation:
                             outcome.usage, outcome.attempts)
 
     def member_rows(self, items: list[Item], answers) -> list:
-
         rows = [Row(name, "member") for name in self.member_names]
         for number, (item, item_answers) in enumerate(zip(items, answers), 1):
             for row, member in zip(rows, item_answers):
@@ -230,7 +225,6 @@ class Evaluation:
 
     def oracle(self, items: list[Item], answers):
         """Right when any member is right; it costs every member's answer."""
-
         row = Row("oracle", "oracle")
         for number, (item, item_answers) in enumerate(zip(items, answers), 1):
             row.correct.append(any(right(m, item) for m in item_answers))
@@ -241,7 +235,6 @@ class Evaluation:
 
     async def self_moa(self, items: list[Item], model: str):
         """``model`` sampled ``self.samples`` times per item, its answers' plurality (a tie: no answer)."""
-
         row = Row(f"{model}×{self.samples}", "self-moa")
         sampled = await self.each("self-moa: sampled", [
             asyncio.gather(*(self.answer(item, model, k) for k in range(1, self.samples + 1))) for item in items
@@ -255,19 +248,19 @@ class Evaluation:
         return row
 
     async def method_row(self, method: str, items: list[Item]):
-
         row = Row(method, "method")
         runs = await self.each(f"{method}: ran", [self.whole_run(method, item) for item in items])
         for number, (item, (judgement, problem, run, times)) in enumerate(zip(items, runs), 1):
             row.correct.append(judgement is not None and is_correct(method_answer(judgement), item.answer))
             row.confidence.append(judgement.confidence if judgement else None)
             row.agreement.append(judgement.agreement if judgement else None)
-            row.rounds.append(len(run.rounds))
-            row.cost.append(run.usage.cost_usd)
+            usage = run.usage if run else Usage()  # no run: refused before any call
+            row.rounds.append(len(run.rounds) if run else 0)
+            row.cost.append(usage.cost_usd)
             row.seconds.append(times.seconds)
             row.calls += times.calls
-            row.input_tokens += run.usage.input
-            row.output_tokens += run.usage.output
+            row.input_tokens += usage.input
+            row.output_tokens += usage.output
             if problem:
                 note(row, number, item, *problem)
         return row
@@ -281,7 +274,11 @@ class Evaluation:
         orchestrator = ConsortiumOrchestrator(config=replace(self.config, method=method), observers=[times],
                                               call=self.caller)
         # The vote adds the <answer> instruction itself; the others get it in the system prompt.
-        run = orchestrator.prepare(item.prompt, system=self.config.system_prompt if method == "vote" else self.system)
+        system = self.config.system_prompt if method == "vote" else self.system
+        try:
+            run = orchestrator.prepare(item.prompt, system=system)
+        except ConsortiumConfigError as exc:  # --max-cost below the first round's estimate
+            return None, ("failed", str(exc)), None, times
         # Derived from the item, so that every prompt of a replay is the same.
         run.run_id = digest(f"{method}\n{item.prompt}")[:32]
         run.fence = "FENCE-" + digest(f"fence\n{item.prompt}")[:16]
@@ -298,7 +295,6 @@ def digest(text: str) -> str:
 
 
 def right(member, item: Item) -> bool:
-
     return member.ok and is_correct(extract_answer(member.text), item.answer)
 
 

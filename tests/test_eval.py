@@ -159,6 +159,14 @@ def test_dollars_per_item_from_prices(sim):
     assert rows["cheap"]["cost_usd_per_item"] > 0
     assert rows["local"]["cost_usd_per_item"] is None and rows["arbiter"]["cost_usd_per_item"] is None
 
+    # a saved --max-cost below a first round's estimate: every run is refused, as a real one would be
+    store.save_config("stingy", {"models": ["cheap", "dear"], "arbiter": "sim-judge", "max_cost": 1e-9})
+    calls = len(sim.requests)
+    rows = by_name(eval_json("--consortium", "stingy", "--limit", "2", "--methods", "arbiter"))
+    assert len(sim.requests) == calls  # the members' answers are cached; no run started
+    assert rows["arbiter"]["correct"] == 0 and rows["arbiter"]["failed"] == 2
+    assert rows["arbiter"]["problems"][0]["reason"].startswith("max cost $0.000000001 is less than")
+
 
 def test_unknown_model_is_one_error_line_and_no_call(sim, members):
     result = run_eval("-m", "sim-strong", "-m", "no-such-model", "--arbiter", "sim-judge")
