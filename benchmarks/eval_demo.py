@@ -1,12 +1,18 @@
-"""`llm consortium eval` on the shipped dataset against simulated members of
-known accuracy (right on an item with probability p, fixed per item by a hash),
-run twice: the second run is replayed from the cache and makes no model call.
+"""`llm consortium eval` on the shipped 40-item dataset against simulated
+members of known accuracy, through llm's real client, run twice: the second
+run is replayed from the cache and makes no model call.
 
-    python benchmarks/eval_demo.py
+    python benchmarks/eval_demo.py [--plot docs/eval.png]
 
-The simulated arbiter picks the most common answer, and the simulated council
-reviewers rank right answers first (see tests/test_eval.py): the table shows
-the pipeline at work, not the quality of real models.
+The members (tests/simeval.py) are right on an item with their stated
+accuracy, each answer a fixed draw per model, question and sample; they are
+priced as the provider models named below (genai-prices, by the name their
+provider knows) and answer after the stated latency. The simulated judge
+picks the most common answer and reports a saturated confidence (0.85 to
+0.95, or 0.6, which asks for another round, when no answer has more than half the votes);
+as council reviewers the members rank right answers first. The table shows
+the eval at work on members whose quality is known, not the quality of any
+real model.
 """
 
 import os
@@ -19,27 +25,40 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ["LLM_USER_PATH"] = tempfile.mkdtemp(prefix="consortium-eval-")
 os.environ.pop("OPENAI_API_KEY", None)
 
-import test_eval as simulated  # noqa: E402  (the member and judge simulators)
 from click.testing import CliRunner  # noqa: E402
-from llm.cli import cli  # noqa: E402
+
+from llm_consortium.evaluate import eval_command, read_dataset, sample_path  # noqa: E402
+from simeval import SimulatedPanel  # noqa: E402
 from llm_consortium.simulator import SimProvider  # noqa: E402
 
-ACCURACY = {"sim-90": 0.9, "sim-75": 0.75, "sim-70": 0.7, "sim-60": 0.6, "sim-50": 0.5}
+# name: (accuracy, the provider model it is priced as, seconds per reply)
+MEMBERS = {
+    "sim-90": (0.90, "gpt-4o", 1.2),
+    "sim-75": (0.75, "gpt-4.1-mini", 0.6),
+    "sim-70": (0.70, "gpt-4o-mini", 0.5),
+    "sim-60": (0.60, "gpt-4.1-nano", 0.3),
+}
+JUDGE = ("sim-judge", "gpt-4.1", 0.8)
+
+
+def judge_confidence(share: float) -> float:
+    return 0.6 if share <= 0.5 else round(0.85 + 0.1 * share, 3)
 
 
 def main():
-    simulated.ACCURACY.clear()
-    simulated.ACCURACY.update(ACCURACY)
+    truth = {item.prompt: item.answer for item in read_dataset(sample_path())}
+    panel = SimulatedPanel(truth, {price: p for p, price, _ in MEMBERS.values()}, confidence=judge_confidence)
     sim = SimProvider()
     try:
-        for name in ACCURACY:
-            sim.add(name, reply=simulated.member)
-        sim.add("sim-judge", reply=simulated.judge)
-        args = ["consortium", "eval", str(ROOT / "llm_consortium/data/sample-eval.jsonl"),
-                *[a for m in ACCURACY for a in ("-m", m)], "--arbiter", "sim-judge"]
-        for attempt in (1, 2):
+        for name, (_, price, latency) in MEMBERS.items():
+            sim.add(name, reply=panel.member, model_name=price, latency=latency)
+        name, price, latency = JUDGE
+        sim.add(name, reply=panel.judge, model_name=price, latency=latency)
+        # 8 calls at a time, so that 2 CPU cores keep up and seconds reflect the latencies
+        args = ["--sample", *[a for m in MEMBERS for a in ("-m", m)], "--arbiter", name, "--max-concurrency", "8"]
+        for attempt, extra in ((1, sys.argv[1:]), (2, [])):  # --plot FILE on the first run
             before = len(sim.requests)
-            result = CliRunner().invoke(cli, args)
+            result = CliRunner().invoke(eval_command, args + extra)
             print(f"run {attempt}: {len(sim.requests) - before} requests to the provider")
             print(result.stdout)
     finally:

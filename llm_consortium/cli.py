@@ -12,6 +12,7 @@ from click_default_group import DefaultGroup
 
 from .config import DEFAULT_ARBITER, DEFAULT_MODELS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError
 from .evaluate import eval_command
+from .rejudge import rejudge
 from .safetext import printable, single_line
 
 DEFAULT_FILE = "consortium-default.txt"
@@ -597,6 +598,7 @@ def default(name, clear):
 
 
 consortium.add_command(eval_command)
+consortium.add_command(rejudge)
 
 
 @consortium.command()
@@ -685,6 +687,11 @@ def inspect(run_id, json_):
     click.echo(printable(f"Run {record['id']}  {record['status']}  {record.get('started')}"))
     click.echo(f"Prompt: {printable(record['prompt'] or '')}")
     click.echo(f"Cost: {cost(record['cost_usd'], record['priced_usd'], record['unpriced_calls'])}")
+    if record.get("parent_run_id"):
+        click.echo(f"Rejudged from run {record['parent_run_id']}: its member answers judged again, "
+                   f"not asked again ({record['method']})")
+    for child in record.get("rejudged_as") or []:
+        click.echo(f"Rejudged as run {child}")
     if record.get("stopped_because"):
         click.echo(click.style(f"Stopped early: {printable(record['stopped_because'])}", fg="yellow"))
     for round_ in record["rounds"]:

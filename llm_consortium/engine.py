@@ -8,22 +8,20 @@ what happens (``Observer``), and the CLI's display and the run store listen.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-from . import pricing, prompts, schemas
+from . import pricing, prompts
 from .budget import over_budget
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
+from .judging import Caller, judge_round, real_call
 from .members import (
-    CHAIN_LIMIT, Ask, CallOutcome, ModelHandle, call_model, check_keys, describe, fit, is_context_overflow,
-    member_options, resolve_models,
+    CHAIN_LIMIT, Ask, ModelHandle, check_keys, describe, fit, member_options, resolve_models,
 )
-from .methods import judge, member_instructions
+from .methods import member_instructions
 from .observer import Observer
-from .parsing import parse_arbiter
 from .results import Judgement, MemberResult, Usage
 from .stopping import ended_by, should_stop, threshold_note
 
@@ -90,18 +88,12 @@ class Run:
     # when its budget could be checked against only part of the cost.
     stopped_because: str | None = None
     budget_note: str | None = None
+    parent_run_id: str | None = None  # the run whose member answers this one judged again (rejudge)
 
     @property
     def members(self) -> list[tuple[str, int]]:
         """(model, instance) for every member; ``m:2`` or a repeat makes two."""
-        seen: dict[str, int] = {}
-        members = []
-        for spec in self.config.models:
-            model, count = split_count(spec, set(self.handles))
-            for _ in range(count):
-                seen[model] = seen.get(model, 0) + 1
-                members.append((model, seen[model]))
-        return members
+        return members_of(self.config.models, self.handles)
 
     def to_dict(self) -> dict:
         last = self.rounds[-1] if self.rounds else None
@@ -129,6 +121,7 @@ class Run:
                 "max_cost": self.config.max_cost,
                 "stopped_because": self.stopped_because,
                 "budget_note": self.budget_note,
+                "parent_run_id": self.parent_run_id,
             },
         }
 
@@ -148,9 +141,12 @@ class ConsortiumOrchestrator:
     Accepts the original plugin's keyword arguments (models, arbiter,
     confidence_threshold, max_iterations, system_prompt, ...) or a ready
     ``config``; any other ``ConsortiumConfig`` field may be passed too.
+    ``call`` makes every model call of the run (see ``judging.Caller``):
+    ``eval`` passes one that replays cached replies.
     """
 
-    def __init__(self, models=None, *, config: ConsortiumConfig | None = None, observers=(), **settings):
+    def __init__(self, models=None, *, config: ConsortiumConfig | None = None, observers=(),
+                 call: Caller = real_call, **settings):
         if config is None:
             if models is not None:
                 settings["models"] = models
@@ -159,6 +155,7 @@ class ConsortiumOrchestrator:
             raise TypeError("pass either config= or individual settings, not both")
         self.config = config
         self.observers = list(observers)
+        self.call = call
 
     async def orchestrate(self, prompt: str, *, history: list | None = None, system: str | None = None) -> dict:
         """Run the consortium on ``prompt``.
@@ -226,11 +223,17 @@ class ConsortiumOrchestrator:
             raise ConsortiumConfigError(refused)
         return run
 
-    async def execute(self, run: Run) -> dict:
+    async def execute(self, run: Run, answers: list[tuple[MemberResult, str]] | None = None) -> dict:
+        """Run it; with ``answers`` ((member result, the prompt it answered),
+        from an earlier run), judge those in one round instead of asking
+        the members (``rejudge``)."""
         self._emit("run_started", run)
         limiter = asyncio.Semaphore(self.config.max_concurrency)
         try:
-            await self._rounds(run, limiter)
+            if answers is None:
+                await self._rounds(run, limiter)
+            else:
+                await self._judge_given(run, answers, limiter)
         except ConsortiumError as exc:
             run.finished = datetime.now(timezone.utc)
             exc.result = run.to_dict()
@@ -259,20 +262,32 @@ class ConsortiumOrchestrator:
             member_prompt = run.prompt
             if run.rounds:
                 member_prompt = prompts.refine_prompt(run.prompt, number, run.rounds[-1].judgement)
-            members = await self._ask_members(run, number, member_prompt, limiter)
-            current = Round(number, members)
-            run.rounds.append(current)
-            answered = [m for m in members if m.ok]
-            if not answered:
-                errors = "; ".join(f"{m.model}#{m.instance}: {m.error}" for m in members)
-                raise ConsortiumError(f"Every member failed in round {number}: {errors}")
-            panel = Panel(self, run, number, answered, limiter)
-            current.judgement, current.arbiter_raw = await judge(config.method, panel)
-            self._emit("round_finished", run, current)
+            current = Round(number, await self._ask_members(run, number, member_prompt, limiter))
+            await self._judge(run, current, limiter)
             if not current.judgement.parse_ok:
                 return  # an arbiter that failed or cannot keep to the format won't do better in another round
             if should_stop(config, current.judgement, number):
                 return
+
+    async def _judge_given(self, run: Run, answers: list[tuple[MemberResult, str]], limiter) -> None:
+        """One round judged on answers given with the prompts they answered,
+        not asked: no member is called for an answer (``rejudge``)."""
+        self._emit("round_started", run, 1)
+        for member, prompt in answers:
+            self._emit("member_finished", run, 1, member, prompt)
+        await self._judge(run, Round(1, [member for member, _ in answers]), limiter)
+
+    async def _judge(self, run: Run, current: Round, limiter) -> None:
+        """Add ``current`` to the run and judge its answers."""
+        run.rounds.append(current)
+        answered = [m for m in current.members if m.ok]
+        if not answered:
+            errors = "; ".join(f"{m.model}#{m.instance}: {m.error}" for m in current.members)
+            raise ConsortiumError(f"Every member failed in round {current.number}: {errors}")
+        current.judgement, current.arbiter_raw = await judge_round(
+            run, current.number, answered, limiter=limiter, call=self.call, emit=self._emit
+        )
+        self._emit("round_finished", run, current)
 
     async def _ask_members(self, run: Run, number: int, prompt: str, limiter) -> list[MemberResult]:
         """Every member still in the run at once; with a quorum, stop waiting
@@ -318,8 +333,10 @@ class ConsortiumOrchestrator:
 
     async def _ask_one(self, run, number, model, instance, ask: Ask, limiter) -> MemberResult:
         ask = fit(run.handles[model], replace(ask, options=run.options.get(model)))
-        outcome = await call_model(
+        outcome = await self.call(
             run.handles[model],
+            role="member",
+            instance=instance,
             **vars(ask),
             timeout=self.config.timeout,
             attempts=self.config.attempts,
@@ -342,134 +359,16 @@ class ConsortiumOrchestrator:
             getattr(observer, event)(*args)
 
 
-class Panel:
-    """What a judging method may use in one round: the answers, and calls
-    to the arbiter or other models that are counted, limited and recorded
-    like every other call of the run."""
-
-    def __init__(self, orchestrator: ConsortiumOrchestrator, run: Run, number: int, answered, limiter):
-        self.orchestrator = orchestrator
-        self.config = orchestrator.config
-        self.run = run
-        self.number = number
-        self.answered: list[MemberResult] = answered
-        self._limiter = limiter
-
-    async def call(self, model: str, prompt: str, *, role: str, instance: int = 1, on_chunk=None) -> CallOutcome:
-        """One call of any of the run's models; ``role`` names it in the records
-        and in the events, also when the run is cancelled while it is in flight."""
-        outcome = CallOutcome()
-
-        def on_attempt(_):
-            self.orchestrator._emit("call_started", self.run, self.number, role, model, instance)
-
-        try:
-            handle = self.run.handles[model]
-            readable = [a for a in self.run.attachments if a.resolve_type() in (handle.model.attachment_types or ())]
-            await call_model(
-                handle,
-                prompt=prompt,
-                attachments=readable,
-                timeout=self.config.timeout,
-                attempts=self.config.attempts,
-                backoff=self.config.retry_backoff,
-                limiter=self._limiter,
-                on_attempt=on_attempt,
-                on_chunk=on_chunk,
-                outcome=outcome,
-            )
-        finally:
-            self._record(model, prompt, role, instance, outcome)
-        return outcome
-
-    def _record(self, model: str, prompt: str, role: str, instance: int, outcome: CallOutcome) -> None:
-        self.run.usage.add(outcome.usage)
-        self.run.rounds[-1].judging_usage.add(outcome.usage)
-        self.orchestrator._emit("call_finished", self.run, self.number, role, model, instance, outcome, prompt)
-
-    async def arbitrate(self, prompt: str) -> tuple[Judgement, str]:
-        """Ask the arbiter; its reply is read as the seed's XML.
-
-        A prompt too long for the arbiter's context window is asked again in
-        its compact form. A reply without a synthesis is asked for once more
-        with a reminder of the format. If the arbiter fails, or its reply
-        still cannot be read, the members' own agreement decides
-        (``members_verdict``): an arbiter that cannot judge never costs the
-        answer the members agree on.
-        """
-        outcome = await self._ask_arbiter(prompt)
-        if outcome.error and is_context_overflow(outcome.error):
-            prompt = prompts.compact_arbiter_prompt(self.run.prompt, self.answer_texts(), self.run.fence)
-            outcome = await self._ask_arbiter(prompt)
-        if outcome.error:
-            return members_verdict(self.answered, f"the arbiter failed: {outcome.error}"), ""
-        judgement = parse_arbiter(outcome.text)
-        problem = self.problem(judgement)
-        if problem:
-            outcome = await self._ask_arbiter(prompt + prompts.reminder(problem))
-            if outcome.error:
-                return members_verdict(self.answered, f"the arbiter failed: {outcome.error}"), ""
-            judgement = parse_arbiter(outcome.text)
-            problem = self.problem(judgement)
-        if not problem:
-            if self.run.schema is not None:
-                judgement.synthesis = json.dumps(schemas.read_json(judgement.synthesis), ensure_ascii=False)
-            return judgement, outcome.text
-        if judgement.parse_ok:  # readable, but not in the schema even after a reminder
-            reason = schemas.problem(judgement.synthesis, self.run.schema)
-            raise ConsortiumError(f"The arbiter's answer does not match the schema: {reason}")
-        return members_verdict(self.answered, "the arbiter's reply could not be read, even after a reminder "
-                                              "of the format"), outcome.text
-
-    def problem(self, judgement: Judgement) -> str | None:
-        """What is wrong with a judgement the arbiter wrote, or None."""
-        if not judgement.parse_ok:
-            return "it had no <synthesis> block"
-        if self.run.schema is not None:
-            wrong = schemas.problem(judgement.synthesis, self.run.schema)
-            if wrong:
-                return f"its synthesis must be only a JSON value valid against the schema, but it was {wrong}"
-        return None
-
-    def answer_texts(self) -> list[tuple[str, str]]:
-        """(neutral label, text) of each answer, in the order judges see them."""
-        from .ballots import label
-
-        return [(label(i), member.text) for i, member in enumerate(self.answered)]
-
-    async def _ask_arbiter(self, prompt: str) -> CallOutcome:
-        return await self.call(
-            self.config.arbiter,
-            prompt,
-            role="arbiter",
-            on_chunk=lambda chunk: self.orchestrator._emit("arbiter_chunk", self.run, self.number, chunk),
-        )
-
-
-def members_verdict(answered: list[MemberResult], reason: str) -> Judgement:
-    """The answer most members gave, when no judge could decide.
-
-    Answers are grouped by their extracted short answer where there is one,
-    else by their whole text, case, spacing and final full stop aside
-    (``agreement.answer_key``). The largest group wins (on a tie, the one
-    whose first member comes first); its share of the answers is both the
-    confidence and the agreement, and the answer is the full text of the
-    group's first member.
-    """
-    from .answers import extract_answer
-    from .agreement import answer_key, exact_groups
-
-    groups = exact_groups([answer_key(m.text, extract_answer(m.text)) for m in answered])
-    largest = [answered[i] for i in max(groups, key=len)]
-    share = len(largest) / len(answered)
-    return Judgement(
-        synthesis=largest[0].text.strip(),
-        confidence=share,
-        analysis=f"{len(largest)} of {len(answered)} members gave this answer; {reason}.",
-        parse_ok=False,
-        agreement=share,
-        fallback=reason,
-    )
+def members_of(models: list[str], handles: dict) -> list[tuple[str, int]]:
+    """(model, instance) for every member of ``models`` (resolved in ``handles``); ``m:2`` or a repeat makes two."""
+    seen: dict[str, int] = {}
+    members = []
+    for spec in models:
+        model, count = split_count(spec, set(handles))
+        for _ in range(count):
+            seen[model] = seen.get(model, 0) + 1
+            members.append((model, seen[model]))
+    return members
 
 
 def join_system(*parts: str | None) -> str | None:

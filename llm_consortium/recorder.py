@@ -67,10 +67,10 @@ class RunRecorder(Observer):
         self._writers[run.run_id] = RunWriter(store.db_path())
         self._write(run, [(
             "INSERT INTO consortium_runs (id, name, prompt, system, config, method, status, "
-            "iterations, input_tokens, output_tokens, started, pid, host) "
-            "VALUES (?, ?, ?, ?, ?, ?, 'running', 0, 0, 0, ?, ?, ?)",
+            "iterations, input_tokens, output_tokens, started, pid, host, parent_run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'running', 0, 0, 0, ?, ?, ?, ?)",
             (run.run_id, self.name, run.prompt, run.system, json.dumps(run.config.to_dict()),
-             run.config.method, run.started.isoformat(), os.getpid(), socket.gethostname()),
+             run.config.method, run.started.isoformat(), os.getpid(), socket.gethostname(), run.parent_run_id),
         )])
 
     def member_finished(self, run: Run, round_number: int, member: MemberResult, prompt: str) -> None:

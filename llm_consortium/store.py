@@ -114,6 +114,11 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE consortium_runs ADD COLUMN stopped_because TEXT",
         ],
     ),
+    (
+        # A run made by ``rejudge``: the run whose member answers it judged again.
+        "009_rejudge",
+        ["ALTER TABLE consortium_runs ADD COLUMN parent_run_id TEXT"],
+    ),
 ]
 
 
@@ -404,7 +409,9 @@ def get_run(run_id_or_prefix: str) -> dict | None:
     """One run with its rounds and their calls, by id or a unique id prefix.
 
     Returns None when nothing matches; raises ``AmbiguousRunId`` when the
-    prefix matches several runs. ``config`` and ``result`` come back parsed.
+    prefix matches several runs. ``config`` and ``result`` come back parsed;
+    ``parent_run_id`` is the run a ``rejudge`` judged again, and
+    ``rejudged_as`` the runs that judged this one's answers again.
     ``threshold_note`` says when the stop rule's threshold was not reached
     (``stopping.record_note``). Each round is {round, synthesis, confidence,
     analysis, dissent, refinement_areas, parse_ok,
@@ -434,6 +441,9 @@ def get_run(run_id_or_prefix: str) -> dict | None:
         calls = conn.execute(
             "SELECT * FROM consortium_calls WHERE run_id = ? ORDER BY id", (run["id"],)
         ).fetchall()
+        run["rejudged_as"] = [row[0] for row in conn.execute(
+            "SELECT id FROM consortium_runs WHERE parent_run_id = ? ORDER BY started, rowid", (run["id"],)
+        )]
     run["status"] = _status(run["status"], run["pid"], run["host"])
     run["config"] = _json(run["config"], {})
     run["threshold_note"] = record_note(run["config"], run["confidence"], run["agreement"], run["iterations"],

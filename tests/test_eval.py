@@ -1,181 +1,191 @@
-"""``llm consortium eval``: against simulated members of known accuracy,
-through llm's real client."""
+"""``llm consortium eval``: whole runs of each method and the baselines,
+against simulated members of known accuracy (tests/simeval.py), through
+llm's real client."""
 
-import hashlib
 import json
-import re
 import subprocess
 import sys
 from collections import Counter
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import llm_consortium
-from llm_consortium import store
+from llm_consortium import evalreport, store
+from llm_consortium.answers import tally
 from llm_consortium.evaluate import eval_command
-from llm_consortium.simulator import arbiter_xml
+from simeval import SimulatedPanel
 
 DATASET = Path(llm_consortium.__file__).parent / "data" / "sample-eval.jsonl"
 ITEMS = [json.loads(line) for line in DATASET.read_text().splitlines() if line.strip()]
 TRUTH = {item["prompt"]: item["answer"] for item in ITEMS}
 ACCURACY = {"sim-strong": 0.9, "sim-middle": 0.7, "sim-weak": 0.5}
 MEMBERS = list(ACCURACY)
-ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>")
-
-
-def is_right(model: str, prompt: str) -> bool:
-    """Whether ``model`` answers ``prompt`` correctly: fixed per item, right with its ACCURACY."""
-    draw = int(hashlib.sha256(f"{model}\n{prompt}".encode()).hexdigest()[:8], 16) / 16**8
-    return draw < ACCURACY[model]
-
-
-def wrong(answer: str) -> str:
-    """A wrong answer of the same kind: the next letter, or the number plus one."""
-    if answer in "ABCD":
-        return "ABCD"["ABCD".index(answer) - 3]
-    return str(Decimal(answer) + 1)
-
-
-def member_answer(model: str, prompt: str) -> str:
-    truth = TRUTH[prompt]
-    return truth if is_right(model, prompt) else wrong(truth)
-
-
-def fenced_answers(prompt: str) -> dict[str, str]:
-    """Label -> the <answer> of each fenced response in a judging prompt."""
-    fence = re.search(r"<<<(FENCE-[0-9a-f]{16}) BEGIN label>>>", prompt).group(1)
-    blocks = re.findall(rf"<<<{fence} BEGIN (.+?)>>>\n(.*?)\n<<<{fence} END \1>>>", prompt, re.S)
-    return {label: ANSWER_TAG.findall(text)[-1] for label, text in blocks}
-
-
-def original_prompt(prompt: str) -> str:
-    return re.search(r"<original_prompt>\n(.*?)\n</original_prompt>", prompt, re.S).group(1)
-
-
-def member(request) -> str:
-    """A member; as a council reviewer it puts the correct answers first."""
-    if "FINAL RANKING:" not in request.user:
-        return f"Working it out step by step.\n<answer>{member_answer(request.model, request.user)}</answer>"
-    truth = TRUTH[original_prompt(request.user)]
-    shown = fenced_answers(request.user)
-    ranked = sorted(shown, key=lambda label: shown[label] != truth)
-    return "Reviews.\nFINAL RANKING:\n" + "\n".join(f"{i}. {label}" for i, label in enumerate(ranked, 1))
-
-
-def judge(request) -> str:
-    """The arbiter picks the most common answer (the first on a tie); as the
-    council's chair it picks the answer ranked first by the reviewers."""
-    answers = fenced_answers(request.user)
-    if "# Peer review" in request.user:
-        top = re.search(r"^1\. (Response [A-Z]+):", request.user, re.M).group(1)
-        chosen = answers[top]
-    else:
-        chosen = Counter(answers.values()).most_common(1)[0][0]
-    return arbiter_xml(f"<answer>{chosen}</answer>", 0.9)
+ALL_MEMBERS = ["-m", "sim-strong", "-m", "sim-middle", "-m", "sim-weak", "--arbiter", "sim-judge"]
 
 
 @pytest.fixture
-def panel(sim):
-    for name in MEMBERS:
-        sim.add(name, reply=member)
-    sim.add("sim-judge", reply=judge)
-    return sim
+def members(sim):
+    """The simulated panel, registered on the sim provider."""
+    simulated = SimulatedPanel(TRUTH, ACCURACY)
+    simulated.add_to(sim)
+    return simulated
 
 
 def run_eval(*args):
     return CliRunner().invoke(eval_command, [str(DATASET), *args], catch_exceptions=False)
 
 
-COLUMNS = ["method", "accuracy", "correct", "tokens", "seconds", "calls", "failed", "fallback"]
-
-
-def table_rows(stdout: str) -> dict[str, list[str]]:
-    """The table's rows by method, each row's cells after the method's name."""
-    lines = stdout.strip().split("\n\n")[0].splitlines()
-    assert lines[0].split() == COLUMNS
-    return {line.split()[0]: line.split()[1:] for line in lines[1:]}
-
-
-def cell(rows, method: str, column: str) -> str:
-    return rows[method][COLUMNS.index(column) - 1]
-
-
-def listed_below(stdout: str) -> list[str]:
-    """The lines below the table: the items that failed or fell back."""
-    _, _, below = stdout.strip().partition("\n\n")
-    return [line.strip() for line in below.splitlines()]
-
-
-ALL_MEMBERS = ["-m", "sim-strong", "-m", "sim-middle", "-m", "sim-weak", "--arbiter", "sim-judge"]
-
-
-def test_table_on_the_shipped_dataset_then_a_replay_makes_no_call(panel):
-    assert len(ITEMS) >= 30
-    result = run_eval(*ALL_MEMBERS)
+def eval_json(*args) -> dict:
+    result = run_eval(*args, "--json")
     assert result.exit_code == 0, result.output
-    rows = table_rows(result.stdout)
-    assert list(rows) == MEMBERS + ["oracle", "vote", "arbiter", "council"]
+    return json.loads(result.stdout)
 
-    def correct(method):
-        return int(cell(rows, method, "correct").split("/")[0])
 
-    by_item = [[member_answer(m, item["prompt"]) for m in MEMBERS] for item in ITEMS]
+def by_name(data: dict) -> dict:
+    return {row["name"]: row for row in data["results"]}
+
+
+def first_answers(members, items):
+    """Each member's first answer to each item: what the member rows are scored on."""
+    return [[members.answer(m, item["prompt"]) for m in MEMBERS] for item in items]
+
+
+def test_whole_runs_and_baselines_on_the_same_answers_then_a_replay_makes_no_call(sim, members):
+    items = ITEMS[:12]
+    data = eval_json(*ALL_MEMBERS, "--limit", "12")
+    rows = by_name(data)
+    assert list(rows) == MEMBERS + ["sim-strong×3", "oracle", "vote", "arbiter", "council"]
+    answers = first_answers(members, items)
+    truth = [item["answer"] for item in items]
     for i, name in enumerate(MEMBERS):
-        assert correct(name) == sum(answers[i] == item["answer"] for answers, item in zip(by_item, ITEMS))
-        assert cell(rows, name, "calls") == "40"  # one call per item
-    assert correct("oracle") == sum(item["answer"] in answers for answers, item in zip(by_item, ITEMS))
-    majority = [Counter(answers).most_common(2) for answers in by_item]
-    expected_vote = sum(
-        top[0][0] == item["answer"] and (len(top) == 1 or top[0][1] > top[1][1]) for top, item in zip(majority, ITEMS)
-    )
-    assert correct("vote") == expected_vote
-    assert correct("arbiter") == sum(
-        Counter(answers).most_common(1)[0][0] == item["answer"] for answers, item in zip(by_item, ITEMS)
-    )
-    # reviewers that put correct answers first find the right one whenever a member has it
-    assert correct("council") == correct("oracle")
-    assert [cell(rows, m, "calls") for m in ("vote", "arbiter", "council")] == ["120", "160", "280"]
-    assert {cell(rows, m, c) for m in rows for c in ("failed", "fallback")} == {"0"}
-    assert listed_below(result.stdout) == []
-    assert "answered 40/40" in result.stderr and "council: judged 40/40" in result.stderr
-    assert "320 new model calls" in result.stderr
-    calls = len(panel.requests)
-    assert calls == 320
+        assert rows[name]["correct_items"] == [int(a[i] == t) for a, t in zip(answers, truth)]
+    assert rows["oracle"]["correct_items"] == [int(t in a) for a, t in zip(answers, truth)]
 
-    replay = run_eval(*ALL_MEMBERS, "--json")
-    assert replay.exit_code == 0, replay.output
-    assert len(panel.requests) == calls  # every answer and judgement came from the cache
-    data = json.loads(replay.stdout)
-    assert data["new_calls"] == 0 and data["items"] == 40 and data["members"] == MEMBERS
-    assert {row["method"]: row["correct"] for row in data["results"]} == {name: correct(name) for name in rows}
-    council = data["results"][-1]
-    assert council["calls"] == 280 and council["tokens"] == council["input_tokens"] + council["output_tokens"] > 0
-    assert set(council) == {"method", "kind", "items", "correct", "accuracy", "calls", "input_tokens",
-                            "output_tokens", "tokens", "seconds", "failed", "fallback", "problems"}
-    assert council["failed"] == council["fallback"] == 0 and council["problems"] == []
+    # Self-MoA: the best member's first answer (the one its own row is scored on, not asked
+    # again) and two more samples, majority-voted
+    best = data["best_member"]
+    assert best == max(MEMBERS, key=lambda m: (rows[m]["correct"], -MEMBERS.index(m)))
+    samples = [[members.answer(best, item["prompt"], k) for k in (1, 2, 3)] for item in items]
+    assert rows[f"{best}×3"]["correct_items"] == [int(tally(s).winner == t) for s, t in zip(samples, truth)]
+    assert rows[f"{best}×3"]["calls"] == 36
+    member_calls = {m: len(sim.calls(m)) - sum("FINAL RANKING" in r.user for r in sim.calls(m)) for m in MEMBERS}
+    assert member_calls == {m: 12 * (3 if m == best else 1) for m in MEMBERS}  # every answer asked once
+
+    # whole runs: the judge is confident (0.9), so each run has one round; the vote asks it
+    # only where the members are not unanimous (2 of 3 is below the 80 % threshold)
+    picked = [int(Counter(a).most_common(1)[0][0] == t) for a, t in zip(answers, truth)]
+    assert rows["vote"]["correct_items"] == rows["arbiter"]["correct_items"] == picked
+    assert rows["council"]["correct_items"] == rows["oracle"]["correct_items"]  # reviewers rank right answers first
+    split = sum(len(set(a)) > 1 for a in answers)
+    assert [rows[m]["calls"] for m in ("vote", "arbiter", "council")] == [36 + split, 48, 84]
+    assert {rows[m]["mean_rounds"] for m in ("vote", "arbiter", "council")} == {1}
+    assert all(row["failed"] == row["fallback"] == 0 for row in rows.values())
+
+    # the intervals are the paired bootstrap on those same per-item results
+    again = [evalreport.Row(r["name"], r["kind"], correct=[bool(c) for c in r["correct_items"]])
+             for r in data["results"]]
+    assert evalreport.compare(again).name == best
+    for row in again:
+        assert rows[row.name]["interval_95"] == [round(x, 4) for x in row.interval]
+        low, high = row.interval
+        assert low <= row.difference <= high
+    assert rows[best]["interval_95"] == [0, 0]
+    # simulated models have no price: unknown, never 0
+    assert {row["cost_usd_per_item"] for row in rows.values()} == {None}
+    assert rows["vote"]["unpriced_items"] == 12
+    assert data["recommendation"] and data["calibration"]["arbiter"]["confidence"]["bins"][-1]["count"] == 12
+
+    calls = len(sim.requests)
+    assert data["new_calls"] == calls
+    replay = run_eval(*ALL_MEMBERS, "--limit", "12", "--json")
+    assert len(sim.requests) == calls  # every answer and judgement came from the cache
+    replayed = json.loads(replay.stdout)
+    assert replayed["new_calls"] == 0
+    assert replayed["results"] == data["results"]
 
 
-def test_unknown_model_is_one_error_line_and_no_call(panel):
+def test_the_text_report(sim, members):
+    result = run_eval(*ALL_MEMBERS, "--limit", "4", "--methods", "vote")
+    assert result.exit_code == 0, result.output
+    table, calibration, diversity, recommendation = result.stdout.strip().split("\n\n")
+    header, *lines = table.splitlines()
+    assert header.split()[:4] == ["row", "kind", "accuracy", "points"]
+    assert [line.split()[0] for line in lines] == MEMBERS + ["sim-strong×3", "oracle", "vote"]
+    assert all(" unknown " in line for line in lines)  # $/item
+    assert calibration.startswith("Calibration") and "vote" in calibration and "ECE" in calibration
+    assert diversity.startswith("Member diversity") and "sim-strong ~ sim-weak" in diversity
+    assert recommendation.startswith("Recommendation: Use ")
+    assert "answered 4/4" in result.stderr and "vote: ran 4/4" in result.stderr
+
+
+def test_runs_go_on_for_every_round_and_replay(sim):
+    """A judge unsure in the first round (confidence 0.5) and sure later: every run has two rounds."""
+    members = SimulatedPanel(TRUTH, ACCURACY)
+    members.add_to(sim)
+
+    def judge(request):
+        reply = members.judge(request)
+        return reply if "# Earlier rounds" in request.user else reply.replace("<confidence>0.9", "<confidence>0.5")
+
+    sim.add("sim-judge", reply=judge)
+    args = [*ALL_MEMBERS, "--limit", "3", "--methods", "arbiter"]
+    data = eval_json(*args)
+    arbiter = by_name(data)["arbiter"]
+    assert arbiter["mean_rounds"] == 2 and arbiter["calls"] == 3 * 8  # 3 members and the judge, twice
+    second_round = [r for r in sim.calls("sim-weak") if "asked again (round 2)" in r.user]
+    assert len(second_round) == 3
+    assert data["calibration"]["arbiter"]["confidence"]["bins"][-1]["count"] == 3  # the last round's 0.9
+    calls = len(sim.requests)
+    assert eval_json(*args)["results"] == data["results"] and len(sim.requests) == calls
+
+
+def test_dollars_per_item_from_prices(sim):
+    """Members known to genai-prices by their provider's name are priced; one that is not makes its rows unknown."""
+    # requests carry the provider's name (model_name), which the simulated members answer by
+    members = SimulatedPanel(TRUTH, {"gpt-4o-mini": 0.8, "gpt-4o": 0.8, "local": 0.8})
+    sim.add("cheap", reply=members.member, model_name="gpt-4o-mini")
+    sim.add("dear", reply=members.member, model_name="gpt-4o")
+    sim.add("local", reply=members.member)
+    sim.add("sim-judge", reply=members.judge, model_name="gpt-4.1-nano")
+    data = eval_json("-m", "cheap", "-m", "dear", "--arbiter", "sim-judge", "--limit", "2", "--methods", "arbiter")
+    rows = by_name(data)
+    assert 0 < rows["cheap"]["cost_usd_per_item"] < rows["dear"]["cost_usd_per_item"]
+    assert rows["arbiter"]["cost_usd_per_item"] > rows["cheap"]["cost_usd_per_item"] + rows["dear"]["cost_usd_per_item"]
+    with_local = eval_json("-m", "cheap", "-m", "local", "--arbiter", "sim-judge", "--limit", "2", "--methods",
+                           "arbiter")
+    rows = by_name(with_local)
+    assert rows["cheap"]["cost_usd_per_item"] > 0
+    assert rows["local"]["cost_usd_per_item"] is None and rows["arbiter"]["cost_usd_per_item"] is None
+
+    # a saved --max-cost below a first round's estimate: every run is refused, as a real one would be
+    store.save_config("stingy", {"models": ["cheap", "dear"], "arbiter": "sim-judge", "max_cost": 1e-9})
+    calls = len(sim.requests)
+    rows = by_name(eval_json("--consortium", "stingy", "--limit", "2", "--methods", "arbiter"))
+    assert len(sim.requests) == calls  # the members' answers are cached; no run started
+    assert rows["arbiter"]["correct"] == 0 and rows["arbiter"]["failed"] == 2
+    assert rows["arbiter"]["problems"][0]["reason"].startswith("max cost $0.000000001 is less than")
+
+
+def test_unknown_model_is_one_error_line_and_no_call(sim, members):
     result = run_eval("-m", "sim-strong", "-m", "no-such-model", "--arbiter", "sim-judge")
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
         "Error: Unknown model: no-such-model (see 'llm models' for the installed ones)"
     ]
-    assert panel.requests == []
+    assert sim.requests == []
 
 
-def test_plot_without_matplotlib_fails_before_any_call(panel, monkeypatch):
+def test_plot_without_matplotlib_fails_before_any_call(sim, members, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     result = run_eval(*ALL_MEMBERS, "--plot", "chart.png")
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == ["Error: --plot needs matplotlib: pip install matplotlib"]
-    assert panel.requests == []
+    assert sim.requests == []
 
 
-def test_plot_is_saved(panel, tmp_path):
+def test_plot_is_saved(sim, members, tmp_path):
     pytest.importorskip("matplotlib")
     chart = tmp_path / "chart.png"
     result = run_eval(*ALL_MEMBERS, "--limit", "3", "--methods", "vote", "--plot", str(chart))
@@ -183,128 +193,110 @@ def test_plot_is_saved(panel, tmp_path):
     assert chart.read_bytes().startswith(b"\x89PNG")
 
 
-def test_saved_consortium_limit_and_samples(panel):
+def test_saved_consortium_limit_and_samples(sim, members):
     store.save_config("trio", {"models": ["sim-strong:2", "sim-weak"], "arbiter": "sim-judge"})
-    result = run_eval("--consortium", "trio", "--limit", "5", "--methods", "vote,arbiter")
-    assert result.exit_code == 0, result.output
-    rows = table_rows(result.stdout)
-    assert list(rows) == ["sim-strong", "sim-strong#2", "sim-weak", "oracle", "vote", "arbiter"]
-    assert len(panel.calls("sim-strong")) == 10  # two samples of each of five items
-    assert len(panel.calls("sim-judge")) == 5
-    assert all(row[1].endswith("/5") for row in rows.values())
-
-    calls = len(panel.requests)
-    again = run_eval("--consortium", "trio", "--limit", "5", "--methods", "vote,arbiter")
-    assert again.stdout == result.stdout
-    assert len(panel.requests) == calls == 20
+    data = eval_json("--consortium", "trio", "--limit", "5", "--methods", "arbiter", "--samples", "2")
+    assert list(by_name(data)) == ["sim-strong", "sim-strong#2", "sim-weak", "sim-strong×2", "oracle", "arbiter"]
+    assert data["members"] == ["sim-strong", "sim-strong#2", "sim-weak"]
+    # the two samples of the Self-MoA baseline are the consortium's own two instances
+    assert len(sim.calls("sim-strong")) == 10 and len(sim.calls("sim-judge")) == 5
+    calls = len(sim.requests)
+    assert eval_json("--consortium", "trio", "--limit", "5", "--methods", "arbiter", "--samples", "2")["results"] \
+        == data["results"]
+    assert len(sim.requests) == calls == 20
 
 
-def test_missing_consortium_or_arbiter(panel):
+def test_missing_consortium_or_arbiter(sim, members):
     assert run_eval("--consortium", "nope").stderr.strip() == (
         "Error: No saved consortium named 'nope' (see 'llm consortium list')"
     )
     assert "need --arbiter MODEL" in run_eval("-m", "sim-strong", "-m", "sim-weak").stderr
+    # the vote too: it asks the arbiter when there is no clear majority
+    assert "need --arbiter MODEL" in run_eval("-m", "sim-strong", "-m", "sim-weak", "--methods", "vote").stderr
     assert "Give the members" in run_eval("--arbiter", "sim-judge").stderr
     assert "Unknown method debate" in run_eval(*ALL_MEMBERS, "--methods", "vote,debate").stderr
-    assert panel.requests == []
-    # the vote alone needs no arbiter
-    result = run_eval("-m", "sim-strong", "-m", "sim-weak", "--methods", "vote", "--limit", "2")
-    assert result.exit_code == 0 and list(table_rows(result.stdout)) == ["sim-strong", "sim-weak", "oracle", "vote"]
+    assert sim.requests == []
 
 
-def test_failed_answers_count_as_wrong_and_are_asked_again(panel):
-    panel.add("sim-broken", status=400, error_message="bad request")
-    args = ["-m", "sim-strong", "-m", "sim-broken", "--methods", "vote", "--limit", "4"]
-    result = run_eval(*args)
-    assert result.exit_code == 0, result.output
-    rows = table_rows(result.stdout)
-    assert cell(rows, "sim-broken", "correct") == "0/4" and cell(rows, "sim-broken", "failed") == "4"
-    assert cell(rows, "sim-strong", "failed") == "0"
-    assert listed_below(result.stdout)[1:] == [
-        "sim-broken failed on items 1-4: BadRequestError: Error code: 400 - bad request"
-    ]
-    assert "8 new model calls (4 failed, not cached: a rerun asks again)" in result.stderr
-    run_eval(*args)
-    assert len(panel.calls("sim-strong")) == 4  # cached
-    assert len(panel.calls("sim-broken")) == 8  # asked again
+def test_failed_answers_count_as_wrong_and_are_asked_once_per_eval(sim, members):
+    sim.add("sim-broken", status=400, error_message="bad request")
+    args = ["-m", "sim-strong", "-m", "sim-broken", "--arbiter", "sim-judge", "--methods", "vote", "--limit", "4"]
+    data = eval_json(*args)
+    rows = by_name(data)
+    assert rows["sim-broken"]["correct"] == 0 and rows["sim-broken"]["failed"] == 4
+    assert rows["sim-strong"]["failed"] == 0
+    assert {p["reason"] for p in rows["sim-broken"]["problems"]} == {"BadRequestError: Error code: 400 - bad request"}
+    assert len(sim.calls("sim-broken")) == 4  # once per item, though the vote's runs ask it too
+    text = run_eval(*args).stdout
+    assert "sim-broken failed on items 1-4: BadRequestError: Error code: 400 - bad request" in text
+    assert len(sim.calls("sim-strong")) == 8  # 4 answers and the Self-MoA's second samples, cached
+    assert len(sim.calls("sim-broken")) == 8  # asked again by the second eval: failures are not cached
 
 
-def test_judgements_that_fell_back_are_counted_and_listed_per_method(panel):
+def test_judgements_that_fell_back_are_counted_and_listed_per_method(sim, members):
     refused, unreadable = ITEMS[1]["prompt"], ITEMS[2]["prompt"]
 
     def flaky_judge(request):
+        from simeval import original_prompt
+
         asked = original_prompt(request.user)
         if asked == refused:
             raise ValueError("no judgement here")  # the sim answers it with HTTP 400
         if asked == unreadable:
             return "I would rather not say."
-        return judge(request)
+        return members.judge(request)
 
-    panel.add("sim-judge", reply=flaky_judge)
+    sim.add("sim-judge", reply=flaky_judge)
     args = [*ALL_MEMBERS, "--limit", "4"]
-    result = run_eval(*args)
-    assert result.exit_code == 0, result.output
-    rows = table_rows(result.stdout)
-    for method in MEMBERS + ["oracle", "vote"]:
-        assert (cell(rows, method, "failed"), cell(rows, method, "fallback")) == ("0", "0")
-    for method in ("arbiter", "council"):
-        assert (cell(rows, method, "failed"), cell(rows, method, "fallback")) == ("0", "2")
-    below = listed_below(result.stdout)
-    assert below[0].startswith("Failed (scored as wrong) or fell back to the members' majority")
+    data = eval_json(*args)
+    rows = by_name(data)
+    for name in MEMBERS + ["oracle"]:
+        assert (rows[name]["failed"], rows[name]["fallback"]) == (0, 0)
     refusal = "BadRequestError: Error code: 400 - reply callable raised ValueError('no judgement here')"
     unread = "the arbiter's reply could not be read, even after a reminder of the format"
     for method in ("arbiter", "council"):
-        assert f"{method} fell back on item 2: the arbiter failed: {refusal}" in below
-        assert f"{method} fell back on item 3: {unread}" in below
-    assert len(below) == 5
-
+        assert [(p["item"], p["kind"], p["reason"]) for p in rows[method]["problems"]] == [
+            (2, "fallback", f"the arbiter failed: {refusal}"), (3, "fallback", unread)]
+    # the vote asks the arbiter only on the items without a clear majority
+    answers = first_answers(members, ITEMS[:4])
+    split = [n for n in (2, 3) if len(set(answers[n - 1])) > 1]
+    assert [p["item"] for p in rows["vote"]["problems"]] == split
     # the members' majority decided those items, and is scored as that answer
-    def majority(prompt):
-        return Counter(member_answer(m, prompt) for m in MEMBERS).most_common(1)[0][0]
-
-    data = json.loads(run_eval(*args, "--json").stdout)
-    arbiter = next(row for row in data["results"] if row["method"] == "arbiter")
-    assert arbiter["correct"] == sum(majority(item["prompt"]) == item["answer"] for item in ITEMS[:4])
-    assert (arbiter["failed"], arbiter["fallback"]) == (0, 2)
-    assert [(p["item"], p["kind"], p["prompt"]) for p in arbiter["problems"]] == [
-        (2, "fallback", "What is 23 multiplied by 47? Give your final answer inside <…"),
-        (3, "fallback", "What is 1001 minus 678? Give your final answer inside <answe…"),
-    ]
-    assert arbiter["problems"][1]["reason"] == unread
+    majority = [Counter(a).most_common(1)[0][0] == item["answer"] for a, item in zip(answers, ITEMS)]
+    assert rows["arbiter"]["correct_items"] == [int(m) for m in majority]
+    below = run_eval(*args).stdout.split("\n\n")[-1].splitlines()
+    assert below[0].startswith("Failed (scored as wrong) or fell back to the members' majority")
+    assert f"  arbiter fell back on item 3: {unread}" in below
 
 
-def test_an_item_every_member_failed_is_failed_for_every_row_and_never_correct(panel):
+def test_an_item_every_member_failed_is_failed_for_every_row_and_never_correct(sim, members):
     lost = ITEMS[0]["prompt"]
 
     def unlucky(request):
         if request.user == lost:
             raise ValueError("lost")
-        return member(request)
+        return members.member(request)
 
     for name in MEMBERS:
-        panel.add(name, reply=unlucky)
-    result = run_eval(*ALL_MEMBERS, "--limit", "3", "--json")
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
+        sim.add(name, reply=unlucky)
+    data = eval_json(*ALL_MEMBERS, "--limit", "3")
     for row in data["results"]:
-        assert (row["failed"], row["fallback"]) == (1, 0), row["method"]
+        assert (row["failed"], row["fallback"]) == (1, 0), row["name"]
         assert [(p["item"], p["kind"]) for p in row["problems"]] == [(1, "failed")]
-        assert row["items"] == 3
-    by_method = {row["method"]: row for row in data["results"]}
-    for name in MEMBERS:
-        assert by_method[name]["correct"] == sum(is_right(name, item["prompt"]) for item in ITEMS[1:3])
-    for method in ("oracle", "vote", "arbiter", "council"):
-        assert by_method[method]["problems"][0]["reason"] == "every member failed"
-    assert len(panel.calls("sim-judge")) == 4  # two items, by the arbiter and by the chair
+        assert row["items"] == 3 and row["correct_items"][0] == 0
+    rows = by_name(data)
+    assert rows["oracle"]["problems"][0]["reason"] == "every member failed"
+    for method in ("vote", "arbiter", "council"):
+        assert rows[method]["problems"][0]["reason"].startswith("Every member failed in round 1")
 
 
-def test_max_concurrency_must_be_a_positive_whole_number(panel):
+def test_max_concurrency_must_be_a_positive_whole_number(sim, members):
     for value in ("0", "abc", "-2", "1.5"):
         result = run_eval(*ALL_MEMBERS, "--max-concurrency", value)
         assert result.exit_code == 1, value
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert result.stderr.startswith("Error: max concurrency must be"), result.stderr
-    assert panel.requests == []
+    assert sim.requests == []
 
 
 def max_overlap(requests) -> int:
@@ -317,28 +309,28 @@ def max_overlap(requests) -> int:
     return most
 
 
-def test_max_concurrency_bounds_calls_across_items_and_methods(panel):
-    for name in MEMBERS + ["sim-judge"]:
-        panel.add(name, reply=judge if name == "sim-judge" else member, latency=0.2)
-    result = run_eval(*ALL_MEMBERS, "--limit", "3", "--methods", "arbiter", "--max-concurrency", "2")
+def test_max_concurrency_bounds_calls_across_items_and_methods(sim, members):
+    members.add_to(sim, latency=0.2)
+    args = ["--limit", "3", "--methods", "arbiter", "--samples", "1"]
+    result = run_eval(*ALL_MEMBERS, *args, "--max-concurrency", "2")
     assert result.exit_code == 0, result.output
-    assert len(panel.requests) == 12 and max_overlap(panel.requests) == 2
+    assert len(sim.requests) == 12 and max_overlap(sim.requests) == 2
 
     # the default is the consortium's own setting
     store.save_config("one-at-a-time", {"models": MEMBERS, "arbiter": "sim-judge", "max_concurrency": 1})
-    result = run_eval("--consortium", "one-at-a-time", "--limit", "5", "--methods", "arbiter")
+    result = run_eval("--consortium", "one-at-a-time", "--limit", "5", "--methods", "arbiter", "--samples", "1")
     assert result.exit_code == 0, result.output
-    assert len(panel.requests) == 12 + 8  # the members' answers to items 1-3 and their judgements were cached
-    calls = sorted(panel.requests[12:], key=lambda r: r.started)
+    assert len(sim.requests) == 12 + 8  # the members' answers to items 1-3 and their judgements were cached
+    calls = sorted(sim.requests[12:], key=lambda r: r.started)
     assert all(earlier.finished <= later.started for earlier, later in zip(calls, calls[1:]))
 
 
-def test_bad_dataset_line_names_the_line(panel, tmp_path):
+def test_bad_dataset_line_names_the_line(sim, members, tmp_path):
     data = tmp_path / "bad.jsonl"
     data.write_text('{"prompt": "1+1?", "answer": "2"}\n{"prompt": "no answer"}\n')
     result = CliRunner().invoke(eval_command, [str(data), *ALL_MEMBERS])
     assert result.exit_code == 1
-    assert "line 2" in result.stderr and panel.requests == []
+    assert "line 2" in result.stderr and sim.requests == []
 
 
 def test_importing_the_command_does_not_load_the_engine():
@@ -347,11 +339,11 @@ def test_importing_the_command_does_not_load_the_engine():
     assert out.strip() == "False"
 
 
-def test_sample_flag_uses_the_shipped_dataset(panel):
-    result = CliRunner().invoke(eval_command, ["--sample", *ALL_MEMBERS, "--arbiter", "sim-judge", "--methods",
-                                               "vote", "--limit", "2", "--json"])
+def test_sample_flag_uses_the_shipped_dataset(sim, members):
+    result = CliRunner().invoke(eval_command, ["--sample", *ALL_MEMBERS, "--methods", "vote", "--limit", "2",
+                                               "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["dataset"] == str(DATASET)
     for args in ([], ["--sample", str(DATASET)]):
-        wrong = CliRunner().invoke(eval_command, [*args, *ALL_MEMBERS, "--arbiter", "sim-judge"])
+        wrong = CliRunner().invoke(eval_command, [*args, *ALL_MEMBERS])
         assert wrong.exit_code == 2 and "Give a DATASET file or --sample" in wrong.stderr

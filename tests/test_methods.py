@@ -2,8 +2,9 @@
 asserted on what the simulated provider received."""
 
 import asyncio
-import hashlib
+import itertools
 import json
+import math
 import random
 import re
 import sqlite3
@@ -12,11 +13,11 @@ import llm
 import pytest
 
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
-from llm_consortium.answers import extract_answer, is_correct
-from llm_consortium.methods import council, vote
+from llm_consortium.answers import tally
+from llm_consortium.methods import council
 from llm_consortium.results import CouncilDetails, Details, Judgement, VoteDetails
-from llm_consortium.store import get_run
 from llm_consortium.simulator import arbiter_xml
+from llm_consortium.store import get_run
 
 FAST = {"retry_backoff": 0.01}
 FENCE_LINE = re.compile(r"^<<<(FENCE-[0-9a-f]{16}) (BEGIN|END) (Response [A-Z]+|Vote tally)>>>$", re.M)
@@ -50,51 +51,54 @@ def assert_fences_well_formed(prompt: str, labels: list[str]) -> None:
 # Majority vote
 
 
-def simulated_member(p: float):
-    """A member right with probability p, decided by a hash of (model, prompt):
-    deterministic per item, independent across members. Every wrong member
-    gives the same wrong answer, so the vote is right exactly when a majority is."""
-
-    def reply(request):
-        n = int(re.search(r"Item (\d+)", request.user).group(1))
-        draw = int(hashlib.sha256(f"{request.model}\n{request.user}".encode()).hexdigest()[:8], 16) / 16**8
-        answer = 2 * n if draw < p else 2 * n + 1
-        return f"Adding {n} to itself.\n<answer>{answer}</answer>"
-
-    return reply
+def pattern_probability(pattern, p: float) -> float:
+    """The chance of one right/wrong pattern of independent members, each right with probability p."""
+    return math.prod(p if right else 1 - p for right in pattern)
 
 
-def test_vote_accuracy_matches_the_binomial_expectation(sim):
-    members, p, items = [f"voter-{i}" for i in range(5)], 0.7, 200
-    for name in members:
-        sim.add(name, reply=simulated_member(p))
-    sim.add("judge", reply=arbiter_xml("unused", 0.9))
-    consortium = orchestrator(members, "vote", confidence_threshold=0.6, max_iterations=1)
-    prompts = [f"Item {n}: what is {n} plus {n}?" for n in range(items)]
+def binomial_at_least(k: int, n: int, p: float) -> float:
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
 
-    async def run_all():
-        gate = asyncio.Semaphore(20)
 
-        async def one(prompt):
-            async with gate:
-                return await consortium.orchestrate(prompt)
+def test_vote_tally_accuracy_matches_the_binomial_expectation():
+    """Over every right/wrong pattern of five members right with p = 0.7, exactly:
+    when the wrong members agree on one wrong answer the vote is right when at least
+    3 of 5 are; when each wrong member's answer differs it is right from 2 of 5 (a
+    1-1-1 tie is no answer)."""
+    p, voters = 0.7, 5
+    same_wrong = distinct_wrong = 0.0
+    for pattern in itertools.product([True, False], repeat=voters):
+        chance = pattern_probability(pattern, p)
+        same_wrong += chance * (tally(["42" if right else "41" for right in pattern]).winner == "42")
+        distinct = ["42" if right else f"wrong-{i}" for i, right in enumerate(pattern)]
+        distinct_wrong += chance * (tally(distinct).winner == "42")
+    assert same_wrong == pytest.approx(binomial_at_least(3, voters, p)) == pytest.approx(0.83692)
+    assert distinct_wrong == pytest.approx(binomial_at_least(2, voters, p)) == pytest.approx(0.96922)
 
-        return await asyncio.gather(*(one(prompt) for prompt in prompts))
 
-    results = asyncio.run(run_all())
-    right = [is_correct(result["synthesis"]["details"]["winner"], str(2 * n)) for n, result in enumerate(results)]
-    accuracy = sum(right) / items
-    expected = 0.83692  # P(at least 3 of 5 right) at p = 0.7
-    standard_error = (expected * (1 - expected) / items) ** 0.5
-    assert abs(accuracy - expected) <= 3 * standard_error, accuracy
-    # with five members every round has a majority of at least 3/5: no arbiter call at all
+def test_one_eval_item_is_voted_as_its_members_answered(sim):
+    """End to end through eval: five simulated voters (p = 0.7) on one item; the vote
+    row is right exactly when at least 3 of them are, with no arbiter call (3 of 5
+    reaches a 60 % threshold)."""
+    from click.testing import CliRunner
+
+    from llm_consortium import store
+    from llm_consortium.evaluate import eval_command, sample_path
+    from simeval import SimulatedPanel
+
+    item = json.loads(sample_path().read_text().splitlines()[0])
+    voters = [f"voter-{i}" for i in range(5)]
+    members = SimulatedPanel({item["prompt"]: item["answer"]}, dict.fromkeys(voters, 0.7))
+    members.add_to(sim, judge="judge")
+    store.save_config("voters", {"models": voters, "arbiter": "judge", "confidence_threshold": 0.6})
+    result = CliRunner().invoke(eval_command, ["--sample", "--limit", "1", "--consortium", "voters", "--methods",
+                                               "vote", "--samples", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.stdout)["results"]}
+    right = sum(members.is_right(v, item["prompt"]) for v in voters)
+    assert [rows[v]["correct"] for v in voters] == [int(members.is_right(v, item["prompt"])) for v in voters]
+    assert rows["vote"]["correct"] == int(right >= 3)
     assert sim.calls("judge") == []
-    # and the vote is right exactly on the items where most members were right
-    for n, result in enumerate(results):
-        member_right = sum(is_correct(extract_answer(m["text"]), str(2 * n)) for m in result["model_responses"])
-        assert right[n] == (member_right >= 3)
-    # every member was asked for an <answer> block
-    assert all(vote.MEMBER_INSTRUCTIONS in r.system for r in sim.requests)
 
 
 def test_vote_clear_majority_makes_no_arbiter_call(sim):

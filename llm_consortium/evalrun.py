@@ -1,0 +1,326 @@
+"""The work behind ``llm consortium eval`` (see ``evaluate`` for what it
+measures and how): the reply cache, the caching caller, and the runs.
+Imported only when an eval runs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+from .answers import extract_answer, is_correct, tally
+from .config import ConsortiumConfigError, ConsortiumError
+from .engine import ConsortiumOrchestrator, join_system, members_of
+from .evalreport import Problem, Row, best_member
+from .evaluate import Item, Progress
+from .judging import real_call
+from .members import CallOutcome
+from .observer import Observer
+from .methods.vote import MEMBER_INSTRUCTIONS
+from .pricing import priced
+from .results import MemberResult, Usage
+
+EVERY_MEMBER_FAILED = "every member failed"
+PROMPT_EXCERPT_CHARS = 60
+
+
+class ReplyCache:
+    """Model replies in SQLite, keyed by (model, what was asked, role:instance).
+
+    Only successful replies are stored; tokens a model did not report are
+    NULL. The file is a cache: it can be deleted at any time, at the cost of
+    asking the models again.
+    """
+
+    def __init__(self, path: Path):
+        self.conn = sqlite3.connect(path)
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        with self.conn:
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS consortium_eval_replies (model TEXT, asked TEXT, call TEXT, "
+                "text TEXT, input_tokens INTEGER, output_tokens INTEGER, seconds REAL, "
+                "PRIMARY KEY (model, asked, call))"
+            )
+
+    def get(self, handle, asked: str, call: str):
+        """The stored reply as a ``CallOutcome`` (0 attempts: no call made), priced now, or None."""
+        row = self.conn.execute(
+            "SELECT text, input_tokens, output_tokens, seconds FROM consortium_eval_replies "
+            "WHERE model = ? AND asked = ? AND call = ?",
+            (handle.model_id, asked, call),
+        ).fetchone()
+        if row is None:
+            return None
+        text, input_tokens, output_tokens, seconds = row
+        usage = Usage(unreported=1, unpriced=1) if input_tokens is None else priced(
+            handle.model, input_tokens, output_tokens)
+        return CallOutcome(text, None, usage, seconds, attempts=0)
+
+    def put(self, handle, asked: str, call: str, outcome) -> None:
+        usage = outcome.usage
+        tokens = (None, None) if usage.unreported else (usage.input, usage.output)
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO consortium_eval_replies VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (handle.model_id, asked, call, outcome.text, *tokens, outcome.seconds),
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class CachingCaller:
+    """A ``judging.Caller`` that replays stored replies, makes (and stores)
+    the others, and asks each distinct thing once per eval even when several
+    runs ask it at the same time. Every call it makes waits for ``limiter``,
+    the eval's bound on calls in flight, instead of the run's own."""
+
+    def __init__(self, cache: ReplyCache, limiter: asyncio.Semaphore):
+        self.cache = cache
+        self.limiter = limiter
+        self.replies: dict[tuple[str, str, str], asyncio.Task] = {}
+        self.new_calls = 0
+        self.failed_calls = 0
+
+    async def __call__(self, handle, *, role: str, instance: int, prompt: str, system: str | None = None,
+                       **kwargs):
+        asked = prompt if system is None else f"{system}\n\n{prompt}"
+        key = (handle.model_id, asked, f"{role}:{instance}")
+        if key not in self.replies:
+            self.replies[key] = asyncio.ensure_future(
+                self._reply(handle, asked, key[2], role=role, instance=instance, prompt=prompt, system=system,
+                            **kwargs)
+            )
+        # Shielded: a run that stops waiting (a quorum) does not cancel the call other runs share.
+        return await asyncio.shield(self.replies[key])
+
+    async def _reply(self, handle, asked: str, call: str, **kwargs):
+        outcome = self.cache.get(handle, asked, call)
+        if outcome is not None:
+            return outcome
+        outcome = await real_call(handle, **{**kwargs, "limiter": self.limiter})
+        self.new_calls += 1
+        if outcome.error is None:
+            self.cache.put(handle, asked, call, outcome)
+        else:
+            self.failed_calls += 1
+        return outcome
+
+
+class CallTimes(Observer):
+    """An engine observer: one run's calls, and its critical path in seconds
+    (per round: the slowest member, then the slowest reviewer, then each
+    arbiter call in turn)."""
+
+    def __init__(self):
+        self.calls = 0
+        self.rounds: dict[int, dict[str, list[float]]] = {}
+
+    def _add(self, number: int, kind: str, seconds: float) -> None:
+        self.calls += 1
+        self.rounds.setdefault(number, {"member": [], "reviewer": [], "arbiter": []})[kind].append(seconds)
+
+    def member_finished(self, run, number, member, prompt) -> None:
+        self._add(number, "member", member.seconds)
+
+    def call_finished(self, run, number, role, model, instance, outcome, prompt) -> None:
+        self._add(number, "reviewer" if role == "reviewer" else "arbiter", outcome.seconds)
+
+    @property
+    def seconds(self) -> float:
+        return sum(
+            max(r["member"], default=0.0) + max(r["reviewer"], default=0.0) + sum(r["arbiter"])
+            for r in self.rounds.values()
+        )
+
+
+class Evaluation:
+    """Asks the members (or reads the cache), builds the baselines, then runs
+    each method on each item, all through one caching caller."""
+
+    def __init__(self, config, handles, cache_path: Path, progress: Progress | None = None,
+                 samples: int | None = None):
+        self.config = config
+        self.handles = handles
+        self.progress = progress
+        self.samples = samples
+        # The eval's system prompt: the <answer> block is asked for in every method.
+        self.system = join_system(config.system_prompt, MEMBER_INSTRUCTIONS)
+        self.cache_path = cache_path
+        self.member_names: list[str] = []
+        self.caller: CachingCaller | None = None
+
+    @property
+    def new_calls(self) -> int:
+        return self.caller.new_calls if self.caller else 0
+
+    @property
+    def failed_calls(self) -> int:
+        return self.caller.failed_calls if self.caller else 0
+
+    async def run(self, items: list[Item], methods: list[str]):
+        """Every row, in order: the members, the Self-MoA baseline, the oracle, each method."""
+        cache = ReplyCache(self.cache_path)  # opened here, on the event loop's thread, where it is used
+        self.caller = CachingCaller(cache, asyncio.Semaphore(self.config.max_concurrency))
+        try:
+            members = members_of(self.config.models, self.handles)
+            self.member_names = [model if instance == 1 else f"{model}#{instance}" for model, instance in members]
+            answers = await self.each("answered", [
+                asyncio.gather(*(self.answer(item, model, instance) for model, instance in members))
+                for item in items
+            ])
+            rows = self.member_rows(items, answers)
+            best = members[rows.index(best_member(rows))][0]
+            self.samples = self.samples or len(members)
+            rows.append(await self.self_moa(items, best))
+            rows.append(self.oracle(items, answers))
+            for method in methods:
+                rows.append(await self.method_row(method, items))
+        finally:
+            cache.close()
+        return rows
+
+    async def each(self, what: str, awaitables: list) -> list:
+        """Await concurrently, in order, reporting progress as each finishes."""
+        done = 0
+
+        async def counted(awaitable):
+            nonlocal done
+            result = await awaitable
+            done += 1
+            if self.progress:
+                self.progress.update(what, done, len(awaitables))
+            return result
+
+        return await asyncio.gather(*(counted(a) for a in awaitables))
+
+    async def answer(self, item: Item, model: str, instance: int):
+        """Sample ``instance`` of a member's first answer to ``item``: the
+        call a run's first round makes, so the runs replay it."""
+
+        config = self.config
+        outcome = await self.caller(
+            self.handles[model], role="member", instance=instance, prompt=item.prompt, system=self.system,
+            timeout=config.timeout, attempts=config.attempts, backoff=config.retry_backoff,
+            limiter=self.caller.limiter, outcome=CallOutcome(),
+        )
+        return MemberResult(model, instance, outcome.text, outcome.error, round(outcome.seconds, 3),
+                            outcome.usage, outcome.attempts)
+
+    def member_rows(self, items: list[Item], answers) -> list:
+        rows = [Row(name, "member") for name in self.member_names]
+        for number, (item, item_answers) in enumerate(zip(items, answers), 1):
+            for row, member in zip(rows, item_answers):
+                row.correct.append(right(member, item))
+                spend(row, [member])
+                if not member.ok:
+                    note(row, number, item, "failed", member.error)
+        return rows
+
+    def oracle(self, items: list[Item], answers):
+        """Right when any member is right; it costs every member's answer."""
+        row = Row("oracle", "oracle")
+        for number, (item, item_answers) in enumerate(zip(items, answers), 1):
+            row.correct.append(any(right(m, item) for m in item_answers))
+            spend(row, item_answers)
+            if not any(m.ok for m in item_answers):
+                note(row, number, item, "failed", EVERY_MEMBER_FAILED)
+        return row
+
+    async def self_moa(self, items: list[Item], model: str):
+        """``model`` sampled ``self.samples`` times per item, its answers' plurality (a tie: no answer)."""
+        row = Row(f"{model}×{self.samples}", "self-moa")
+        sampled = await self.each("self-moa: sampled", [
+            asyncio.gather(*(self.answer(item, model, k) for k in range(1, self.samples + 1))) for item in items
+        ])
+        for number, (item, answers) in enumerate(zip(items, sampled), 1):
+            winner = tally([extract_answer(m.text) if m.ok else None for m in answers]).winner
+            row.correct.append(is_correct(winner, item.answer))
+            spend(row, answers)
+            if not any(m.ok for m in answers):
+                note(row, number, item, "failed", "every sample failed")
+        return row
+
+    async def method_row(self, method: str, items: list[Item]):
+        row = Row(method, "method")
+        runs = await self.each(f"{method}: ran", [self.whole_run(method, item) for item in items])
+        for number, (item, (judgement, problem, run, times)) in enumerate(zip(items, runs), 1):
+            row.correct.append(judgement is not None and is_correct(method_answer(judgement), item.answer))
+            row.confidence.append(judgement.confidence if judgement else None)
+            row.agreement.append(judgement.agreement if judgement else None)
+            usage = run.usage if run else Usage()  # no run: refused before any call
+            row.rounds.append(len(run.rounds) if run else 0)
+            row.cost.append(usage.cost_usd)
+            row.seconds.append(times.seconds)
+            row.calls += times.calls
+            row.input_tokens += usage.input
+            row.output_tokens += usage.output
+            if problem:
+                note(row, number, item, *problem)
+        return row
+
+    async def whole_run(self, method: str, item: Item):
+        """One consortium run of ``method`` on ``item``, every round, through
+        the caching caller: (its last judgement or None, None or (kind,
+        reason) when it failed or fell back, the run, its ``CallTimes``)."""
+
+        times = CallTimes()
+        orchestrator = ConsortiumOrchestrator(config=replace(self.config, method=method), observers=[times],
+                                              call=self.caller)
+        # The vote adds the <answer> instruction itself; the others get it in the system prompt.
+        system = self.config.system_prompt if method == "vote" else self.system
+        try:
+            run = orchestrator.prepare(item.prompt, system=system)
+        except ConsortiumConfigError as exc:  # --max-cost below the first round's estimate
+            return None, ("failed", str(exc)), None, times
+        # Derived from the item, so that every prompt of a replay is the same.
+        run.run_id = digest(f"{method}\n{item.prompt}")[:32]
+        run.fence = "FENCE-" + digest(f"fence\n{item.prompt}")[:16]
+        try:
+            await orchestrator.execute(run)
+        except ConsortiumError as exc:
+            return None, ("failed", str(exc)), run, times
+        judgement = run.rounds[-1].judgement
+        return judgement, ("fallback", judgement.fallback) if judgement.fallback else None, run, times
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def right(member, item: Item) -> bool:
+    return member.ok and is_correct(extract_answer(member.text), item.answer)
+
+
+def spend(row, answers) -> None:
+    """Add one item's member answers to ``row``: a call each, their tokens,
+    their dollars (unknown if any is) and their seconds (at once: the slowest)."""
+    costs = [m.usage.cost_usd for m in answers]
+    row.cost.append(None if None in costs else sum(costs))
+    row.seconds.append(max((m.seconds for m in answers), default=0.0))
+    row.calls += len(answers)
+    row.input_tokens += sum(m.usage.input for m in answers)
+    row.output_tokens += sum(m.usage.output for m in answers)
+
+
+def note(row, number: int, item: Item, kind: str, reason: str) -> None:
+    """Item ``number`` failed (``kind`` "failed") or fell back ("fallback") in ``row``, because of ``reason``."""
+
+    excerpt = " ".join(item.prompt.split())
+    if len(excerpt) > PROMPT_EXCERPT_CHARS:
+        excerpt = excerpt[:PROMPT_EXCERPT_CHARS].rstrip() + "…"
+    row.problems.append(Problem(number, excerpt, kind, reason))
+
+
+def method_answer(judgement) -> str | None:
+    """The short answer a judgement gave: the vote's winner when the vote
+    decided (its synthesis is the winner's text without the ``<answer>``
+    tags), else the answer extracted from the synthesis."""
+
+    details = judgement.details or {}
+    if details.get("winner") is not None and not details.get("arbiter_called"):
+        return details["winner"]
+    return extract_answer(judgement.synthesis)

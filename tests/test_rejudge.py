@@ -1,0 +1,85 @@
+"""``llm consortium rejudge``: a past run's member answers judged again,
+recorded as a new run linked to it, through llm's real client."""
+
+import json
+
+from click.testing import CliRunner
+
+from llm_consortium import ConsortiumOrchestrator, RunRecorder
+from llm_consortium.cli import consortium
+from llm_consortium.store import get_run
+from llm_consortium.simulator import arbiter_xml
+
+
+def past_run(sim):
+    """A recorded arbiter run of three members (two say 42), judged by 'judge'."""
+    sim.add("m1", reply="Six sevens. <answer>42</answer>")
+    sim.add("m2", reply="<answer>42</answer>")
+    sim.add("m3", reply="<answer>41</answer>")
+    sim.add("judge", reply=arbiter_xml("<answer>42</answer>", 0.9))
+    sim.add("judge-2", reply=arbiter_xml("<answer>41</answer>", 0.6, analysis="Second opinion."))
+    consortium_ = ConsortiumOrchestrator(models=["m1", "m2", "m3"], arbiter="judge", observers=[RunRecorder()])
+    return consortium_.orchestrate_sync("What is 6*7?")["metadata"]["run_id"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(consortium, list(args))
+
+
+def test_rejudge_with_another_arbiter_calls_only_it_and_records_a_linked_run(sim):
+    parent = past_run(sim)
+    before = len(sim.requests)
+    result = invoke("rejudge", parent[:8], "--arbiter", "judge-2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "<answer>41</answer>"
+    assert [r.model for r in sim.requests[before:]] == ["judge-2"]  # the members were not asked again
+    prompt = sim.requests[-1].user
+    assert "Six sevens." in prompt and "What is 6*7?" in prompt  # it judged the stored answers
+
+    child_id = result.stderr.strip().splitlines()[-1].split()[3].rstrip(",")
+    child = get_run(child_id)
+    assert child["parent_run_id"] == parent and child["status"] == "success"
+    assert child["config"]["arbiter"] == "judge-2" and child["synthesis"] == "<answer>41</answer>"
+    members = [c for c in child["rounds"][0]["calls"] if c["role"] == "member"]
+    assert [(c["model"], c["text"], c["attempts"], c["input_tokens"]) for c in members] == [
+        ("m1", "Six sevens. <answer>42</answer>", 0, 0), ("m2", "<answer>42</answer>", 0, 0),
+        ("m3", "<answer>41</answer>", 0, 0)]
+    assert [c["model"] for c in child["rounds"][0]["calls"] if c["role"] != "member"] == ["judge-2"]
+    assert get_run(parent)["rejudged_as"] == [child_id]
+
+    shown = invoke("inspect", child_id).stdout
+    assert f"Rejudged from run {parent}" in shown
+    assert f"Rejudged as run {child_id}" in invoke("inspect", parent).stdout
+
+
+def test_rejudge_as_a_council_asks_the_members_only_as_reviewers(sim):
+    parent = past_run(sim)
+    before = len(sim.requests)
+    sim.add_many(["m1", "m2", "m3"], reply="FINAL RANKING:\n1. Response A\n2. Response B")
+    result = invoke("rejudge", parent, "--method", "council", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["metadata"]["method"] == "council" and data["metadata"]["parent_run_id"] == parent
+    new = sim.requests[before:]
+    assert all("FINAL RANKING" in r.user for r in new if r.model != "judge")  # reviews, not answers
+    assert sorted(r.model for r in new) == ["judge", "m1", "m2", "m3"]
+    assert len(data["synthesis"]["details"]["ballots"]) == 3
+
+
+def test_unknown_run_id_is_one_line_and_no_call(sim):
+    past_run(sim)
+    before = len(sim.requests)
+    result = invoke("rejudge", "nosuchrun", "--method", "council")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: No run matches 'nosuchrun' (see 'llm consortium runs')"]
+    unknown_arbiter = invoke("rejudge", get_run_id(), "--arbiter", "no-such-model")
+    assert unknown_arbiter.exit_code == 1 and len(unknown_arbiter.stderr.strip().splitlines()) == 1
+    assert "no-such-model" in unknown_arbiter.stderr
+    assert len(sim.requests) == before
+
+
+def get_run_id():
+    from llm_consortium.store import latest_run_id
+
+    return latest_run_id()
