@@ -20,7 +20,7 @@ from .members import CallOutcome
 from .observer import Observer
 from .methods.vote import MEMBER_INSTRUCTIONS
 from .pricing import priced
-from .results import MemberResult, Usage
+from .results import MemberResult, Usage, VoteDetails
 
 EVERY_MEMBER_FAILED = "every member failed"
 PROMPT_EXCERPT_CHARS = 60
@@ -320,7 +320,7 @@ def method_answer(judgement) -> str | None:
     decided (its synthesis is the winner's text without the ``<answer>``
     tags), else the answer extracted from the synthesis."""
 
-    details = judgement.details or {}
-    if details.get("winner") is not None and not details.get("arbiter_called"):
-        return details["winner"]
+    details = judgement.details
+    if isinstance(details, VoteDetails) and details.winner is not None and not details.arbiter_called:
+        return details.winner
     return extract_answer(judgement.synthesis)
