@@ -87,27 +87,20 @@ def test_sighup_cancels_llm_chat_and_records_it(stalled_panel):
     assert_cancelled_with_what_arrived()
 
 
-def test_killed_run_shows_as_interrupted(stalled_panel):
-    proc = start(*RUN)
-    wait_mid_run(proc)
-    proc.kill()
-    proc.wait(timeout=30)  # reaped: no process has its pid now
-    (row,) = db_rows("SELECT id, status FROM consortium_runs")
-    assert row["status"] == "running"  # as the killed process left it
-    assert "interrupted" in invoke("consortium", "runs").stdout
-    assert json.loads(invoke("consortium", "runs", "--json").stdout)[0]["status"] == "interrupted"
-    assert f"Run {row['id']}  interrupted" in invoke("consortium", "inspect").stdout
-    assert json.loads(invoke("consortium", "inspect", row["id"][:8], "--json").stdout)["status"] == "interrupted"
-
-
-def test_running_run_of_a_live_process_shows_as_running(stalled_panel):
+def test_a_run_shows_as_running_while_its_process_lives_and_interrupted_once_killed(stalled_panel):
     proc = start(*RUN)
     try:
         wait_mid_run(proc)
         assert json.loads(invoke("consortium", "runs", "--json").stdout)[0]["status"] == "running"
     finally:
         proc.kill()
-        proc.wait(timeout=30)
+        proc.wait(timeout=30)  # reaped: no process has its pid now
+    (row,) = db_rows("SELECT id, status FROM consortium_runs")
+    assert row["status"] == "running"  # as the killed process left it
+    assert "interrupted" in invoke("consortium", "runs").stdout
+    assert json.loads(invoke("consortium", "runs", "--json").stdout)[0]["status"] == "interrupted"
+    assert f"Run {row['id']}  interrupted" in invoke("consortium", "inspect").stdout
+    assert json.loads(invoke("consortium", "inspect", row["id"][:8], "--json").stdout)["status"] == "interrupted"
 
 
 def test_a_program_that_handles_sigterm_keeps_its_handler(panel):
