@@ -5,11 +5,9 @@ simulated provider; the groups parser is also tried alone on hostile text."""
 
 import json
 
-import llm
 import pytest
-from click.testing import CliRunner
-from llm.cli import cli
 
+from helpers import invoke
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
 from llm_consortium.agreement import parse_groups
 from llm_consortium.store import get_run, list_runs
@@ -18,10 +16,6 @@ from llm_consortium.simulator import arbiter_xml
 FAST = {"retry_backoff": 0.01}
 PARIS = ["Paris is the capital of France.", "The capital of France is Paris.", "Paris."]
 ALL_THREE = [["Response A", "Response B", "Response C"]]
-
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
 
 
 def panel(sim, answers, judge_reply):

@@ -52,28 +52,29 @@ def test_is_transient(exc, expected):
 
 
 @pytest.fixture
-def user_dir(tmp_path, monkeypatch):
+def no_keys(tmp_path, monkeypatch):
+    """An empty llm user dir and no *_KEY or *_TOKEN variables: only the secrets a test adds."""
     monkeypatch.setenv("LLM_USER_PATH", str(tmp_path))
     for name in [n for n in os.environ if n.endswith(("_KEY", "_TOKEN"))]:
         monkeypatch.delenv(name)
     return tmp_path
 
 
-def test_redact_removes_key_shaped_strings(user_dir):
+def test_redact_removes_key_shaped_strings(no_keys):
     assert redact("Incorrect API key provided: sk-proj-abc123XYZ.") == "Incorrect API key provided: [redacted]."
     assert redact("GET https://x.test/v1?key=AIzaSecret&alt=sse") == "GET https://x.test/v1?key=[redacted]&alt=sse"
     assert redact("header 'Authorization: Bearer tok.en-1'") == "header 'Authorization: Bearer [redacted]'"
     assert redact("nothing secret here") == "nothing secret here"
 
 
-def test_redact_removes_every_secret_llm_knows_longest_first(user_dir, monkeypatch):
+def test_redact_removes_every_secret_llm_knows_longest_first(no_keys, monkeypatch):
     monkeypatch.setenv("ACME_API_KEY", "acme-secret-1")
     monkeypatch.setenv("ACME_TOKEN", "acme-secret-1-and-more")
     monkeypatch.setenv("SHORT_KEY", "json")  # too short to be a key: not hidden everywhere
-    (user_dir / "keys.json").write_text(json.dumps({"other": "stored-key-0042"}))
-    (user_dir / "extra-openai-models.yaml").write_text(
+    (no_keys / "keys.json").write_text(json.dumps({"other": "stored-key-0042"}))
+    (no_keys / "extra-openai-models.yaml").write_text(
         '- model_id: x\n  api_key: "yaml-key-000001"\n  headers:\n    X-Api-Key: "header-key-0001"\n'
     )
     text = "got acme-secret-1-and-more, acme-secret-1, stored-key-0042, yaml-key-000001, header-key-0001 as json"
     assert redact(text) == "got [redacted], [redacted], [redacted], [redacted], [redacted] as json"
-    assert llm.user_dir() == user_dir
+    assert llm.user_dir() == no_keys

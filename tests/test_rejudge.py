@@ -3,10 +3,9 @@ recorded as a new run linked to it, through llm's real client."""
 
 import json
 
-from click.testing import CliRunner
 
+from helpers import invoke
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
-from llm_consortium.cli import consortium
 from llm_consortium.store import get_run
 from llm_consortium.simulator import arbiter_xml
 
@@ -22,14 +21,10 @@ def past_run(sim):
     return consortium_.orchestrate_sync("What is 6*7?")["metadata"]["run_id"]
 
 
-def invoke(*args):
-    return CliRunner().invoke(consortium, list(args))
-
-
 def test_rejudge_with_another_arbiter_calls_only_it_and_records_a_linked_run(sim):
     parent = past_run(sim)
     before = len(sim.requests)
-    result = invoke("rejudge", parent[:8], "--arbiter", "judge-2")
+    result = invoke("consortium", "rejudge", parent[:8], "--arbiter", "judge-2")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "<answer>41</answer>"
     assert [r.model for r in sim.requests[before:]] == ["judge-2"]  # the members were not asked again
@@ -47,16 +42,16 @@ def test_rejudge_with_another_arbiter_calls_only_it_and_records_a_linked_run(sim
     assert [c["model"] for c in child["rounds"][0]["calls"] if c["role"] != "member"] == ["judge-2"]
     assert get_run(parent)["rejudged_as"] == [child_id]
 
-    shown = invoke("inspect", child_id).stdout
+    shown = invoke("consortium", "inspect", child_id).stdout
     assert f"Rejudged from run {parent}" in shown
-    assert f"Rejudged as run {child_id}" in invoke("inspect", parent).stdout
+    assert f"Rejudged as run {child_id}" in invoke("consortium", "inspect", parent).stdout
 
 
 def test_rejudge_as_a_council_asks_the_members_only_as_reviewers(sim):
     parent = past_run(sim)
     before = len(sim.requests)
     sim.add_many(["m1", "m2", "m3"], reply="FINAL RANKING:\n1. Response A\n2. Response B")
-    result = invoke("rejudge", parent, "--method", "council", "--json")
+    result = invoke("consortium", "rejudge", parent, "--method", "council", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["metadata"]["method"] == "council" and data["metadata"]["parent_run_id"] == parent
@@ -69,11 +64,11 @@ def test_rejudge_as_a_council_asks_the_members_only_as_reviewers(sim):
 def test_unknown_run_id_is_one_line_and_no_call(sim):
     past_run(sim)
     before = len(sim.requests)
-    result = invoke("rejudge", "nosuchrun", "--method", "council")
+    result = invoke("consortium", "rejudge", "nosuchrun", "--method", "council")
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
         "Error: No run matches 'nosuchrun' (see 'llm consortium runs')"]
-    unknown_arbiter = invoke("rejudge", get_run_id(), "--arbiter", "no-such-model")
+    unknown_arbiter = invoke("consortium", "rejudge", get_run_id(), "--arbiter", "no-such-model")
     assert unknown_arbiter.exit_code == 1 and len(unknown_arbiter.stderr.strip().splitlines()) == 1
     assert "no-such-model" in unknown_arbiter.stderr
     assert len(sim.requests) == before
