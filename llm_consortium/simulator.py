@@ -23,6 +23,7 @@ import llm
 
 CHAT_PATH = "/v1/chat/completions"
 WORDS_PER_CHUNK = 3
+MAX_CHUNKS = 100
 # What errors that clients retry (429 and 5xx) ask them to wait, as real
 # providers do with Retry-After: short, so that the OpenAI client's own
 # retries (by default 0.5 s, then 1 s) don't add seconds to every test.
@@ -145,12 +146,14 @@ def arbiter_xml(
 
 
 def _stream_pieces(reply: str) -> list[str]:
-    """Split into chunks of a few words, keeping whitespace: "".join(result) == reply."""
+    """Split into chunks of a few words, keeping whitespace: "".join(result) == reply.
+
+    A long reply comes in at most ``MAX_CHUNKS`` chunks of more words each:
+    its tokens are what is counted, and parsing thousands of chunks would
+    only spend the client's CPU."""
     words = re.split(r"(?<=\s)(?=\S)", reply)
-    return [
-        "".join(words[i : i + WORDS_PER_CHUNK])
-        for i in range(0, len(words), WORDS_PER_CHUNK)
-    ]
+    size = max(WORDS_PER_CHUNK, -(-len(words) // MAX_CHUNKS))
+    return ["".join(words[i : i + size]) for i in range(0, len(words), size)]
 
 
 class _Server(ThreadingHTTPServer):
