@@ -113,9 +113,13 @@ class ConsortiumGroup(DefaultGroup):
         except sqlite3.Error as exc:
             fail(f"The database in llm's user directory could not be used: {exc}")
         except click.UsageError as exc:
-            # A prompt that is a subcommand's name ran that subcommand.
+            # A prompt that is a subcommand's name ran that subcommand: say
+            # how to ask it when the mistake is in the words (a missing
+            # argument, extra ones), not in an option the subcommand lacks.
             word = exc.ctx.info_name if exc.ctx and exc.ctx.parent is ctx else None
-            if word in self.commands and word != "run":
+            missing_argument = isinstance(exc, click.MissingParameter) and isinstance(exc.param, click.Argument)
+            extra_words = type(exc) is click.UsageError  # what click raises for unexpected extra arguments
+            if word in self.commands and word != "run" and (missing_argument or extra_words):
                 exc.message += f" (to ask a consortium the prompt {word!r}, use: llm consortium run {word!r})"
             raise
 
