@@ -31,6 +31,15 @@ class ConsortiumConfigError(ValueError):
     """A mistake in what the user asked for. The message is one line."""
 
 
+class UnknownModelsError(ConsortiumConfigError):
+    """Models llm does not know, named in ``models``."""
+
+    def __init__(self, models: list[str]):
+        self.models = models
+        label = "Unknown model" if len(models) == 1 else "Unknown models"
+        super().__init__(f"{label}: {', '.join(models)} (see 'llm models' for the installed ones)")
+
+
 class ConsortiumError(RuntimeError):
     """A run could not produce an answer (every member failed, or the arbiter did).
 
