@@ -620,7 +620,7 @@ def serve(host, port):
     """A local web viewer of the recorded runs, live and past, where a
     saved consortium can also be asked. Needs the web extra."""
     from .store import db_path
-    from .web import INSTALL, PACKAGES
+    from .web import PACKAGES
 
     try:
         from .web.app import listen, server
@@ -628,7 +628,9 @@ def serve(host, port):
         missing = (exc.name or "").split(".")[0]
         if missing not in PACKAGES:
             raise
-        fail(f"llm consortium serve needs the web extra ({missing} is missing): {INSTALL}")
+        from .extras import install_command
+
+        fail(f"llm consortium serve needs the web extra ({missing} is missing): {install_command('web')}")
     try:
         sock = listen(host, port)
     except OSError as exc:
