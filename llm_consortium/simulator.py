@@ -5,7 +5,8 @@ package's ``__init__`` never imports it, so it costs ``llm`` nothing.
 Tests and benchmarks drive llm's real OpenAI client against it: ``add()``
 registers a model here and lists it in ``extra-openai-models.yaml`` in the
 current llm user dir, so ``llm.get_model(name)`` talks to this server.
-Standard library only.
+``python -m llm_consortium.simulator`` serves a demo panel on its own (see
+``main``). Standard library only.
 """
 
 from __future__ import annotations
@@ -161,9 +162,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, provider: "SimProvider"):
+    def __init__(self, provider: "SimProvider", port: int = 0):
         self.provider = provider
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def handle_error(self, request, client_address):
         # Clients that hang up (cancelled calls) are normal here, not errors.
@@ -392,12 +393,12 @@ class _Handler(BaseHTTPRequestHandler):
 class SimProvider:
     """An OpenAI-compatible chat server on 127.0.0.1 with scripted models."""
 
-    def __init__(self):
+    def __init__(self, port: int = 0):
         self._lock = threading.Lock()
         self._models: dict[str, _Script] = {}
         self._release = threading.Event()
         self.requests: list[Request] = []
-        self._server = _Server(self)
+        self._server = _Server(self, port)
         self.port = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._thread = threading.Thread(
@@ -449,7 +450,7 @@ class SimProvider:
         model_name: the YAML's ``model_name`` (the name the provider knows,
         which requests carry), when it differs from ``name``.
         """
-        self._register(
+        self.register(
             name,
             reply=reply,
             latency=latency,
@@ -474,10 +475,12 @@ class SimProvider:
 
     def add_many(self, names, **kw) -> None:
         for name in names:
-            self._register(name, **kw)
+            self.register(name, **kw)
         self.write_yaml()
 
-    def _register(self, name: str, **kw) -> None:
+    def register(self, name: str, **kw) -> None:
+        """Register (or replace) a scripted model, as ``add`` does, without
+        writing any file: ``yaml_text`` gives its entry."""
         if isinstance(kw.get("reply"), list):
             kw["reply"] = list(kw["reply"])
             if not kw["reply"]:
@@ -487,6 +490,10 @@ class SimProvider:
 
     def write_yaml(self) -> None:
         """List every added model in extra-openai-models.yaml in llm's current user dir."""
+        (llm.user_dir() / "extra-openai-models.yaml").write_text(self.yaml_text())
+
+    def yaml_text(self) -> str:
+        """The extra-openai-models.yaml entries of every model registered here."""
         with self._lock:
             scripts = dict(self._models)
         lines = []
@@ -505,8 +512,7 @@ class SimProvider:
                 lines.append("  supports_schema: true")
             if script.supports_tools:
                 lines.append("  supports_tools: true")
-        path = llm.user_dir() / "extra-openai-models.yaml"
-        path.write_text(("\n".join(lines) + "\n") if lines else "[]\n")
+        return ("\n".join(lines) + "\n") if lines else "[]\n"
 
     def script_for(self, requested: str) -> "_Script | None":
         """The script a request for ``requested`` (a model_name) is answered by."""
@@ -548,3 +554,58 @@ class SimProvider:
                 script.replies_given += 1
             return reply[index]
         return reply
+
+
+DEMO_QUESTION = "How many r's are in strawberry?"
+DEMO_MEMBERS = {
+    "demo-a": "There are three r's in strawberry.",
+    "demo-b": "Strawberry has 3 r's: one in 'str' and two in 'berry'.",
+    "demo-c": "I count three: st-r-awbe-r-r-y.",
+}
+DEMO_JUDGE = "demo-judge"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llm_consortium.simulator [--port N]``: a demo panel
+    without a provider key or a local model server. Prints the entries to
+    paste into extra-openai-models.yaml and a command to try, then serves
+    until Ctrl-C. It writes nothing into llm's user directory."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m llm_consortium.simulator",
+        description="A simulated OpenAI-compatible provider on 127.0.0.1 serving a demo consortium panel: "
+                    "scripted members and a judge, no key needed.",
+    )
+    parser.add_argument("--port", type=int, default=8002, help="port to listen on (0: any free one; default 8002)")
+    port = parser.parse_args(argv).port
+    try:
+        provider = SimProvider(port)
+    except OSError as exc:
+        parser.exit(1, f"Error: cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}\n")
+    for name, answer in DEMO_MEMBERS.items():
+        provider.register(name, reply=answer)
+    provider.register(DEMO_JUDGE, reply=arbiter_xml(
+        "There are three r's in strawberry.", 0.92,
+        analysis="All three members count three r's, in different words.", dissent="None.",
+        groups=[["Response A", "Response B", "Response C"]],
+    ))
+    members = " ".join(f"-m {name}" for name in DEMO_MEMBERS)
+    print(f"Simulated provider at {provider.base_url}: scripted models, which answer the same whatever they "
+          "are asked.\n\n"
+          "Paste into extra-openai-models.yaml in llm's user directory (dirname \"$(llm logs path)\"):\n\n"
+          f"{provider.yaml_text()}\n"
+          "Then, while this runs, try:\n\n"
+          f"llm consortium \"{DEMO_QUESTION}\" {members} --arbiter {DEMO_JUDGE}\n\n"
+          "Ctrl-C stops it.", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        provider.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

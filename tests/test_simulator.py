@@ -1,11 +1,18 @@
 """The simulated provider, driven through llm's real OpenAI client."""
 
 import asyncio
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
 import time
 
 import llm
 import pytest
 
+from helpers import invoke, read_until_closed
 from llm_consortium.simulator import arbiter_xml
 
 LONG_REPLY = "  The quick  brown fox\njumps over\tthe lazy dog.  "
@@ -223,3 +230,34 @@ def test_cancelled_stream_leaves_stderr_clean(sim, capfd):
         time.sleep(0.01)
     assert request.finished is not None
     assert capfd.readouterr().err == ""
+
+
+def test_standalone_demo_prints_its_models_and_a_command_that_works(sim, tmp_path):
+    """``python -m llm_consortium.simulator``: the YAML it prints, pasted into
+    llm's user dir, and the command it prints give a consortium run; it
+    writes nothing into the llm user dir it runs with, and Ctrl-C stops it."""
+    own_user_dir = tmp_path / "demo-user-dir"
+    own_user_dir.mkdir()
+    demo = subprocess.Popen([sys.executable, "-m", "llm_consortium.simulator", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "LLM_USER_PATH": str(own_user_dir)})
+    try:
+        printed = ""
+        while "Ctrl-C stops it." not in printed:
+            line = demo.stdout.readline()
+            assert line, f"the demo ended early: {demo.stderr.read()}"
+            printed += line
+        yaml = re.search(r"^(- model_id:.*?)\n\n", printed, re.M | re.S).group(1)
+        assert re.search(r'api_base: "http://127\.0\.0\.1:\d+/v1"', yaml)
+        (llm.user_dir() / "extra-openai-models.yaml").write_text(yaml + "\n")
+        (command,) = [line for line in printed.splitlines() if line.startswith("llm consortium ")]
+        result = invoke(*shlex.split(command)[1:])
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout == "There are three r's in strawberry.\n"
+        assert "agreement 1.00" in result.stderr and "Confidence 0.92" in result.stderr
+        assert list(own_user_dir.iterdir()) == []  # nothing written into llm's user directory
+    finally:
+        demo.send_signal(signal.SIGINT)
+        remaining = read_until_closed([demo.stderr.fileno()])[demo.stderr.fileno()]
+        assert demo.wait(10) == 0
+    assert remaining == b""
