@@ -18,17 +18,6 @@ ENV_VARS_TO_CLEAR = (
 )
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_cmdline_main(config):
-    """The whole suite runs on every core when pytest-xdist is installed (it
-    is in the test extra): most of its time is llm processes and waiting.
-    Naming test files or ``-n`` (``-n 0`` for one process) decides instead."""
-    named = [arg for arg in config.invocation_params.args if not str(arg).startswith("-") and "/" in str(arg)
-             or str(arg).endswith(".py")]
-    if config.pluginmanager.hasplugin("xdist") and config.option.numprocesses is None and not named:
-        config.option.numprocesses = "auto"
-
-
 @pytest.fixture(scope="session")
 def _sim_server():
     provider = SimProvider()
