@@ -10,7 +10,9 @@ from pathlib import Path
 import click
 from click_default_group import DefaultGroup
 
-from .config import DEFAULT_ARBITER, DEFAULT_MODELS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError
+from .config import (
+    DEFAULT_ARBITER, DEFAULT_MODELS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError, UnknownModelsError,
+)
 from .evaluate import eval_command
 from .rejudge import rejudge
 from .safetext import printable, single_line
@@ -113,9 +115,13 @@ class ConsortiumGroup(DefaultGroup):
         except sqlite3.Error as exc:
             fail(f"The database in llm's user directory could not be used: {exc}")
         except click.UsageError as exc:
-            # A prompt that is a subcommand's name ran that subcommand.
+            # A prompt that is a subcommand's name ran that subcommand: say
+            # how to ask it when the mistake is in the words (a missing
+            # argument, extra ones), not in an option the subcommand lacks.
             word = exc.ctx.info_name if exc.ctx and exc.ctx.parent is ctx else None
-            if word in self.commands and word != "run":
+            missing_argument = isinstance(exc, click.MissingParameter) and isinstance(exc.param, click.Argument)
+            extra_words = type(exc) is click.UsageError  # what click raises for unexpected extra arguments
+            if word in self.commands and word != "run" and (missing_argument or extra_words):
                 exc.message += f" (to ask a consortium the prompt {word!r}, use: llm consortium run {word!r})"
             raise
 
@@ -211,7 +217,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
         # unknown models, empty prompt, options no member accepts
         ConsortiumOrchestrator(config=config).prepare(prompt, options=options.model_extra)
     except ConsortiumConfigError as exc:
-        fail(explain_defaults(str(exc)))
+        fail(explain_defaults(exc))
     if output:
         check_writable(output)
     out = owned_stdout()
@@ -422,16 +428,20 @@ def default_config() -> ConsortiumConfig | None:
     return ConsortiumConfig.from_dict(saved)
 
 
-def explain_defaults(message: str) -> str:
-    """Say so when the unknown model is one of the built-in defaults."""
-    defaults = [m for m in [*DEFAULT_MODELS, DEFAULT_ARBITER] if m in message]
-    if "Unknown model" in message and defaults:
-        return (
-            f"{message}. {', '.join(dict.fromkeys(defaults))}: built-in default(s) of the original plugin; "
-            "pass -m MODEL (repeatable) and --arbiter MODEL, or save a consortium and make it the default "
-            "with 'llm consortium default NAME'"
-        )
-    return message
+def explain_defaults(error: ConsortiumConfigError) -> str:
+    """The error's message, saying once which unknown models are built-in defaults."""
+    builtin = {*DEFAULT_MODELS, DEFAULT_ARBITER}
+    if not isinstance(error, UnknownModelsError) or builtin.isdisjoint(error.models):
+        return str(error)
+    defaults = [m for m in error.models if m in builtin]
+    others = [m for m in error.models if m not in builtin]
+    label = "Unknown model" if len(error.models) == 1 else "Unknown models"
+    named = f"{', '.join(others)} (see 'llm models' for the installed ones) and " if others else ""
+    return (
+        f"{label}: {named}{', '.join(defaults)} (built-in default{'s' if len(defaults) > 1 else ''} of the "
+        "original plugin); pass -m MODEL (repeatable) and --arbiter MODEL, or save a consortium and make it "
+        "the default with 'llm consortium default NAME'"
+    )
 
 
 def check_writable(output: str) -> None:

@@ -31,6 +31,15 @@ class ConsortiumConfigError(ValueError):
     """A mistake in what the user asked for. The message is one line."""
 
 
+class UnknownModelsError(ConsortiumConfigError):
+    """Models llm does not know, named in ``models``."""
+
+    def __init__(self, models: list[str]):
+        self.models = models
+        label = "Unknown model" if len(models) == 1 else "Unknown models"
+        super().__init__(f"{label}: {', '.join(models)} (see 'llm models' for the installed ones)")
+
+
 class ConsortiumError(RuntimeError):
     """A run could not produce an answer (every member failed, or the arbiter did).
 
@@ -86,10 +95,16 @@ def split_count(spec: str, known: set[str] | None = None) -> tuple[str, int]:
 
     Model ids may contain colons themselves (``llama3:8b``), so a spec that
     is itself a known model id is never split, and only an all-digit suffix
-    is read as a count.
+    is read as a count. Given the ``known`` ids, a known model followed by
+    something other than a count of 1 or more (``m:0``, ``m:x``) is refused.
     """
     if known is not None and spec in known:
         return spec, 1
+    model, colon, count = spec.rpartition(":")
+    if known is not None and colon and model in known and not (count.isdecimal() and int(count) >= 1):
+        raise ConsortiumConfigError(
+            f"Bad member count in {spec!r}: the count after ':' must be a whole number, 1 or more"
+        )
     match = _COUNT_SUFFIX.match(spec)
     if match and int(match["count"]) >= 1:
         return match["model"], int(match["count"])

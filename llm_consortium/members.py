@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from .config import ConsortiumConfigError, split_count
+from .config import ConsortiumConfigError, UnknownModelsError, split_count
 from . import pricing, schemas
 from .results import Usage
 from .safetext import clean
@@ -91,10 +91,7 @@ def resolve_models(names: list[str]) -> dict[str, ModelHandle]:
         elif model_id not in unknown:
             unknown.append(model_id)
     if unknown:
-        label = "Unknown model" if len(unknown) == 1 else "Unknown models"
-        raise ConsortiumConfigError(
-            f"{label}: {', '.join(unknown)} (see 'llm models' for the installed ones)"
-        )
+        raise UnknownModelsError(unknown)
     return handles
 
 

@@ -75,6 +75,10 @@ def test_options_reach_the_engine(panel):
         (["q", "-m", "m1"], "--arbiter MODEL"),  # the built-in default arbiter is not installed
         (["q", "-m", "m1", "--arbiter", "gpt-4o-mini"], "No API key for: gpt-4o-mini ('llm keys set openai'"),
         (["q"], "llm consortium default"),  # built-in defaults not installed
+        (["q", "-m", "m1:0", "--arbiter", "judge"],
+         "Error: Bad member count in 'm1:0': the count after ':' must be a whole number, 1 or more"),
+        (["q", "-m", "m1:x", "--arbiter", "judge"], "Bad member count in 'm1:x'"),
+        (["q", "-m", "m1:-2", "--arbiter", "judge"], "Bad member count in 'm1:-2'"),
     ],
 )
 @pytest.mark.empty_user_dir
@@ -348,6 +352,26 @@ def test_broken_saved_row_does_not_break_llm(panel):
     conn.close()
     result = invoke("models")
     assert result.exit_code == 0 and "m1" in result.stdout
+
+
+@pytest.mark.parametrize("args, unknown", [
+    (["q"], ["claude-3-opus-20240229", "claude-3-sonnet-20240229", "gemini-pro"]),  # gpt-4 is llm's own
+    (["q", "-m", "ghost"], ["ghost", "claude-3-opus-20240229"]),  # the default arbiter
+])
+def test_unknown_default_models_are_named_once(panel, args, unknown):
+    result = invoke("consortium", *args)
+    assert result.exit_code == 1 and panel.requests == []
+    line, = result.stderr.splitlines()
+    for model in unknown:
+        assert line.count(model) == 1, line
+    assert "built-in default" in line and "llm consortium default NAME" in line
+
+
+def test_a_model_id_with_a_colon_is_a_model_not_a_count(panel):
+    panel.add("llama3:8b", reply="Llama says 42.")
+    result = invoke("consortium", "q", "-m", "llama3:8b", "-m", "llama3:8b:2", "--arbiter", "judge", "--no-raw")
+    assert result.exit_code == 0, result.stderr
+    assert len(panel.calls("llama3:8b")) == 3
 
 
 def test_arbiter_with_a_count_is_refused(panel):

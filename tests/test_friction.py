@@ -123,3 +123,20 @@ def test_python_api_twice_with_asyncio_run_is_quiet(sim):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "s\ns\ns\n"
     assert proc.stderr == ""
+
+
+def test_an_unknown_option_of_a_subcommand_gets_no_prompt_hint(sim):
+    for args in (["rejudge", "7926cddd", "--arbiter", "local-a", "--no-raw"], ["show", "c", "--bogus"],
+                 ["list", "--bogus"], ["save", "c", "-m", "m1", "--bogus"], ["remove", "c", "--bogus"],
+                 ["default", "--bogus"], ["runs", "-n", "many"]):
+        result = invoke("consortium", *args)
+        assert result.exit_code == 2, args
+        assert "Error: No such option" in result.stderr or "Invalid value" in result.stderr, result.stderr
+        assert "to ask a consortium" not in result.stderr, args
+
+
+def test_extra_words_after_a_subcommand_name_get_the_prompt_hint(sim):
+    result = invoke("consortium", "list", "extra", "words")
+    assert result.exit_code == 2
+    assert "unexpected extra arguments" in result.stderr
+    assert "(to ask a consortium the prompt 'list', use: llm consortium run 'list')" in result.stderr
