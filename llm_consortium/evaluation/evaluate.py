@@ -120,8 +120,8 @@ def eval_command(dataset, sample, consortium_name, models, arbiter, methods, lim
 
     from . import evalreport
     from .evalrun import Evaluation
-    from .runner import run_coroutine
-    from .store import user_dir
+    from ..core.runner import run_coroutine
+    from ..storage.store import user_dir
 
     evaluation = Evaluation(config, handles, user_dir() / CACHE_FILE, progress=Progress(), samples=samples)
     rows = run_coroutine(evaluation.run(items, chosen))
@@ -197,12 +197,12 @@ def read_dataset(path: Path) -> list[Item]:
 
 def resolve(consortium_name, models, arbiter, max_concurrency, with_arbiter: bool):
     """The consortium's configuration (validated) and its models, resolved before any call."""
-    from .config import ConsortiumConfig, ConsortiumConfigError
-    from .members import resolve_models
+    from ..core.config import ConsortiumConfig, ConsortiumConfigError
+    from ..core.members import resolve_models
 
     settings = {}
     if consortium_name:
-        from .store import load_config
+        from ..storage.store import load_config
 
         settings = load_config(consortium_name)
         if settings is None:
