@@ -182,7 +182,7 @@ def test_plot_without_matplotlib_fails_before_any_call(sim, members, monkeypatch
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     result = run_eval(*ALL_MEMBERS, "--plot", "chart.png")
     assert result.exit_code == 1
-    assert result.stderr.strip().splitlines() == ["Error: --plot needs matplotlib: pip install matplotlib"]
+    assert result.stderr.strip().splitlines() == ["Error: --plot needs matplotlib: llm install matplotlib"]
     assert sim.requests == []
 
 

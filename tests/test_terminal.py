@@ -274,12 +274,13 @@ def test_runs_shows_no_escapes(hostile):
     invoke(*RUN, "--no-raw")
     conn = sqlite3.connect(llm.user_dir() / "logs.db")
     with conn:
-        conn.execute("UPDATE consortium_runs SET name = ?", ("evil " + HOSTILE + "\nforged run",))
+        conn.execute("UPDATE consortium_runs SET name = ?, prompt = ?",
+                     ("evil " + HOSTILE + "\nforged run", "ask " + HOSTILE + "\nforged prompt"))
     conn.close()
     result = invoke("consortium", "runs")
     assert_safe(result.stdout)
-    (line,) = result.stdout.splitlines()
-    assert line.endswith("evil " + SHOWN + " forged run")
+    (_, line) = result.stdout.splitlines()
+    assert "  evil " + SHOWN[:8] in line and line.endswith("ask " + SHOWN + " forged prompt")
 
 
 # save

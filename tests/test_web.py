@@ -382,8 +382,9 @@ def test_serve_without_the_web_extra_says_what_to_install(sim):
     code = "import sys; sys.modules['starlette'] = None; from llm.cli import cli; cli(['consortium', 'serve'])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 1
+    # The packages of the web extra, from the plugin's installed metadata, into llm's own environment.
     assert result.stderr == ("Error: llm consortium serve needs the web extra (starlette is missing): "
-                             "pip install 'llm-consortium[web]' (or: llm install 'llm-consortium[web]')\n")
+                             "llm install 'starlette>=0.37' 'uvicorn>=0.29' 'markdown-it-py>=3'\n")
 
 
 def test_serve_says_so_when_the_port_is_taken(sim):

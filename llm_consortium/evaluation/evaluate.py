@@ -81,7 +81,7 @@ class Item:
 @click.option("json_", "--json", is_flag=True, help="Print the results as JSON")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Save a chart of accuracy (95% intervals) against dollars per item (needs matplotlib: "
-                   "pip install 'llm-consortium[plot]')")
+                   "llm install matplotlib)")
 def eval_command(dataset, sample, consortium_name, models, arbiter, methods, limit, samples, max_concurrency,
                  json_, plot):
     """Is the consortium worth it on DATASET? Score each member, the best
@@ -113,7 +113,9 @@ def eval_command(dataset, sample, consortium_name, models, arbiter, methods, lim
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise click.ClickException("--plot needs matplotlib: pip install matplotlib") from None
+            from ..extras import install_command
+
+            raise click.ClickException(f"--plot needs matplotlib: {install_command('plot')}") from None
     chosen = parse_methods(methods)
     items = read_dataset(dataset)[:limit]
     config, handles = resolve(consortium_name, models, arbiter, max_concurrency, with_arbiter=needs_arbiter(chosen))

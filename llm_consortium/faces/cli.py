@@ -620,7 +620,7 @@ def serve(host, port):
     """A local web viewer of the recorded runs, live and past, where a
     saved consortium can also be asked. Needs the web extra."""
     from ..storage.store import db_path
-    from .web import INSTALL, PACKAGES
+    from .web import PACKAGES
 
     try:
         from .web.app import listen, server
@@ -628,7 +628,9 @@ def serve(host, port):
         missing = (exc.name or "").split(".")[0]
         if missing not in PACKAGES:
             raise
-        fail(f"llm consortium serve needs the web extra ({missing} is missing): {INSTALL}")
+        from ..extras import install_command
+
+        fail(f"llm consortium serve needs the web extra ({missing} is missing): {install_command('web')}")
     try:
         sock = listen(host, port)
     except OSError as exc:
@@ -647,7 +649,7 @@ def runs(limit, json_):
     """List recent runs, newest first. A run whose process ended without
     recording how it ended (killed, or its machine went down) is shown as
     interrupted."""
-    from .display import cost
+    from .display import clip, short_cost
     from ..storage.store import list_runs
 
     rows = list_runs(limit or None)
@@ -656,17 +658,25 @@ def runs(limit, json_):
         return
     if not rows:
         click.echo("No runs recorded yet.")
-    for row in rows:
-        who = single_line(row.get("name") or ", ".join(row.get("models") or []))
-        confidence = "-   " if row.get("confidence") is None else f"{row['confidence']:.2f}"
-        agreement = "-   " if row.get("agreement") is None else f"{row['agreement']:.2f}"
-        tokens = (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0)
-        spent = cost(row["cost_usd"], None, None)
-        click.echo(
-            f"{row['id'][:8]}  {(row.get('started') or '')[:19]}  {row['status']:<11}  "
-            f"conf {confidence}  agr {agreement}  {row.get('iterations') or 0} rnd  {tokens:>7} tok  {spent:>12}  "
-            f"{who}"
-        )
+        return
+    # Stored text is shown on one line, cut to its column, and never acted on.
+    whos = [clip(row.get("name") or ", ".join(row.get("models") or []), 30) for row in rows]
+    width = max(len("CONSORTIUM"), *map(len, whos))
+
+    def line(*columns):
+        id_, started, status, confidence, agreement, rounds, tokens, spent, who, prompt = columns
+        return (f"{id_:<8}  {started:<16}  {status:<11}  {confidence:>4}  {agreement:>4}  {rounds:>3}  "
+                f"{tokens:>6}  {spent:>9}  {who:<{width}}  {prompt}")
+
+    click.echo(line("ID", "STARTED", "STATUS", "CONF", "AGR", "RND", "TOKENS", "COST", "CONSORTIUM", "PROMPT"))
+    for row, who in zip(rows, whos):
+        confidence, agreement = ("-" if row.get(key) is None else f"{row[key]:.2f}" for key in ("confidence", "agreement"))
+        click.echo(line(
+            row["id"][:8], single_line(row.get("started") or "")[:16].replace("T", " "), row["status"],
+            confidence, agreement, row.get("iterations") or 0,
+            (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0),
+            short_cost(row["cost_usd"], row["priced_usd"]), who, clip(row.get("prompt") or "", 40),
+        ))
         if row["threshold_note"]:
             click.echo(click.style(f"          threshold not reached: {printable(row['threshold_note'])}", fg="yellow"))
 

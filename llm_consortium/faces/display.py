@@ -72,6 +72,20 @@ def cost(cost_usd: float | None, priced_usd: float | None, unpriced: int | None)
     return text + (f"; {dollars(priced_usd)} known" if priced_usd else "")
 
 
+def short_cost(cost_usd: float | None, priced_usd: float | None) -> str:
+    """A cost in a column: dollars; ``≥$0.0031`` when some calls were not
+    priced (at least what was); ``?`` when nothing was."""
+    if cost_usd is not None:
+        return dollars(cost_usd)
+    return f"≥{dollars(priced_usd)}" if priced_usd else "?"
+
+
+def clip(text: str, width: int) -> str:
+    """``single_line(text)``, cut to ``width`` characters with an ellipsis."""
+    text = single_line(text)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def usage_cost(usage: dict) -> str:
     """The cost of a result's ``usage`` (``Usage.to_dict``)."""
     return cost(usage["cost_usd"], usage["priced_usd"], usage["unpriced"])
