@@ -4,14 +4,15 @@ chooses what stops a run (--stop-on). Through llm's real client against the
 simulated provider; the groups parser is also tried alone on hostile text."""
 
 import json
+import re
 
 import pytest
 
 from helpers import invoke
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
-from llm_consortium.agreement import parse_groups
-from llm_consortium.store import get_run, list_runs
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.core.agreement import parse_groups
+from llm_consortium.storage.store import get_run, list_runs
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 FAST = {"retry_backoff": 0.01}
 PARIS = ["Paris is the capital of France.", "The capital of France is Paris.", "Paris."]
@@ -282,7 +283,7 @@ def test_runs_and_inspect_show_both_numbers_and_the_shortfall(sim):
     assert row["confidence"] == 0.95 and row["agreement"] == pytest.approx(2 / 3)
     assert row["stop_on"] == "agreement" and row["threshold_note"] == note
     listed = invoke("consortium", "runs").stdout
-    assert "conf 0.95  agr 0.67  2 rnd" in listed and f"threshold not reached: {note}" in listed
+    assert re.search(r"  0\.95  0\.67 +2 ", listed) and f"threshold not reached: {note}" in listed
     assert json.loads(invoke("consortium", "runs", "--json").stdout)[0]["threshold_note"] == note
     shown = invoke("consortium", "inspect").stdout
     assert shown.count("Confidence: 0.95 · agreement 0.67 (measured by the arbiter's groups)") == 2

@@ -13,7 +13,7 @@ import llm
 import pytest
 
 from helpers import db_rows, invoke, llm_subprocess
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
 
@@ -257,12 +257,27 @@ def test_ctrl_c_records_cancelled_run(panel):
 def test_runs_and_inspect(panel):
     invoke(*RUN)
     listing = invoke("consortium", "runs").stdout
-    assert "success" in listing and "m1, m2" in listing
+    assert "success" in listing and "m1, m2" in listing and "What is 6*7?" in listing
     rows = json.loads(invoke("consortium", "runs", "--json").stdout)
     shown = invoke("consortium", "inspect", rows[0]["id"][:8]).stdout
     assert "Round 1" in shown and "Member one says 42." in shown and "Both agree." in shown
     assert json.loads(invoke("consortium", "inspect", "--json").stdout)["id"] == rows[0]["id"]
     assert invoke("consortium", "inspect", "zzzz").exit_code == 1
+
+
+def test_runs_has_a_header_and_a_one_line_prompt_column(panel):
+    invoke(*RUN, "--no-raw")
+    long_prompt = "Line one\nline two " + "word " * 40
+    invoke("consortium", long_prompt, "-m", "m1", "--arbiter", "judge", "--no-raw")
+    header, newest, older = invoke("consortium", "runs").stdout.splitlines()
+    assert header.split() == ["ID", "STARTED", "STATUS", "CONF", "AGR", "RND", "TOKENS", "COST", "CONSORTIUM",
+                              "PROMPT"]
+    assert older.endswith("  m1, m2      What is 6*7?")
+    assert newest.split("  m1          ")[1].startswith("Line one line two word word")
+    assert newest.endswith("…") and len(newest) < 132
+    for line in (newest, older):  # the columns line up under the header
+        assert line[header.index("STATUS")-2:header.index("STATUS")] == "  "
+        assert line[header.index("PROMPT"):][0] in "LW"
 
 
 def test_config_saved_by_version_0_3_works(panel):

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from helpers import db_rows, invoke
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 pytest.importorskip("genai_prices")
 
@@ -117,7 +117,8 @@ def test_cost_is_shown_stored_and_logged(sim):
     shown = re.search(r"· \$(0\.\d+) · [\d.]+ s", result.stderr)  # the summary
     assert shown and float(shown[1]) == pytest.approx(run["cost_usd"], rel=0.05)
     assert re.search(rf"Token usage: [\d,]+ input, [\d,]+ output · \${shown[1]}\n", result.stderr)
-    assert re.search(rf"^{run['id'][:8]} .* 1 rnd .* \${shown[1]}  m1, m2$", invoke("consortium", "runs").stdout, re.M)
+    assert re.search(rf"^{run['id'][:8]} .* 1 +\d+ +\${shown[1]}  m1, m2  +Explain it at length\.$",
+                     invoke("consortium", "runs").stdout, re.M)
     logged = json.loads(invoke("logs", "-n", "1", "--json").stdout)[0]
     assert json.loads(logged["token_details"])["cost_usd"] == pytest.approx(run["cost_usd"])
 
@@ -141,7 +142,8 @@ def test_an_unpriced_model_shows_unknown_cost_everywhere(sim):
     assert row["cost_usd"] is None and row["unpriced_calls"] == 1 and row["priced_usd"] > 0
     costs = {c["model"]: c["cost_usd"] for c in db_rows("select model, cost_usd from consortium_calls")}
     assert costs["homebrew"] is None and costs["m1"] == pytest.approx(members["m1"]["cost_usd"])
-    assert "cost unknown" in invoke("consortium", "runs").stdout
+    line = invoke("consortium", "runs").stdout.splitlines()[1]  # below the header; a threshold note follows
+    assert re.search(r"  ≥\$0\.\d+  m1, homebrew  ", line)  # at least what was priced
     shown = invoke("consortium", "inspect", run_id[:8]).stdout
     assert re.search(r"^Cost: cost unknown: 1 call unpriced; \$0\.\d+ known$", shown, re.M)
     assert re.search(r"Round 1 · cost unknown: 1 call unpriced; \$0\.\d+ known", shown)
@@ -181,3 +183,11 @@ def test_the_first_round_estimate_counts_the_council_reviews(sim):
     assert float(re.search(r"estimated cost, about \$([\d.]+)", council.stderr)[1]) > arbiter_estimate * 1.5
     assert sim.requests == []
     assert invoke(*command, str(arbiter_estimate * 1.5)).exit_code == 0  # the arbiter's round fits
+
+
+def test_runs_marks_a_cost_nothing_priced_as_unknown(sim):
+    sim.add("homebrew", reply="answer")  # no model_name: no price for any call
+    sim.add("homebrew-judge", reply=arbiter_xml("s", 0.9))
+    assert invoke("consortium", "q", "-m", "homebrew", "--arbiter", "homebrew-judge", "--no-raw").exit_code == 0
+    (line,) = invoke("consortium", "runs").stdout.splitlines()[1:]
+    assert re.search(r"  \?  homebrew    ", line), line

@@ -6,7 +6,7 @@ import time
 import llm
 import pytest
 
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 LONG_REPLY = "  The quick  brown fox\njumps over\tthe lazy dog.  "
 

@@ -13,8 +13,9 @@ import time
 import llm
 import pytest
 
-from llm_consortium import ConsortiumOrchestrator, Observer, RunRecorder, store
-from llm_consortium.store import get_run
+from llm_consortium import ConsortiumOrchestrator, Observer, RunRecorder
+from llm_consortium.storage import store
+from llm_consortium.storage.store import get_run
 from helpers import db_path, db_rows, invoke
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
@@ -146,7 +147,7 @@ def test_disk_full_mid_run_answers_and_says_the_run_is_not_recorded(panel):
     assert db_path().stat().st_size == size
     assert invoke("logs", "-n", "1").exit_code == 0
     listing = invoke("consortium", "runs").stdout.splitlines()
-    assert "interrupted" in listing[0] and "success" in listing[1]
+    assert "interrupted" in listing[1] and "success" in listing[2]
 
 
 @pytest.mark.empty_user_dir
@@ -184,7 +185,7 @@ def test_runs_limit_beyond_sqlite_integers_lists_all(panel):
     invoke(*RUN)
     for limit in ("100000000000000000000", "0"):
         result = invoke("consortium", "runs", "-n", limit)
-        assert result.exit_code == 0 and len(result.stdout.splitlines()) == 2
+        assert result.exit_code == 0 and len(result.stdout.splitlines()) == 3  # a header and two runs
     assert len(json.loads(invoke("consortium", "runs", "-n", "1", "--json").stdout)) == 1
     refused = invoke("consortium", "runs", "-n", "-1")
     assert refused.exit_code == 2 and "-1 is not in the range x>=0" in refused.stderr

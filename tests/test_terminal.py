@@ -21,11 +21,11 @@ from types import SimpleNamespace
 import llm
 import pytest
 
-from llm_consortium.display import Progress
-from llm_consortium.safetext import printable, single_line
+from llm_consortium.faces.display import Progress
+from llm_consortium.core.safetext import printable, single_line
 import helpers
 from helpers import db_rows, read_until_closed
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 # One of each kind of thing a terminal acts on rather than shows.
 HOSTILE = (
@@ -274,12 +274,13 @@ def test_runs_shows_no_escapes(hostile):
     invoke(*RUN, "--no-raw")
     conn = sqlite3.connect(llm.user_dir() / "logs.db")
     with conn:
-        conn.execute("UPDATE consortium_runs SET name = ?", ("evil " + HOSTILE + "\nforged run",))
+        conn.execute("UPDATE consortium_runs SET name = ?, prompt = ?",
+                     ("evil " + HOSTILE + "\nforged run", "ask " + HOSTILE + "\nforged prompt"))
     conn.close()
     result = invoke("consortium", "runs")
     assert_safe(result.stdout)
-    (line,) = result.stdout.splitlines()
-    assert line.endswith("evil " + SHOWN + " forged run")
+    (_, line) = result.stdout.splitlines()
+    assert "  evil " + SHOWN[:8] in line and line.endswith("ask " + SHOWN + " forged prompt")
 
 
 # save

@@ -11,9 +11,9 @@ import json
 
 import click
 
-from .engine import Observer
-from .pricing import dollars
-from .safetext import printable, single_line
+from ..core.observer import Observer
+from ..core.pricing import dollars
+from ..core.safetext import printable, single_line
 
 
 def _rule(title: str) -> str:
@@ -70,6 +70,20 @@ def cost(cost_usd: float | None, priced_usd: float | None, unpriced: int | None)
         return "cost unknown"
     text = f"cost unknown: {unpriced} call{'s' if unpriced != 1 else ''} unpriced"
     return text + (f"; {dollars(priced_usd)} known" if priced_usd else "")
+
+
+def short_cost(cost_usd: float | None, priced_usd: float | None) -> str:
+    """A cost in a column: dollars; ``≥$0.0031`` when some calls were not
+    priced (at least what was); ``?`` when nothing was."""
+    if cost_usd is not None:
+        return dollars(cost_usd)
+    return f"≥{dollars(priced_usd)}" if priced_usd else "?"
+
+
+def clip(text: str, width: int) -> str:
+    """``single_line(text)``, cut to ``width`` characters with an ellipsis."""
+    text = single_line(text)
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def usage_cost(usage: dict) -> str:

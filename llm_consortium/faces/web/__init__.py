@@ -6,6 +6,5 @@ imported only by ``app``, which only ``serve`` imports: nothing here costs
 a plain ``llm`` command anything.
 """
 
-# The extra's top-level modules, and the one line saying how to get them.
+# The extra's top-level modules (``extras.install_command("web")`` says how to get them).
 PACKAGES = ("starlette", "uvicorn", "markdown_it")
-INSTALL = "pip install 'llm-consortium[web]' (or: llm install 'llm-consortium[web]')"

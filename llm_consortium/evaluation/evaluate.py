@@ -81,7 +81,7 @@ class Item:
 @click.option("json_", "--json", is_flag=True, help="Print the results as JSON")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Save a chart of accuracy (95% intervals) against dollars per item (needs matplotlib: "
-                   "pip install 'llm-consortium[plot]')")
+                   "llm install matplotlib)")
 def eval_command(dataset, sample, consortium_name, models, arbiter, methods, limit, samples, max_concurrency,
                  json_, plot):
     """Is the consortium worth it on DATASET? Score each member, the best
@@ -113,15 +113,17 @@ def eval_command(dataset, sample, consortium_name, models, arbiter, methods, lim
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise click.ClickException("--plot needs matplotlib: pip install matplotlib") from None
+            from ..extras import install_command
+
+            raise click.ClickException(f"--plot needs matplotlib: {install_command('plot')}") from None
     chosen = parse_methods(methods)
     items = read_dataset(dataset)[:limit]
     config, handles = resolve(consortium_name, models, arbiter, max_concurrency, with_arbiter=needs_arbiter(chosen))
 
     from . import evalreport
     from .evalrun import Evaluation
-    from .runner import run_coroutine
-    from .store import user_dir
+    from ..core.runner import run_coroutine
+    from ..storage.store import user_dir
 
     evaluation = Evaluation(config, handles, user_dir() / CACHE_FILE, progress=Progress(), samples=samples)
     rows = run_coroutine(evaluation.run(items, chosen))
@@ -197,12 +199,12 @@ def read_dataset(path: Path) -> list[Item]:
 
 def resolve(consortium_name, models, arbiter, max_concurrency, with_arbiter: bool):
     """The consortium's configuration (validated) and its models, resolved before any call."""
-    from .config import ConsortiumConfig, ConsortiumConfigError
-    from .members import resolve_models
+    from ..core.config import ConsortiumConfig, ConsortiumConfigError
+    from ..core.members import resolve_models
 
     settings = {}
     if consortium_name:
-        from .store import load_config
+        from ..storage.store import load_config
 
         settings = load_config(consortium_name)
         if settings is None:
