@@ -105,7 +105,7 @@ def main():
     os.environ["LLM_USER_PATH"] = tempfile.mkdtemp(prefix="consortium-bench-")
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_OPENAI_SHOW_RESPONSES", "LLM_LOAD_PLUGINS"):
         os.environ.pop(var, None)
-    from llm_consortium.simulator import SimProvider, arbiter_xml
+    from llm_consortium.evaluation.simulator import SimProvider, arbiter_xml
 
     sim = SimProvider()
     try:

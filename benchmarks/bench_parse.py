@@ -10,9 +10,9 @@ the time grows about linearly with N.
 
 import time
 
-from llm_consortium.agreement import parse_groups
-from llm_consortium.parsing import parse_arbiter
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.core.agreement import parse_groups
+from llm_consortium.core.parsing import parse_arbiter
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 
 def seconds(function, text: str) -> float:

@@ -56,7 +56,7 @@ def profiled(run):
     import asyncio
     import cProfile
 
-    from llm_consortium.runner import background_loop
+    from llm_consortium.core.runner import background_loop
 
     caller, loop_thread = cProfile.Profile(), cProfile.Profile()
 
@@ -78,7 +78,7 @@ def main(sizes):
     os.environ["LLM_USER_PATH"] = tempfile.mkdtemp(prefix="consortium-bench-")
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_OPENAI_SHOW_RESPONSES", "SSL_CERT_FILE", "SSL_CERT_DIR"):
         os.environ.pop(var, None)
-    from llm_consortium.simulator import SimProvider, arbiter_xml
+    from llm_consortium.evaluation.simulator import SimProvider, arbiter_xml
 
     from llm_consortium import ConsortiumOrchestrator
 

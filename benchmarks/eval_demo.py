@@ -4,7 +4,7 @@ run is replayed from the cache and makes no model call.
 
     python benchmarks/eval_demo.py [--plot docs/eval.png]
 
-The members (tests/simeval.py) are right on an item with their stated
+The members (llm_consortium/evaluation/simeval.py) are right on an item with their stated
 accuracy, each answer a fixed draw per model, question and sample; they are
 priced as the provider models named below (genai-prices, by the name their
 provider knows) and answer after the stated latency. The simulated judge
@@ -18,18 +18,15 @@ real model.
 import os
 import sys
 import tempfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 os.environ["LLM_USER_PATH"] = tempfile.mkdtemp(prefix="consortium-eval-")
 os.environ.pop("OPENAI_API_KEY", None)
 
 from click.testing import CliRunner  # noqa: E402
 
-from llm_consortium.evaluate import eval_command, read_dataset, sample_path  # noqa: E402
-from simeval import SimulatedPanel  # noqa: E402
-from llm_consortium.simulator import SimProvider  # noqa: E402
+from llm_consortium.evaluation.evaluate import eval_command, read_dataset, sample_path  # noqa: E402
+from llm_consortium.evaluation.simeval import SimulatedPanel  # noqa: E402
+from llm_consortium.evaluation.simulator import SimProvider  # noqa: E402
 
 # name: (accuracy, the provider model it is priced as, seconds per reply)
 MEMBERS = {

@@ -5,7 +5,7 @@
 Needs the web extra and selenium (``pip install -e '.[test]'``), and
 Debian's ``chromium`` and ``chromium-driver`` (``apt-get install chromium
 chromium-driver``). Everything runs offline: the members are the scripted
-models of llm_consortium/simulator.py, in a temporary llm user directory.
+models of llm_consortium/evaluation/simulator.py, in a temporary llm user directory.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     os.environ["LLM_USER_PATH"] = tempfile.mkdtemp(prefix="consortium-shots-")
     os.environ.pop("OPENAI_API_KEY", None)
-    from llm_consortium.simulator import SimProvider, arbiter_xml
+    from llm_consortium.evaluation.simulator import SimProvider, arbiter_xml
 
     sim = SimProvider()
     answers = {
@@ -97,7 +97,7 @@ def llm(arguments: list[str]) -> None:
 
 
 def start_viewer() -> str:
-    from llm_consortium.web.app import listen, server
+    from llm_consortium.faces.web.app import listen, server
 
     sock = listen("127.0.0.1", 0)
     viewer = server(sock, "127.0.0.1")

@@ -19,12 +19,12 @@ __all__ = [
 ]
 
 _LAZY = {
-    "ConsortiumConfig": "config",
-    "ConsortiumConfigError": "config",
-    "ConsortiumError": "config",
-    "ConsortiumOrchestrator": "engine",
-    "Observer": "observer",
-    "RunRecorder": "recorder",
+    "ConsortiumConfig": "core.config",
+    "ConsortiumConfigError": "core.config",
+    "ConsortiumError": "core.config",
+    "ConsortiumOrchestrator": "core.engine",
+    "Observer": "core.observer",
+    "RunRecorder": "storage.recorder",
 }
 
 
@@ -38,7 +38,7 @@ def __getattr__(name: str):
 
 @llm.hookimpl
 def register_commands(cli):
-    from .cli import consortium
+    from .faces.cli import consortium
 
     cli.add_command(consortium)
 
@@ -47,13 +47,13 @@ def register_commands(cli):
 def register_models(register):
     """Each saved consortium is a model. One small query; nothing else is
     imported unless there is something saved."""
-    from .store import saved_configs_fast
+    from .storage.store import saved_configs_fast
 
     saved = saved_configs_fast()
     if not saved:
         return
-    from .config import ConsortiumConfig
-    from .model import AsyncConsortiumModel, ConsortiumModel
+    from .core.config import ConsortiumConfig
+    from .faces.model import AsyncConsortiumModel, ConsortiumModel
 
     for name, data in saved:
         try:

@@ -1,9 +1,10 @@
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from llm_consortium.simulator import SimProvider, arbiter_xml
+from llm_consortium.evaluation.simulator import SimProvider, arbiter_xml
 
 TRUSTS_NOTHING = Path(__file__).parent / "trusts-nothing.pem"
 ENV_VARS_TO_CLEAR = (
@@ -25,7 +26,8 @@ def pytest_cmdline_main(config):
     Naming test files or ``-n`` (``-n 0`` for one process) decides instead."""
     named = [arg for arg in config.invocation_params.args if not str(arg).startswith("-") and "/" in str(arg)
              or str(arg).endswith(".py")]
-    if config.pluginmanager.hasplugin("xdist") and config.option.numprocesses is None and not named:
+    worker = "PYTEST_XDIST_WORKER" in os.environ  # a worker must not start workers of its own
+    if config.pluginmanager.hasplugin("xdist") and config.option.numprocesses is None and not named and not worker:
         config.option.numprocesses = "auto"
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from helpers import invoke
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
-from llm_consortium.agreement import parse_groups
-from llm_consortium.store import get_run, list_runs
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.core.agreement import parse_groups
+from llm_consortium.storage.store import get_run, list_runs
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 FAST = {"retry_backoff": 0.01}
 PARIS = ["Paris is the capital of France.", "The capital of France is Paris.", "Paris."]

@@ -1,14 +1,14 @@
-"""llm_consortium.answers: normalisation, extraction, the majority vote, is_correct."""
+"""llm_consortium.core.answers: normalisation, extraction, the majority vote, is_correct."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from llm_consortium.answers import Tally, extract_answer, is_correct, normalise_answer, tally
-from llm_consortium.ballots import parse_ballot
+from llm_consortium.core.answers import Tally, extract_answer, is_correct, normalise_answer, tally
+from llm_consortium.core.ballots import parse_ballot
 
-SAMPLE_EVAL = Path(__file__).resolve().parent.parent / "llm_consortium" / "data" / "sample-eval.jsonl"
+SAMPLE_EVAL = Path(__file__).resolve().parent.parent / "llm_consortium" / "evaluation" / "data" / "sample-eval.jsonl"
 
 
 # ---------------------------------------------------------------- normalise

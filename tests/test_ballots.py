@@ -1,8 +1,8 @@
-"""llm_consortium.ballots: labels, peer-review ballots, the Borda count and its bootstrap."""
+"""llm_consortium.core.ballots: labels, peer-review ballots, the Borda count and its bootstrap."""
 
 import pytest
 
-from llm_consortium.ballots import borda, bootstrap_intervals, label, parse_ballot
+from llm_consortium.core.ballots import borda, bootstrap_intervals, label, parse_ballot
 
 
 # ------------------------------------------------------------------ ballots

@@ -13,7 +13,7 @@ import llm
 import pytest
 
 from helpers import db_rows, invoke, llm_subprocess
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
 

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from helpers import db_rows, invoke
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 pytest.importorskip("genai_prices")
 

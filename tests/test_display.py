@@ -11,7 +11,7 @@ import time
 import click
 
 from helpers import invoke
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 
 def run_llm(args, *, stderr_tty):

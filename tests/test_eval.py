@@ -1,5 +1,5 @@
 """``llm consortium eval``: whole runs of each method and the baselines,
-against simulated members of known accuracy (tests/simeval.py), through
+against simulated members of known accuracy (llm_consortium/evaluation/simeval.py), through
 llm's real client."""
 
 import json
@@ -12,12 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 import llm_consortium
-from llm_consortium import evalreport, store
-from llm_consortium.answers import tally
-from llm_consortium.evaluate import eval_command
-from simeval import SimulatedPanel
+from llm_consortium.evaluation import evalreport
+from llm_consortium.storage import store
+from llm_consortium.core.answers import tally
+from llm_consortium.evaluation.evaluate import eval_command
+from llm_consortium.evaluation.simeval import SimulatedPanel
 
-DATASET = Path(llm_consortium.__file__).parent / "data" / "sample-eval.jsonl"
+DATASET = Path(llm_consortium.__file__).parent / "evaluation" / "data" / "sample-eval.jsonl"
 ITEMS = [json.loads(line) for line in DATASET.read_text().splitlines() if line.strip()]
 TRUTH = {item["prompt"]: item["answer"] for item in ITEMS}
 ACCURACY = {"sim-strong": 0.9, "sim-middle": 0.7, "sim-weak": 0.5}
@@ -237,7 +238,7 @@ def test_judgements_that_fell_back_are_counted_and_listed_per_method(sim, member
     refused, unreadable = ITEMS[1]["prompt"], ITEMS[2]["prompt"]
 
     def flaky_judge(request):
-        from simeval import original_prompt
+        from llm_consortium.evaluation.simeval import original_prompt
 
         asked = original_prompt(request.user)
         if asked == refused:
@@ -334,7 +335,7 @@ def test_bad_dataset_line_names_the_line(sim, members, tmp_path):
 
 
 def test_importing_the_command_does_not_load_the_engine():
-    code = "import sys, llm_consortium.evaluate; print('llm_consortium.engine' in sys.modules)"
+    code = "import sys, llm_consortium.evaluation.evaluate; print('llm_consortium.core.engine' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

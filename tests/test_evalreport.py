@@ -2,7 +2,7 @@
 
 import pytest
 
-from llm_consortium.evalreport import (
+from llm_consortium.evaluation.evalreport import (
     Row, calibration, compare, error_correlation, recommendation, redundant_members,
 )
 

@@ -9,7 +9,7 @@ import sys
 
 import llm
 
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.evaluation.simulator import arbiter_xml
 from helpers import db_rows, invoke, read_until_closed
 
 

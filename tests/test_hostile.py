@@ -9,10 +9,10 @@ import re
 import pytest
 
 from llm_consortium import ConsortiumConfigError, ConsortiumError, ConsortiumOrchestrator, RunRecorder
-from llm_consortium.engine import MAX_MEMBERS
-from llm_consortium.members import MAX_BACKOFF_SECONDS, backoff_delay
-from llm_consortium.prompts import MAX_FORWARDED_CHARS
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.core.engine import MAX_MEMBERS
+from llm_consortium.core.members import MAX_BACKOFF_SECONDS, backoff_delay
+from llm_consortium.core.prompts import MAX_FORWARDED_CHARS
+from llm_consortium.evaluation.simulator import arbiter_xml
 from helpers import db_rows, invoke
 
 FAST = {"retry_backoff": 0.01}

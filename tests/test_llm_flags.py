@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.evaluation.simulator import arbiter_xml
 from helpers import db_rows, invoke
 
 PERSON = '{"name": "Ann", "age": 30}'

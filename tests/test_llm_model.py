@@ -18,8 +18,8 @@ from pydantic import Field
 
 from helpers import db_rows, invoke, read_until_closed
 from llm_consortium import ConsortiumOrchestrator
-from llm_consortium.display import summary_line
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.faces.display import summary_line
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 ANSWER = "The answer is 42."
 

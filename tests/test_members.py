@@ -8,7 +8,7 @@ import os
 import llm
 import pytest
 
-from llm_consortium.members import is_transient, redact
+from llm_consortium.core.members import is_transient, redact
 
 
 class StatusError(Exception):

@@ -13,11 +13,11 @@ import llm
 import pytest
 
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
-from llm_consortium.answers import tally
-from llm_consortium.methods import council
-from llm_consortium.results import CouncilDetails, Details, Judgement, VoteDetails
-from llm_consortium.simulator import arbiter_xml
-from llm_consortium.store import get_run
+from llm_consortium.core.answers import tally
+from llm_consortium.core.methods import council
+from llm_consortium.core.results import CouncilDetails, Details, Judgement, VoteDetails
+from llm_consortium.evaluation.simulator import arbiter_xml
+from llm_consortium.storage.store import get_run
 
 FAST = {"retry_backoff": 0.01}
 FENCE_LINE = re.compile(r"^<<<(FENCE-[0-9a-f]{16}) (BEGIN|END) (Response [A-Z]+|Vote tally)>>>$", re.M)
@@ -82,9 +82,9 @@ def test_one_eval_item_is_voted_as_its_members_answered(sim):
     reaches a 60 % threshold)."""
     from click.testing import CliRunner
 
-    from llm_consortium import store
-    from llm_consortium.evaluate import eval_command, sample_path
-    from simeval import SimulatedPanel
+    from llm_consortium.storage import store
+    from llm_consortium.evaluation.evaluate import eval_command, sample_path
+    from llm_consortium.evaluation.simeval import SimulatedPanel
 
     item = json.loads(sample_path().read_text().splitlines()[0])
     voters = [f"voter-{i}" for i in range(5)]

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from llm_consortium.parsing import parse_arbiter, parse_confidence
+from llm_consortium.core.parsing import parse_arbiter, parse_confidence
 
 VALID = """<analysis>
 Both members agree on the main point.

@@ -4,7 +4,7 @@ extra-openai-models.yaml by its model_name, an unknown one as unknown, never 0."
 import pytest
 
 from llm_consortium import ConsortiumOrchestrator
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 genai_prices = pytest.importorskip("genai_prices")
 
@@ -60,12 +60,12 @@ def test_no_reported_usage_is_unknown_cost(sim):
     (0.0031, "$0.0031"), (0.003149, "$0.0031"), (0.000999, "$0.001"), (0.0000031, "$0.0000031"), (0, "$0"),
 ])
 def test_dollars_read_sensibly_and_a_small_cost_never_reads_as_zero(amount, shown):
-    from llm_consortium.pricing import dollars
+    from llm_consortium.core.pricing import dollars
 
     assert dollars(amount) == shown
 
 
 def test_a_budget_is_shown_with_every_digit_given():
-    from llm_consortium.pricing import dollars
+    from llm_consortium.core.pricing import dollars
 
     assert [dollars(a, exact=True) for a in (0.0125, 25, 0.000001)] == ["$0.0125", "$25", "$0.000001"]

@@ -43,7 +43,7 @@ def test_quick_start_as_written(sim, fresh_llm):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: No API key for: gpt-4o-mini") and "llm keys set openai" in last
     # The local option from the Quick Start, with the simulated provider in place of the server.
-    from llm_consortium.simulator import arbiter_xml
+    from llm_consortium.evaluation.simulator import arbiter_xml
 
     sim.add("llama3.2", reply=lambda request: arbiter_xml("Three.", 0.9)
             if "<original_prompt>" in request.user else "There are three.")

@@ -6,8 +6,8 @@ import json
 
 from helpers import invoke
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
-from llm_consortium.store import get_run
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.storage.store import get_run
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 
 def past_run(sim):
@@ -75,6 +75,6 @@ def test_unknown_run_id_is_one_line_and_no_call(sim):
 
 
 def get_run_id():
-    from llm_consortium.store import latest_run_id
+    from llm_consortium.storage.store import latest_run_id
 
     return latest_run_id()

@@ -5,8 +5,8 @@ import llm
 import pytest
 
 from helpers import invoke
-from llm_consortium.config import ConsortiumConfig, ConsortiumConfigError, parse_threshold, split_count
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.core.config import ConsortiumConfig, ConsortiumConfigError, parse_threshold, split_count
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 
 def test_every_setting_is_a_flag_of_run_and_save_with_its_help():

@@ -11,9 +11,9 @@ import time
 import pytest
 
 from llm_consortium import ConsortiumOrchestrator
-from llm_consortium.runner import signals_interrupt
+from llm_consortium.core.runner import signals_interrupt
 from helpers import db_rows, invoke
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
 

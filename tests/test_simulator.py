@@ -13,7 +13,7 @@ import llm
 import pytest
 
 from helpers import invoke, read_until_closed
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 LONG_REPLY = "  The quick  brown fox\njumps over\tthe lazy dog.  "
 
@@ -233,12 +233,12 @@ def test_cancelled_stream_leaves_stderr_clean(sim, capfd):
 
 
 def test_standalone_demo_prints_its_models_and_a_command_that_works(sim, tmp_path):
-    """``python -m llm_consortium.simulator``: the YAML it prints, pasted into
+    """``python -m llm_consortium.evaluation.simulator``: the YAML it prints, pasted into
     llm's user dir, and the command it prints give a consortium run; it
     writes nothing into the llm user dir it runs with, and Ctrl-C stops it."""
     own_user_dir = tmp_path / "demo-user-dir"
     own_user_dir.mkdir()
-    demo = subprocess.Popen([sys.executable, "-m", "llm_consortium.simulator", "--port", "0"],
+    demo = subprocess.Popen([sys.executable, "-m", "llm_consortium.evaluation.simulator", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "LLM_USER_PATH": str(own_user_dir)})
     try:

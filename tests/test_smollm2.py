@@ -99,7 +99,7 @@ def test_saved_consortium_with_llm_m_and_llm_c(user_dir):
 
 
 def test_eval_with_a_limit(user_dir):
-    dataset = resources.files("llm_consortium").joinpath("data", "sample-eval.jsonl")
+    dataset = resources.files("llm_consortium.evaluation").joinpath("data", "sample-eval.jsonl")
     result = llm_run("consortium", "eval", str(dataset), "-m", f"{SMOL}:2", "--arbiter", SMOL, "--limit", "1",
                      timeout=600)
     assert result.returncode == 0, result.stderr

@@ -13,8 +13,9 @@ import time
 import llm
 import pytest
 
-from llm_consortium import ConsortiumOrchestrator, Observer, RunRecorder, store
-from llm_consortium.store import get_run
+from llm_consortium import ConsortiumOrchestrator, Observer, RunRecorder
+from llm_consortium.storage import store
+from llm_consortium.storage.store import get_run
 from helpers import db_path, db_rows, invoke
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]

@@ -12,12 +12,13 @@ import llm
 import pytest
 
 from helpers import db_path, db_rows
-from llm_consortium import ConsortiumConfig, ConsortiumError, ConsortiumOrchestrator, store
-from llm_consortium.engine import Run
-from llm_consortium.recorder import RunRecorder
-from llm_consortium.store import AmbiguousRunId, get_run, latest_run_id, list_runs
-from llm_consortium.results import MemberResult, Usage
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium import ConsortiumConfig, ConsortiumError, ConsortiumOrchestrator
+from llm_consortium.storage import store
+from llm_consortium.core.engine import Run
+from llm_consortium.storage.recorder import RunRecorder
+from llm_consortium.storage.store import AmbiguousRunId, get_run, latest_run_id, list_runs
+from llm_consortium.core.results import MemberResult, Usage
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 V03_CONFIG = {"models": ["a", "b"], "system_prompt": None, "confidence_threshold": 0.8, "max_iterations": 3, "arbiter": "a"}
 
@@ -117,9 +118,9 @@ def test_migrations_applied_once(sim):
     assert {"consortium_runs", "consortium_calls", "consortium_rounds", "consortium_configs"} <= tables
 
 
-@pytest.mark.parametrize("module", ["store", "recorder"])
+@pytest.mark.parametrize("module", ["storage.store", "storage.recorder"])
 def test_storage_import_does_not_load_the_engine(module):
-    code = f"import sys, llm_consortium.{module}; print('llm_consortium.engine' in sys.modules)"
+    code = f"import sys, llm_consortium.{module}; print('llm_consortium.core.engine' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -237,10 +238,10 @@ def test_two_processes_record_at_once(sim, tmp_path):
     script = textwrap.dedent(
         f"""
         import sys, time, pathlib
-        from llm_consortium.config import ConsortiumConfig
-        from llm_consortium.engine import Round, Run
-        from llm_consortium.recorder import RunRecorder
-        from llm_consortium.results import Judgement, MemberResult, Usage
+        from llm_consortium.core.config import ConsortiumConfig
+        from llm_consortium.core.engine import Round, Run
+        from llm_consortium.storage.recorder import RunRecorder
+        from llm_consortium.core.results import Judgement, MemberResult, Usage
 
         run = Run(config=ConsortiumConfig(models=["a"], arbiter="a"), prompt="p", system=None,
                   conversation="", history=[], handles={{}}, run_id=sys.argv[1])

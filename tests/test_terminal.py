@@ -21,11 +21,11 @@ from types import SimpleNamespace
 import llm
 import pytest
 
-from llm_consortium.display import Progress
-from llm_consortium.safetext import printable, single_line
+from llm_consortium.faces.display import Progress
+from llm_consortium.core.safetext import printable, single_line
 import helpers
 from helpers import db_rows, read_until_closed
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 # One of each kind of thing a terminal acts on rather than shows.
 HOSTILE = (

@@ -10,8 +10,8 @@ import llm
 import pytest
 from llm.plugins import pm
 
-from llm_consortium.members import ModelHandle, call_model
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.core.members import ModelHandle, call_model
+from llm_consortium.evaluation.simulator import arbiter_xml
 from helpers import db_rows, invoke
 
 VERSION = llm.get_tools()["llm_version"].implementation()

@@ -17,8 +17,9 @@ import time
 
 import pytest
 
-from llm_consortium import ConsortiumOrchestrator, RunRecorder, store
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium import ConsortiumOrchestrator, RunRecorder
+from llm_consortium.storage import store
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 FAST = {"retry_backoff": 0.01}
 XSS = ('Careful: <script>window.__xss = "script"</script> <img src="x" onerror="window.__xss = \'img\'"> '
@@ -68,7 +69,7 @@ def browser():
 @pytest.fixture
 def viewer(sim, browser):
     """The viewer in this process, on a free port: its base URL."""
-    from llm_consortium.web.app import listen, server
+    from llm_consortium.faces.web.app import listen, server
 
     sock = listen("127.0.0.1", 0)
     running = server(sock, "127.0.0.1")
@@ -387,7 +388,7 @@ def test_serve_without_the_web_extra_says_what_to_install(sim):
 
 
 def test_serve_says_so_when_the_port_is_taken(sim):
-    from llm_consortium.web.app import listen
+    from llm_consortium.faces.web.app import listen
 
     taken = listen("127.0.0.1", 0)
     try:
@@ -401,6 +402,6 @@ def test_serve_says_so_when_the_port_is_taken(sim):
 
 
 def test_the_plugin_imports_none_of_the_web_packages():
-    code = ("import sys, llm; llm.get_plugins(); import llm_consortium.cli; "
+    code = ("import sys, llm; llm.get_plugins(); import llm_consortium.faces.cli; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'starlette', 'uvicorn', 'markdown_it'}))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

@@ -13,7 +13,7 @@ import sys
 import threading
 from concurrent.futures import Future
 
-from ..observer import Observer
+from ...core.observer import Observer
 
 
 class AskError(Exception):
@@ -50,8 +50,8 @@ class Asks:
         of run ``after`` when given. Returns a future of the run's id, set
         once the run has started; raises ``AskError`` (from the future
         itself when a model is found missing only on the way)."""
-        from .. import store
-        from ..config import ConsortiumConfig, ConsortiumConfigError
+        from ...storage import store
+        from ...core.config import ConsortiumConfig, ConsortiumConfigError
         from ..model import ConsortiumModel
 
         if not prompt.strip():
@@ -78,7 +78,7 @@ class Asks:
         """The llm conversation run ``after``'s answer is in, continued by ``model``."""
         from llm.cli import load_conversation
 
-        from .. import store
+        from ...storage import store
 
         found = store.llm_conversation(after)
         if found is None:
@@ -91,8 +91,8 @@ class Asks:
         return conversation
 
     def _work(self, asker, prompt: str, system: str | None, started: Future) -> None:
-        from .. import store
-        from ..config import ConsortiumConfigError
+        from ...storage import store
+        from ...core.config import ConsortiumConfigError
 
         try:
             try:

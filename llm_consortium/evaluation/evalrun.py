@@ -10,17 +10,17 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
-from .answers import extract_answer, is_correct, tally
-from .config import ConsortiumConfigError, ConsortiumError
-from .engine import ConsortiumOrchestrator, join_system, members_of
+from ..core.answers import extract_answer, is_correct, tally
+from ..core.config import ConsortiumConfigError, ConsortiumError
+from ..core.engine import ConsortiumOrchestrator, join_system, members_of
 from .evalreport import Problem, Row, best_member
 from .evaluate import Item, Progress
-from .judging import real_call
-from .members import CallOutcome
-from .observer import Observer
-from .methods.vote import MEMBER_INSTRUCTIONS
-from .pricing import priced
-from .results import MemberResult, Usage, VoteDetails
+from ..core.judging import real_call
+from ..core.members import CallOutcome
+from ..core.observer import Observer
+from ..core.methods.vote import MEMBER_INSTRUCTIONS
+from ..core.pricing import priced
+from ..core.results import MemberResult, Usage, VoteDetails
 
 EVERY_MEMBER_FAILED = "every member failed"
 PROMPT_EXCERPT_CHARS = 60

@@ -32,8 +32,8 @@ def rejudge(run_id, method, arbiter, json_):
     llm consortium rejudge 3f2a --method council
     llm consortium rejudge 3f2a --arbiter gpt-4o
     """
-    from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError
-    from .store import AmbiguousRunId, get_run
+    from ..core.config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError
+    from ..storage.store import AmbiguousRunId, get_run
 
     try:
         record = get_run(run_id)
@@ -52,7 +52,7 @@ def rejudge(run_id, method, arbiter, json_):
     except ConsortiumConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
-    from .runner import run_coroutine
+    from ..core.runner import run_coroutine
 
     # in the members' order, as a run asks them (the judges see them so)
     order = {member: index for index, member in enumerate(run.members)}
@@ -64,8 +64,8 @@ def rejudge(run_id, method, arbiter, json_):
     if json_:
         click.echo(json.dumps(result, indent=2))
     else:
-        from .display import summary
-        from .safetext import printable
+        from ..faces.display import summary
+        from ..core.safetext import printable
 
         click.echo(summary(result), err=True)
         click.echo(printable(result["synthesis"]["synthesis"]))
@@ -75,8 +75,8 @@ def rejudge(run_id, method, arbiter, json_):
 
 def prepared(config, record):
     """The orchestrator, recording, and the run, validated and with its models resolved, before any call."""
-    from .engine import ConsortiumOrchestrator
-    from .recorder import RunRecorder
+    from ..core.engine import ConsortiumOrchestrator
+    from ..storage.recorder import RunRecorder
 
     orchestrator = ConsortiumOrchestrator(config=config, observers=[RunRecorder(record.get("name"))])
     run = orchestrator.prepare(record["prompt"], system=record["system"])
@@ -87,7 +87,7 @@ def prepared(config, record):
 def reused_answers(record: dict) -> list:
     """(member result, the prompt it answered) for each member call of the run's
     last round that has one; no tokens, dollars or attempts: not asked again."""
-    from .results import MemberResult
+    from ..core.results import MemberResult
 
     rounds = [r for r in record["rounds"] if any(c["role"] == "member" for c in r["calls"])]
     if not rounds:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from ..config import split_count
+from ...core.config import split_count
 from ..display import cost
 from .html import Markup, el, frag, markdown
 

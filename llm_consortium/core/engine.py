@@ -21,7 +21,6 @@ from .members import (
     CHAIN_LIMIT, Ask, ModelHandle, check_keys, describe, fit, member_options, resolve_models,
 )
 from .methods import member_instructions
-from .observer import Observer
 from .results import Judgement, MemberResult, Usage
 from .stopping import ended_by, should_stop, threshold_note
 

@@ -11,9 +11,9 @@ import json
 
 import click
 
-from .engine import Observer
-from .pricing import dollars
-from .safetext import printable, single_line
+from ..core.observer import Observer
+from ..core.pricing import dollars
+from ..core.safetext import printable, single_line
 
 
 def _rule(title: str) -> str:

@@ -225,7 +225,7 @@ def signed_points(x: float) -> str:
 
 
 def money(amount: float | None) -> str:
-    from .pricing import dollars
+    from ..core.pricing import dollars
 
     return "unknown cost" if amount is None else dollars(amount)
 
@@ -377,7 +377,7 @@ def save_plot(rows: list[Row], path) -> None:
     axes.legend(loc="lower right", fontsize=8)
     axes.set_xscale("log")
     if priced:
-        from .pricing import dollars
+        from ..core.pricing import dollars
 
         axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: dollars(value)))
     axes.set_xlabel("dollars per item (log scale)" if priced else "tokens per item (log scale; some costs unknown)")

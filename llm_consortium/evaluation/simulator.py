@@ -5,7 +5,7 @@ package's ``__init__`` never imports it, so it costs ``llm`` nothing.
 Tests and benchmarks drive llm's real OpenAI client against it: ``add()``
 registers a model here and lists it in ``extra-openai-models.yaml`` in the
 current llm user dir, so ``llm.get_model(name)`` talks to this server.
-``python -m llm_consortium.simulator`` serves a demo panel on its own (see
+``python -m llm_consortium.evaluation.simulator`` serves a demo panel on its own (see
 ``main``). Standard library only.
 """
 
@@ -566,14 +566,14 @@ DEMO_JUDGE = "demo-judge"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m llm_consortium.simulator [--port N]``: a demo panel
+    """``python -m llm_consortium.evaluation.simulator [--port N]``: a demo panel
     without a provider key or a local model server. Prints the entries to
     paste into extra-openai-models.yaml and a command to try, then serves
     until Ctrl-C. It writes nothing into llm's user directory."""
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m llm_consortium.simulator",
+        prog="python -m llm_consortium.evaluation.simulator",
         description="A simulated OpenAI-compatible provider on 127.0.0.1 serving a demo consortium panel: "
                     "scripted members and a judge, no key needed.",
     )

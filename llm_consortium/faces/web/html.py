@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from html import escape
 
-from ..safetext import clean
+from ...core.safetext import clean
 
 _VOID = {"br", "hr", "img", "input", "link", "meta"}
 

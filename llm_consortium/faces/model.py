@@ -29,7 +29,7 @@ import click
 import llm
 from pydantic import ConfigDict, Field, create_model
 
-from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError
+from ..core.config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError
 
 
 class _OptionsBase(llm.Options):
@@ -118,7 +118,7 @@ class _Consortium:
         """Every type a member or the arbiter can read: an attachment goes to
         those that can, and the others are told it was left out. Resolved on
         first use, not when llm registers the model (see LLM-NOTES)."""
-        from .members import resolve_models
+        from ..core.members import resolve_models
 
         try:
             handles = resolve_models(self.config.models + [self.config.arbiter])
@@ -133,8 +133,8 @@ class _Consortium:
         would fail the same way on every turn: there a mistake ends the chat
         with one line, as ``llm prompt`` shows it.
         """
-        from .engine import ConsortiumOrchestrator
-        from .recorder import RunRecorder
+        from ..core.engine import ConsortiumOrchestrator
+        from ..storage.recorder import RunRecorder
 
         try:
             if cli_param("key"):  # llm passes --key only to models that take one key; this one has several
@@ -284,7 +284,7 @@ def show_summary(result: dict) -> None:
 
 class ConsortiumModel(_Consortium, llm.Model):
     def execute(self, prompt, stream, response, conversation):
-        from .runner import run_coroutine
+        from ..core.runner import run_coroutine
 
         orchestrator, run, recorder, progress = self._start(prompt)
         with self._running(run, recorder, progress):

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import store
-from .observer import Observer
+from ..core.observer import Observer
 
 if TYPE_CHECKING:
-    from .engine import Round, Run
-    from .members import CallOutcome
-    from .results import MemberResult, Usage
+    from ..core.engine import Round, Run
+    from ..core.members import CallOutcome
+    from ..core.results import MemberResult, Usage
 
 _CALL_COLUMNS = (
     "run_id, round, role, model, instance, prompt, text, error, "

@@ -24,7 +24,7 @@ from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .stopping import record_note
+from ..core.stopping import record_note
 
 # How long a write waits for another connection's lock, and the end of a
 # run for its record to be written. Tests shorten it through the variable.

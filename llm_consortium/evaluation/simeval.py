@@ -1,6 +1,6 @@
 """Simulated members of known accuracy, and a judge, for ``llm consortium
 eval`` on a ``SimProvider``: used by tests/test_eval.py and by
-benchmarks/eval_demo.py (no test module is imported).
+benchmarks/eval_demo.py.
 
 A member is right on an item with its accuracy p: each answer is a fixed
 draw, from a hash of the model, what it was asked and the how-many-th time
@@ -19,7 +19,7 @@ import threading
 from collections import Counter
 from decimal import Decimal
 
-from llm_consortium.simulator import arbiter_xml
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>")
 REFINE_MARK = "\n\n---\nA panel of models answered this before"

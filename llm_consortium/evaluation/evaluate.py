@@ -113,7 +113,7 @@ def eval_command(dataset, sample, consortium_name, models, arbiter, methods, lim
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            from .extras import install_command
+            from ..extras import install_command
 
             raise click.ClickException(f"--plot needs matplotlib: {install_command('plot')}") from None
     chosen = parse_methods(methods)
@@ -122,8 +122,8 @@ def eval_command(dataset, sample, consortium_name, models, arbiter, methods, lim
 
     from . import evalreport
     from .evalrun import Evaluation
-    from .runner import run_coroutine
-    from .store import user_dir
+    from ..core.runner import run_coroutine
+    from ..storage.store import user_dir
 
     evaluation = Evaluation(config, handles, user_dir() / CACHE_FILE, progress=Progress(), samples=samples)
     rows = run_coroutine(evaluation.run(items, chosen))
@@ -199,12 +199,12 @@ def read_dataset(path: Path) -> list[Item]:
 
 def resolve(consortium_name, models, arbiter, max_concurrency, with_arbiter: bool):
     """The consortium's configuration (validated) and its models, resolved before any call."""
-    from .config import ConsortiumConfig, ConsortiumConfigError
-    from .members import resolve_models
+    from ..core.config import ConsortiumConfig, ConsortiumConfigError
+    from ..core.members import resolve_models
 
     settings = {}
     if consortium_name:
-        from .store import load_config
+        from ..storage.store import load_config
 
         settings = load_config(consortium_name)
         if settings is None:

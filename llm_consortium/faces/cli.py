@@ -10,12 +10,12 @@ from pathlib import Path
 import click
 from click_default_group import DefaultGroup
 
-from .config import (
+from ..core.config import (
     DEFAULT_ARBITER, DEFAULT_MODELS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError, UnknownModelsError,
 )
-from .evaluate import eval_command
-from .rejudge import rejudge
-from .safetext import printable, single_line
+from ..evaluation.evaluate import eval_command
+from ..evaluation.rejudge import rejudge
+from ..core.safetext import printable, single_line
 
 DEFAULT_FILE = "consortium-default.txt"
 # The model id every unsaved run is logged under, saved with the latest
@@ -95,7 +95,7 @@ def resolve_schema(schema_input: str | None) -> dict | None:
     from llm.cli import load_template
     from llm.utils import resolve_schema_input
 
-    from .store import db_path
+    from ..storage.store import db_path
 
     database = sqlite_utils.Database(db_path()) if db_path().exists() else sqlite_utils.Database(memory=True)
     try:
@@ -205,7 +205,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
             filter(None, [settings["system_prompt"] or (base.system_prompt if base else None),
                           *resolve_fragment_texts(system_fragments)])
         ) or None
-        from .engine import ConsortiumOrchestrator
+        from ..core.engine import ConsortiumOrchestrator
         from .model import configured, parse_options
 
         options = parse_options(options)
@@ -224,7 +224,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
 
     from .display import Progress, summary, usage_line
     from .model import ConsortiumModel
-    from .store import logging_enabled
+    from ..storage.store import logging_enabled
 
     name = AD_HOC_NAME
     logged = logging_enabled() and not no_log
@@ -334,7 +334,7 @@ def continued(conversation_id: str | None, model):
     import llm
     from llm.cli import load_conversation
 
-    from .store import db_path, schema_lock
+    from ..storage.store import db_path, schema_lock
 
     try:
         with schema_lock(db_path()):  # llm migrates logs.db as it loads a conversation
@@ -379,7 +379,7 @@ def resolve_fragment_texts(values) -> list[str]:
     from llm.cli import FragmentNotFound, resolve_fragments
     from llm.migrations import migrate
 
-    from .store import db_path
+    from ..storage.store import db_path
 
     if db_path().exists():
         database = sqlite_utils.Database(db_path())
@@ -399,7 +399,7 @@ def read_prompt(prompt: str | None, use_stdin: bool, optional: bool = False) -> 
     Bytes that are not UTF-8 (on stdin, or in an argument, where Python
     keeps them as lone surrogates) become U+FFFD rather than an error.
     """
-    from .safetext import clean
+    from ..core.safetext import clean
 
     prompt = clean(prompt) if prompt else prompt
     if use_stdin and not sys.stdin.isatty():
@@ -420,7 +420,7 @@ def default_config() -> ConsortiumConfig | None:
     name = path.read_text().strip() if path.exists() else ""
     if not name:
         return None
-    from .store import load_config
+    from ..storage.store import load_config
 
     saved = load_config(name)
     if saved is None:
@@ -459,7 +459,7 @@ def log_response(response, name: str, config: ConsortiumConfig) -> None:
     that ``llm -c`` can find this model again. If logging fails the answer
     has been shown already: say so in one line rather than in a traceback.
     """
-    from .store import log_llm_response, save_config
+    from ..storage.store import log_llm_response, save_config
 
     try:
         save_config(name, {**config.to_dict(), "ad_hoc": True})
@@ -475,7 +475,7 @@ def save(name, models, **settings):
     """Save a consortium as a model: llm -m NAME "prompt"."""
     import llm
 
-    from .store import load_config, save_config
+    from ..storage.store import load_config, save_config
 
     if not name or " " in name or not name.isprintable():  # every other space is unprintable too
         fail(f"A consortium name cannot contain spaces, control characters or escape sequences: {name!r}")
@@ -491,7 +491,7 @@ def save(name, models, **settings):
         # On an existing consortium, the options given change those settings; the rest are kept.
         base = ConsortiumConfig.from_dict(existing) if existing else None
         config = build_config(models, base=base, **settings)
-        from .members import resolve_models
+        from ..core.members import resolve_models
 
         resolve_models(config.models + [config.arbiter])
     except ConsortiumConfigError as exc:
@@ -506,8 +506,8 @@ def save(name, models, **settings):
 def includes(config: ConsortiumConfig, target: str, seen: tuple = ()) -> bool:
     """Whether ``target`` is a member or the arbiter of ``config``, directly or
     through saved consortiums it includes (which would recurse without end)."""
-    from .config import split_count
-    from .store import load_config
+    from ..core.config import split_count
+    from ..storage.store import load_config
 
     for spec in config.models + [config.arbiter]:
         model, _ = split_count(spec)
@@ -523,7 +523,7 @@ def includes(config: ConsortiumConfig, target: str, seen: tuple = ()) -> bool:
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
 def list_(json_):
     """List saved consortiums."""
-    from .store import list_configs
+    from ..storage.store import list_configs
 
     saved = [row for row in list_configs() if not row[1].get("ad_hoc")]
     if json_:
@@ -550,8 +550,8 @@ def one_line(config: dict) -> str:
 @click.argument("name")
 def show(name):
     """Show a saved consortium's settings."""
-    from .pricing import dollars
-    from .store import load_config
+    from ..core.pricing import dollars
+    from ..storage.store import load_config
 
     config = load_config(name)
     if config is None:
@@ -575,7 +575,7 @@ def show(name):
 @click.argument("name")
 def remove(name):
     """Remove a saved consortium."""
-    from .store import remove_config
+    from ..storage.store import remove_config
 
     if not remove_config(name):
         fail(f"No saved consortium named {name!r} (see 'llm consortium list')")
@@ -599,7 +599,7 @@ def default(name, clear):
         current = path.read_text().strip() if path.exists() else ""
         click.echo(current or f"(none: built-in {', '.join(DEFAULT_MODELS)} → {DEFAULT_ARBITER})")
         return
-    from .store import load_config
+    from ..storage.store import load_config
 
     if load_config(name) is None:
         fail(f"No saved consortium named {name!r} (see 'llm consortium list')")
@@ -619,7 +619,7 @@ consortium.add_command(rejudge)
 def serve(host, port):
     """A local web viewer of the recorded runs, live and past, where a
     saved consortium can also be asked. Needs the web extra."""
-    from .store import db_path
+    from ..storage.store import db_path
     from .web import PACKAGES
 
     try:
@@ -628,7 +628,7 @@ def serve(host, port):
         missing = (exc.name or "").split(".")[0]
         if missing not in PACKAGES:
             raise
-        from .extras import install_command
+        from ..extras import install_command
 
         fail(f"llm consortium serve needs the web extra ({missing} is missing): {install_command('web')}")
     try:
@@ -650,7 +650,7 @@ def runs(limit, json_):
     recording how it ended (killed, or its machine went down) is shown as
     interrupted."""
     from .display import clip, short_cost
-    from .store import list_runs
+    from ..storage.store import list_runs
 
     rows = list_runs(limit or None)
     if json_:
@@ -686,7 +686,7 @@ def runs(limit, json_):
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
 def inspect(run_id, json_):
     """Show one run round by round (RUN_ID or a prefix; default the latest)."""
-    from .store import AmbiguousRunId, get_run, latest_run_id
+    from ..storage.store import AmbiguousRunId, get_run, latest_run_id
 
     if run_id == "latest":
         run_id = latest_run_id()
