@@ -10,6 +10,8 @@ import llm
 from click.testing import CliRunner
 from llm.cli import cli
 
+from warm_llm import WarmLlm
+
 
 def invoke(*args, input=None, color=False):
     """``llm`` in-process, through its real CLI. color=True keeps escape
@@ -17,9 +19,27 @@ def invoke(*args, input=None, color=False):
     return CliRunner().invoke(cli, list(args), input=input, color=color, catch_exceptions=False)
 
 
+def llm_process(*args, **popen_kwargs):
+    """``llm`` in a process of its own, for what needs one (terminals,
+    signals, several processes at once), as ``subprocess.Popen`` would
+    start it but without importing llm again (see warm_llm.py)."""
+    return WarmLlm(args, **popen_kwargs)
+
+
+def llm_run(*args, input=None, timeout=120):
+    """``subprocess.run`` of ``llm_process``: text in and out, captured."""
+    with llm_process(*args, stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def llm_subprocess(*args, input=None, timeout=120):
-    """``llm`` in a process of its own, for what needs one (a fresh
-    interpreter, several processes at once, signals)."""
+    """``python -m llm`` in a fresh interpreter, as a user starts it."""
     return subprocess.run([sys.executable, "-m", "llm", *args], input=input, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL if input is None else None, timeout=timeout)
 

@@ -6,13 +6,12 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import llm
 import pytest
 
-from helpers import db_rows, invoke, llm_subprocess
+from helpers import db_rows, invoke, llm_process, llm_subprocess
 from llm_consortium.evaluation.simulator import arbiter_xml
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
@@ -237,7 +236,7 @@ def recorded_text(model):
 def test_ctrl_c_records_cancelled_run(panel):
     panel.add("m1", reply="quick")
     panel.add("m2", reply="never", latency=30)
-    proc = subprocess.Popen([sys.executable, "-m", "llm", *RUN], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = llm_process(*RUN, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, text=True)
     deadline = time.time() + 20
     while len(panel.calls("m2")) == 0 or not recorded_text("m1"):  # m1's answer has arrived and is recorded

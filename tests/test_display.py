@@ -5,12 +5,11 @@ import os
 import pty
 import select
 import subprocess
-import sys
 import time
 
 import click
 
-from helpers import invoke
+from helpers import invoke, llm_process
 from llm_consortium.evaluation.simulator import arbiter_xml
 
 
@@ -20,8 +19,8 @@ def run_llm(args, *, stderr_tty):
     master = slave = None
     if stderr_tty:
         master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llm", *args], stdout=subprocess.PIPE,
+    proc = llm_process(
+        *args, stdout=subprocess.PIPE,
         stderr=slave if stderr_tty else subprocess.PIPE, stdin=subprocess.DEVNULL,
     )
     if slave is not None:

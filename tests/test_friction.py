@@ -10,14 +10,14 @@ import sys
 import llm
 
 from llm_consortium.evaluation.simulator import arbiter_xml
-from helpers import db_rows, invoke, read_until_closed
+from helpers import db_rows, invoke, llm_process, read_until_closed
 
 
 def on_one_terminal(args):
     """Run `llm` with stdout and stderr on one pseudo-terminal, as in a
     terminal window; return everything it showed, in order."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "llm", *args], stdout=slave, stderr=slave,
+    proc = llm_process(*args, stdout=slave, stderr=slave,
                             stdin=subprocess.DEVNULL)
     os.close(slave)
     shown = read_until_closed([master])[master]

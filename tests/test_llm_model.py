@@ -8,7 +8,6 @@ import os
 import pty
 import re
 import subprocess
-import sys
 from typing import Optional
 
 import click
@@ -16,7 +15,7 @@ import llm
 import pytest
 from pydantic import Field
 
-from helpers import db_rows, invoke, read_until_closed
+from helpers import db_rows, invoke, llm_process, read_until_closed
 from llm_consortium import ConsortiumOrchestrator
 from llm_consortium.faces.display import summary_line
 from llm_consortium.evaluation.simulator import arbiter_xml
@@ -28,8 +27,8 @@ def on_terminal(args, *, stdout_too=True, input=None):
     """Run `llm` with stderr on a pseudo-terminal, and stdout on the same
     one (as in a shell) or on a pipe. Returns (terminal text, piped stdout)."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llm", *args], stderr=slave,
+    proc = llm_process(
+        *args, stderr=slave,
         stdout=slave if stdout_too else subprocess.PIPE,
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
     )

@@ -5,21 +5,20 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import pytest
 
 from llm_consortium import ConsortiumOrchestrator
 from llm_consortium.core.runner import signals_interrupt
-from helpers import db_rows, invoke
+from helpers import db_rows, invoke, llm_process
 from llm_consortium.evaluation.simulator import arbiter_xml
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
 
 
 def start(*args, stdin=subprocess.DEVNULL):
-    return subprocess.Popen([sys.executable, "-m", "llm", *args], stdin=stdin, stdout=subprocess.PIPE,
+    return llm_process(*args, stdin=stdin, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

@@ -16,7 +16,7 @@ import pytest
 from llm_consortium import ConsortiumOrchestrator, Observer, RunRecorder
 from llm_consortium.storage import store
 from llm_consortium.storage.store import get_run
-from helpers import db_path, db_rows, invoke
+from helpers import db_path, db_rows, invoke, llm_process
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
 
@@ -27,7 +27,7 @@ def test_concurrent_first_runs_leave_llm_working(panel):
     llm's own migrations must not race (they left logs.db half-migrated,
     and every llm command broken)."""
     procs = [
-        subprocess.Popen([sys.executable, "-m", "llm", *RUN, "--no-raw"], stdout=subprocess.PIPE,
+        llm_process(*RUN, "--no-raw", stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         for _ in range(4)
     ]

@@ -14,7 +14,6 @@ import random
 import re
 import sqlite3
 import subprocess
-import sys
 import tty
 from types import SimpleNamespace
 
@@ -24,7 +23,7 @@ import pytest
 from llm_consortium.faces.display import Progress
 from llm_consortium.core.safetext import printable, single_line
 import helpers
-from helpers import db_rows, read_until_closed
+from helpers import db_rows, llm_process, read_until_closed
 from llm_consortium.evaluation.simulator import arbiter_xml
 
 # One of each kind of thing a terminal acts on rather than shows.
@@ -339,7 +338,7 @@ def run_with_pty(args, pty_for):
     master, slave = pty.openpty()
     tty.setraw(slave)
     streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, pty_for: slave}
-    proc = subprocess.Popen([sys.executable, "-m", "llm", *args], stdin=subprocess.DEVNULL, **streams)
+    proc = llm_process(*args, stdin=subprocess.DEVNULL, **streams)
     os.close(slave)
     piped = (proc.stdout if pty_for == "stderr" else proc.stderr).fileno()
     received = read_until_closed([master, piped])

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from helpers import llm_process, llm_run
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
 from llm_consortium.storage import store
 from llm_consortium.evaluation.simulator import arbiter_xml
@@ -231,8 +232,7 @@ def test_a_run_from_another_process_updates_in_place(sim, viewer, browser):
     sim.add("slow", reply="The slow answer.", latency=2.5)
     sim.add("judge", reply=arbiter_xml("Both agree.", 0.9), latency=1.5)
     save("pair", ["quick", "slow"])
-    process = subprocess.Popen([sys.executable, "-m", "llm", "-m", "pair", "Live question?"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = llm_process("-m", "pair", "Live question?", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         run_id = wait(browser, lambda: next((r["id"] for r in store.list_runs(1)), None))
         browser.get(f"{viewer}/runs/{run_id}")
@@ -311,8 +311,8 @@ def test_hostile_model_text_runs_nothing_live_or_not(sim, viewer, browser):
     sim.add("late", reply="fine", latency=1.5)
     sim.add("judge", reply=arbiter_xml(XSS, 0.9, analysis=XSS, dissent=XSS))
     save("mixed", ["evil", "late"])
-    process = subprocess.Popen([sys.executable, "-m", "llm", "-m", "mixed", "<script>window.__xss='prompt'</script>"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = llm_process("-m", "mixed", "<script>window.__xss='prompt'</script>",
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         run_id = wait(browser, lambda: next((r["id"] for r in store.list_runs(1)), None))
         browser.get(f"{viewer}/runs/{run_id}")
@@ -339,8 +339,8 @@ def test_hostile_model_text_runs_nothing_live_or_not(sim, viewer, browser):
 
 def serve_command():
     """``llm consortium serve --port 0`` in a process of its own: (process, port)."""
-    process = subprocess.Popen([sys.executable, "-m", "llm", "consortium", "serve", "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = llm_process("consortium", "serve", "--port", "0", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
     line = process.stderr.readline()
     found = re.search(r"at http://127\.0\.0\.1:(\d+)/", line)
     assert found, line
@@ -393,8 +393,7 @@ def test_serve_says_so_when_the_port_is_taken(sim):
     taken = listen("127.0.0.1", 0)
     try:
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "llm", "consortium", "serve", "--port", str(port)],
-                                capture_output=True, text=True, timeout=30)
+        result = llm_run("consortium", "serve", "--port", str(port), timeout=30)
     finally:
         taken.close()
     assert result.returncode == 1
