@@ -31,6 +31,14 @@ def pytest_cmdline_main(config):
         config.option.numprocesses = "auto"
 
 
+def pytest_collection_modifyitems(items):
+    """The longest tests first (the Quick Start's install, the real model,
+    the browser), so that under pytest-xdist they run beside the many short
+    ones instead of after them."""
+    slow = ("install", "local_model", "browser")
+    items.sort(key=lambda item: not any(item.get_closest_marker(name) for name in slow))
+
+
 @pytest.fixture(scope="session")
 def _sim_server():
     provider = SimProvider()
@@ -40,14 +48,17 @@ def _sim_server():
 
 @pytest.fixture(scope="session")
 def _llm_logs_db(tmp_path_factory):
-    """A logs.db as llm's own migrations leave it (llm's tables, no rows).
-    llm migrates a new logs.db on first use: about 0.1 s of CPU, in every
+    """A logs.db as llm's migrations and ours leave it (the tables, no rows).
+    Both run on first use, about 0.1 s of CPU and a dozen commits, in every
     test that starts from an empty user dir, and few are about that."""
     import sqlite_utils
     from llm.migrations import migrate
 
+    from llm_consortium.storage import store
+
     path = tmp_path_factory.mktemp("llm-logs") / "logs.db"
     migrate(sqlite_utils.Database(path))
+    store.connect(path).close()
     return path
 
 
@@ -55,8 +66,8 @@ def _llm_logs_db(tmp_path_factory):
 def sim(request, _sim_server, _llm_logs_db, tmp_path, monkeypatch):
     """The simulated provider, reset, with llm's user dir in a fresh tmp dir and no real keys.
 
-    The user dir holds a logs.db that llm has migrated already, but no
-    tables of ours; a test marked ``empty_user_dir`` (about a first run, or
+    The user dir holds a logs.db that llm and this plugin have migrated
+    already; a test marked ``empty_user_dir`` (about a first run, or
     about what is written or not) starts from an empty one instead."""
     user_dir = tmp_path / "llm-user"
     user_dir.mkdir()

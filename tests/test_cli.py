@@ -279,6 +279,7 @@ def test_runs_has_a_header_and_a_one_line_prompt_column(panel):
         assert line[header.index("PROMPT"):][0] in "LW"
 
 
+@pytest.mark.empty_user_dir  # it writes an older version's table itself
 def test_config_saved_by_version_0_3_works(panel):
     conn = sqlite3.connect(llm.user_dir() / "logs.db")
     conn.execute("CREATE TABLE consortium_configs (name TEXT PRIMARY KEY, config TEXT, created_at TEXT)")
@@ -358,6 +359,7 @@ def test_save_refuses_cycles(panel):
     assert invoke("consortium", "save", "a", "-m", "m1", "--arbiter", "a").exit_code == 1  # as arbiter too
 
 
+@pytest.mark.empty_user_dir  # it writes an older version's table itself
 def test_broken_saved_row_does_not_break_llm(panel):
     conn = sqlite3.connect(llm.user_dir() / "logs.db")
     conn.execute("CREATE TABLE consortium_configs (name TEXT PRIMARY KEY, config TEXT, created_at TEXT)")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import llm
+import pytest
 
 from llm_consortium.evaluation.simulator import arbiter_xml
 from helpers import db_rows, invoke, llm_process, read_until_closed
@@ -57,6 +58,7 @@ def test_save_changes_one_setting_of_an_existing_consortium(sim):
     assert "Confidence threshold: 0.9" in shown and "Method: vote" in shown and "  m1" in shown
 
 
+@pytest.mark.empty_user_dir  # it writes an older version's table itself
 def test_unsaved_runs_do_not_pile_up_models_and_old_ones_are_cleaned_up(sim):
     # Models left behind by earlier versions, one per unsaved run's settings.
     path = llm.user_dir() / "logs.db"

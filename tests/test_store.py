@@ -68,6 +68,7 @@ def test_configs_saved_even_with_logs_off(sim):
     assert store.load_config("kept") is not None
 
 
+@pytest.mark.empty_user_dir  # it writes an older version's table itself
 def test_v03_row_keeps_working(sim):
     conn = sqlite3.connect(db_path())
     with conn:
