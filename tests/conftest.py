@@ -1,8 +1,15 @@
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+
+# Python's default, bytecode caches, even where PYTHONDONTWRITEBYTECODE is set
+# (as on some CI machines): otherwise every test process, and every llm process
+# the tests start, compiles this package and rewrites the test modules again.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+    sys.dont_write_bytecode = False
 
 from llm_consortium.evaluation.simulator import SimProvider, arbiter_xml
 

@@ -11,7 +11,8 @@ signals and exit codes behave as usual.
 A warm process is a real process running llm's real CLI, with its own
 stdin, stdout and stderr (pipes or pseudo-terminals), environment, working
 directory and session; what differs from ``python -m llm`` is only that
-the imports were done before the fork. Tests about a fresh interpreter
+the imports were done before the fork (llm's, and those a run does
+first: see RUN_IMPORTS). Tests about a fresh interpreter
 itself (what importing the plugin loads, non-UTF-8 locales, limits set
 before exec) start ``python -m llm`` as before.
 
@@ -20,6 +21,7 @@ Run as a script (``python warm_llm.py SOCKET``), this file is the server.
 
 import atexit
 import ctypes
+import gc
 import json
 import os
 import socket
@@ -29,6 +31,9 @@ import tempfile
 import time
 
 PR_SET_CHILD_SUBREAPER = 36
+RUN_IMPORTS = ("llm_consortium.core.engine", "llm_consortium.storage.recorder", "llm_consortium.faces.display",
+               "llm_consortium.faces.model", "genai_prices", "concurrent.futures", "jiter",
+               "openai.resources.chat.completions", "anyio", "httpcore2", "truststore")
 
 
 class WarmLlm(subprocess.Popen):
@@ -116,7 +121,15 @@ def _recv_request(conn) -> tuple[dict, list[int]]:
 def serve(path: str) -> tuple[dict, list[int]]:
     """Fork a new `llm` process for each request until this process is one
     of them (the grandchild forked for a request): return its request."""
-    import llm.cli  # noqa: F401 -- the second this server exists to save
+    import importlib
+
+    import llm.cli  # noqa: F401 -- llm, openai and the plugins: the second this server exists to save
+
+    # What every consortium run imports once it starts, another half second
+    # of CPU: the engine, the recorder, the prices, openai's async client.
+    for module in RUN_IMPORTS:
+        importlib.import_module(module)
+    gc.freeze()  # what is imported stays out of the children's collections (and their copied pages)
 
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path + ".tmp")
