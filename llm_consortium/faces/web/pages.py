@@ -181,7 +181,7 @@ def round_section(record: dict, round_: dict, current: bool) -> Markup:
         "section",
         el("h2", f"Round {number_} ", el("span", summary, class_="muted")),
         el("div", tabs, panels, class_="members", data_key=f"members-{number_}"),
-        judgement(round_, current and waiting <= 0),
+        judgement(record.get("method"), round_, current and waiting <= 0),
         raw_calls(calls, number_),
         class_="round", id=f"round-{number_}",
     )
@@ -215,13 +215,13 @@ def call_facts(call: dict) -> str:
     ]))
 
 
-def judgement(round_: dict, judging: bool) -> Markup | None:
+def judgement(method: str | None, round_: dict, judging: bool) -> Markup | None:
     details = round_.get("details") or {}
     if round_.get("synthesis") is None and not details:
         return el("p", "The judge is at work…", class_="waiting") if judging else None
     return el(
         "div",
-        method_details(details, round_["round"]),
+        method_details(method, details, round_["round"]),
         el("h3", "Synthesis"),
         el("p", "No judge decided this round: the answer is the one most members gave.", class_="notice")
         if round_.get("parse_ok") is False else None,
@@ -234,9 +234,19 @@ def judgement(round_: dict, judging: bool) -> Markup | None:
     )
 
 
-def method_details(details: dict, round_number: int) -> list:
-    """The vote's tally, the council's ranking with its intervals, and any
-    other details (as JSON, on demand)."""
+def method_details(method: str | None, details: dict, round_number: int) -> list:
+    """What the run's method computed (stored ``VoteDetails`` or
+    ``CouncilDetails``): the vote's tally, the council's ranking with its
+    intervals; then every detail as JSON, on demand."""
+    parts = vote_details(details) if method == "vote" else council_details(details) if method == "council" else []
+    if details:
+        parts.append(el("details", el("summary", "All details (JSON)"),
+                        el("pre", json.dumps(details, indent=2, default=str)), class_="details-json",
+                        data_key=f"details-{round_number}"))
+    return parts
+
+
+def vote_details(details: dict) -> list:
     parts = []
     tally = details.get("tally")
     if tally:
@@ -250,6 +260,11 @@ def method_details(details: dict, round_number: int) -> list:
         parts.append(el("div", el("h3", "Vote"), el("table", el("tbody", rows), class_="tally"), class_="vote"))
     if details.get("fallback_reason"):
         parts.append(el("p", "Arbiter asked because: ", details["fallback_reason"], class_="notice"))
+    return parts
+
+
+def council_details(details: dict) -> list:
+    parts = []
     ranking = details.get("ranking")
     if ranking:
         head = el("tr", [el("th", h) for h in ("Answer", "Member", "Borda score", "95 % interval", "Ballots")])
@@ -270,10 +285,6 @@ def method_details(details: dict, round_number: int) -> list:
                         dropped.get("reason"), class_="notice"))
     if details.get("review_skipped"):
         parts.append(el("p", "Peer review skipped: ", details["review_skipped"], class_="notice"))
-    if details:
-        parts.append(el("details", el("summary", "All details (JSON)"),
-                        el("pre", json.dumps(details, indent=2, default=str)), class_="details-json",
-                        data_key=f"details-{round_number}"))
     return parts
 
 
