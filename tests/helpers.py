@@ -26,10 +26,10 @@ def llm_process(*args, **popen_kwargs):
     return WarmLlm(args, **popen_kwargs)
 
 
-def llm_run(*args, input=None, timeout=120):
+def llm_run(*args, input=None, timeout=120, **popen_kwargs):
     """``subprocess.run`` of ``llm_process``: text in and out, captured."""
     with llm_process(*args, stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kwargs) as proc:
         try:
             out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:

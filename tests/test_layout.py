@@ -1,8 +1,12 @@
 """The layout keeps the architecture: the core imports nothing from the
 folders around it (storage, the faces, evaluation), and storage nothing
-from the faces or evaluation (docs/architecture.md)."""
+from the faces or evaluation (docs/architecture.md); and what llm imports
+on every command leaves the engine and the web viewer's packages unloaded."""
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +47,24 @@ def test_the_check_reads_relative_and_absolute_imports():
     module = PACKAGE / "core" / "engine.py"
     assert "core" in imported_folders(module)  # engine imports its neighbours in core
     assert imported_folders(PACKAGE / "faces" / "cli.py") & {"core", "storage"}
+
+
+# In a fresh interpreter, one step after another: llm with its plugins (as on
+# every llm command), then modules that commands import on their own.
+IMPORT_STEPS = ["llm", "llm_consortium.faces.cli", "llm_consortium.storage.store",
+                "llm_consortium.storage.recorder", "llm_consortium.evaluation.evaluate"]
+LAZY = ["llm_consortium.core.engine", "starlette", "uvicorn", "markdown_it"]
+
+
+def test_imports_stay_lazy():
+    code = f"""if True:
+        import importlib, json, sys
+        loaded = {{}}
+        for step in {IMPORT_STEPS!r}:
+            module = importlib.import_module(step)
+            if step == "llm":
+                module.get_plugins()  # loads every plugin, as each llm command does
+            loaded[step] = [name for name in {LAZY!r} if name in sys.modules]
+        print(json.dumps(loaded))"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == {step: [] for step in IMPORT_STEPS}

@@ -3,10 +3,8 @@ mid-run, --no-log and ``llm logs off``, limits that overflow SQLite."""
 
 import json
 import os
-import resource
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 
@@ -16,7 +14,7 @@ import pytest
 from llm_consortium import ConsortiumOrchestrator, Observer, RunRecorder
 from llm_consortium.storage import store
 from llm_consortium.storage.store import get_run
-from helpers import db_path, db_rows, invoke, llm_process
+from helpers import db_path, db_rows, invoke, llm_process, llm_run
 
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
 
@@ -69,7 +67,7 @@ class ReleaseAfterFirstAnswer(Observer):
 
 
 def test_lock_held_beyond_busy_timeout_mid_run_the_whole_record_arrives(panel, monkeypatch):
-    monkeypatch.setattr(store, "BUSY_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setenv("LLM_CONSORTIUM_BUSY_TIMEOUT", "0.2")
     panel.add("m2", reply="Member two says 42.", latency=1.5)  # the run goes on after the lock is released
     store.connect().close()
     holder = hold_exclusive_lock()
@@ -90,7 +88,7 @@ def test_lock_held_beyond_busy_timeout_mid_run_the_whole_record_arrives(panel, m
 def test_lock_held_past_the_end_of_a_run_is_reported_and_the_record_follows(panel, monkeypatch):
     """The CLI answers, says in one line that the run is not recorded, points
     at no record; the records are written once the lock goes."""
-    monkeypatch.setattr(store, "BUSY_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setenv("LLM_CONSORTIUM_BUSY_TIMEOUT", "0.2")
     invoke(*RUN)  # logs.db, llm's tables and ours in place
     holder = hold_exclusive_lock()
     try:
@@ -120,12 +118,6 @@ def with_free_pages(size: int) -> int:
     return db_path().stat().st_size
 
 
-def limit_file_size(size: int) -> None:
-    """In a child process: no file may grow beyond ``size`` bytes, so logs.db
-    cannot grow; a write that needs it to fails as on a full disk."""
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
-
-
 def test_disk_full_mid_run_answers_and_says_the_run_is_not_recorded(panel):
     """logs.db may not grow (a file size limit: writes fail as on a full
     disk) once the first small records are in: the run answers, says so in
@@ -133,11 +125,7 @@ def test_disk_full_mid_run_answers_and_says_the_run_is_not_recorded(panel):
     assert invoke(*RUN).exit_code == 0  # every table in place, the ad hoc config saved
     size = with_free_pages(60_000)  # room for the run's first, small records
     panel.add("m1", reply="y" * 300_000)  # this answer cannot be stored
-    result = subprocess.run(
-        [sys.executable, "-m", "llm", *RUN, "--no-raw"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-        timeout=120, preexec_fn=lambda: limit_file_size(size),
-        env={**os.environ, "LLM_CONSORTIUM_BUSY_TIMEOUT": "0.5"},
-    )
+    result = llm_run(*RUN, "--no-raw", file_size_limit=size, env={**os.environ, "LLM_CONSORTIUM_BUSY_TIMEOUT": "0.5"})
     assert result.returncode == 0, result.stderr
     assert result.stdout == "The answer is 42.\n"
     (line,) = [line for line in result.stderr.splitlines() if "not fully recorded" in line]
@@ -157,10 +145,7 @@ def test_disk_full_during_llm_migrations_leaves_logs_db_as_it_was(panel):
     works once there is room (it was left half-migrated, and broken)."""
     assert invoke("consortium", "save", "my-c", "-m", "m1", "--arbiter", "judge").exit_code == 0
     size = with_free_pages(60_000)
-    result = subprocess.run(
-        [sys.executable, "-m", "llm", *RUN, "--no-raw"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-        timeout=120, preexec_fn=lambda: limit_file_size(size),
-    )
+    result = llm_run(*RUN, "--no-raw", file_size_limit=size)
     assert result.returncode == 0 and result.stdout == "The answer is 42.\n"
     assert "Warning: could not add the answer to llm logs: disk I/O error" in result.stderr
     tables = {row["name"] for row in db_rows("SELECT name FROM sqlite_master WHERE type = 'table'")}

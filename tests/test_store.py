@@ -119,13 +119,6 @@ def test_migrations_applied_once(sim):
     assert {"consortium_runs", "consortium_calls", "consortium_rounds", "consortium_configs"} <= tables
 
 
-@pytest.mark.parametrize("module", ["storage.store", "storage.recorder"])
-def test_storage_import_does_not_load_the_engine(module):
-    code = f"import sys, llm_consortium.{module}; print('llm_consortium.core.engine' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
-
-
 # Recording runs
 
 

@@ -398,9 +398,3 @@ def test_serve_says_so_when_the_port_is_taken(sim):
         taken.close()
     assert result.returncode == 1
     assert result.stderr.startswith(f"Error: Cannot listen on 127.0.0.1:{port}: ") and result.stderr.count("\n") == 1
-
-
-def test_the_plugin_imports_none_of_the_web_packages():
-    code = ("import sys, llm; llm.get_plugins(); import llm_consortium.faces.cli; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'starlette', 'uvicorn', 'markdown_it'}))")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

@@ -10,11 +10,10 @@ signals and exit codes behave as usual.
 
 A warm process is a real process running llm's real CLI, with its own
 stdin, stdout and stderr (pipes or pseudo-terminals), environment, working
-directory and session; what differs from ``python -m llm`` is only that
+directory, session and file size limit; what differs from ``python -m llm`` is only that
 the imports were done before the fork (llm's, and those a run does
 first: see RUN_IMPORTS). Tests about a fresh interpreter
-itself (what importing the plugin loads, non-UTF-8 locales, limits set
-before exec) start ``python -m llm`` as before.
+itself (what importing the plugin loads, non-UTF-8 arguments and input) start ``python -m llm`` as before.
 
 Run as a script (``python warm_llm.py SOCKET``), this file is the server.
 """
@@ -39,9 +38,11 @@ RUN_IMPORTS = ("llm_consortium.core.engine", "llm_consortium.storage.recorder", 
 class WarmLlm(subprocess.Popen):
     """``subprocess.Popen(["llm", *args], ...)`` served by the warm server.
     Any Popen argument but ``preexec_fn``, ``pass_fds``, ``executable``,
-    ``user``/``group`` and ``process_group``."""
+    ``user``/``group`` and ``process_group``; ``file_size_limit`` sets
+    RLIMIT_FSIZE in the new process (a disk that is full past that size)."""
 
-    def __init__(self, args, **kwargs):
+    def __init__(self, args, *, file_size_limit: int | None = None, **kwargs):
+        self.file_size_limit = file_size_limit
         super().__init__(["llm", *args], **kwargs)
 
     def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
@@ -56,6 +57,7 @@ class WarmLlm(subprocess.Popen):
             "cwd": os.fspath(cwd) if cwd else os.getcwd(),
             "env": dict(os.environ if env is None else env),
             "new_session": start_new_session,
+            "file_size_limit": self.file_size_limit,
         }
         self.pid = _server().spawn(request, [fd if fd != -1 else n for n, fd in enumerate(streams)])
         self._child_created = True
@@ -165,10 +167,13 @@ def become_llm(request: dict, fds: list[int]):
     running llm: session, stdio, other descriptors closed, cwd, environment,
     sys.stdin/stdout/stderr as Python makes them, then llm's ``__main__``."""
     import io
+    import resource
     import runpy
 
     if request["new_session"]:
         os.setsid()
+    if request["file_size_limit"] is not None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (request["file_size_limit"], resource.RLIM_INFINITY))
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
     for name in os.listdir("/proc/self/fd"):

@@ -44,7 +44,7 @@ class RunRecorder(Observer):
 
     The writes happen in a thread per run (``RunWriter``), never on the
     event loop. At the run's end the recorder waits, at most
-    ``store.BUSY_TIMEOUT_SECONDS``, for them to be written; if some could
+    ``store.busy_timeout()``, for them to be written; if some could
     not be, it says so in one line on stderr. ``recorded(run_id)`` then
     tells whether the whole record is in logs.db.
 
@@ -131,7 +131,7 @@ class RunRecorder(Observer):
         writer = self._writers.pop(run.run_id, None)
         if writer is None:
             return
-        unwritten = writer.close(store.BUSY_TIMEOUT_SECONDS)
+        unwritten = writer.close(store.busy_timeout())
         self._recorded[run.run_id] = not unwritten
         if unwritten:
             reason = writer.error or "still waiting for the database"

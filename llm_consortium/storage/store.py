@@ -26,9 +26,16 @@ from pathlib import Path
 
 from ..core.stopping import record_note
 
-# How long a write waits for another connection's lock, and the end of a
-# run for its record to be written. Tests shorten it through the variable.
-BUSY_TIMEOUT_SECONDS = float(os.environ.get("LLM_CONSORTIUM_BUSY_TIMEOUT", 10))
+
+def busy_timeout() -> float:
+    """How long a write waits for another connection's lock, and the end of
+    a run for its record to be written: 10 s, or the seconds in
+    LLM_CONSORTIUM_BUSY_TIMEOUT (read when used; tests shorten it)."""
+    try:
+        return float(os.environ.get("LLM_CONSORTIUM_BUSY_TIMEOUT", 10))
+    except ValueError:
+        return 10.0
+
 
 # Named migrations, applied once each, in this order. Add new ones at the end;
 # never edit one that has shipped. ``consortium_configs`` is exactly the table
@@ -180,7 +187,7 @@ def connect(path: Path | None = None) -> sqlite3.Connection:
     rather than failed on half-way through.
     """
     path = path or db_path()
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level="IMMEDIATE")
+    conn = sqlite3.connect(path, timeout=busy_timeout(), isolation_level="IMMEDIATE")
     try:
         ensure_schema(conn, path)
     except sqlite3.Error:
@@ -533,7 +540,7 @@ def log_llm_response(response) -> None:
     from llm.migrations import migrate
 
     path = db_path()
-    with schema_lock(path), closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS)) as conn:
+    with schema_lock(path), closing(sqlite3.connect(path, timeout=busy_timeout())) as conn:
         conn.execute("BEGIN IMMEDIATE")
         db = sqlite_utils.Database(conn)
         migrate(db)
