@@ -28,14 +28,17 @@ ENV_VARS_TO_CLEAR = (
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
-    """The whole suite runs on every core when pytest-xdist is installed (it
-    is in the test extra): most of its time is llm processes and waiting.
-    Naming test files or ``-n`` (``-n 0`` for one process) decides instead."""
+    """The whole suite runs in two processes per core when pytest-xdist is
+    installed (it is in the test extra): a third of its time is waiting (on
+    simulated latency, llm processes, timeouts), so one per core leaves the
+    cores idle (on 2 cores: about 64 s with 2 processes, 56 s with 4; see
+    benchmarks/quick_loop.py). Naming test files or ``-n`` (``-n 0`` for one
+    process) decides instead."""
     named = [arg for arg in config.invocation_params.args if not str(arg).startswith("-") and "/" in str(arg)
              or str(arg).endswith(".py")]
     worker = "PYTEST_XDIST_WORKER" in os.environ  # a worker must not start workers of its own
     if config.pluginmanager.hasplugin("xdist") and config.option.numprocesses is None and not named and not worker:
-        config.option.numprocesses = "auto"
+        config.option.numprocesses = 2 * len(os.sched_getaffinity(0))
 
 
 def pytest_collection_modifyitems(items):
