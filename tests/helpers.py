@@ -10,7 +10,7 @@ import llm
 from click.testing import CliRunner
 from llm.cli import cli
 
-from warm_llm import WarmLlm
+from warm_llm import WarmLlm, WarmPython
 
 
 def invoke(*args, input=None, color=False):
@@ -26,10 +26,28 @@ def llm_process(*args, **popen_kwargs):
     return WarmLlm(args, **popen_kwargs)
 
 
+def python_process(code: str, *args, **popen_kwargs):
+    """``python -c code *args`` in a process of its own, forked like
+    ``llm_process``: for scripts using llm and this package (what a fresh
+    interpreter imports is another matter: start ``sys.executable``)."""
+    return WarmPython(code, args, **popen_kwargs)
+
+
 def llm_run(*args, input=None, timeout=120, **popen_kwargs):
     """``subprocess.run`` of ``llm_process``: text in and out, captured."""
-    with llm_process(*args, stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kwargs) as proc:
+    return completed(llm_process(*args, stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kwargs),
+                     input, timeout)
+
+
+def python_run(code: str, *args, timeout=120):
+    """``subprocess.run`` of ``python_process``: text out, captured."""
+    return completed(python_process(code, *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True), None, timeout)
+
+
+def completed(proc, input, timeout) -> subprocess.CompletedProcess:
+    with proc:
         try:
             out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -5,13 +5,12 @@ import os
 import pty
 import sqlite3
 import subprocess
-import sys
 
 import llm
 import pytest
 
 from llm_consortium.evaluation.simulator import arbiter_xml
-from helpers import db_rows, invoke, llm_process, read_until_closed
+from helpers import db_rows, invoke, llm_process, python_run, read_until_closed
 
 
 def on_one_terminal(args):
@@ -121,7 +120,7 @@ time.sleep(0.6)  # the abandoned sync call ends after its loop has closed
 def test_python_api_twice_with_asyncio_run_is_quiet(sim):
     sim.add_many(["m1", "m2"], reply="answer", latency=0.05)
     sim.add("judge", reply=arbiter_xml("s", 0.9))
-    proc = subprocess.run([sys.executable, "-c", PYTHON_API_TWICE], capture_output=True, text=True, timeout=60)
+    proc = python_run(PYTHON_API_TWICE, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "s\ns\ns\n"
     assert proc.stderr == ""

@@ -13,7 +13,7 @@ from llm_consortium.core.engine import MAX_MEMBERS
 from llm_consortium.core.members import MAX_BACKOFF_SECONDS, backoff_delay
 from llm_consortium.core.prompts import MAX_FORWARDED_CHARS
 from llm_consortium.evaluation.simulator import arbiter_xml
-from helpers import db_rows, invoke
+from helpers import db_rows, invoke, python_run
 
 FAST = {"retry_backoff": 0.01}
 RUN = ["consortium", "Capital of France?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
@@ -326,15 +326,9 @@ cli(sys.argv[1:])
 
 @pytest.mark.parametrize("json_flag", [[], ["--json"]])
 def test_a_plugin_that_redirects_stdout_cannot_swallow_the_answer(sim, json_flag):
-    import subprocess
-    import sys
-
     sim.add("judge", reply=arbiter_xml("The answer survived.", 0.9))
-    proc = subprocess.run(
-        [sys.executable, "-c", SWALLOWING_LLM, "consortium", "q", "-m", "swallowing", "--arbiter", "judge",
-         "--no-raw", *json_flag],
-        capture_output=True, text=True, timeout=60,
-    )
+    proc = python_run(SWALLOWING_LLM, "consortium", "q", "-m", "swallowing", "--arbiter", "judge", "--no-raw",
+                      *json_flag, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "The answer survived." in proc.stdout
 

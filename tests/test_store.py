@@ -4,14 +4,13 @@ import asyncio
 import json
 import sqlite3
 import subprocess
-import sys
 import textwrap
 import threading
 
 import llm
 import pytest
 
-from helpers import db_path, db_rows
+from helpers import db_path, db_rows, python_process
 from llm_consortium import ConsortiumConfig, ConsortiumError, ConsortiumOrchestrator
 from llm_consortium.storage import store
 from llm_consortium.core.engine import Run
@@ -256,7 +255,7 @@ def test_two_processes_record_at_once(sim, tmp_path):
         """
     )
     processes = [
-        subprocess.Popen([sys.executable, "-c", script, run_id], stderr=subprocess.PIPE, text=True)
+        python_process(script, run_id, stderr=subprocess.PIPE, text=True)
         for run_id in ("process-one", "process-two")
     ]
     go.touch()

@@ -11,13 +11,12 @@ import http.client
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from helpers import llm_process, llm_run
+from helpers import llm_process, llm_run, python_run
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
 from llm_consortium.storage import store
 from llm_consortium.evaluation.simulator import arbiter_xml
@@ -380,7 +379,7 @@ def test_serve_refuses_foreign_hosts_and_posts_without_its_token(sim):
 
 def test_serve_without_the_web_extra_says_what_to_install(sim):
     code = "import sys; sys.modules['starlette'] = None; from llm.cli import cli; cli(['consortium', 'serve'])"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = python_run(code, timeout=60)
     assert result.returncode == 1
     # The packages of the web extra, from the plugin's installed metadata, into llm's own environment.
     assert result.stderr == ("Error: llm consortium serve needs the web extra (starlette is missing): "

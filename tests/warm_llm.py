@@ -41,9 +41,10 @@ class WarmLlm(subprocess.Popen):
     ``user``/``group`` and ``process_group``; ``file_size_limit`` sets
     RLIMIT_FSIZE in the new process (a disk that is full past that size)."""
 
-    def __init__(self, args, *, file_size_limit: int | None = None, **kwargs):
+    def __init__(self, args, *, file_size_limit: int | None = None, code: str | None = None, **kwargs):
         self.file_size_limit = file_size_limit
-        super().__init__(["llm", *args], **kwargs)
+        self.code = code
+        super().__init__(["llm" if code is None else "python -c", *args], **kwargs)
 
     def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
                        creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite,
@@ -54,6 +55,7 @@ class WarmLlm(subprocess.Popen):
         streams = [p2cread, c2pwrite, errwrite]
         request = {
             "args": args[1:],
+            "code": self.code,
             "cwd": os.fspath(cwd) if cwd else os.getcwd(),
             "env": dict(os.environ if env is None else env),
             "new_session": start_new_session,
@@ -62,6 +64,15 @@ class WarmLlm(subprocess.Popen):
         self.pid = _server().spawn(request, [fd if fd != -1 else n for n, fd in enumerate(streams)])
         self._child_created = True
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
+
+
+class WarmPython(WarmLlm):
+    """``subprocess.Popen([sys.executable, "-c", code, *args], ...)`` served
+    by the warm server: for scripts that use llm or this package, not for
+    what a fresh interpreter imports."""
+
+    def __init__(self, code: str, args=(), **kwargs):
+        super().__init__(args, code=code, **kwargs)
 
 
 class _Server:
@@ -163,12 +174,14 @@ def serve(path: str) -> tuple[dict, list[int]]:
 
 
 def become_llm(request: dict, fds: list[int]):
-    """What ``subprocess.Popen`` and ``python -m llm`` would have done before
-    running llm: session, stdio, other descriptors closed, cwd, environment,
-    sys.stdin/stdout/stderr as Python makes them, then llm's ``__main__``."""
+    """What ``subprocess.Popen`` and ``python -m llm`` (or ``-c``) would have
+    done before running llm (or the code): session, stdio, other descriptors
+    closed, cwd, environment, sys.stdin/stdout/stderr as Python makes them,
+    then llm's ``__main__`` (or the code as ``__main__``)."""
     import io
     import resource
     import runpy
+    import types
 
     if request["new_session"]:
         os.setsid()
@@ -194,9 +207,16 @@ def become_llm(request: dict, fds: list[int]):
         streams.append(io.TextIOWrapper(buffered, encoding, "backslashreplace" if fd == 2 else errors,
                                         newline="\n", line_buffering=fd == 2 or (fd == 1 and raw.isatty())))
     sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
-    sys.argv = ["llm", *request["args"]]
-    sys.path[0] = os.getcwd()
-    runpy.run_module("llm", run_name="__main__", alter_sys=True)
+    if request["code"] is None:
+        sys.argv = ["llm", *request["args"]]
+        sys.path[0] = os.getcwd()
+        runpy.run_module("llm", run_name="__main__", alter_sys=True)
+    else:  # as python -c does: a new __main__, argv[0] "-c", the current directory first on the path
+        sys.argv = ["-c", *request["args"]]
+        sys.path[0] = ""
+        main = types.ModuleType("__main__")
+        sys.modules["__main__"] = main
+        exec(compile(request["code"], "<string>", "exec"), main.__dict__)
 
 
 if __name__ == "__main__":
