@@ -10,10 +10,14 @@ signals and exit codes behave as usual.
 
 A warm process is a real process running llm's real CLI, with its own
 stdin, stdout and stderr (pipes or pseudo-terminals), environment, working
-directory, session and file size limit; what differs from ``python -m llm`` is only that
-the imports were done before the fork (llm's, and those a run does
-first: see RUN_IMPORTS). Tests about a fresh interpreter
-itself (what importing the plugin loads, non-UTF-8 arguments and input) start ``python -m llm`` as before.
+directory, session and file size limit; what differs from ``python -m llm``
+is only that the imports were done before the fork (llm's, and those a run
+does first: see RUN_IMPORTS). Tests about a fresh interpreter itself (what
+importing the plugin loads, a user's own ``python -m llm``, non-UTF-8
+arguments and input) start ``python -m llm`` as before.
+
+It needs Linux (``prctl``, ``/proc/self/fd``) and overrides CPython's
+``Popen._execute_child`` (its POSIX signature, as of 3.11).
 
 Run as a script (``python warm_llm.py SOCKET``), this file is the server.
 """
