@@ -135,6 +135,14 @@ class Judgement:
     # Why the members' agreement decided instead of a judge (the arbiter
     # failed, or its reply could not be read); None when a judge decided.
     fallback: str | None = None
+    # No judge could be read and the members had no strict majority: there
+    # is no answer. ``candidates`` then lists every distinct answer with the
+    # members that gave it ({"answer": text, "members": ["model#1", ...]}).
+    no_verdict: bool = False
+    candidates: list[dict] = field(default_factory=list)
+    # What the person asking must be told about how this judgement was
+    # reached (a reply cut before parsing, a verdict rejected as an echo ...).
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "details": self.details.to_dict()}
