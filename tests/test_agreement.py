@@ -162,7 +162,7 @@ def test_hostile_groups_end_to_end_never_crash(sim):
     models = panel(sim, PARIS, arbiter_xml("Paris.", 0.9, groups=section))
     result = invoke("consortium", "q", *[a for m in models for a in ("-m", m)], "--arbiter", "judge", "--no-raw")
     assert result.exit_code == 0, result.stderr
-    assert "agreement 0.67 (measured by the arbiter's groups)" in result.stderr
+    assert "2 of 3 agree, 3 of 3 answered (by the arbiter's groups)" in result.stderr
     assert "Groups: m3 #1, m1 #1 | m2 #1" in result.stderr and "\x1b]0;" not in result.stderr
 
 
@@ -200,7 +200,7 @@ def test_stop_on_agreement_stops_when_the_members_agree(sim):
     assert data["metadata"]["stop_on"] == "agreement" and data["metadata"]["threshold_note"] is None
     assert data["synthesis"]["confidence"] == 0.5 and data["synthesis"]["agreement"] == 1.0
     summary = cli_run(models, "--stop-on", "agreement").stderr
-    assert "Confidence 0.50 · agreement 1.00 (measured by the arbiter's groups)" in summary
+    assert "Confidence 0.50 · 3 of 3 agree, 3 of 3 answered (by the arbiter's groups)" in summary
     assert "Threshold not reached" not in summary
 
 
@@ -283,7 +283,7 @@ def test_runs_and_inspect_show_both_numbers_and_the_shortfall(sim):
     assert row["confidence"] == 0.95 and row["agreement"] == pytest.approx(2 / 3)
     assert row["stop_on"] == "agreement" and row["threshold_note"] == note
     listed = invoke("consortium", "runs").stdout
-    assert re.search(r"  0\.95  0\.67 +2 ", listed) and f"threshold not reached: {note}" in listed
+    assert re.search(r"  0\.95    2/3    3/3    2 ", listed) and f"threshold not reached: {note}" in listed
     assert json.loads(invoke("consortium", "runs", "--json").stdout)[0]["threshold_note"] == note
     shown = invoke("consortium", "inspect").stdout
     assert shown.count("Confidence: 0.95 · agreement 0.67 (measured by the arbiter's groups)") == 2

@@ -269,11 +269,11 @@ def test_runs_has_a_header_and_a_one_line_prompt_column(panel):
     long_prompt = "Line one\nline two " + "word " * 40
     invoke("consortium", long_prompt, "-m", "m1", "--arbiter", "judge", "--no-raw")
     header, newest, older = invoke("consortium", "runs").stdout.splitlines()
-    assert header.split() == ["ID", "STARTED", "STATUS", "CONF", "AGR", "RND", "TOKENS", "COST", "CONSORTIUM",
-                              "PROMPT"]
+    assert header.split() == ["ID", "STARTED", "STATUS", "CONF", "AGREE", "ANSW", "RND", "TOKENS", "COST",
+                              "CONSORTIUM", "PROMPT"]
     assert older.endswith("  m1, m2      What is 6*7?")
     assert newest.split("  m1          ")[1].startswith("Line one line two word word")
-    assert newest.endswith("…") and len(newest) < 132
+    assert newest.endswith("…") and len(newest) < 140
     for line in (newest, older):  # the columns line up under the header
         assert line[header.index("STATUS")-2:header.index("STATUS")] == "  "
         assert line[header.index("PROMPT"):][0] in "LW"
@@ -325,7 +325,7 @@ def test_vote_method_from_cli_and_saved(panel):
     result = invoke(*RUN, "--method", "vote", "--no-raw")
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "Working... 42\n"  # the winner's text, without the <answer> tags
-    assert "Vote: 42 ×2" in result.stderr and "agreement 1.00 (measured by short answers)" in result.stderr
+    assert "Vote: 42 ×2" in result.stderr and "2 of 2 agree, 2 of 2 answered (by short answers)" in result.stderr
     assert panel.calls("judge") == []  # a clear majority needs no arbiter
     assert "<answer>" in panel.calls("m1")[0].system  # members are asked for a short answer
     invoke("consortium", "save", "voters", "-m", "m1", "-m", "m2", "--arbiter", "judge", "--method", "vote")

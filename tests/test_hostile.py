@@ -336,14 +336,19 @@ def test_a_plugin_that_redirects_stdout_cannot_swallow_the_answer(sim, json_flag
 # Seen with a real local model (issue 9)
 
 
-def test_vote_with_a_quorum_counts_every_member(sim):
+def test_vote_counts_every_member_but_those_a_quorum_cancelled(sim):
+    """A failed member is a vote for nothing; one the user's --quorum
+    cancelled is not part of the panel (issue 19: n is the panel less them)."""
     sim.add_many(["m1", "m2"], reply="Paris. <answer>Paris</answer>")
+    sim.add("down", status=401)
     sim.add("slow", reply="<answer>Paris</answer>", latency=2)
     sim.add("judge", reply=arbiter_xml("Paris.", 0.9))
-    result = orchestrator(["m1", "m2", "slow"], method="vote", quorum=2, confidence_threshold=0.6).orchestrate_sync("q")
-    synthesis = result["synthesis"]
+    result = orchestrator(["m1", "m2", "down", "slow"], method="vote", quorum=2,
+                          confidence_threshold=0.6).orchestrate_sync("q")
+    synthesis, meta = result["synthesis"], result["metadata"]
     assert synthesis["confidence"] == synthesis["agreement"] == pytest.approx(2 / 3)
     assert "2 of 3 members" in synthesis["analysis"]
+    assert (meta["members"], meta["answered"], meta["agreeing"]) == (3, 2, 2) and meta["status"] == "partial"
 
 
 def test_usage_a_model_does_not_report_is_unknown_not_zero(sim):

@@ -77,7 +77,8 @@ def saved(sim):
     return sim
 
 
-SUMMARY = re.compile(r"^Confidence 0\.90 · agreement (?:\d\.\d\d \(measured by [a-z' ]+\)|unknown) · 1 round · "
+SUMMARY = re.compile(r"^Confidence 0\.90 · (?:\d of 2 agree|agreement unknown), 2 of 2 answered(?: \(by [a-z' ]+\))? · "
+                     r"1 round · "
                      r"[\d,]+ tokens · cost unknown: 3 calls unpriced · \d+\.\d s · run (?P<run>[0-9a-f]{8})$")
 
 

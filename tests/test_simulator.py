@@ -254,7 +254,7 @@ def test_standalone_demo_prints_its_models_and_a_command_that_works(sim, tmp_pat
         result = invoke(*shlex.split(command)[1:])
         assert result.exit_code == 0, result.stderr
         assert result.stdout == "There are three r's in strawberry.\n"
-        assert "agreement 1.00" in result.stderr and "Confidence 0.92" in result.stderr
+        assert "3 of 3 agree, 3 of 3 answered" in result.stderr and "Confidence 0.92" in result.stderr
         assert list(own_user_dir.iterdir()) == []  # nothing written into llm's user directory
     finally:
         demo.send_signal(signal.SIGINT)

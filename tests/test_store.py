@@ -222,7 +222,8 @@ def test_records_that_cannot_be_written_are_reported_once_and_the_rest_written(s
     assert "not fully recorded" in line and "no such table: consortium_calls" in line and "2 of its records" in line
     assert recorder.recorded(run.run_id) is False
     # the calls are lost, but the run's final status is not
-    assert db_rows("SELECT status FROM consortium_runs WHERE id = ?", (run.run_id,)) == [{"status": "success"}]
+    status = run.to_dict()["metadata"]["status"]
+    assert db_rows("SELECT status FROM consortium_runs WHERE id = ?", (run.run_id,)) == [{"status": status}]
 
 
 def test_two_processes_record_at_once(sim, tmp_path):
@@ -317,11 +318,12 @@ def test_list_runs_newest_first(sim):
     assert [r["id"] for r in runs] == ids[::-1]
     assert latest_run_id() == ids[-1]
     assert runs[0]["models"] == ["m1"]
-    assert runs[0]["status"] == "success" and runs[0]["confidence"] == 0.75 and runs[0]["iterations"] == 1
+    assert runs[0]["status"] == "below_threshold" and runs[0]["confidence"] == 0.75 and runs[0]["iterations"] == 1
     assert runs[0]["input_tokens"] > 0 and runs[0]["output_tokens"] > 0
     assert set(runs[0]) == {"id", "name", "prompt", "method", "models", "status", "confidence", "agreement",
                             "stop_on", "threshold", "threshold_note", "iterations", "input_tokens", "output_tokens",
-                            "cost_usd", "priced_usd", "unpriced_calls", "stopped_because", "started", "finished"}
+                            "cost_usd", "priced_usd", "unpriced_calls", "stopped_because", "started", "finished",
+                            "notes", "members", "answered", "agreeing"}
     assert runs[0]["threshold_note"] == "confidence 0.75 below the 0.80 threshold after 1 round (max iterations)"
     # sim models without a model_name have no known price: unknown, not 0
     assert runs[0]["cost_usd"] is None and runs[0]["unpriced_calls"] == 2 and runs[0]["priced_usd"] == 0

@@ -78,11 +78,13 @@ def measure(answered, extracted: list, arbiter_reply: str | None = None, members
 
     ``extracted``: each answer's short answer (``short_answers``).
     ``arbiter_reply``: the arbiter's raw reply whose synthesis was used, if
-    any. ``members``: the denominator, when members that did not answer
-    count as agreeing with no one (the vote's rule); by default the number
-    of answers.
+    any. ``members``: the denominator, the whole panel (members that did
+    not answer agree with no one); by default the number of answers. One
+    answer of a larger panel is "1 of n"; one member alone has no agreement.
     """
     total = members or len(answered)
+    if len(answered) == 1 and total > 1:
+        return _share([[0]], "exact", total, "only one member answered")
     if len(answered) < 2:
         return Agreement(None, note="fewer than two answers")
     keys = [answer_key(m.text, a) for m, a in zip(answered, extracted)]

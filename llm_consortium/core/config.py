@@ -161,6 +161,10 @@ class ConsortiumConfig:
         None, "Most dollars the run may spend (a number, such as 0.05): no round starts whose estimated cost "
         "would pass it", float | str, metavar="USD",
     )
+    strict: bool = setting(
+        False, "Exit with status 3 when the answer comes with any status but success (partial, "
+        "below_threshold, degraded, budget): for scripts that must not take a doubtful answer", bool,
+    )
 
     def __post_init__(self):
         if isinstance(self.models, str):
@@ -202,6 +206,7 @@ class ConsortiumConfig:
         if self.max_cost is not None:
             self.max_cost = parse_max_cost(self.max_cost)
         self.system_prompt = self.system_prompt or None
+        self.strict = _flag("strict", self.strict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -229,6 +234,18 @@ class ConsortiumConfig:
                 for model, count in models.items()
             ]
         return cls(**values)
+
+
+def _flag(name: str, value) -> bool:
+    """A yes/no setting: a bool, or 1/0, true/false, yes/no, on/off as text (``-o strict 1``)."""
+    if isinstance(value, bool):
+        return value
+    words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+             "off": False}
+    text = str(value).strip().lower()
+    if text not in words:
+        raise ConsortiumConfigError(f"{name} must be 1 or 0 (true or false), got {value!r}")
+    return words[text]
 
 
 def _finite(name: str, value) -> float:

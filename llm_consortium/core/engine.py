@@ -21,6 +21,7 @@ from .members import (
     CHAIN_LIMIT, Ask, ModelHandle, check_keys, describe, fit, member_options, resolve_models,
 )
 from .methods import member_instructions
+from .outcome import outcome_of
 from .results import Judgement, MemberResult, Usage
 from .stopping import ended_by, should_stop, threshold_note
 
@@ -88,6 +89,10 @@ class Run:
     stopped_because: str | None = None
     budget_note: str | None = None
     parent_run_id: str | None = None  # the run whose member answers this one judged again (rejudge)
+    # (status, error) once the run ended without a result: failed, cancelled, interrupted.
+    failure: tuple[str, str] | None = None
+    # What the person asking must be told that no status says (a hint about a server).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def members(self) -> list[tuple[str, int]]:
@@ -97,6 +102,7 @@ class Run:
     def to_dict(self) -> dict:
         last = self.rounds[-1] if self.rounds else None
         judgement = last.judgement if last and last.judgement else Judgement(parse_ok=False)
+        outcome = outcome_of(self)
         return {
             "prompt": self.prompt,
             "synthesis": judgement.to_dict(),
@@ -104,6 +110,12 @@ class Run:
             "iterations": [r.to_dict() for r in self.rounds],
             "metadata": {
                 "run_id": self.run_id,
+                # One status (``outcome``), every condition behind it, and "k of n agree, m of n answered".
+                "status": outcome.status,
+                "notes": outcome.notes,
+                "members": outcome.members,
+                "answered": outcome.answered,
+                "agreeing": outcome.agreeing,
                 "models": list(self.config.models),
                 "arbiter": self.config.arbiter,
                 "method": self.config.method,
@@ -234,22 +246,24 @@ class ConsortiumOrchestrator:
             else:
                 await self._judge_given(run, answers, limiter)
         except ConsortiumError as exc:
-            run.finished = datetime.now(timezone.utc)
+            self._fail(run, "failed", str(exc))
             exc.result = run.to_dict()
-            self._emit("run_failed", run, "failed", str(exc))
             raise
         except (asyncio.CancelledError, KeyboardInterrupt):
-            run.finished = datetime.now(timezone.utc)
-            self._emit("run_failed", run, "cancelled", "cancelled by the user")
+            self._fail(run, "cancelled", "cancelled by the user")
             raise
         except Exception as exc:  # a bug of ours or a plugin's: still leave a record
-            run.finished = datetime.now(timezone.utc)
-            self._emit("run_failed", run, "failed", describe(exc))
+            self._fail(run, "failed", describe(exc))
             raise
         run.finished = datetime.now(timezone.utc)
         result = run.to_dict()
         self._emit("run_finished", run, result)
         return result
+
+    def _fail(self, run: Run, status: str, error: str) -> None:
+        run.finished = datetime.now(timezone.utc)
+        run.failure = (status, error)
+        self._emit("run_failed", run, status, error)
 
     async def _rounds(self, run: Run, limiter) -> None:
         config = self.config
@@ -307,7 +321,7 @@ class ConsortiumOrchestrator:
         }
         pending = set(tasks)
         quorum = config.quorum or len(run.members)
-        reason = f"Cancelled: quorum of {quorum} reached"
+        reason, by_quorum = f"Cancelled: quorum of {quorum} reached", True
         started = time.perf_counter()
         try:
             while pending and sum(r.ok for r in results.values()) < quorum:
@@ -317,7 +331,7 @@ class ConsortiumOrchestrator:
                     if member.error:
                         run.dropped[tasks[task]] = f"it failed in round {number} ({member.error})"
         except asyncio.CancelledError:
-            reason = "Cancelled: the run was cancelled"
+            reason, by_quorum = "Cancelled: the run was cancelled", False
             raise
         finally:
             # Members still answering are stopped and recorded as cancelled,
@@ -325,7 +339,8 @@ class ConsortiumOrchestrator:
             seconds = round(time.perf_counter() - started, 3)
             for task in pending:
                 task.cancel()
-                late = MemberResult(*tasks[task], error=reason, seconds=seconds, cancelled=True)
+                late = MemberResult(*tasks[task], error=reason, seconds=seconds, cancelled=True,
+                                    quorum_cancelled=by_quorum)
                 results[tasks[task]] = late
                 self._emit("member_finished", run, number, late, prompt)
         return [results[key] for key in run.members]

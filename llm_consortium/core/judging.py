@@ -26,6 +26,7 @@ from typing import Awaitable, Callable
 from . import prompts, schemas
 from .config import ConsortiumError
 from .members import CallOutcome, call_model, is_context_overflow
+from .outcome import panel_size
 from .parsing import parse_arbiter
 from .results import Judgement, MemberResult
 
@@ -64,6 +65,9 @@ class Panel:
         self.config = run.config
         self.number = number
         self.answered = answered
+        # n, what agreement and vote shares divide by: the round's members
+        # less those a quorum cancelled (a failed member agrees with no one).
+        self.size = panel_size(run.rounds[-1].members) if run.rounds else len(answered)
         self._limiter = limiter
         self._call = call
         self._emit = emit

@@ -62,6 +62,9 @@ class MemberResult:
     attempts: int = 1
     cancelled: bool = False
     queued: float = 0.0  # seconds waiting for a turn, apart from ``seconds`` in the call
+    # Cancelled because a --quorum had answered: not part of the panel that
+    # agreement and "m of n answered" count (a member that failed is).
+    quorum_cancelled: bool = False
 
     @property
     def ok(self) -> bool:

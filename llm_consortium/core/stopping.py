@@ -14,6 +14,7 @@ the next round, and the note says why.
 from __future__ import annotations
 
 from .config import STOP_RULES
+from .outcome import UNANSWERED
 
 
 def should_stop(config, judgement, round_number: int) -> bool:
@@ -66,7 +67,7 @@ def record_note(config: dict, confidence: float | None, agreement: float | None,
     """``threshold_note`` for a recorded run (``runs``, ``inspect``); None
     for a run that has no final judgement (running, failed, cancelled).
     Runs recorded before ``stop_on`` existed used the arbiter's rule."""
-    if status not in ("success", "degraded") or not rounds:
+    if status in UNANSWERED or not rounds:
         return None
     threshold = config.get("confidence_threshold")
     if not isinstance(threshold, (int, float)):

@@ -13,6 +13,7 @@ from click_default_group import DefaultGroup
 from ..core.config import (
     DEFAULT_ARBITER, DEFAULT_MODELS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError, UnknownModelsError,
 )
+from ..core.outcome import counts_text, exit_code
 from ..evaluation.evaluate import eval_command
 from ..evaluation.rejudge import rejudge
 from ..core.safetext import printable, single_line
@@ -39,9 +40,13 @@ def settings_options(command):
                             help="Member model (repeatable); model:2 for two instances")]
     for setting in ConsortiumConfig.settings():
         meta = setting.metadata
+        flag = meta["flag"] or "--" + setting.name.replace("_", "-")
+        if meta["kind"] is bool:  # a flag; None when not given, so a saved or default value stands
+            options.append(click.option(flag, setting.name, is_flag=True, default=None, help=meta["help"]))
+            continue
         default = "" if setting.default is None else f" (default {setting.default})"
         options.append(click.option(
-            meta["flag"] or "--" + setting.name.replace("_", "-"), setting.name,
+            flag, setting.name,
             type=click.Choice(meta["choices"]) if meta["choices"] else str, help=meta["help"] + default,
             metavar=None if meta["choices"] else meta["metavar"] or METAVARS.get(meta["kind"], "TEXT"),
         ))
@@ -254,7 +259,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
             if raw:
                 click.echo(raw_view(result), err=True)
             deliver(result, json_, output, out)  # what had arrived, as for a success
-            pointer = record_pointer(result, "failed")
+            pointer = record_pointer(result, result["metadata"].get("status") or "failed")
             if pointer:
                 click.echo(pointer, err=True)
         fail(str(exc) if isinstance(exc, ConsortiumError) else f"{type(exc).__name__}: {exc}")
@@ -277,6 +282,9 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     if not json_ and on_terminal:
         write_answer(out, printable(answer))
     deliver(result, json_, output, out)
+    code = exit_code(result["metadata"]["status"], config.strict)
+    if code:
+        sys.exit(code)
 
 
 def write_answer(out, answer: str) -> None:
@@ -664,21 +672,40 @@ def runs(limit, json_):
     width = max(len("CONSORTIUM"), *map(len, whos))
 
     def line(*columns):
-        id_, started, status, confidence, agreement, rounds, tokens, spent, who, prompt = columns
-        return (f"{id_:<8}  {started:<16}  {status:<11}  {confidence:>4}  {agreement:>4}  {rounds:>3}  "
+        id_, started, status, confidence, agree, answered, rounds, tokens, spent, who, prompt = columns
+        return (f"{id_:<8}  {started:<16}  {status:<15}  {confidence:>4}  {agree:>5}  {answered:>5}  {rounds:>3}  "
                 f"{tokens:>6}  {spent:>9}  {who:<{width}}  {prompt}")
 
-    click.echo(line("ID", "STARTED", "STATUS", "CONF", "AGR", "RND", "TOKENS", "COST", "CONSORTIUM", "PROMPT"))
+    click.echo(line("ID", "STARTED", "STATUS", "CONF", "AGREE", "ANSW", "RND", "TOKENS", "COST", "CONSORTIUM",
+                    "PROMPT"))
     for row, who in zip(rows, whos):
-        confidence, agreement = ("-" if row.get(key) is None else f"{row[key]:.2f}" for key in ("confidence", "agreement"))
+        confidence = "-" if row.get("confidence") is None else f"{row['confidence']:.2f}"
         click.echo(line(
             row["id"][:8], single_line(row.get("started") or "")[:16].replace("T", " "), row["status"],
-            confidence, agreement, row.get("iterations") or 0,
+            confidence, *panel_columns(row), row.get("iterations") or 0,
             (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0),
-            short_cost(row["cost_usd"], row["priced_usd"]), who, clip(row.get("prompt") or "", 40),
+            short_cost(row["cost_usd"], row["priced_usd"]), who, clip(row.get("prompt") or "", 36),
         ))
-        if row["threshold_note"]:
-            click.echo(click.style(f"          threshold not reached: {printable(row['threshold_note'])}", fg="yellow"))
+        for note in record_notes(row):
+            click.echo(click.style(f"          {printable(note)}", fg="yellow"))
+
+
+def panel_columns(row: dict) -> tuple[str, str]:
+    """ "k/n" agreeing and "m/n" answered for a run's row; a run recorded
+    before the counts existed shows its measured agreement, "-" when unknown."""
+    members = row.get("members")
+    if not members:
+        return ("-" if row.get("agreement") is None else f"{row['agreement']:.2f}"), "-"
+    agreeing = "-" if row.get("agreeing") is None else f"{row['agreeing']}/{members}"
+    return agreeing, f"{row.get('answered') or 0}/{members}"
+
+
+def record_notes(record: dict) -> list[str]:
+    """A recorded run's notes (``outcome``); a run recorded before them has
+    at most its threshold note."""
+    if record.get("notes"):
+        return record["notes"]
+    return [f"threshold not reached: {record['threshold_note']}"] if record.get("threshold_note") else []
 
 
 @consortium.command()
@@ -701,10 +728,12 @@ def inspect(run_id, json_):
     if json_:
         click.echo(json.dumps(record, indent=2))
         return
-    from .display import agreement_text, cost, groups_line
+    from .display import agreement_text, cost, groups_line, note_line
 
     # Recorded text is shown as it was received, less what a terminal would act on.
     click.echo(printable(f"Run {record['id']}  {record['status']}  {record.get('started')}"))
+    if record.get("members"):
+        click.echo("Panel: " + counts_text(record.get("agreeing"), record.get("answered"), record["members"]))
     click.echo(f"Prompt: {printable(record['prompt'] or '')}")
     click.echo(f"Cost: {cost(record['cost_usd'], record['priced_usd'], record['unpriced_calls'])}")
     if record.get("parent_run_id"):
@@ -712,8 +741,6 @@ def inspect(run_id, json_):
                    f"not asked again ({record['method']})")
     for child in record.get("rejudged_as") or []:
         click.echo(f"Rejudged as run {child}")
-    if record.get("stopped_because"):
-        click.echo(click.style(f"Stopped early: {printable(record['stopped_because'])}", fg="yellow"))
     for round_ in record["rounds"]:
         spent = cost(round_["cost_usd"], round_["priced_usd"], round_["unpriced_calls"])
         click.echo(click.style(f"\n── Round {round_['round']} · {spent} ──", bold=True))
@@ -736,8 +763,13 @@ def inspect(run_id, json_):
             for key in ("analysis", "dissent"):
                 if round_.get(key):
                     click.echo(f"{key.capitalize()}: {printable(round_[key])}")
-    if record.get("threshold_note"):
-        click.echo(click.style(f"\nThreshold not reached: {printable(record['threshold_note'])}.", fg="yellow"))
+    notes = record_notes(record)
+    if record.get("stopped_because") and not record.get("notes"):  # recorded before the notes
+        notes.insert(0, f"stopped early: {record['stopped_because']}")
+    if notes:
+        click.echo()
+    for note in notes:
+        click.echo(click.style(note_line(note), fg="yellow"))
     if record.get("synthesis"):
         click.echo(click.style("\nSynthesis:", bold=True) + f"\n{printable(record['synthesis'])}")
     if record.get("error"):

@@ -12,6 +12,7 @@ import json
 import click
 
 from ..core.observer import Observer
+from ..core.outcome import UNANSWERED, counts_text
 from ..core.pricing import dollars
 from ..core.safetext import printable, single_line
 
@@ -123,9 +124,29 @@ def groups_line(details: dict | None) -> str | None:
     return click.style("Groups:", bold=True) + " " + text
 
 
-def threshold_line(note: str | None) -> list[str]:
-    """The line saying the stop rule's threshold was not reached, if it was not."""
-    return [click.style(f"Threshold not reached: {printable(note)}.", fg="yellow")] if note else []
+def panel_text(meta: dict, synthesis: dict) -> str:
+    """ "2 of 3 agree, 3 of 3 answered (by short answers)", shown beside the
+    arbiter's own confidence."""
+    source = SOURCES.get(((synthesis.get("details") or {}).get("agreement") or {}).get("source"))
+    text = counts_text(meta.get("agreeing"), meta.get("answered"), meta["members"])
+    return text + (f" ({source})" if source and meta.get("agreeing") is not None else "")
+
+
+def outcome_lines(meta: dict) -> list[str]:
+    """The run's status when it is not a plain success, and each of its
+    notes (a failed member, no judge, a budget stop, a threshold not
+    reached, ...), one a line."""
+    status = meta.get("status")
+    color = "red" if status in UNANSWERED else "yellow"
+    lines = [click.style(f"Status: {status}", fg=color, bold=True)] if status and status != "success" else []
+    lines += [click.style(note_line(note), fg=color) for note in meta.get("notes") or []]
+    return lines
+
+
+def note_line(note: str) -> str:
+    """A note as a sentence of its own, made printable."""
+    note = printable(note).strip()
+    return note[:1].upper() + note[1:] + ("" if note.endswith(".") else ".")
 
 
 def summary(result: dict) -> str:
@@ -133,8 +154,7 @@ def summary(result: dict) -> str:
     synthesis, meta = result["synthesis"], result["metadata"]
     rounds = meta["iteration_count"]
     failed = [m for m in result["model_responses"] if m.get("error") and not m.get("cancelled")]
-    parts = [f"Confidence {synthesis['confidence']:.2f}", agreement_text(synthesis.get("agreement"),
-                                                                         synthesis.get("details"))]
+    parts = [f"Confidence {synthesis['confidence']:.2f}", panel_text(meta, synthesis)]
     parts += [
         f"{rounds} round{'s' if rounds != 1 else ''}",
         tokens(meta["usage"]),
@@ -145,13 +165,9 @@ def summary(result: dict) -> str:
         parts.append(click.style(f"{len(failed)} member{'s' if len(failed) != 1 else ''} failed", fg="red"))
     lines = [_rule("Consortium"), " · ".join(parts)]
     lines += [f"  {single_line(m['model'])} #{m['instance']}: {printable(m['error'])}" for m in failed]
-    if synthesis.get("fallback"):
-        lines.append(click.style(
-            f"No judge decided ({printable(synthesis['fallback'])}): the answer is the one most members gave.",
-            fg="yellow",
-        ))
-    lines += budget_lines(meta)
-    lines += threshold_line(meta.get("threshold_note"))
+    lines += outcome_lines(meta)
+    if meta.get("budget_note"):
+        lines.append(click.style(f"Note: {printable(meta['budget_note'])}.", fg="yellow"))
     for title in ("analysis", "dissent"):
         text = printable(synthesis.get(title) or "").strip()
         if text and text.lower() not in ("none", "none.", "n/a"):
@@ -167,41 +183,26 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-def budget_lines(meta: dict) -> list[str]:
-    """Why the run stopped early (--max-cost), and whether its budget could
-    be checked against only part of the cost."""
-    lines = []
-    if meta.get("stopped_because"):
-        lines.append(click.style(
-            f"Stopped early: {printable(meta['stopped_because'])}. The answer is the last round's.", fg="yellow"
-        ))
-    if meta.get("budget_note"):
-        lines.append(click.style(f"Note: {printable(meta['budget_note'])}.", fg="yellow"))
-    return lines
-
-
 def summary_line(result: dict) -> str:
     """The run in one line, for ``llm -m NAME`` and ``llm chat``: confidence,
-    measured agreement, rounds, tokens, dollars, seconds, the run id when the
-    run is recorded, and a note when the threshold was not reached, no judge
-    decided or the budget stopped the run."""
+    "k of n agree, m of n answered", rounds, tokens, dollars, seconds, the
+    run id when the run is recorded, then its status when it is not a plain
+    success, with every note (no judge decided, a budget stop, members
+    failed, the threshold not reached, ...)."""
     synthesis, meta = result["synthesis"], result["metadata"]
     rounds = meta["iteration_count"]
-    parts = [f"Confidence {synthesis['confidence']:.2f}",
-             agreement_text(synthesis.get("agreement"), synthesis.get("details"))]
+    parts = [f"Confidence {synthesis['confidence']:.2f}", panel_text(meta, synthesis)]
     parts += [f"{rounds} round{'s' if rounds != 1 else ''}", tokens(meta["usage"]), usage_cost(meta["usage"]),
               f"{meta['seconds']:.1f} s"]
-    failed = sum(1 for m in result["model_responses"] if m.get("error") and not m.get("cancelled"))
-    if failed:
-        parts.append(click.style(f"{failed} member{'s' if failed != 1 else ''} failed", fg="red"))
     if meta.get("recorded"):  # never a pointer to a record that is missing or stale
         parts.append(f"run {meta['run_id'][:8]}")
-    if synthesis.get("fallback"):
-        parts.append(click.style("no judge decided: the answer most members gave", fg="yellow"))
-    elif meta.get("stopped_because"):
-        parts.append(click.style(f"stopped at the max cost of {dollars(meta['max_cost'], exact=True)}", fg="yellow"))
-    elif meta.get("threshold_note"):
-        parts.append(click.style(printable(meta["threshold_note"]), fg="yellow"))
+    status = meta.get("status")
+    notes = "; ".join(printable(note) for note in meta.get("notes") or [])
+    if status and status != "success":
+        parts.append(click.style(f"{status}: {notes}" if notes else status,
+                                 fg="red" if status in UNANSWERED else "yellow"))
+    elif notes:
+        parts.append(click.style(notes, fg="yellow"))
     if meta.get("budget_note"):
         parts.append(click.style("max cost checked against the known part of the cost only", fg="yellow"))
     return " · ".join(parts)

@@ -180,11 +180,28 @@ class _Consortium:
 
     @staticmethod
     def _finish(response, result: dict) -> str:
+        """The answer, with the run's result as llm's response JSON. A run
+        that came to no verdict has no answer: it ends as an error listing
+        every distinct answer and who gave it (exit status 1)."""
         usage = result["metadata"]["usage"]
         if usage["total"] or not usage["unreported"]:  # unknown is not 0: left unset
             response.set_usage(input=usage["input"], output=usage["output"], details=usage_details(usage))
         response.response_json = result
+        if result["metadata"]["status"] == "no_verdict":
+            error = ConsortiumError(no_verdict_message(result))
+            error.result = result
+            raise in_chat(error)
         return result["synthesis"]["synthesis"]
+
+
+def no_verdict_message(result: dict) -> str:
+    """One line: there is no answer, and the distinct answers the members gave."""
+    from ..core.safetext import single_line
+
+    answers = "; ".join(
+        f"{single_line(c['answer'])[:200]!r} ({', '.join(c['members'])})" for c in result["synthesis"]["candidates"]
+    )
+    return f"No verdict: no judge could be read and no answer has a majority. The members answered: {answers}"
 
 
 def in_chat(exc: BaseException) -> BaseException:
@@ -262,6 +279,19 @@ def progress_display(config: ConsortiumConfig, options: ConsortiumOptions):
     return Progress(sys.stderr, config.arbiter)
 
 
+def exit_if_strict(config: ConsortiumConfig, result: dict) -> None:
+    """Under llm's ``prompt`` command with ``-o strict 1``, an answer whose
+    status is not success ends the command with exit status 3, once the
+    answer and the summary are out (callbacks on close run last-in,
+    first-out: this one is registered first)."""
+    from ..core.outcome import exit_code
+
+    code = exit_code(result["metadata"]["status"], config.strict)
+    context = click.get_current_context(silent=True)
+    if code and context and context.command.name == "prompt":
+        context.call_on_close(lambda: sys.exit(code))
+
+
 def show_summary(result: dict) -> None:
     """The run's one-line summary on stderr, after the answer llm prints.
 
@@ -289,7 +319,9 @@ class ConsortiumModel(_Consortium, llm.Model):
         orchestrator, run, recorder, progress = self._start(prompt)
         with self._running(run, recorder, progress):
             result = run_coroutine(orchestrator.execute(run))
-        yield self._finish(response, mark_recorded(result, recorder, run))
+        answer = self._finish(response, mark_recorded(result, recorder, run))
+        exit_if_strict(run.config, result)
+        yield answer
         if progress:
             show_summary(result)
 
@@ -299,6 +331,8 @@ class AsyncConsortiumModel(_Consortium, llm.AsyncModel):
         orchestrator, run, recorder, progress = self._start(prompt)
         with self._running(run, recorder, progress):
             result = await orchestrator.execute(run)
-        yield self._finish(response, mark_recorded(result, recorder, run))
+        answer = self._finish(response, mark_recorded(result, recorder, run))
+        exit_if_strict(run.config, result)
+        yield answer
         if progress:
             show_summary(result)

@@ -37,7 +37,7 @@ class RunRecorder(Observer):
     process's pid and host; every call (member, arbiter, reviewer) and every
     round's judgement, with its measured agreement and details, is written
     as it arrives, and so is every tool a member called (``-T``); the end
-    sets the status ('success', 'failed' or 'cancelled'), the totals and
+    sets the status (``outcome``'s vocabulary), its notes, the totals and
     the full result JSON. So a run that is interrupted keeps what had
     arrived, and one whose process died reads as 'interrupted' (see
     ``store.list_runs``).
@@ -113,19 +113,22 @@ class RunRecorder(Observer):
         ])
 
     def run_finished(self, run: Run, result: dict) -> None:
-        # 'degraded': no judge could decide, the members' agreement did.
-        self._finish(run, "degraded" if result["synthesis"].get("fallback") else "success", None, result)
+        self._finish(run, None, result)
 
     def run_failed(self, run: Run, status: str, error: str) -> None:
-        self._finish(run, status, error, run.to_dict())
+        self._finish(run, error, run.to_dict())
 
-    def _finish(self, run: Run, status: str, error: str | None, result: dict) -> None:
+    def _finish(self, run: Run, error: str | None, result: dict) -> None:
+        """The run's status (``outcome``), its notes and counts, and the result."""
         finished = run.finished.isoformat() if run.finished else store.now()
+        meta = result["metadata"]
         self._write(run, [
             _progress(run),
             (
-                "UPDATE consortium_runs SET status = ?, error = ?, finished = ?, result = ? WHERE id = ?",
-                (status, error, finished, json.dumps(result, default=str), run.run_id),
+                "UPDATE consortium_runs SET status = ?, error = ?, finished = ?, result = ?, notes = ?, "
+                "members = ?, answered = ?, agreeing = ? WHERE id = ?",
+                (meta["status"], error, finished, json.dumps(result, default=str), json.dumps(meta["notes"]),
+                 meta["members"], meta["answered"], meta["agreeing"], run.run_id),
             ),
         ])
         writer = self._writers.pop(run.run_id, None)

@@ -126,6 +126,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "009_rejudge",
         ["ALTER TABLE consortium_runs ADD COLUMN parent_run_id TEXT"],
     ),
+    (
+        # The outcome (``core.outcome``): every condition behind the status,
+        # and "k of n agree, m of n answered".
+        "010_outcome",
+        [
+            "ALTER TABLE consortium_runs ADD COLUMN notes TEXT",
+            "ALTER TABLE consortium_runs ADD COLUMN members INTEGER",
+            "ALTER TABLE consortium_runs ADD COLUMN answered INTEGER",
+            "ALTER TABLE consortium_runs ADD COLUMN agreeing INTEGER",
+        ],
+    ),
 ]
 
 
@@ -340,22 +351,26 @@ def list_runs(limit: int | None = 20, *, prompt: str | None = None, name: str | 
     with connection() as conn:
         rows = conn.execute(
             "SELECT id, name, prompt, method, config, status, confidence, agreement, iterations, input_tokens, "
-            "output_tokens, cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host "
+            "output_tokens, cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host, "
+            "notes, members, answered, agreeing "
             f"FROM consortium_runs {'WHERE ' + ' AND '.join(where) if where else ''} "
             "ORDER BY started DESC, rowid DESC LIMIT ?",
             (*params, sql_limit),
         ).fetchall()
     runs = []
     for (id_, name_, prompt_, method_, config, status_, confidence, agreement, iterations, input_tokens,
-         output_tokens, cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host) in rows:
+         output_tokens, cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host,
+         notes, members, answered, agreeing) in rows:
         config = _json(config, {})
+        note = record_note(config, confidence, agreement, iterations, stopped_because, status_)
         runs.append({
             "id": id_, "name": name_, "prompt": prompt_, "method": method_,
             "models": config.get("models", []),
-            "status": _status(status_, pid, host),
+            "status": _status(status_, pid, host, notes, note),
+            "notes": _json(notes, []), "members": members, "answered": answered, "agreeing": agreeing,
             "confidence": confidence, "agreement": agreement, "stop_on": config.get("stop_on", "arbiter"),
             "threshold": config.get("confidence_threshold"),
-            "threshold_note": record_note(config, confidence, agreement, iterations, stopped_because, status_),
+            "threshold_note": note,
             "iterations": iterations,
             "input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost_usd,
             "priced_usd": priced_usd, "unpriced_calls": unpriced_calls, "stopped_because": stopped_because,
@@ -381,11 +396,16 @@ def run_facets() -> dict[str, list[str]]:
 _MAX_SQLITE_INTEGER = 2**63 - 1
 
 
-def _status(status: str, pid: int | None, host: str | None) -> str:
+def _status(status: str, pid: int | None, host: str | None, notes: str | None = None,
+            threshold_note: str | None = None) -> str:
     """The recorded status, or 'interrupted' for a run left 'running' by a
-    process of this host that no longer exists."""
+    process of this host that no longer exists. A run recorded before the
+    outcome vocabulary (no notes) as 'success' whose threshold was not
+    reached reads as 'below_threshold', as it would be recorded now."""
     if status == "running" and pid and host == socket.gethostname() and not _process_exists(pid):
         return "interrupted"
+    if status == "success" and notes is None and threshold_note:
+        return "below_threshold"
     return status
 
 
@@ -451,10 +471,11 @@ def get_run(run_id_or_prefix: str) -> dict | None:
         run["rejudged_as"] = [row[0] for row in conn.execute(
             "SELECT id FROM consortium_runs WHERE parent_run_id = ? ORDER BY started, rowid", (run["id"],)
         )]
-    run["status"] = _status(run["status"], run["pid"], run["host"])
     run["config"] = _json(run["config"], {})
     run["threshold_note"] = record_note(run["config"], run["confidence"], run["agreement"], run["iterations"],
                                         run["stopped_because"], run["status"])
+    run["status"] = _status(run["status"], run["pid"], run["host"], run["notes"], run["threshold_note"])
+    run["notes"] = _json(run["notes"], [])
     run["result"] = _json(run["result"], None)
     rounds: dict[int, dict] = {}
     for row in judgements:

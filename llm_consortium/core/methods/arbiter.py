@@ -19,12 +19,13 @@ async def judge(panel):
     return judgement, raw
 
 
-def measured_agreement(panel, judgement, raw: str, members: int | None = None):
-    """The round's ``Agreement``: the arbiter's groups count only when its
-    reply was read (not when the members' own agreement decided)."""
+def measured_agreement(panel, judgement, raw: str):
+    """The round's ``Agreement`` over the whole panel (``panel.size``: a
+    member that failed agrees with no one): the arbiter's groups count only
+    when its reply was read (not when the members' own agreement decided)."""
     answered = panel.answered
     return measure(answered, short_answers(answered, panel.run.schema), raw if judgement.parse_ok else None,
-                   members)
+                   panel.size)
 
 
 def extended_arbiter_prompt(panel, template: str, **sections: str) -> str:

@@ -41,9 +41,9 @@ async def judge(panel):
     answers = short_answers(answered, panel.run.schema)
     # Members that did not answer (failed, or cut off by a quorum) are votes
     # for nothing: 2 of 3 members agreeing is 67 %, not 2 of 2.
-    silent = len(panel.run.members) - len(answered)
+    silent = panel.size - len(answered)
     counted = tally(answers + [None] * silent)
-    reason = fallback_reason(counted, len(panel.run.members), panel.config.confidence_threshold)
+    reason = fallback_reason(counted, panel.size, panel.config.confidence_threshold)
     details = VoteDetails(
         tally=counted.counts,
         winner=counted.winner,
@@ -53,7 +53,7 @@ async def judge(panel):
         fallback_reason=reason,
     )
     if reason is None:
-        judgement = majority_judgement(answered, answers, counted, len(panel.run.members),
+        judgement = majority_judgement(answered, answers, counted, panel.size,
                                        panel.config.confidence_threshold)
         if panel.run.schema is not None:
             judgement.synthesis = counted.winner
@@ -61,7 +61,7 @@ async def judge(panel):
     else:
         judgement, raw = await panel.arbitrate(arbiter_prompt(panel, answers, counted, reason))
     judgement.details = details
-    measured_agreement(panel, judgement, raw, members=len(panel.run.members)).record(judgement, answered)
+    measured_agreement(panel, judgement, raw).record(judgement, answered)
     return judgement, raw
 
 

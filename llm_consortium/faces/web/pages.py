@@ -10,10 +10,11 @@ import json
 from datetime import datetime, timezone
 
 from ...core.config import split_count
+from ...core.outcome import STATUSES, counts_text
 from ..display import cost
 from .html import Markup, el, frag, markdown
 
-FINISHED = ("success", "degraded", "failed", "cancelled", "interrupted")
+FINISHED = STATUSES  # every status but running
 
 
 def layout(title: str, body, *, live: str | None = None) -> Markup:
@@ -68,7 +69,7 @@ def runs_page(runs: list[dict], facets: dict[str, list[str]], filters: dict[str,
                el("td", r.get("method") or "-"),
                el("td", status_badge(r["status"])),
                el("td", number(r.get("confidence")), class_="num"),
-               el("td", number(r.get("agreement")), class_="num"),
+               el("td", agreement(r), class_="num"),
                el("td", r.get("iterations") or 0, class_="num"),
                el("td", tokens(r), class_="num"),
                el("td", cost(r.get("cost_usd"), r.get("priced_usd"), r.get("unpriced_calls")), class_="num"),
@@ -99,8 +100,7 @@ def run_body(record: dict, conversation: dict | None, configs: list[str], csrf: 
     rounds = record.get("rounds") or []
     return frag(
         run_header(record, conversation),
-        el("p", "Stopped early: ", record["stopped_because"], class_="notice")
-        if record.get("stopped_because") else None,
+        [el("p", note, class_="notice") for note in notes(record)],
         el("p", "Error: ", record["error"], class_="error") if record.get("error") else None,
         el("section", el("h2", "Answer"), el("div", markdown(record["synthesis"]), class_="markdown"),
            class_="answer") if record.get("synthesis") else None,
@@ -120,7 +120,7 @@ def run_header(record: dict, conversation: dict | None) -> Markup:
         ("Members", ", ".join(config.get("models") or [])),
         ("Arbiter", config.get("arbiter") or "-"),
         ("Confidence", number(record.get("confidence"))),
-        ("Agreement", number(record.get("agreement"))),
+        ("Agreement", agreement(record)),
         ("Rounds", record.get("iterations") or 0),
         ("Tokens", tokens(record)),
         ("Cost", cost(record.get("cost_usd"), record.get("priced_usd"), record.get("unpriced_calls"))),
@@ -391,6 +391,22 @@ def error_page(title: str, message: str) -> Markup:
 
 
 # Formatting
+
+
+def agreement(record: dict) -> str:
+    """ "2 of 3 agree, 3 of 3 answered" (``outcome``); the measured
+    agreement of a run recorded before the counts existed."""
+    if not record.get("members"):
+        return number(record.get("agreement"))
+    return counts_text(record.get("agreeing"), record.get("answered"), record["members"])
+
+
+def notes(record: dict) -> list[str]:
+    """Every condition behind the run's status, as recorded; a run recorded
+    before the notes existed shows why it stopped early, if it did."""
+    if record.get("notes"):
+        return record["notes"]
+    return [f"Stopped early: {record['stopped_because']}"] if record.get("stopped_because") else []
 
 
 def status_badge(status: str) -> Markup:

@@ -1,0 +1,119 @@
+"""What a run came to, in one vocabulary: its status, the notes behind it,
+and the counts "k of n agree, m of n answered".
+
+One status per run, the first of these that applies:
+
+=================  ==========================================================
+failed             the run ended with no answer (every member failed, a bug)
+cancelled          the user stopped it (Ctrl-C, SIGTERM, SIGHUP)
+interrupted        a model plugin raised KeyboardInterrupt, or the recording
+                   process died (``store`` derives this for a stale row)
+no_verdict         no judge could be read and the members had no majority:
+                   there is no answer, only the distinct ones given
+degraded           a fallback (the members' majority), not a judge, decided
+budget             --max-cost stopped the run (or kept its judge from a call)
+partial            some members failed: fewer answers than the panel has
+below_threshold    the stop rule's threshold was not reached
+success            none of the above
+=================  ==========================================================
+
+Every condition that applies is also a note, so a partial run that ended
+below its threshold says both. The counts are over the panel: ``n`` is
+every member instance of the last round less those a ``--quorum``
+cancelled once enough had answered; failed, empty and timed-out members
+answered nothing and agree with no one; ``k`` is the size of the largest
+group of equivalent answers (``agreement``), None when unknown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+STATUSES = ("failed", "cancelled", "interrupted", "no_verdict", "degraded", "budget", "partial",
+            "below_threshold", "success")
+# Statuses that never come with an answer.
+UNANSWERED = ("failed", "cancelled", "interrupted", "no_verdict", "running")
+
+# Exit statuses of ``llm consortium run``: an answer printed, none, and an
+# answer whose status is not success under --strict.
+EXIT_ANSWER, EXIT_NO_ANSWER, EXIT_NOT_SUCCESS = 0, 1, 3
+
+
+@dataclass
+class Outcome:
+    status: str
+    notes: list[str] = field(default_factory=list)
+    members: int = 0  # n
+    answered: int = 0  # m
+    agreeing: int | None = None  # k
+
+    @property
+    def has_answer(self) -> bool:
+        return self.status not in UNANSWERED
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def counts_text(agreeing: int | None, answered: int | None, members: int | None) -> str:
+    """ "2 of 3 agree, 3 of 3 answered"; "agreement unknown, 1 of 3 answered"."""
+    if not members:
+        return ""
+    agree = "agreement unknown" if agreeing is None else f"{agreeing} of {members} agree"
+    return f"{agree}, {answered} of {members} answered"
+
+
+def exit_code(status: str, strict: bool) -> int:
+    """0 when an answer is printed, 1 when there is none; with ``strict``, 3
+    for an answer whose status is not ``success``."""
+    if status in UNANSWERED:
+        return EXIT_NO_ANSWER
+    return EXIT_NOT_SUCCESS if strict and status != "success" else EXIT_ANSWER
+
+
+def panel_size(members) -> int:
+    """``n``: a round's member results, less those a quorum cancelled."""
+    return sum(1 for m in members if not m.quorum_cancelled)
+
+
+def largest_group(judgement) -> int | None:
+    """``k``: the members in the largest group of equivalent answers, or
+    None when agreement is unknown."""
+    if judgement is None or judgement.agreement is None:
+        return None
+    groups = (judgement.details.agreement or {}).get("groups") or []
+    return max((len(g) for g in groups), default=None)
+
+
+def outcome_of(run) -> Outcome:
+    """The run's ``Outcome`` as it stands (``run.failure`` set when it ended
+    without a result: failed, cancelled, interrupted)."""
+    last = run.rounds[-1] if run.rounds else None
+    judgement = last.judgement if last else None
+    members = panel_size(last.members) if last else len(run.members)
+    answered = sum(m.ok for m in last.members) if last else 0
+    counts = dict(members=members, answered=answered, agreeing=largest_group(judgement))
+    notes = list(run.notes)
+    if run.failure:
+        status, error = run.failure
+        return Outcome(status, [error] + notes, **counts)
+    if judgement is None:  # a budget that refused the first judge, or nothing judged at all
+        status = "budget" if run.stopped_because else "failed"
+        return Outcome(status, [run.stopped_because or "no round was judged"] + notes, **counts)
+    conditions = []
+    if judgement.no_verdict:
+        conditions.append(("no_verdict", f"no verdict: {judgement.fallback}" if judgement.fallback
+                           else "no verdict"))
+    elif judgement.fallback:
+        conditions.append(("degraded", f"no judge decided ({judgement.fallback}): the answer is the one "
+                                       "most members gave"))
+    if run.stopped_because:
+        conditions.append(("budget", f"stopped early: {run.stopped_because}; the answer is the last round's"))
+    if answered < members:
+        failed = [f"{m.model}#{m.instance}" for m in last.members if not m.ok and not m.quorum_cancelled]
+        conditions.append(("partial", f"{members - answered} of {members} members failed ({', '.join(failed)})"))
+    threshold = run.threshold_note(judgement)
+    if threshold and not judgement.no_verdict:
+        conditions.append(("below_threshold", f"threshold not reached: {threshold}"))
+    status = conditions[0][0] if conditions else "success"
+    return Outcome(status, [note for _, note in conditions] + judgement.notes + notes, **counts)

@@ -1,0 +1,115 @@
+"""One vocabulary of outcomes (core/outcome.py): a status per run, the notes
+behind it, "k of n agree, m of n answered" beside the arbiter's confidence,
+and exit statuses a script can trust. Driven through llm's real CLI."""
+
+import json
+
+from helpers import db_rows, invoke
+from llm_consortium.evaluation.simulator import arbiter_xml
+
+FIVE = ["consortium", "What is 6*7?", *[a for m in ("m1", "m2", "m3", "m4", "m5") for a in ("-m", m)],
+        "--arbiter", "judge", "--no-raw"]
+
+
+def five_members_three_failing(sim):
+    for name in ("m1", "m2"):
+        sim.add(name, reply="It is <answer>42</answer>")
+    for name in ("m3", "m4", "m5"):
+        sim.add(name, status=401, error_message="bad key")
+    sim.add("judge", reply=arbiter_xml("42", 0.95, groups="Response A, Response B"))
+
+
+def test_agreement_divides_by_the_whole_panel(sim):
+    """2 of 5 alike with 3 failed was reported as agreement 1.00 (2 of the 2
+    that answered), and --stop-on agreement stopped there as reached."""
+    five_members_three_failing(sim)
+    result = invoke(*FIVE, "--stop-on", "agreement", "--max-iterations", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    meta = data["metadata"]
+    assert data["synthesis"]["agreement"] == 0.4
+    assert (meta["members"], meta["answered"], meta["agreeing"]) == (5, 2, 2)
+    assert meta["iteration_count"] == 2  # 0.4 is not 0.8: it went round again
+    assert meta["status"] == "partial"
+    assert any(note.startswith("threshold not reached: agreement 0.40") for note in meta["notes"])
+    assert any(note.startswith("3 of 5 members failed") for note in meta["notes"])
+
+
+def test_partial_panel_is_not_a_success(sim):
+    """One survivor of three was recorded as a success at confidence 1.00,
+    with no "1 of 3" anywhere."""
+    sim.add("m1", reply="It is 42.")
+    sim.add("m2", status=400, error_message="no such thing")
+    sim.add("m3", status=400, error_message="no such thing")
+    sim.add("judge", reply=arbiter_xml("It is 42.", 1.0))
+    run = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "-m", "m3", "--arbiter", "judge", "--no-raw"]
+    result = invoke(*run)
+    assert result.exit_code == 0 and result.stdout == "It is 42.\n"  # an answer is printed: 0
+    assert "Confidence 1.00 · 1 of 3 agree, 1 of 3 answered" in result.stderr
+    assert "Status: partial" in result.stderr and "2 of 3 members failed (m2#1, m3#1)" in result.stderr
+    assert db_rows("select status, members, answered, agreeing from consortium_runs") == [
+        {"status": "partial", "members": 3, "answered": 1, "agreeing": 1}]
+    listed = json.loads(invoke("consortium", "runs", "--json").stdout)[0]
+    assert listed["status"] == "partial" and listed["answered"] == 1 and listed["members"] == 3
+    table = invoke("consortium", "runs").stdout
+    assert "partial" in table and "1/3" in table
+    shown = invoke("consortium", "inspect").stdout
+    assert "partial" in shown and "Panel: 1 of 3 agree, 1 of 3 answered" in shown
+
+    strict = invoke(*run, "--strict")
+    assert strict.exit_code == 3 and strict.stdout == "It is 42.\n"
+
+
+def test_below_threshold_is_its_own_status(panel):
+    """`runs` listed a run that never reached its threshold as `success`."""
+    panel.add("judge", reply=arbiter_xml("The answer is 42.", 0.5))
+    run = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge", "--max-iterations", "1"]
+    result = invoke(*run)
+    assert result.exit_code == 0 and result.stdout == "The answer is 42.\n"
+    assert "Status: below_threshold" in result.stderr
+    assert json.loads(invoke("consortium", "runs", "--json").stdout)[0]["status"] == "below_threshold"
+    assert invoke(*run, "--strict").exit_code == 3
+
+
+def test_success_exits_0_even_when_strict(panel):
+    result = invoke("consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge", "--strict", "--json")
+    assert result.exit_code == 0, result.stderr
+    meta = json.loads(result.stdout)["metadata"]
+    assert meta["status"] == "success" and meta["notes"] == []
+    assert (meta["members"], meta["answered"]) == (2, 2)
+
+
+def test_strict_saved_and_as_an_option(panel):
+    panel.add("judge", reply=arbiter_xml("The answer is 42.", 0.5))
+    assert invoke("consortium", "save", "doubtful", "-m", "m1", "-m", "m2", "--arbiter", "judge",
+                  "--max-iterations", "1", "--strict").exit_code == 0
+    assert invoke("-m", "doubtful", "What is 6*7?").exit_code == 3
+    assert invoke("consortium", "save", "lenient", "-m", "m1", "-m", "m2", "--arbiter", "judge",
+                  "--max-iterations", "1").exit_code == 0
+    plain = invoke("-m", "lenient", "What is 6*7?")
+    assert plain.exit_code == 0 and plain.stdout == "The answer is 42.\n"
+    assert invoke("-m", "lenient", "What is 6*7?", "-o", "strict", "1").exit_code == 3
+
+
+def test_quorum_cancelled_members_are_not_counted(sim):
+    """n is the panel less the members a --quorum cancelled: they did not fail."""
+    sim.add("m1", reply="It is <answer>42</answer>")
+    sim.add("m2", reply="It is <answer>42</answer>")
+    sim.add("slow", reply="It is <answer>42</answer>", latency=5)
+    sim.add("judge", reply=arbiter_xml("42", 0.9))
+    result = invoke("consortium", "q", "-m", "m1", "-m", "m2", "-m", "slow", "--arbiter", "judge", "--quorum", "2",
+                    "--json", "--no-raw")
+    meta = json.loads(result.stdout)["metadata"]
+    assert (meta["members"], meta["answered"], meta["agreeing"]) == (2, 2, 2)
+    assert meta["status"] == "success", meta["notes"]
+
+
+def test_llm_m_line_shows_the_counts_and_status(panel):
+    panel.add("m2", status=401, error_message="bad key")
+    assert invoke("consortium", "save", "pair", "-m", "m1", "-m", "m2", "--arbiter", "judge").exit_code == 0
+    import llm
+
+    response = llm.get_model("pair").prompt("What is 6*7?")
+    assert response.text() == "The answer is 42."
+    meta = response.response_json["metadata"]
+    assert meta["status"] == "partial" and (meta["members"], meta["answered"]) == (2, 1)
