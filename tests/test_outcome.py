@@ -113,3 +113,22 @@ def test_llm_m_line_shows_the_counts_and_status(panel):
     assert response.text() == "The answer is 42."
     meta = response.response_json["metadata"]
     assert meta["status"] == "partial" and (meta["members"], meta["answered"]) == (2, 1)
+
+
+def test_runs_recorded_before_the_vocabulary_read_in_it(panel):
+    """A run recorded by an earlier version as 'success' whose threshold was
+    not reached (it has no notes) lists as below_threshold; one that reached
+    it stays a success."""
+    from llm_consortium.storage import store
+
+    for confidence in (0.5, 0.9):
+        panel.add("judge", reply=arbiter_xml("The answer is 42.", confidence))
+        invoke("consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge", "--max-iterations", "1")
+    with store.connection() as conn:  # as an earlier version left them
+        conn.execute("UPDATE consortium_runs SET status = 'success', notes = NULL, members = NULL, answered = NULL, "
+                     "agreeing = NULL")
+    low, high = sorted(store.list_runs(), key=lambda run: run["confidence"])
+    assert (low["status"], high["status"]) == ("below_threshold", "success")
+    assert store.get_run(low["id"])["status"] == "below_threshold"
+    table = invoke("consortium", "runs").stdout
+    assert "threshold not reached: confidence 0.50" in table

@@ -222,6 +222,21 @@ def test_vote_run_page_shows_the_tally(sim, viewer, browser):
     assert "arbiter" not in text(browser, "table.calls")
 
 
+@pytest.mark.browser
+def test_a_partial_run_says_so_with_its_counts(sim, viewer, browser):
+    """A run with a failed member was shown as a success (issue 19)."""
+    sim.add("p1", reply="Paris")
+    sim.add("p2", status=401, error_message="bad key")
+    sim.add("judge", reply=arbiter_xml("Paris", 1.0))
+    run_id = record(["p1", "p2"])
+
+    browser.get(viewer)
+    assert "partial" in text(browser, "table.runs") and "1 of 2 agree, 1 of 2 answered" in text(browser, "table.runs")
+    browser.get(f"{viewer}/runs/{run_id}")
+    assert "partial" in text(browser, "span.status")
+    assert "1 of 2 members failed (p2#1)" in text(browser, "p.notice")
+
+
 # Live
 
 
