@@ -110,11 +110,13 @@ def test_vote_clear_majority_makes_no_arbiter_call(sim):
     result = orchestrator(["m1", "m2", "m3", "m4"], "vote", confidence_threshold=0.7).orchestrate_sync("What is 6*7?")
     synthesis = result["synthesis"]
     assert sim.calls("judge") == []
-    assert synthesis["synthesis"] == "Six times seven. 42"  # the first member that gave it, without the tags
+    assert synthesis["synthesis"] == "42"  # the answer voted on, as its first member wrote it: not the prose
     assert synthesis["confidence"] == synthesis["agreement"] == 0.75
     member = {f"m{i}": {"label": f"Response {'ABCD'[i - 1]}", "model": f"m{i}", "instance": 1} for i in range(1, 5)}
     assert synthesis["details"] == {
-        "tally": {"42": 3, "41": 1}, "winner": "42", "share": 0.75, "extracted": 4,
+        "tally": [{"answer": "42", "count": 3, "members": ["m1#1", "m2#1", "m3#1"], "note": None},
+                  {"answer": "41", "count": 1, "members": ["m4#1"], "note": None}],
+        "winner": "42", "share": 0.75, "extracted": 4,
         "arbiter_called": False, "fallback_reason": None,
         "agreement": {"share": 0.75, "source": "exact", "note": None,
                       "groups": [[member["m1"], member["m2"], member["m3"]], [member["m4"]]]},
@@ -361,7 +363,8 @@ def test_recorded_vote_round_keeps_the_tally(sim):
     finally:
         conn.close()
     assert agreement == run_agreement == 1.0
-    assert json.loads(details)["tally"] == {"7": 3}
+    assert json.loads(details)["tally"] == [{"answer": "7", "count": 3, "members": ["m1#1", "m2#1", "m3#1"],
+                                             "note": None}]
 
 
 def test_concordance_measures_agreement_with_the_aggregate():
@@ -389,6 +392,7 @@ def test_details_are_typed_per_method_and_keep_their_json():
     assert list(VoteDetails(agreement={"share": 1.0}).to_dict()) == [
         "tally", "winner", "share", "extracted", "arbiter_called", "fallback_reason", "agreement"]
     assert list(CouncilDetails().to_dict()) == ["ranking", "ballots", "dropped", "review_skipped", "concordance"]
-    judgement = Judgement(details=VoteDetails(tally={"4": 2}, winner="4", share=1.0, extracted=2))
-    assert judgement.to_dict()["details"]["tally"] == {"4": 2}
+    row = {"answer": "4", "count": 2, "members": ["a#1", "a#2"], "note": None}
+    judgement = Judgement(details=VoteDetails(tally=[row], winner="4", share=1.0, extracted=2))
+    assert judgement.to_dict()["details"]["tally"] == [row]
     assert json.loads(json.dumps(judgement.to_dict()))["details"]["winner"] == "4"
