@@ -33,6 +33,7 @@ from ..agreement import Group, answer_key, counted_members, described, exact_gro
 from ..ballots import label
 from ..config import ConsortiumError
 from ..results import Judgement, VoteDetails
+from ..safetext import single_line
 from .arbiter import extended_arbiter_prompt, measured_agreement
 
 MEMBER_INSTRUCTIONS = (
@@ -40,6 +41,9 @@ MEMBER_INSTRUCTIONS = (
     "just the answer (a number, a letter, yes/no or a few words), nothing else, "
     "for example <answer>42</answer>."
 )
+# The most characters of a member's schema error quoted in the run's error
+# (jsonschema quotes the value, which a member may have made huge).
+MAX_REASON_CHARS = 300
 
 
 async def judge(panel):
@@ -50,7 +54,9 @@ async def judge(panel):
     keys = [answer_key(m.text, short) for m, short in zip(answered, extracted)]
     groups = sorted(described(answered, extracted, exact_groups(keys), schema), key=lambda g: -len(g.members))
     if schema is not None and all(g.problem for g in groups):
-        raise ConsortiumError(f"No member's answer is valid against the schema ({groups[0].problem})")
+        why = single_line(groups[0].problem)
+        raise ConsortiumError("No member's answer is valid against the schema: "
+                              + (why if len(why) <= MAX_REASON_CHARS else why[:MAX_REASON_CHARS - 1] + "…"))
     counted = [g for g in groups if g.short and g.problem is None]
     invalid = sum(len(g.members) for g in groups if g.problem)
     reason = fallback_reason(counted, members, panel.config.confidence_threshold, invalid)
