@@ -342,8 +342,9 @@ def test_vote_with_a_quorum_counts_every_member(sim):
     sim.add("judge", reply=arbiter_xml("Paris.", 0.9))
     result = orchestrator(["m1", "m2", "slow"], method="vote", quorum=2, confidence_threshold=0.6).orchestrate_sync("q")
     synthesis = result["synthesis"]
-    assert synthesis["confidence"] == synthesis["agreement"] == pytest.approx(2 / 3)
-    assert "2 of 3 members" in synthesis["analysis"]
+    # out of every member less those the user's quorum cancelled (issue 19): 2 of 2
+    assert synthesis["confidence"] == synthesis["agreement"] == 1.0
+    assert "2 of 2 members" in synthesis["analysis"]
 
 
 def test_usage_a_model_does_not_report_is_unknown_not_zero(sim):
