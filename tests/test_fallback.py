@@ -10,7 +10,6 @@ import pytest
 
 from helpers import invoke
 from llm_consortium import ConsortiumOrchestrator
-from llm_consortium.evaluation.simulator import arbiter_xml
 
 FAST = {"retry_backoff": 0.01, "attempts": 1}
 PROSE = "I have thought about it at length, but I will not use the format."

@@ -28,10 +28,10 @@ import json
 import re
 from dataclasses import dataclass
 
+from . import schemas
 from .answers import extract_answer, without_answer_tags, written_answer
 from .ballots import label, label_pattern
 from .parsing import read_sections
-from . import schemas
 
 # Short answers that compare exactly once normalised: a letter, yes/no, a
 # number, and the JSON literals (canonical JSON, under a schema).

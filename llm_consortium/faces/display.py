@@ -365,7 +365,8 @@ def vote_lines(details: dict) -> list[str]:
     lines = []
     rows = tally_rows(details)
     if rows:
-        tally = "; ".join(f"{clip(row['answer'], TALLY_ANSWER_WIDTH)} ×{row['count']}{tally_who(row)}" for row in rows)
+        tally = "; ".join(f"{clip(row['answer'], TALLY_ANSWER_WIDTH)} ×{row['count']}{tally_who(row)}"
+                          for row in rows)
         lines.append(click.style("Vote:", bold=True) + f" {tally}")
     if details.get("fallback_reason"):
         lines.append(click.style("Arbiter asked because:", bold=True) + f" {printable(details['fallback_reason'])}")
