@@ -16,6 +16,10 @@ When neither applies, the exact tally of the answers that could be
 extracted is used (the way agreement was always measured); with fewer than
 two answers, or nothing to group by, agreement is unknown (None).
 
+The same groups, each with its answer as a member wrote it (``Group``),
+are what the vote counts and what decides when no judge can be read
+(``judging.members_verdict``), out of ``counted_members``.
+
 The arbiter's reply is model text: its groups are read defensively. Only
 the labels of this round's answers count, each once (in the first group
 that names it); members it places nowhere are groups of their own; and a
