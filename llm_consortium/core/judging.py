@@ -192,8 +192,8 @@ async def members_verdict(panel: Panel, reason: str, raw: str) -> tuple[Judgemen
         prompt = prompts.grouping_prompt(panel.run.prompt, panel.answer_texts(), panel.run.fence)
         outcome = await panel.call(panel.config.arbiter, prompt, role="arbiter")
         raw = "" if outcome.error else outcome.text
-    groups = described(answered, extracted, measure(answered, extracted, raw, members).groups or exact_groups(keys),
-                       schema)
+    grouped = measure(answered, extracted, raw, members).groups or exact_groups(keys)
+    groups = sorted(described(answered, extracted, grouped, schema), key=lambda g: -len(g.members))
     largest = max((g for g in groups if g.problem is None), key=lambda g: len(g.members), default=None)
     if largest is not None and len(largest.members) * 2 > members:
         share = len(largest.members) / members
