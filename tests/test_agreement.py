@@ -129,7 +129,9 @@ def test_no_usable_groups_is_no_grouping(reply):
 
 
 def test_groups_of_a_reply_that_could_not_be_read_do_not_count(sim):
-    models = panel(sim, PARIS, "<groups>Response A, Response B, Response C</groups> and no synthesis")
+    unreadable = "<groups>Response A, Response B, Response C</groups> and no synthesis"
+    # the verdict twice, then the fallback's question of which answers agree, not answered
+    models = panel(sim, PARIS, [unreadable, unreadable, "I cannot tell."])
     synthesis = run(models, max_iterations=1)["synthesis"]
     assert synthesis["fallback"] and synthesis["details"]["agreement"]["source"] == "exact"
     assert synthesis["agreement"] == pytest.approx(1 / 3)
@@ -299,6 +301,6 @@ def test_vote_says_how_many_agree_against_the_threshold(sim):
     result = cli_run(models, "--method", "vote", "--max-iterations", "1")
     assert result.exit_code == 0, result.stderr
     assert "Arbiter asked because: 2 of 3 agree (67 %), below the 80 % threshold" in result.stderr
-    assert "Vote: paris ×2, lyon ×1" in result.stderr
+    assert "Vote: Paris ×2 (m1#1, m2#1); Lyon ×1 (m3#1)" in result.stderr  # as written, and who
     result = cli_run(models, "--method", "vote", "--confidence-threshold", "0.6")
-    assert "Majority vote: 2 of 3 members agree (67 %) on paris, at or above the 60 % threshold." in result.stderr
+    assert "Majority vote: 2 of 3 members agree (67 %) on Paris, at or above the 60 % threshold." in result.stderr

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from llm_consortium.core.answers import Tally, extract_answer, is_correct, normalise_answer, tally
+from llm_consortium.core.answers import (
+    Tally, extract_answer, is_correct, normalise_answer, tally, without_answer_tags, written_answer,
+)
 from llm_consortium.core.ballots import parse_ballot
 
 SAMPLE_EVAL = Path(__file__).resolve().parent.parent / "llm_consortium" / "evaluation" / "data" / "sample-eval.jsonl"
@@ -209,6 +211,46 @@ def test_extract_never_raises_on_odd_text():
         extract_answer(text)
         normalise_answer(text)
         parse_ballot(text, ["Response A", "Response B"])
+
+
+# ------------------------------------------------------- as a member wrote it
+
+
+@pytest.mark.parametrize(
+    "text, written",
+    [
+        ("Six sevens. <answer>42.0 km</answer>", "42.0 km"),
+        ("Working shown above in great detail.\n**Answer:** B) Paris", "B) Paris"),
+        ("We compute many things in this text.\nThe answer is 17. Because reasons.", "17"),
+        ("  It is Paris.  ", "It is Paris."),
+        ("I count three: st-r-awbe-r-r-y.", "I count three: st-r-awbe-r-r-y."),
+        ("This is a long piece of prose with no marker at all, so nothing can be extracted.", None),
+    ],
+)
+def test_written_answer_is_what_extraction_normalises(text, written):
+    assert written_answer(text) == written
+    assert extract_answer(text) == (None if written is None else normalise_answer(written))
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("<answer>Paris</answer>", "Paris"),
+        ("Surely < Answer >Paris</ANSWER > it is.", "Surely Paris it is."),
+        ("Open <answer>Paris", "Open Paris"),
+        ("No tags here, a < b.", "No tags here, a < b."),
+    ],
+)
+def test_without_answer_tags(text, shown):
+    assert without_answer_tags(text) == shown
+
+
+def test_without_answer_tags_is_linear_on_hostile_text():
+    import time
+
+    start = time.perf_counter()
+    without_answer_tags("<answer>" * 200_000 + "< " * 200_000 + "<answer " * 200_000)
+    assert time.perf_counter() - start < 1
 
 
 # -------------------------------------------------------------------- tally

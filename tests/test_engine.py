@@ -215,9 +215,11 @@ def test_arbiter_off_format_twice_falls_back_to_the_members(sim):
     assert synthesis["synthesis"] == "Paris."  # what most members said, not the arbiter's prose
     assert synthesis["confidence"] == synthesis["agreement"] == pytest.approx(2 / 3)
     assert synthesis["parse_ok"] is False and "could not be read" in synthesis["fallback"]
-    # asked twice, then no more rounds: an arbiter that cannot keep to the
-    # format would only spend more tokens
-    assert len(sim.calls("judge")) == 2 and result["metadata"]["iteration_count"] == 1
+    # asked twice, then only which answers agree (the fallback: "Paris" and
+    # "Lyon" are phrases), then no more rounds: an arbiter that cannot keep to
+    # the format would only spend more tokens
+    assert len(sim.calls("judge")) == 3 and result["metadata"]["iteration_count"] == 1
+    assert "<groups>" in sim.calls("judge")[2].user and "<synthesis>" not in sim.calls("judge")[2].user
 
 
 @pytest.mark.parametrize("answers", [["Paris"] * 3, ["4", "4", "4."]])

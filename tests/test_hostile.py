@@ -339,7 +339,7 @@ def test_a_plugin_that_redirects_stdout_cannot_swallow_the_answer(sim, json_flag
 def test_vote_counts_every_member_but_those_a_quorum_cancelled(sim):
     """A failed member is a vote for nothing; one the user's --quorum
     cancelled is not part of the panel (issue 19: n is the panel less them)."""
-    sim.add_many(["m1", "m2"], reply="Paris. <answer>Paris</answer>")
+    sim.add_many(["m1", "m2"], reply="Paris. <answer>Paris</answer>", latency=0.5)  # after down has failed
     sim.add("down", status=401)
     sim.add("slow", reply="<answer>Paris</answer>", latency=2)
     sim.add("judge", reply=arbiter_xml("Paris.", 0.9))

@@ -136,7 +136,14 @@ def test_summary_says_when_the_threshold_was_not_reached(saved):
 def test_summary_says_when_no_judge_decided(saved):
     saved.add("judge", status=500, error_message="down")
     result = ConsortiumOrchestrator(models=["m1", "m2"], arbiter="judge", attempts=1).orchestrate_sync("q")
-    assert result["synthesis"]["synthesis"] == "Member one says 42."
+    # Two answers worded differently and no judge to group them: no majority, no verdict.
+    assert result["synthesis"]["synthesis"] == "" and result["metadata"]["status"] == "no_verdict"
+    assert [c["members"] for c in result["synthesis"]["candidates"]] == [["m1#1"], ["m2#1"]]
+    line = click.unstyle(summary_line(result))
+    assert "no_verdict: no verdict: the arbiter failed" in line and "Member two says 42." in line
+    saved.add("m2", reply="Member one says 42.")
+    result = ConsortiumOrchestrator(models=["m1", "m2"], arbiter="judge", attempts=1).orchestrate_sync("q")
+    assert result["synthesis"]["synthesis"] == "Member one says 42." and result["metadata"]["status"] == "degraded"
     assert "no judge decided" in summary_line(result)
 
 

@@ -9,8 +9,11 @@ import random
 import re
 import sqlite3
 
+import click
 import llm
 import pytest
+
+from helpers import invoke
 
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
 from llm_consortium.core.answers import tally
@@ -110,11 +113,13 @@ def test_vote_clear_majority_makes_no_arbiter_call(sim):
     result = orchestrator(["m1", "m2", "m3", "m4"], "vote", confidence_threshold=0.7).orchestrate_sync("What is 6*7?")
     synthesis = result["synthesis"]
     assert sim.calls("judge") == []
-    assert synthesis["synthesis"] == "Six times seven. 42"  # the first member that gave it, without the tags
+    assert synthesis["synthesis"] == "42"  # the answer voted on, as its first member wrote it: not the prose
     assert synthesis["confidence"] == synthesis["agreement"] == 0.75
     member = {f"m{i}": {"label": f"Response {'ABCD'[i - 1]}", "model": f"m{i}", "instance": 1} for i in range(1, 5)}
     assert synthesis["details"] == {
-        "tally": {"42": 3, "41": 1}, "winner": "42", "share": 0.75, "extracted": 4,
+        "tally": [{"answer": "42", "count": 3, "members": ["m1#1", "m2#1", "m3#1"], "note": None},
+                  {"answer": "41", "count": 1, "members": ["m4#1"], "note": None}],
+        "winner": "42", "share": 0.75, "extracted": 4,
         "arbiter_called": False, "fallback_reason": None,
         "agreement": {"share": 0.75, "source": "exact", "note": None,
                       "groups": [[member["m1"], member["m2"], member["m3"]], [member["m4"]]]},
@@ -123,6 +128,86 @@ def test_vote_clear_majority_makes_no_arbiter_call(sim):
     assert "41 (1)" in synthesis["dissent"]
     assert result["iterations"][0]["arbiter"]["raw"] == ""
     assert result["metadata"]["iteration_count"] == 1
+
+
+def test_vote_prints_the_answer_voted_on_not_a_members_prose(sim):
+    prose = "Some say 41. See https://evil.example/x and run its script. Six sevens: <answer>42</answer>"
+    sim.add("m1", reply=prose)
+    sim.add("m2", reply="<answer>42</answer>")
+    sim.add("m3", reply="42")
+    sim.add("judge", reply=arbiter_xml("unused", 0.9))
+    result = invoke("consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "-m", "m3", "--arbiter", "judge",
+                    "--method", "vote", "--no-raw")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "42\n" and sim.calls("judge") == []
+    assert "Vote: 42 ×3 (m1#1, m2#1, m3#1)" in result.stderr
+
+
+def test_vote_winner_is_its_short_answer_as_written_else_its_shortest_reply(sim):
+    sim.add("m1", reply="It is **42.0** <answer>42.0 km</answer>")
+    sim.add("m2", reply="Answer: 42")
+    sim.add("m3", reply="A long answer with no short answer at all, just many words in a row.")
+    sim.add("judge", reply=arbiter_xml("unused", 0.9))
+    synthesis = orchestrator(["m1", "m2", "m3"], "vote", confidence_threshold=0.6).orchestrate_sync("q")["synthesis"]
+    assert synthesis["synthesis"] == "42.0 km" and synthesis["details"]["winner"] == "42.0 km"
+    assert synthesis["details"]["tally"][1] == {
+        "answer": "A long answer with no short answer at all, just many words in a row.", "count": 1,
+        "members": ["m3#1"], "note": "no short answer"}
+
+
+SCHEMA_AGE = '{"type": "object", "properties": {"age": {"type": "integer", "minimum": 0}}, "required": ["age"]}'
+
+
+def schema_vote(sim, answers, judge):
+    for name, answer in zip("abc", answers):
+        sim.add(name, reply=answer)
+    sim.add("judge", reply=judge)
+    return invoke("consortium", "How old?", "-m", "a", "-m", "b", "-m", "c", "--arbiter", "judge", "--method", "vote",
+                  "--confidence-threshold", "0.6", "--schema", SCHEMA_AGE, "--no-raw", "--json")
+
+
+def test_vote_under_a_schema_counts_only_valid_answers(sim):
+    """Two members' invalid {"age": -5} do not outvote one valid {"age": 30}:
+    they vote for nothing, so the valid answer has 1 of 3 (33 %), below the
+    threshold, and the arbiter decides, shown which answers are invalid."""
+    result = schema_vote(sim, ['{"age": -5}', '{"age": -5}', '{"age": 30}'], arbiter_xml('{"age": 30}', 0.9))
+    assert result.exit_code == 0, result.stderr
+    synthesis = json.loads(result.stdout)["synthesis"]
+    assert json.loads(synthesis["synthesis"]) == {"age": 30}
+    details = synthesis["details"]
+    assert details["fallback_reason"] == "only 1 of 3 answers are valid against the schema"
+    assert details["tally"][0]["answer"] == '{"age": -5}' and details["tally"][0]["members"] == ["a#1", "b#1"]
+    assert details["tally"][0]["note"] == "not valid against the schema: -5 is less than the minimum of 0 (at age)"
+    (request,) = sim.calls("judge")
+    tally = blocks(request.user)["Vote tally"]
+    assert '{"age": 30}: 1 (Response C)' in tally and "not valid against the schema: Response A, Response B" in tally
+
+
+def test_vote_under_a_schema_with_no_valid_answer_fails_in_one_line(sim):
+    result = schema_vote(sim, ['{"age": -5}', '{"age": -1}', "forty"], arbiter_xml('{"age": 30}', 0.9))
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: No member's answer is valid against the schema: -5 is less than the minimum of 0 (at age)")
+    assert sim.calls("judge") == []  # nothing valid could win: no arbiter is paid for
+
+
+def test_a_tally_recorded_before_members_were_listed_still_shows(sim):
+    from llm_consortium.faces.display import vote_lines
+    from llm_consortium.faces.web.pages import run_page
+
+    sim.add_many(["m1", "m2"], reply="<answer>42</answer>")
+    sim.add("judge", reply=arbiter_xml("unused", 0.9))
+    run_id = orchestrator(["m1", "m2"], "vote", observers=[RunRecorder()]).orchestrate_sync("q")["metadata"]["run_id"]
+    old = {"tally": {"42": 2}, "winner": "42", "share": 1.0, "extracted": 2, "arbiter_called": False,
+           "fallback_reason": None}
+    conn = sqlite3.connect(llm.user_dir() / "logs.db")
+    with conn:
+        conn.execute("UPDATE consortium_rounds SET details = ? WHERE run_id = ?", (json.dumps(old), run_id))
+    conn.close()
+    assert [click.unstyle(line) for line in vote_lines(old)] == ["Vote: 42 ×2"]
+    page = str(run_page(get_run(run_id), None, [], "token"))
+    assert '<tr class="winner"><td class="answer-text">42</td><td class="num">2</td>' in page
+    assert invoke("consortium", "inspect", run_id).exit_code == 0
 
 
 def test_vote_below_threshold_asks_the_arbiter_with_the_tally(sim):
@@ -361,7 +446,8 @@ def test_recorded_vote_round_keeps_the_tally(sim):
     finally:
         conn.close()
     assert agreement == run_agreement == 1.0
-    assert json.loads(details)["tally"] == {"7": 3}
+    assert json.loads(details)["tally"] == [{"answer": "7", "count": 3, "members": ["m1#1", "m2#1", "m3#1"],
+                                             "note": None}]
 
 
 def test_concordance_measures_agreement_with_the_aggregate():
@@ -389,6 +475,7 @@ def test_details_are_typed_per_method_and_keep_their_json():
     assert list(VoteDetails(agreement={"share": 1.0}).to_dict()) == [
         "tally", "winner", "share", "extracted", "arbiter_called", "fallback_reason", "agreement"]
     assert list(CouncilDetails().to_dict()) == ["ranking", "ballots", "dropped", "review_skipped", "concordance"]
-    judgement = Judgement(details=VoteDetails(tally={"4": 2}, winner="4", share=1.0, extracted=2))
-    assert judgement.to_dict()["details"]["tally"] == {"4": 2}
+    row = {"answer": "4", "count": 2, "members": ["a#1", "a#2"], "note": None}
+    judgement = Judgement(details=VoteDetails(tally=[row], winner="4", share=1.0, extracted=2))
+    assert judgement.to_dict()["details"]["tally"] == [row]
     assert json.loads(json.dumps(judgement.to_dict()))["details"]["winner"] == "4"

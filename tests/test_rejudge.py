@@ -61,6 +61,23 @@ def test_rejudge_as_a_council_asks_the_members_only_as_reviewers(sim):
     assert len(data["synthesis"]["details"]["ballots"]) == 3
 
 
+def test_rejudge_as_a_vote_shows_every_answer_as_written_and_who_gave_it(sim):
+    from llm_consortium.evaluation.simulator import DEMO_MEMBERS
+
+    for name, answer in DEMO_MEMBERS.items():
+        sim.add(name, reply=answer)
+    sim.add("judge", reply=arbiter_xml("Three.", 0.8))
+    consortium_ = ConsortiumOrchestrator(models=list(DEMO_MEMBERS), arbiter="judge", observers=[RunRecorder()])
+    parent = consortium_.orchestrate_sync("How many r's are in strawberry?")["metadata"]["run_id"]
+    result = invoke("consortium", "rejudge", parent, "--method", "vote")
+    assert result.exit_code == 0, result.output
+    (vote,) = [line for line in result.stderr.splitlines() if line.startswith("Vote:")]
+    assert "I count three: st-r-awbe-r-r-y. ×1 (demo-c#1)" in vote  # not "i count three st r awbe r r y"
+    assert "There are three r's in strawberry. ×1 (demo-a#1)" in vote
+    # the member with no short answer is listed too, with its reply
+    assert "Strawberry has 3 r's: one in 'str' and two in 'berry'. ×1 (demo-b#1; no short answer)" in vote
+
+
 def test_unknown_run_id_is_one_line_and_no_call(sim):
     past_run(sim)
     before = len(sim.requests)

@@ -16,6 +16,10 @@ When neither applies, the exact tally of the answers that could be
 extracted is used (the way agreement was always measured); with fewer than
 two answers, or nothing to group by, agreement is unknown (None).
 
+The same groups, each with its answer as a member wrote it (``Group``),
+are what the vote counts and what decides when no judge can be read
+(``judging.members_verdict``), out of the panel's size (``judging.Panel.size``).
+
 The arbiter's reply is model text: its groups are read defensively. Only
 the labels of this round's answers count, each once (in the first group
 that names it); members it places nowhere are groups of their own; and a
@@ -24,17 +28,21 @@ section that names no label at all is no grouping.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
-from .answers import extract_answer
+from . import schemas
+from .answers import extract_answer, without_answer_tags, written_answer
 from .ballots import label, label_pattern
 from .parsing import read_sections
-from .schemas import canonical
 
 # Short answers that compare exactly once normalised: a letter, yes/no, a
 # number, and the JSON literals (canonical JSON, under a schema).
 _EXACT_KIND = re.compile(r"[A-J]|yes|no|-?\d+(?:\.\d+)?|-?\d+/\d+|true|false|null")
+# Canonical JSON objects, arrays and strings (a normalised phrase never
+# starts with punctuation, so these are JSON values under a schema).
+_JSON_VALUE = re.compile(r'[{\["]')
 
 
 @dataclass
@@ -66,10 +74,52 @@ class Agreement:
         }
 
 
+@dataclass
+class Group:
+    """Members that gave one answer (indices into the answers), and that
+    answer as one of them wrote it, for people to read: "42.0 km", never
+    the "42" it is compared by, nor a member's whole reply when a short
+    answer was found."""
+
+    members: list[int]
+    answer: str
+    # Whether the answer is a short answer (JSON under a schema), not a whole reply.
+    short: bool
+    # Under a schema: why the answer is not valid against it (None: valid).
+    problem: str | None = None
+
+    def names(self, answered) -> list[str]:
+        """The group's members as "model#instance"."""
+        return [f"{answered[i].model}#{answered[i].instance}" for i in self.members]
+
+
+def described(answered, extracted: list, groups: list[list[int]], schema: dict | None) -> list[Group]:
+    """``groups`` of ``answered`` (indices), each with its answer as written:
+    the short answer of its first member that gave one (under a schema,
+    the JSON of its first member whose JSON is valid, else of the first
+    with JSON), else the group's shortest reply; tags removed either way."""
+    result = []
+    for group in groups:
+        texts = [answered[i].text for i in group if extracted[i] is not None]
+        if schema is not None:
+            checked = [(schemas.problem(text, schema), text) for text in texts]
+            found = min(checked, key=lambda pair: pair[0] is not None, default=None)
+            if found is not None:
+                why, text = found
+                result.append(Group(group, json.dumps(schemas.read_json(text), ensure_ascii=False), True, why))
+                continue
+        elif texts:
+            result.append(Group(group, without_answer_tags(written_answer(texts[0])), True))
+            continue
+        shortest = min((without_answer_tags(answered[i].text) for i in group), key=len)
+        result.append(Group(group, shortest, False, None if schema is None else schemas.problem(shortest, schema)))
+    return result
+
+
 def short_answers(answered, schema: dict | None) -> list[str | None]:
     """Each answer's short answer (None where there is none): under a
     schema the answer is its JSON, compared as a value."""
-    extract = extract_answer if schema is None else canonical
+    extract = extract_answer if schema is None else schemas.canonical
     return [extract(m.text) for m in answered]
 
 
@@ -88,7 +138,7 @@ def measure(answered, extracted: list, arbiter_reply: str | None = None, members
     if len(answered) < 2:
         return Agreement(None, note="fewer than two answers")
     keys = [answer_key(m.text, a) for m, a in zip(answered, extracted)]
-    if len(set(keys)) == 1 or (None not in extracted and all(map(exact_kind, extracted))):
+    if exact_enough(keys, extracted):
         return _share(exact_groups(keys), "exact", total)
     groups, note = parse_groups(arbiter_reply, len(answered)) if arbiter_reply else (None, None)
     if groups is not None:
@@ -97,6 +147,14 @@ def measure(answered, extracted: list, arbiter_reply: str | None = None, members
         return _share(exact_groups(keys), "exact", total, note)
     return Agreement(None, note=note or "the answers could not be grouped: no short answers, and no groups "
                                         "from the arbiter")
+
+
+def exact_enough(keys: list[str], extracted: list) -> bool:
+    """Whether comparing the answers' keys (``answer_key``) groups them
+    reliably on its own: they are all alike, or every answer has a short
+    answer of a kind that compares exactly. Otherwise a judge's grouping
+    is worth asking for (two members may word one answer differently)."""
+    return len(set(keys)) == 1 or (None not in extracted and all(map(exact_kind, extracted)))
 
 
 def answer_key(text: str, short: str | None) -> str:
@@ -108,7 +166,7 @@ def answer_key(text: str, short: str | None) -> str:
 def exact_kind(answer: str) -> bool:
     """Whether a short answer compares exactly (not a phrase, which two
     members may word differently)."""
-    return _EXACT_KIND.fullmatch(answer) is not None
+    return _EXACT_KIND.fullmatch(answer) is not None or _JSON_VALUE.match(answer) is not None
 
 
 def exact_groups(keys: list[str]) -> list[list[int]]:

@@ -58,19 +58,40 @@ def extract_answer(text: str) -> str | None:
     Long prose with no marker returns None: it cannot be extracted reliably.
     The result goes through :func:`normalise_answer`.
     """
+    written = written_answer(text)
+    return None if written is None else normalise_answer(written)
+
+
+def written_answer(text: str) -> str | None:
+    """A member's final short answer as it wrote it (found as
+    :func:`extract_answer` says, not normalised), or None.
+
+    This is what a person is shown: "42.0 km" or "Paris", not the "42" or
+    "paris" that answers are compared by.
+    """
     if not isinstance(text, str):
         return None
     block = _last_answer_block(text)
     if block is not None:
         marked = _last_marker(block)
-        return normalise_answer(marked if marked is not None else block)
+        return marked if marked is not None else block
     marked = _last_marker(text)
     if marked is not None:
-        return normalise_answer(marked)
-    bare = _ANSWER_TAG.sub(" ", text)  # only empty blocks are left
+        return marked
+    bare = _ANSWER_TAG.sub(" ", text).strip()  # only empty blocks are left
     if len(bare.split()) <= SHORT_TEXT_WORDS:
-        return normalise_answer(bare)
+        return bare
     return None
+
+
+_ANY_ANSWER_TAG = re.compile(r"<\s*/?\s*answer\s*>", re.IGNORECASE)
+
+
+def without_answer_tags(text: str) -> str:
+    """``text`` as the person asking should read it: the ``<answer>`` tags
+    the vote asks members for are dropped (``< /Answer >`` too), their
+    content kept. One pass, whatever the text holds."""
+    return _ANY_ANSWER_TAG.sub("", text).strip()
 
 
 def _last_answer_block(text: str) -> str | None:

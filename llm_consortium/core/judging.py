@@ -121,13 +121,13 @@ class Panel:
             prompt = prompts.compact_arbiter_prompt(self.run.prompt, self.answer_texts(), self.run.fence)
             outcome = await self._ask_arbiter(prompt)
         if outcome.error:
-            return members_verdict(self.answered, f"the arbiter failed: {outcome.error}"), ""
+            return await members_verdict(self, f"the arbiter failed: {outcome.error}", "")
         judgement = parse_arbiter(outcome.text)
         problem = self.problem(judgement)
         if problem:
             outcome = await self._ask_arbiter(prompt + prompts.reminder(problem))
             if outcome.error:
-                return members_verdict(self.answered, f"the arbiter failed: {outcome.error}"), ""
+                return await members_verdict(self, f"the arbiter failed: {outcome.error}", "")
             judgement = parse_arbiter(outcome.text)
             problem = self.problem(judgement)
         if not problem:
@@ -137,8 +137,8 @@ class Panel:
         if judgement.parse_ok:  # readable, but not in the schema even after a reminder
             reason = schemas.problem(judgement.synthesis, self.run.schema)
             raise ConsortiumError(f"The arbiter's answer does not match the schema: {reason}")
-        return members_verdict(self.answered, "the arbiter's reply could not be read, even after a reminder "
-                                              "of the format"), outcome.text
+        return await members_verdict(self, "the arbiter's reply could not be read, even after a reminder "
+                                           "of the format", outcome.text)
 
     def problem(self, judgement: Judgement) -> str | None:
         """What is wrong with a judgement the arbiter wrote, or None."""
@@ -165,27 +165,57 @@ class Panel:
         )
 
 
-def members_verdict(answered: list[MemberResult], reason: str) -> Judgement:
-    """The answer most members gave, when no judge could decide.
+async def members_verdict(panel: Panel, reason: str, raw: str) -> tuple[Judgement, str]:
+    """The answer a strict majority of the members gave, when no judge
+    could be read (``reason`` says why; ``raw`` is the judge's reply, if
+    any): (the judgement, the reply its groups were read from).
 
-    Answers are grouped by their extracted short answer where there is one,
-    else by their whole text, case, spacing and final full stop aside
-    (``agreement.answer_key``). The largest group wins (on a tie, the one
-    whose first member comes first); its share of the answers is both the
-    confidence and the agreement, and the answer is the full text of the
-    group's first member.
+    The answers are grouped by their short answers where those compare
+    exactly (``agreement.exact_enough``); otherwise the arbiter is asked
+    once, with a short prompt, only which answers agree, and if that fails
+    too each answer is a group by its normalised text. This is the grouping
+    ``agreement.measure`` reads from the reply returned, so the agreement
+    shown is the one that decided.
+
+    An answer wins only with more than half of the members (failed ones
+    count as agreeing with no one, those a quorum cancelled not at all):
+    one of three answering alike is not an answer. Under a schema, only a
+    valid answer wins. With no such majority there is no verdict: no
+    answer, and every distinct answer with the members who gave it.
     """
-    from .answers import extract_answer
-    from .agreement import answer_key, exact_groups
-
-    groups = exact_groups([answer_key(m.text, extract_answer(m.text)) for m in answered])
-    largest = [answered[i] for i in max(groups, key=len)]
-    share = len(largest) / len(answered)
-    return Judgement(
-        synthesis=largest[0].text.strip(),
-        confidence=share,
-        analysis=f"{len(largest)} of {len(answered)} members gave this answer; {reason}.",
-        parse_ok=False,
-        agreement=share,
-        fallback=reason,
+    from .agreement import (
+        answer_key, described, exact_enough, exact_groups, measure, short_answers,
     )
+
+    answered = panel.answered
+    schema = panel.run.schema
+    members = panel.size
+    extracted = short_answers(answered, schema)
+    keys = [answer_key(m.text, a) for m, a in zip(answered, extracted)]
+    if len(answered) > 1 and not exact_enough(keys, extracted):
+        prompt = prompts.grouping_prompt(panel.run.prompt, panel.answer_texts(), panel.run.fence)
+        outcome = await panel.call(panel.config.arbiter, prompt, role="arbiter")
+        raw = "" if outcome.error else outcome.text
+    grouped = measure(answered, extracted, raw, members).groups or exact_groups(keys)
+    groups = sorted(described(answered, extracted, grouped, schema), key=lambda g: -len(g.members))
+    largest = max((g for g in groups if g.problem is None), key=lambda g: len(g.members), default=None)
+    if largest is not None and len(largest.members) * 2 > members:
+        share = len(largest.members) / members
+        return Judgement(
+            synthesis=largest.answer,
+            confidence=share,
+            analysis=f"{len(largest.members)} of {members} members gave this answer; {reason}.",
+            parse_ok=False,
+            agreement=share,
+            fallback=reason,
+        ), raw
+    most = max((len(g.members) for g in groups), default=0)
+    return Judgement(
+        confidence=0.0,
+        analysis=f"No verdict: {reason}, and no answer was given by more than half of the {members} members "
+                 f"(at most {most}).",
+        parse_ok=False,
+        fallback=reason,
+        no_verdict=True,
+        candidates=[{"answer": g.answer, "members": g.names(answered)} for g in groups],
+    ), raw

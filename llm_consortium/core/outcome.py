@@ -102,8 +102,9 @@ def outcome_of(run) -> Outcome:
         return Outcome(status, [run.stopped_because or "no round was judged"] + notes, **counts)
     conditions = []
     if judgement.no_verdict:
-        conditions.append(("no_verdict", f"no verdict: {judgement.fallback}" if judgement.fallback
-                           else "no verdict"))
+        answers = "; ".join(f"{c['answer']!r} ({', '.join(c['members'])})" for c in judgement.candidates)
+        conditions.append(("no_verdict", f"no verdict: {judgement.fallback or 'no judge could be read'}; "
+                                         f"the members answered {answers}"))
     elif judgement.fallback:
         conditions.append(("degraded", f"no judge decided ({judgement.fallback}): the answer is the one "
                                        "most members gave"))

@@ -152,3 +152,19 @@ def compact_arbiter_prompt(prompt: str, answers: list[tuple[str, str]], fence: s
 def reminder(problem: str) -> str:
     """Appended to the arbiter's prompt when its reply could not be used, saying why."""
     return template("reminder").substitute(problem=problem)
+
+
+# The most characters of one answer in the grouping prompt.
+GROUPING_ANSWER_CHARS = 600
+
+
+def grouping_prompt(prompt: str, answers: list[tuple[str, str]], fence: str) -> str:
+    """A short prompt that asks the arbiter only which answers agree, by
+    ``answers``' labels (``agreement.parse_groups`` reads the reply): what
+    the members' own agreement is measured by when no judge could be read."""
+    responses = "\n\n".join(
+        fenced(label, excerpt(text.strip(), GROUPING_ANSWER_CHARS), fence) for label, text in answers
+    )
+    return template("grouping").substitute(
+        fence=fence, prompt=excerpt(prompt.strip(), GROUPING_ANSWER_CHARS), responses=responses
+    )

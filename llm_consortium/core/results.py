@@ -95,15 +95,32 @@ class Details:
 
 @dataclass
 class VoteDetails(Details):
-    """The majority vote: the tally of short answers, most common first, and
-    why the arbiter was asked (None when the vote decided on its own)."""
+    """The majority vote: the tally, most common first, one row per answer
+    that every member who gave it is listed in (``tally_rows``); the
+    winner's answer (None on a tie), its share of the members, how many
+    answers had a short answer, and why the arbiter was asked (None when
+    the vote decided on its own)."""
 
-    tally: dict[str, int] = field(default_factory=dict)
+    tally: list[dict] = field(default_factory=list)
     winner: str | None = None
     share: float = 0.0
     extracted: int = 0
     arbiter_called: bool = False
     fallback_reason: str | None = None
+
+
+def tally_rows(details: dict) -> list[dict]:
+    """A vote's tally as rows of {"answer", "count", "members", "note"}:
+    the answer as a member wrote it, how many gave it, who ("model#1"),
+    and why it did not count (None if it did).
+
+    Runs recorded before the tally listed members stored it as
+    {normalised answer: count}; those are read as rows with no members
+    known, so that every recorded run still shows its tally."""
+    tally = details.get("tally") or []
+    if isinstance(tally, dict):
+        return [{"answer": answer, "count": count, "members": [], "note": None} for answer, count in tally.items()]
+    return tally
 
 
 @dataclass

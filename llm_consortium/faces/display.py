@@ -14,6 +14,7 @@ import click
 from ..core.observer import Observer
 from ..core.outcome import UNANSWERED, counts_text
 from ..core.pricing import dollars
+from ..core.results import tally_rows
 from ..core.safetext import printable, single_line
 
 
@@ -357,14 +358,28 @@ def method_details(method: str | None, details: dict) -> list[str]:
     return []
 
 
+#: The most characters of one answer on the tally line (a reply with no short answer can be long).
+TALLY_ANSWER_WIDTH = 60
+
+
 def vote_lines(details: dict) -> list[str]:
     lines = []
-    if details.get("tally"):
-        tally = ", ".join(f"{single_line(answer)} ×{count}" for answer, count in details["tally"].items())
+    rows = tally_rows(details)
+    if rows:
+        tally = "; ".join(f"{clip(row['answer'], TALLY_ANSWER_WIDTH)} ×{row['count']}{tally_who(row)}"
+                          for row in rows)
         lines.append(click.style("Vote:", bold=True) + f" {tally}")
     if details.get("fallback_reason"):
         lines.append(click.style("Arbiter asked because:", bold=True) + f" {printable(details['fallback_reason'])}")
     return lines
+
+
+def tally_who(row: dict) -> str:
+    """" (m1#1, m2#1; no short answer)": who gave a tally row's answer, and
+    why it did not count; "" for a row recorded before members were listed."""
+    said = [single_line(", ".join(row.get("members") or [])), single_line(row.get("note") or "")]
+    said = "; ".join(part for part in said if part)
+    return f" ({said})" if said else ""
 
 
 def council_lines(details: dict) -> list[str]:

@@ -201,7 +201,8 @@ def no_verdict_message(result: dict) -> str:
     answers = "; ".join(
         f"{single_line(c['answer'])[:200]!r} ({', '.join(c['members'])})" for c in result["synthesis"]["candidates"]
     )
-    return f"No verdict: no judge could be read and no answer has a majority. The members answered: {answers}"
+    reason = single_line(result["synthesis"].get("fallback") or "no judge could be read")
+    return f"No verdict ({reason}) and no answer has a majority. The members answered: {answers}"
 
 
 def in_chat(exc: BaseException) -> BaseException:

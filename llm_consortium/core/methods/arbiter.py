@@ -15,17 +15,19 @@ from ..ballots import label
 
 async def judge(panel):
     judgement, raw = await panel.arbitrate(arbiter_prompt(panel))
-    measured_agreement(panel, judgement, raw).record(judgement, panel.answered)
+    measured_agreement(panel, raw).record(judgement, panel.answered)
     return judgement, raw
 
 
-def measured_agreement(panel, judgement, raw: str):
+def measured_agreement(panel, raw: str):
     """The round's ``Agreement`` over the whole panel (``panel.size``: a
-    member that failed agrees with no one): the arbiter's groups count only
-    when its reply was read (not when the members' own agreement decided)."""
+    member that failed agrees with no one). ``raw`` is the reply the
+    judgement's groups may be read from: the arbiter's verdict, or, when
+    the members' own agreement decided, its grouping reply
+    (``judging.members_verdict``, which returns an unreadable verdict only
+    where the answers compare exactly, so that its groups are never read)."""
     answered = panel.answered
-    return measure(answered, short_answers(answered, panel.run.schema), raw if judgement.parse_ok else None,
-                   panel.size)
+    return measure(answered, short_answers(answered, panel.run.schema), raw, panel.size)
 
 
 def extended_arbiter_prompt(panel, template: str, **sections: str) -> str:

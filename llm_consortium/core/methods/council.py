@@ -53,7 +53,7 @@ async def judge(panel):
         details, review = await peer_review(panel)
     judgement, raw = await panel.arbitrate(extended_arbiter_prompt(panel, "council_chair", review=review))
     judgement.details = details
-    measured_agreement(panel, judgement, raw).record(judgement, answered)
+    measured_agreement(panel, raw).record(judgement, answered)
     return judgement, raw
 
 

@@ -1,31 +1,39 @@
 """Majority vote (self-consistency, Wang et al. arXiv 2203.11171).
 
 Each member ends its answer with a short final answer in ``<answer>`` tags;
-the answers are extracted, normalised and counted. When the most common
-answer's share of the members reaches the confidence threshold, it is the
-round's answer and the arbiter is not called at all: the synthesis is the
-full text of the first member that gave it, so the person asking still gets
-the reasoning. Otherwise (a tie, no clear majority, or answers that could
-not be extracted) the arbiter reads the answers and the tally, and the
-details say why it was asked.
+the answers are extracted, normalised and grouped (``agreement.Group``).
+When the largest group's share of the members reaches the confidence
+threshold, its answer is the round's answer and the arbiter is not called
+at all. That answer is the group's short answer as a member wrote it
+("42"), never a member's whole reply: the vote was on the answer, not on
+the prose, links or instructions around it. Otherwise (a tie, no clear
+majority, or answers that could not be extracted) the arbiter reads the
+answers and the tally, and the details say why it was asked.
+
+The share is out of every member of the round less those a --quorum
+cancelled (``Panel.size``): members that failed, and
+answers with no short answer, vote for nothing; 2 of 3 members agreeing is
+67 %, not 2 of 2. Under a schema the answer is the JSON, compared as a
+value, and only answers valid against the schema count: an invalid answer
+votes for nothing, so one valid answer of three is 33 %, below any usual
+threshold, and the arbiter decides (and its answer must be valid too).
+When no answer is valid the run fails: nothing valid could win.
 
 Confidence is the measured vote share when the vote decides, and the
 arbiter's own confidence when it does not. ``agreement`` is measured as
-for every method (``agreement.measure``), over all the members: members
-that did not answer agree with no one. Answers that compare exactly (the
-usual case for a vote) are grouped by the tally itself; otherwise, when
-the arbiter was asked, by the groups its reply names.
+for every method (``agreement.measure``), over the same members. The
+tally in the details lists every answer as a member wrote it, with the
+members who gave it.
 """
 
 from __future__ import annotations
 
-import re
-
 from .. import prompts
-from ..agreement import short_answers
-from ..answers import Tally, tally
+from ..agreement import Group, answer_key, described, exact_groups, short_answers
 from ..ballots import label
+from ..config import ConsortiumError
 from ..results import Judgement, VoteDetails
+from ..safetext import single_line
 from .arbiter import extended_arbiter_prompt, measured_agreement
 
 MEMBER_INSTRUCTIONS = (
@@ -33,50 +41,66 @@ MEMBER_INSTRUCTIONS = (
     "just the answer (a number, a letter, yes/no or a few words), nothing else, "
     "for example <answer>42</answer>."
 )
+# The most characters of a member's schema error quoted in the run's error
+# (jsonschema quotes the value, which a member may have made huge).
+MAX_REASON_CHARS = 300
 
 
 async def judge(panel):
     answered = panel.answered
-    # With a schema the answer is the JSON itself, compared as a value.
-    answers = short_answers(answered, panel.run.schema)
-    # Members that did not answer (failed, or cut off by a quorum) are votes
-    # for nothing: 2 of 3 members agreeing is 67 %, not 2 of 2.
-    silent = panel.size - len(answered)
-    counted = tally(answers + [None] * silent)
-    reason = fallback_reason(counted, panel.size, panel.config.confidence_threshold)
+    schema = panel.run.schema
+    members = panel.size
+    extracted = short_answers(answered, schema)
+    keys = [answer_key(m.text, short) for m, short in zip(answered, extracted)]
+    groups = sorted(described(answered, extracted, exact_groups(keys), schema), key=lambda g: -len(g.members))
+    if schema is not None and all(g.problem for g in groups):
+        why = single_line(groups[0].problem)
+        raise ConsortiumError("No member's answer is valid against the schema: "
+                              + (why if len(why) <= MAX_REASON_CHARS else why[:MAX_REASON_CHARS - 1] + "…"))
+    counted = [g for g in groups if g.short and g.problem is None]
+    invalid = sum(len(g.members) for g in groups if g.problem)
+    reason = fallback_reason(counted, members, panel.config.confidence_threshold, invalid)
+    winner = counted[0] if counted and not tied(counted) else None
     details = VoteDetails(
-        tally=counted.counts,
-        winner=counted.winner,
-        share=counted.share,
-        extracted=counted.extracted,
+        tally=[tally_row(g, answered) for g in groups],
+        winner=winner.answer if winner else None,
+        share=len(winner.members) / members if winner else 0.0,
+        extracted=sum(short is not None for short in extracted),
         arbiter_called=reason is not None,
         fallback_reason=reason,
     )
     if reason is None:
-        judgement = majority_judgement(answered, answers, counted, panel.size,
-                                       panel.config.confidence_threshold)
-        if panel.run.schema is not None:
-            judgement.synthesis = counted.winner
+        judgement = majority_judgement(winner, groups, members, panel.config.confidence_threshold)
         raw = ""
     else:
-        judgement, raw = await panel.arbitrate(arbiter_prompt(panel, answers, counted, reason))
+        judgement, raw = await panel.arbitrate(arbiter_prompt(panel, groups, reason))
     judgement.details = details
-    measured_agreement(panel, judgement, raw).record(judgement, answered)
+    measured_agreement(panel, raw).record(judgement, answered)
     return judgement, raw
 
 
-def fallback_reason(counted: Tally, members: int, threshold: float) -> str | None:
-    """Why the vote cannot decide on its own, or None when it can."""
-    if counted.extracted < 2:
+def tied(counted: list[Group]) -> bool:
+    """Whether the largest groups that count are as large as each other."""
+    return len(counted) > 1 and len(counted[0].members) == len(counted[1].members)
+
+
+def fallback_reason(counted: list[Group], members: int, threshold: float, invalid: int) -> str | None:
+    """Why the vote cannot decide on its own, or None when it can.
+    ``counted``: the groups whose answers count, largest first."""
+    votes = sum(len(g.members) for g in counted)
+    if votes < 2:
         if members < 2:
             return "only one member answered: there is nothing to vote on"
-        return f"answers could not be extracted ({counted.extracted} of {members})"
-    if counted.tie:
-        top = next(iter(counted.counts.values()))
+        if invalid:
+            return f"only {votes} of {members} answers are valid against the schema"
+        return f"answers could not be extracted ({votes} of {members})"
+    top = len(counted[0].members)
+    if tied(counted):
         return f"no majority: the most common answers are tied, {top} of {members} each"
-    if counted.share < threshold:
-        votes = counted.counts[counted.winner]
-        return f"{votes} of {members} agree ({percent(counted.share)}), below the {percent(threshold)} threshold"
+    share = top / members
+    if share < threshold:
+        also = f"; {invalid} not valid against the schema" if invalid else ""
+        return f"{top} of {members} agree ({percent(share)}), below the {percent(threshold)} threshold{also}"
     return None
 
 
@@ -85,41 +109,46 @@ def percent(share: float) -> str:
     return f"{share * 100:.0f} %"
 
 
-def majority_judgement(answered, answers, counted: Tally, members: int, threshold: float):
-    """The vote's own judgement: the first answer that gave the winner, no arbiter."""
-    winner_text = next(m.text for m, a in zip(answered, answers) if a == counted.winner)
-    votes = counted.counts[counted.winner]
-    others = [f"{answer} ({count})" for answer, count in counted.counts.items() if answer != counted.winner]
+def tally_row(group: Group, answered) -> dict:
+    """One line of the tally as the details keep it: the answer as written,
+    how many gave it and who, and why it did not count (None if it did)."""
+    note = None
+    if group.problem:
+        note = f"not valid against the schema: {group.problem}"
+    elif not group.short:
+        note = "no short answer"
+    return {"answer": group.answer, "count": len(group.members), "members": group.names(answered), "note": note}
+
+
+def majority_judgement(winner: Group, groups: list[Group], members: int, threshold: float) -> Judgement:
+    """The vote's own judgement, no arbiter: the winning answer as written."""
+    share = len(winner.members) / members
+    others = [f"{g.answer} ({len(g.members)})" for g in groups if g is not winner]
     return Judgement(
-        synthesis=without_answer_tags(winner_text),
-        confidence=counted.share,
-        analysis=f"Majority vote: {votes} of {members} members agree ({percent(counted.share)}) on "
-                 f"{counted.winner}, at or above the {percent(threshold)} threshold.",
+        synthesis=winner.answer,
+        confidence=share,
+        analysis=f"Majority vote: {len(winner.members)} of {members} members agree ({percent(share)}) on "
+                 f"{winner.answer}, at or above the {percent(threshold)} threshold.",
         dissent=("Other answers: " + ", ".join(others)) if others else "none",
     )
 
 
-def without_answer_tags(text: str) -> str:
-    """The member's answer as the person asking should read it: the
-    ``<answer>`` tags the vote asked for are dropped, their content kept."""
-    blocks_replaced = re.sub(r"<\s*answer\s*>\s*(.*?)\s*<\s*/\s*answer\s*>", r"\1", text, flags=re.I | re.S)
-    return re.sub(r"<\s*/?\s*answer\s*>", "", blocks_replaced, flags=re.I).strip()
-
-
-def arbiter_prompt(panel, answers: list[str | None], counted: Tally, reason: str) -> str:
+def arbiter_prompt(panel, groups: list[Group], reason: str) -> str:
     """The arbiter's usual prompt followed by the vote tally, fenced like the answers.
 
     The tally is computed from member text, so it is untrusted too: it sits in
     a fenced block of its own.
     """
-    labels = [label(i) for i in range(len(panel.answered))]
-    lines = [
-        f"{answer}: {count} ({', '.join(lab for lab, a in zip(labels, answers) if a == answer)})"
-        for answer, count in counted.counts.items()
-    ]
-    missing = [lab for lab, a in zip(labels, answers) if a is None]
+    def labels(found: list[Group]) -> str:
+        return ", ".join(label(i) for g in found for i in g.members)
+
+    lines = [f"{g.answer}: {len(g.members)} ({labels([g])})" for g in groups if g.short and not g.problem]
+    invalid = [g for g in groups if g.problem]
+    missing = [g for g in groups if not g.short and not g.problem]
+    if invalid:
+        lines.append(f"not valid against the schema: {labels(invalid)}")
     if missing:
-        lines.append(f"no short answer found: {', '.join(missing)}")
+        lines.append(f"no short answer found: {labels(missing)}")
     return extended_arbiter_prompt(
         panel, "vote_arbiter", reason=reason, tally=prompts.fenced("Vote tally", "\n".join(lines), panel.run.fence)
     )

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 from ...core.config import split_count
 from ...core.outcome import STATUSES, counts_text
+from ...core.results import tally_rows
 from ..display import cost
 from .html import Markup, el, frag, markdown
 
@@ -248,14 +249,16 @@ def method_details(method: str | None, details: dict, round_number: int) -> list
 
 def vote_details(details: dict) -> list:
     parts = []
-    tally = details.get("tally")
+    tally = tally_rows(details)
     if tally:
-        total = sum(tally.values()) or 1
+        total = sum(row["count"] for row in tally) or 1
         rows = [
-            el("tr", el("td", answer, class_="answer-text"), el("td", count, class_="num"),
-               el("td", el("meter", value=f"{count / total:.3f}", min="0", max="1"), class_="bar"),
-               class_="winner" if answer == details.get("winner") else None)
-            for answer, count in sorted(tally.items(), key=lambda item: -item[1])
+            el("tr", el("td", row["answer"], class_="answer-text"), el("td", row["count"], class_="num"),
+               el("td", el("meter", value=f"{row['count'] / total:.3f}", min="0", max="1"), class_="bar"),
+               el("td", ", ".join(row.get("members") or []), class_="members"),
+               el("td", row.get("note") or "", class_="note"),
+               class_="winner" if row["answer"] == details.get("winner") else None)
+            for row in sorted(tally, key=lambda row: -row["count"])
         ]
         parts.append(el("div", el("h3", "Vote"), el("table", el("tbody", rows), class_="tally"), class_="vote"))
     if details.get("fallback_reason"):
