@@ -44,21 +44,11 @@ REASONING_TAGS = ("thinking", "think", "reasoning")
 
 # Tags hold no "<" (so a search never runs past the next one) and an
 # opening tag is not self-closing ("<synthesis/>" opens nothing).
-_OPEN = {
-    name: re.compile(rf"<\s*{name}\b[^<>]*(?<!/)>", re.IGNORECASE)
-    for name in SECTION_TAGS + REASONING_TAGS
-}
-_CLOSE = {
-    name: re.compile(rf"<\s*/\s*{name}\s*>", re.IGNORECASE)
-    for name in SECTION_TAGS + REASONING_TAGS + ("area", "item")
-}
-_ANY_SECTION_OPEN = re.compile(
-    rf"<\s*(?:{'|'.join(SECTION_TAGS)})\b[^<>]*(?<!/)>", re.IGNORECASE
-)
-# "thinking" is listed before "think", so the longer name wins.
-_ANY_REASONING_OPEN = re.compile(
-    rf"<\s*({'|'.join(REASONING_TAGS)})\b[^<>]*(?<!/)>", re.IGNORECASE
-)
+_ALL_TAGS = SECTION_TAGS + REASONING_TAGS
+_OPEN = {name: re.compile(rf"<\s*{name}\b[^<>]*(?<!/)>", re.IGNORECASE) for name in _ALL_TAGS}
+_CLOSE = {name: re.compile(rf"<\s*/\s*{name}\s*>", re.IGNORECASE) for name in _ALL_TAGS}
+_AREA_OPEN = re.compile(r"<\s*(area|item)\b[^<>]*>", re.IGNORECASE)
+_AREA_CLOSE = re.compile(r"<\s*/\s*(area|item)\s*>", re.IGNORECASE)
 # Any tag, for reading the words of a text.
 _TAG = re.compile(r"<\s*/?\s*[^\W\d][\w:-]*[^<>]*>")
 _WORD = re.compile(r"[^\W_]+")
@@ -69,7 +59,6 @@ _BEFORE_CHARS = 200
 # A fence wrapping a whole section, as in "```xml\n...\n```". Fences naming a
 # programming language are kept: there the code block is part of the answer.
 _WRAPPING_FENCE_LANGUAGES = {"", "xml", "markdown", "md", "text", "txt", "plaintext"}
-_AREA_OPEN = re.compile(r"<\s*(area|item)\b[^<>]*>", re.IGNORECASE)
 # "-", "*", "+", "•", "1." or "1)" followed by whitespace (so "**bold**" stays).
 _BULLET = re.compile(r"^(?:[-*+•]|\d+[.)])(?:\s+|$)")
 _NOT_AN_AREA = {"none", "n/a"}
@@ -113,10 +102,10 @@ def parse_arbiter(text: str, *, material: Sequence[str] = ()) -> Judgement:
 
     The synthesis is the verdict: the last ``<synthesis>`` block outside
     leading reasoning that is neither empty nor an echo of the judge
-    prompts' instructions (``_echoes``; ``material``, the question and the
-    answers the judge was shown, may be quoted). Every other section is read from
-    the same answer: its last block before that synthesis, or if there is
-    none, its first after it. So a confidence quoted inside the synthesis,
+    prompts' instructions (``_echoes``: ``material``, the question and the
+    answers the judge was shown, may be quoted). Every other section is
+    read from the same answer: its last block before that synthesis, or if
+    there is none, its first after it. So a confidence quoted inside the synthesis,
     or a quoted format, never decides the verdict.
 
     There is no verdict (``parse_ok`` False, ``synthesis`` "") when no such
@@ -155,35 +144,76 @@ def _read(text: str, material: Sequence[str] = ()) -> tuple[dict[str, str], str 
     """(the sections, why there is no verdict or None, the reply's full length)."""
     text = "" if text is None else str(text)
     length = len(text)
-    text = text[:MAX_REPLY_CHARS]
-    # Leading reasoning blocks are skipped, so tags they quote don't count. If
-    # one is never closed, search everything.
-    body = _Reply(text[_reasoning_end(text) or 0 :])
-    anchor, synthesis, problem = body.verdict(material)
-    sections = {name: body.nearest(name, anchor) for name in SECTION_TAGS if name != "synthesis"}
+    reply = _Reply(text[:MAX_REPLY_CHARS])
+    anchor, synthesis, problem = reply.verdict(material)
+    sections = {name: reply.nearest(name, anchor) for name in SECTION_TAGS if name != "synthesis"}
     return {**sections, "synthesis": synthesis}, problem, length
 
 
 class _Reply:
-    """A reply's tags, found once, so that hostile text full of tags is read
-    in linear time.
+    """A reply's tags, found once (a pass for each tag name it holds), so
+    that hostile text full of tags is read in linear time.
 
     A block of a section runs from an opening tag to the closing tag of
     that section after it, if one comes before that section's next opening
     tag; otherwise the block is never closed. So no two blocks of a section
     share any text, and reading every block of a section reads the reply at
     most twice.
+
+    Leading reasoning blocks are skipped (``_reasoning_end``), so the tags
+    they quote don't count; if one is never closed, everything is read.
     """
 
     def __init__(self, text: str):
         self.text = text
-        self.sections = [m.start() for m in _ANY_SECTION_OPEN.finditer(text)]
+        # name -> [(start, end)] of its opening and of its closing tags, in order.
+        self.opens: dict[str, list[tuple[int, int]]] = {name: [] for name in _ALL_TAGS}
+        self.closes: dict[str, list[tuple[int, int]]] = {name: [] for name in _ALL_TAGS}
+        lowered = text.lower()
+        for name in _ALL_TAGS:
+            if name in lowered:
+                self.opens[name] = [match.span() for match in _OPEN[name].finditer(text)]
+                self.closes[name] = [match.span() for match in _CLOSE[name].finditer(text)]
+        self.sections = sorted(start for name in SECTION_TAGS for start, _ in self.opens[name])
+        self.start = self._reasoning_end() or 0
+        # Only the tags after the reasoning count.
+        self.sections = self.sections[bisect_left(self.sections, self.start) :]
+        for tags in (self.opens, self.closes):
+            for name, spans in tags.items():
+                tags[name] = spans[bisect_left(spans, (self.start, 0)) :]
+
+    def _reasoning_end(self) -> int | None:
+        """Index just after the reasoning blocks that precede the first section tag.
+
+        Returns 0 when there are none, and None while such a block is
+        unclosed. Reasoning tags that appear after a section has begun are
+        left alone: a synthesis may well discuss ``<think>`` tags.
+        """
+        first_section = self.sections[0] if self.sections else len(self.text)
+        reasoning = sorted((span, name) for name in REASONING_TAGS for span in self.opens[name])
+        # Indices into ``reasoning`` and into each name's closing tags only grow.
+        following, closing = 0, dict.fromkeys(REASONING_TAGS, 0)
+        position = 0
+        while True:
+            while following < len(reasoning) and reasoning[following][0][0] < position:
+                following += 1
+            if following == len(reasoning):
+                return position
+            (start, end), name = reasoning[following]
+            if first_section < start:
+                return position
+            closes = self.closes[name]
+            while closing[name] < len(closes) and closes[closing[name]][0] < end:
+                closing[name] += 1
+            if closing[name] == len(closes):
+                return None
+            position = closes[closing[name]][1]
 
     def blocks(self, name: str) -> list[tuple[int, int, int | None]]:
         """(tag start, content start, content end or None if never closed)
         of each block of section ``name``, in order."""
-        openings = [(m.start(), m.end()) for m in _OPEN[name].finditer(self.text)]
-        closes = [m.start() for m in _CLOSE[name].finditer(self.text)]
+        openings = self.opens[name]
+        closes = [start for start, _ in self.closes[name]]
         found = []
         for k, (start, end) in enumerate(openings):
             following = openings[k + 1][0] if k + 1 < len(openings) else len(self.text)
@@ -213,7 +243,8 @@ class _Reply:
         why = NO_SYNTHESIS
         for start, content_start, end in reversed(self.blocks("synthesis")):
             content = self.content(content_start, end, "synthesis")
-            if _echoes("synthesis", content, self.text[max(0, start - _BEFORE_CHARS) : start], material):
+            before = self.text[max(self.start, start - _BEFORE_CHARS) : start]
+            if _echoes("synthesis", content, before, material):
                 why = ECHO
             elif end is None:
                 return len(self.text), "", UNCLOSED
@@ -234,29 +265,6 @@ class _Reply:
             if content and not _is_description(name, content):
                 return content
         return ""
-
-
-def _reasoning_end(text: str) -> int | None:
-    """Index just after the reasoning blocks that precede the first section tag.
-
-    Returns 0 when there are none, and None while such a block is unclosed.
-    Reasoning tags that appear after a section has begun are left alone: a
-    synthesis may well discuss ``<think>`` tags. Each character is looked at
-    a bounded number of times: the section tags are found once.
-    """
-    sections = [m.start() for m in _ANY_SECTION_OPEN.finditer(text)]
-    position = 0
-    while True:
-        reasoning = _ANY_REASONING_OPEN.search(text, position)
-        if reasoning is None:
-            return position
-        section = bisect_left(sections, position)
-        if section < len(sections) and sections[section] < reasoning.start():
-            return position
-        close = _CLOSE[reasoning.group(1).lower()].search(text, reasoning.end())
-        if close is None:
-            return None
-        position = close.end()
 
 
 def _echoes(name: str, content: str, before: str, material: Sequence[str]) -> bool:
@@ -330,10 +338,10 @@ def _is_empty(content: str) -> bool:
     """Whether ``content`` says nothing: only tags, spaces and punctuation
     ("...", "<answer></answer>"). A letter, a digit or a symbol ("∞", "🎉")
     is something."""
-    bare = _TAG.sub("", content)
+    bare = _TAG.sub("", content) if _ALNUM.search(content) else content  # a tag has a letter
     if _ALNUM.search(bare):
         return False
-    return not any(unicodedata.category(c)[0] == "S" for c in bare)
+    return not any(unicodedata.category(c)[0] == "S" for c in set(bare))
 
 
 def _dangling_close_start(text: str, name: str, start: int = 0) -> int:
@@ -385,15 +393,16 @@ def _area_items(content: str) -> list[str]:
     """The contents of the <area> and <item> blocks: each from its opening
     tag to the first closing tag of its name after it, in order, none
     inside another."""
-    closes = {name: list(_CLOSE[name].finditer(content)) for name in ("area", "item")}
-    starts = {name: [close.start() for close in found] for name, found in closes.items()}
+    closes: dict[str, list[tuple[int, int]]] = {"area": [], "item": []}
+    for close in _AREA_CLOSE.finditer(content):
+        closes[close.group(1).lower()].append(close.span())
+    starts = {name: [start for start, _ in spans] for name, spans in closes.items()}
     items, position = [], 0
     for opening in _AREA_OPEN.finditer(content):
         name = opening.group(1).lower()
         following = bisect_left(starts[name], opening.end())
         if opening.start() < position or following == len(starts[name]):
             continue
-        close = closes[name][following]
-        items.append(content[opening.end() : close.start()])
-        position = close.end()
+        close_start, position = closes[name][following]
+        items.append(content[opening.end() : close_start])
     return items
