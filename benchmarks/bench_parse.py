@@ -6,16 +6,20 @@
 
 Each pattern is repeated to 1,000,000 characters and placed three ways: the
 whole reply, inside a well-formed reply's <synthesis>, and before one. The
-target is under 1 s for each; a reply of 2,000,000 characters is cut to the
+material a verdict may quote is the most an arbiter is shown: 64 answers of
+``MAX_FORWARDED_CHARS`` each (its words are read only when a synthesis
+shares a run of words with the instructions). The target is under 1 s for
+each; a reply of 2,000,000 characters is cut to the
 first 1,000,000 before reading, so it costs no more. Before parsing was made
 linear, 320 KB of "<think>a</think>" took 38 s.
 """
 
+import random
 import time
 
 from llm_consortium.core.agreement import parse_groups
 from llm_consortium.core.parsing import MAX_REPLY_CHARS, parse_arbiter
-from llm_consortium.core.prompts import NO_SYNTHESIS, reminder
+from llm_consortium.core.prompts import MAX_FORWARDED_CHARS, NO_SYNTHESIS, reminder
 from llm_consortium.evaluation.simulator import arbiter_xml
 
 PATTERNS = {
@@ -39,6 +43,14 @@ PATTERNS = {
 GROUPS = [["Response A", "Response B"], ["Response C"]]
 
 
+def material() -> list[str]:
+    """A question and 64 answers of ``MAX_FORWARDED_CHARS`` random words."""
+    rng = random.Random(19)
+    vocabulary = ["".join(rng.choices("abcdefghijklmnop", k=rng.randint(2, 9))) for _ in range(5000)]
+    answers = [" ".join(rng.choices(vocabulary, k=MAX_FORWARDED_CHARS // 5))[:MAX_FORWARDED_CHARS] for _ in range(64)]
+    return ["What is the capital of France?", *answers]
+
+
 def seconds(function, text: str) -> float:
     started = time.perf_counter()
     function(text)
@@ -59,11 +71,12 @@ def placed(pattern: str, size: int) -> dict[str, str]:
 def main():
     print(f"{'pattern':<26} {'placed':<13} {'chars':>10} {'parse s':>8} {'groups s':>9}")
     slowest = 0.0
+    quoted = material()
     rows = [(name, pattern, MAX_REPLY_CHARS) for name, pattern in PATTERNS.items()]
     rows.append(("<think>a</think> (cut)", "<think>a</think>", 2 * MAX_REPLY_CHARS))
     for name, pattern, size in rows:
         for where, text in placed(pattern, size).items():
-            parse = seconds(parse_arbiter, text)
+            parse = seconds(lambda t: parse_arbiter(t, material=quoted), text)
             groups = seconds(lambda t: parse_groups(t, 3), text)
             slowest = max(slowest, parse, groups)
             print(f"{name:<26} {where:<13} {len(text):>10,} {parse:>8.3f} {groups:>9.3f}")

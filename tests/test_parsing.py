@@ -142,6 +142,15 @@ def test_unclosed_reasoning_block_still_yields_the_later_answer():
     assert parse_arbiter(text).synthesis == "REAL"
 
 
+def test_tags_quoted_in_any_leading_reasoning_block_do_not_count():
+    text = (
+        "<think>format: <confidence>0.1</confidence></think>\n"
+        "<think>or <confidence>0.2</confidence></think>\n<synthesis>REAL</synthesis>"
+    )
+    judgement = parse_arbiter(text)
+    assert judgement.synthesis == "REAL" and judgement.confidence == 0.0
+
+
 def test_think_tags_inside_the_synthesis_are_content():
     text = "<synthesis>Models emit <think>...</think> first.</synthesis>"
     assert parse_arbiter(text).synthesis == "Models emit <think>...</think> first."

@@ -148,10 +148,10 @@ class Panel:
 
     def material(self) -> list[str]:
         """What the arbiter was shown that the person asking and the members
-        wrote: a verdict may quote it, even where it reads like the prompt's
-        instructions (``parse_arbiter``)."""
+        wrote (the answers as forwarded): a verdict may quote it, even where
+        it reads like the prompt's instructions (``parse_arbiter``)."""
         return [self.run.prompt, self.run.system or "", self.run.conversation,
-                *(member.text for member in self.answered)]
+                *(prompts.excerpt(member.text) for member in self.answered)]
 
     def answer_texts(self) -> list[tuple[str, str]]:
         """(neutral label, text) of each answer, in the order judges see them."""

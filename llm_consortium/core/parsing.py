@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 
 from .prompts import ECHO, EMPTY, JUDGE_TEMPLATES, NO_SYNTHESIS, UNCLOSED, instruction_texts, template
@@ -189,10 +189,10 @@ class _Reply:
         unclosed. Reasoning tags that appear after a section has begun are
         left alone: a synthesis may well discuss ``<think>`` tags.
         """
-        first_section = self.sections[0] if self.sections else len(self.text)
         reasoning = sorted((span, name) for name in REASONING_TAGS for span in self.opens[name])
-        # Indices into ``reasoning`` and into each name's closing tags only grow.
-        following, closing = 0, dict.fromkeys(REASONING_TAGS, 0)
+        # Indices into ``reasoning``, the sections and each name's closing
+        # tags, which only grow.
+        following, section, closing = 0, 0, dict.fromkeys(REASONING_TAGS, 0)
         position = 0
         while True:
             while following < len(reasoning) and reasoning[following][0][0] < position:
@@ -200,7 +200,9 @@ class _Reply:
             if following == len(reasoning):
                 return position
             (start, end), name = reasoning[following]
-            if first_section < start:
+            while section < len(self.sections) and self.sections[section] < position:
+                section += 1
+            if section < len(self.sections) and self.sections[section] < start:
                 return position
             closes = self.closes[name]
             while closing[name] < len(closes) and closes[closing[name]][0] < end:
@@ -241,10 +243,11 @@ class _Reply:
         echoes and empty blocks are passed over; a block never closed that
         is not an echo ends the search: the reply was cut off."""
         why = NO_SYNTHESIS
+        quoted = cache(lambda: _runs(material))  # read only if needed, then once
         for start, content_start, end in reversed(self.blocks("synthesis")):
             content = self.content(content_start, end, "synthesis")
             before = self.text[max(self.start, start - _BEFORE_CHARS) : start]
-            if _echoes("synthesis", content, before, material):
+            if _echoes("synthesis", content, before, quoted):
                 why = ECHO
             elif end is None:
                 return len(self.text), "", UNCLOSED
@@ -267,7 +270,7 @@ class _Reply:
         return ""
 
 
-def _echoes(name: str, content: str, before: str, material: Sequence[str]) -> bool:
+def _echoes(name: str, content: str, before: str, quoted: Callable[[], set]) -> bool:
     """Whether the block of ``name`` holding ``content``, whose opening tag
     follows the text ``before``, repeats the judge prompts' instructions
     (``prompts.instruction_texts``) instead of answering.
@@ -277,9 +280,9 @@ def _echoes(name: str, content: str, before: str, material: Sequence[str]) -> bo
     of ``ECHO_RUN`` words that the instructions also hold. The runs may
     start in the words just before the opening tag, so a short content is
     caught too: "block." after "...because it had no <synthesis>". The
-    question and the members' answers (``material``) are not instructions:
-    a run they hold too does not count, so a verdict may quote them at any
-    length.
+    question and the members' answers are not instructions: a run that
+    they hold too (``quoted()``, the runs of ``parse_arbiter``'s
+    ``material``) does not count, so a verdict may quote them at any length.
     """
     if _is_description(name, content):
         return True
@@ -289,9 +292,8 @@ def _echoes(name: str, content: str, before: str, material: Sequence[str]) -> bo
     lead = _words(before)[-(ECHO_RUN - 1) :]
     words = lead + said
     shared = [i for i in range(len(words) - ECHO_RUN + 1) if tuple(words[i : i + ECHO_RUN]) in _instruction_runs()]
-    if shared and material:
-        quoted = _runs(material)
-        shared = [i for i in shared if tuple(words[i : i + ECHO_RUN]) not in quoted]
+    if shared:
+        shared = [i for i in shared if tuple(words[i : i + ECHO_RUN]) not in quoted()]
     covered = [False] * len(words)
     for i in shared:
         covered[i : i + ECHO_RUN] = [True] * ECHO_RUN
