@@ -3,6 +3,8 @@ import random
 import pytest
 
 from llm_consortium.core.parsing import parse_arbiter, parse_confidence
+from llm_consortium.core.prompts import ECHO, EMPTY, JUDGE_TEMPLATES, NO_SYNTHESIS, UNCLOSED, reminder, template
+from llm_consortium.evaluation.simulator import arbiter_xml
 
 VALID = """<analysis>
 Both members agree on the main point.
@@ -140,6 +142,15 @@ def test_unclosed_reasoning_block_still_yields_the_later_answer():
     assert parse_arbiter(text).synthesis == "REAL"
 
 
+def test_tags_quoted_in_any_leading_reasoning_block_do_not_count():
+    text = (
+        "<think>format: <confidence>0.1</confidence></think>\n"
+        "<think>or <confidence>0.2</confidence></think>\n<synthesis>REAL</synthesis>"
+    )
+    judgement = parse_arbiter(text)
+    assert judgement.synthesis == "REAL" and judgement.confidence == 0.0
+
+
 def test_think_tags_inside_the_synthesis_are_content():
     text = "<synthesis>Models emit <think>...</think> first.</synthesis>"
     assert parse_arbiter(text).synthesis == "Models emit <think>...</think> first."
@@ -187,26 +198,129 @@ def test_empty_and_tagless(text):
     assert judgement.parse_ok is False
 
 
-def test_truncated_synthesis():
-    text = "<analysis>a</analysis>\n<synthesis>\nThe answer is cut off mid"
+# A verdict must be a verdict (issue 19): not cut off, not empty, not an echo.
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<analysis>a</analysis>\n<synthesis>\nThe answer is cut off mid",
+        "<synthesis>Done.</synth",
+        "<synthesis>Done. <",
+        "<synthesis>a < b",
+        "<synthesis>Paris.</synthesis>\n<synthesis>On second thought, the answer is",
+        "<synthesis>S\n<confidence>0.7\n<dissent>d</dissent>",
+    ],
+)
+def test_a_synthesis_never_closed_is_no_verdict(text):
     judgement = parse_arbiter(text)
-    assert judgement.synthesis == "The answer is cut off mid"
-    assert judgement.analysis == "a"
-    assert judgement.parse_ok
+    assert judgement.synthesis == "" and judgement.parse_ok is False
+    assert judgement.notes == [UNCLOSED]
 
 
-def test_truncated_inside_the_closing_tag():
-    assert parse_arbiter("<synthesis>Done.</synth").synthesis == "Done."
-    assert parse_arbiter("<synthesis>Done. <").synthesis == "Done."
-    assert parse_arbiter("<synthesis>a < b").synthesis == "a < b"
+def test_the_other_sections_of_a_cut_reply_are_still_read():
+    judgement = parse_arbiter("<analysis>a</analysis><confidence>0.7</confidence>\n<synthesis>The answer is cut off mid")
+    assert judgement.analysis == "a" and judgement.confidence == pytest.approx(0.7)
 
 
 def test_unclosed_section_runs_to_the_next_section():
-    text = "<synthesis>S\n<confidence>0.7\n<dissent>d</dissent>"
+    text = "<confidence>0.7\n<dissent>d\n<synthesis>S</synthesis>\n<analysis>cut off mid"
     judgement = parse_arbiter(text)
-    assert judgement.synthesis == "S"
+    assert judgement.synthesis == "S" and judgement.parse_ok
     assert judgement.confidence == pytest.approx(0.7)
     assert judgement.dissent == "d"
+    assert judgement.analysis == "cut off mid"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<synthesis></synthesis>",
+        "<synthesis>  \n </synthesis>",
+        "<synthesis>...</synthesis>",
+        "<synthesis> - ? </synthesis>",
+        "<synthesis><answer></answer></synthesis>",
+        "<synthesis>```\n\n```</synthesis>",
+    ],
+)
+def test_an_empty_synthesis_is_no_verdict(text):
+    judgement = parse_arbiter(text)
+    assert judgement.synthesis == "" and judgement.parse_ok is False
+    assert judgement.notes == [EMPTY]
+
+
+@pytest.mark.parametrize("text", ["<synthesis/>", "<synthesis />\nParis.", "<analysis>a</analysis><SYNTHESIS/>"])
+def test_a_self_closing_synthesis_tag_opens_nothing(text):
+    judgement = parse_arbiter(text)
+    assert judgement.parse_ok is False and judgement.notes == [NO_SYNTHESIS]
+
+
+@pytest.mark.parametrize("answer", ["∞", "π", "0", "🎉", "$"])
+def test_a_one_symbol_synthesis_is_a_verdict(answer):
+    assert parse_arbiter(f"<synthesis>{answer}</synthesis>").synthesis == answer
+
+
+def test_an_empty_synthesis_after_a_real_one_is_passed_over():
+    judgement = parse_arbiter("<synthesis>Paris.</synthesis>\n<synthesis></synthesis>")
+    assert judgement.synthesis == "Paris." and judgement.notes == []
+
+
+# The reminder's own words, as an arbiter that echoes them writes them.
+REMINDER_ECHO = reminder(NO_SYNTHESIS).strip().removeprefix("---").strip()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # The issue's case: "block." read as the verdict.
+        REMINDER_ECHO,
+        "...could not be used because it had no <synthesis> block.</synthesis>",
+        "<analysis>ok</analysis>\nYour previous reply to this could not be used because it had no <synthesis> "
+        "block.</synthesis>\n<confidence>0.9</confidence>",
+    ],
+)
+def test_an_echo_of_the_reminder_is_no_verdict(text):
+    judgement = parse_arbiter(text)
+    assert judgement.synthesis == "" and judgement.parse_ok is False
+    assert judgement.notes == [ECHO]
+
+
+def test_a_verdict_followed_by_an_echo_of_the_reminder_is_kept():
+    judgement = parse_arbiter(f"<synthesis>Paris.</synthesis>\n{REMINDER_ECHO}")
+    assert judgement.synthesis == "Paris." and judgement.parse_ok
+
+
+def scaffold_echo(name: str) -> str:
+    """A synthesis that is a judge template's own text, placeholders and all."""
+    return f"<confidence>0.9</confidence>\n<synthesis>{template(name).template}</synthesis>"
+
+
+@pytest.mark.parametrize("name", JUDGE_TEMPLATES)
+def test_a_synthesis_that_is_a_prompt_scaffold_is_no_verdict(name):
+    judgement = parse_arbiter(scaffold_echo(name))
+    assert judgement.parse_ok is False and judgement.notes == [ECHO]
+
+
+def test_the_council_chairs_scaffold_echo_is_no_verdict():
+    # What a small chair wrote back: its prompt's peer-review section and the
+    # format line, with a number for the confidence.
+    chair = template("council_chair").template.split("$review")[0].split("$arbiter_prompt")[1]
+    reply = f"<confidence>0.8</confidence>\n<synthesis>{chair.strip()}\nReply in the format asked for above.</synthesis>"
+    judgement = parse_arbiter(reply)
+    assert judgement.parse_ok is False and judgement.notes == [ECHO]
+
+
+@pytest.mark.parametrize(
+    "synthesis",
+    [
+        "The best answer to the question is 42.",
+        "The final answer to the original prompt is 42.",
+        "Check each claim: the answers disagree, and one is right.",
+        "block.",
+    ],
+)
+def test_a_verdict_in_words_the_prompts_also_use_is_kept(synthesis):
+    assert parse_arbiter(arbiter_xml(synthesis)).synthesis == synthesis
 
 
 def test_refinement_areas_bullets_and_none():

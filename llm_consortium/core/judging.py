@@ -122,13 +122,13 @@ class Panel:
             outcome = await self._ask_arbiter(prompt)
         if outcome.error:
             return await members_verdict(self, f"the arbiter failed: {outcome.error}", "")
-        judgement = parse_arbiter(outcome.text)
+        judgement = parse_arbiter(outcome.text, material=self.material())
         problem = self.problem(judgement)
         if problem:
             outcome = await self._ask_arbiter(prompt + prompts.reminder(problem))
             if outcome.error:
                 return await members_verdict(self, f"the arbiter failed: {outcome.error}", "")
-            judgement = parse_arbiter(outcome.text)
+            judgement = parse_arbiter(outcome.text, material=self.material())
             problem = self.problem(judgement)
         if not problem:
             if self.run.schema is not None:
@@ -143,12 +143,19 @@ class Panel:
     def problem(self, judgement: Judgement) -> str | None:
         """What is wrong with a judgement the arbiter wrote, or None."""
         if not judgement.parse_ok:
-            return "it had no <synthesis> block"
+            return judgement.notes[-1]  # why, as parse_arbiter words it
         if self.run.schema is not None:
             wrong = schemas.problem(judgement.synthesis, self.run.schema)
             if wrong:
-                return f"its synthesis must be only a JSON value valid against the schema, but it was {wrong}"
+                return prompts.NOT_IN_SCHEMA.substitute(wrong=wrong)
         return None
+
+    def material(self) -> list[str]:
+        """What the arbiter was shown that the person asking and the members
+        wrote (the answers as forwarded): a verdict may quote it, even where
+        it reads like the prompt's instructions (``parse_arbiter``)."""
+        return [self.run.prompt, self.run.system or "", self.run.conversation,
+                *(prompts.excerpt(member.text) for member in self.answered)]
 
     def answer_texts(self) -> list[tuple[str, str]]:
         """(neutral label, text) of each answer, in the order judges see them."""

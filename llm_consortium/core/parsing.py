@@ -1,17 +1,34 @@
-"""Reading the arbiter's XML-ish reply, whole or while it streams.
+"""Reading the arbiter's XML-ish reply.
 
 Models are sloppy with the format, so everything here is lenient and never
 raises: tags in any case, with attributes or stray whitespace, prose or code
 fences around them, reasoning blocks quoting the format before the answer,
-repeated answers and truncated output.
+and repeated answers. What it will not take for a verdict: a synthesis
+that is empty, never closed (the reply was cut off) or an echo of the
+prompt's own instructions.
+
+Model output is untrusted, so reading it takes time linear in its length
+(``benchmarks/bench_parse.py``), and a reply is read from its first
+``MAX_REPLY_CHARS`` characters only.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
+import unicodedata
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Sequence
+from functools import cache
 
+from .prompts import ECHO, EMPTY, JUDGE_TEMPLATES, NO_SYNTHESIS, UNCLOSED, instruction_texts, template
 from .results import Judgement
+
+# The most characters of a reply that are read (about 1 MB); the rest is cut.
+MAX_REPLY_CHARS = 1_000_000
+# Words in a row that a synthesis must share with the instructions to count
+# as repeating them (``_echoes``): enough that a verdict's own wording ("the
+# best answer to the question is 42") never does.
+ECHO_RUN = 8
 
 # The arbiter's sections, in the order the prompt asks for them.
 SECTION_TAGS = (
@@ -25,31 +42,23 @@ SECTION_TAGS = (
 # Blocks some models wrap their reasoning in, before the actual answer.
 REASONING_TAGS = ("thinking", "think", "reasoning")
 
-_OPEN = {
-    name: re.compile(rf"<\s*{name}\b[^>]*>", re.IGNORECASE)
-    for name in SECTION_TAGS + REASONING_TAGS
-}
-_CLOSE = {
-    name: re.compile(rf"<\s*/\s*{name}\s*>", re.IGNORECASE)
-    for name in SECTION_TAGS + REASONING_TAGS
-}
-_ANY_SECTION_OPEN = re.compile(
-    rf"<\s*(?:{'|'.join(SECTION_TAGS)})\b[^>]*>", re.IGNORECASE
-)
-# "thinking" is listed before "think", so the longer name wins.
-_ANY_REASONING_OPEN = re.compile(
-    rf"<\s*({'|'.join(REASONING_TAGS)})\b[^>]*>", re.IGNORECASE
-)
+# Tags hold no "<" (so a search never runs past the next one) and an
+# opening tag is not self-closing ("<synthesis/>" opens nothing).
+_ALL_TAGS = SECTION_TAGS + REASONING_TAGS
+_OPEN = {name: re.compile(rf"<\s*{name}\b[^<>]*(?<!/)>", re.IGNORECASE) for name in _ALL_TAGS}
+_CLOSE = {name: re.compile(rf"<\s*/\s*{name}\s*>", re.IGNORECASE) for name in _ALL_TAGS}
+_AREA_OPEN = re.compile(r"<\s*(area|item)\b[^<>]*>", re.IGNORECASE)
+_AREA_CLOSE = re.compile(r"<\s*/\s*(area|item)\s*>", re.IGNORECASE)
+# Any tag, for reading the words of a text.
+_TAG = re.compile(r"<\s*/?\s*[^\W\d][\w:-]*[^<>]*>")
+_WORD = re.compile(r"[^\W_]+")
+_ALNUM = re.compile(r"[^\W_]")
+# Text before a synthesis's opening tag that may hold the start of an echo.
+_BEFORE_CHARS = 200
 
 # A fence wrapping a whole section, as in "```xml\n...\n```". Fences naming a
 # programming language are kept: there the code block is part of the answer.
-_WRAPPING_FENCE = re.compile(
-    r"```[ \t]*(?:xml|markdown|md|text|txt|plaintext)?[ \t]*\n(.*?)\n?[ \t]*```",
-    re.IGNORECASE | re.DOTALL,
-)
-_AREA_ITEM = re.compile(
-    r"<\s*(area|item)\b[^>]*>(.*?)<\s*/\s*\1\s*>", re.IGNORECASE | re.DOTALL
-)
+_WRAPPING_FENCE_LANGUAGES = {"", "xml", "markdown", "md", "text", "txt", "plaintext"}
 # "-", "*", "+", "•", "1." or "1)" followed by whitespace (so "**bold**" stays).
 _BULLET = re.compile(r"^(?:[-*+•]|\d+[.)])(?:\s+|$)")
 _NOT_AN_AREA = {"none", "n/a"}
@@ -88,126 +97,253 @@ def parse_confidence(text: str) -> float | None:
     return min(max(value, 0.0), 1.0)
 
 
-def parse_arbiter(text: str) -> Judgement:
+def parse_arbiter(text: str, *, material: Sequence[str] = ()) -> Judgement:
     """Parse an arbiter reply into a Judgement. Never raises.
 
-    The synthesis is the last ``<synthesis>`` block outside leading reasoning
-    that is not an echo of the format instructions. Every other section is
+    The synthesis is the verdict: the last ``<synthesis>`` block outside
+    leading reasoning that is neither empty nor an echo of the judge
+    prompts' instructions (``_echoes``: ``material``, the question and the
+    answers the judge was shown, may be quoted). Every other section is
     read from the same answer: its last block before that synthesis, or if
-    there is none, its first after it. So a confidence quoted inside the
-    synthesis, or a quoted format, never decides the verdict.
+    there is none, its first after it. So a confidence quoted inside the synthesis,
+    or a quoted format, never decides the verdict.
 
-    Missing sections get the defaults "", 0.0 and []. ``parse_ok`` is
-    True only when a non-empty synthesis was found.
+    There is no verdict (``parse_ok`` False, ``synthesis`` "") when no such
+    block is found or when the last one is never closed: a reply cut off
+    mid-stream is not an answer. The judgement's last note then says why,
+    worded for the reminder that asks again (``prompts.reminder``). A reply
+    over ``MAX_REPLY_CHARS`` is read from its beginning only, with a note.
+    Other missing sections get the defaults "", 0.0 and [].
     """
-    sections = read_sections(text)
+    sections, problem, length = _read(text, material)
     confidence = parse_confidence(sections["confidence"])
+    notes = []
+    if length > MAX_REPLY_CHARS:
+        notes.append(f"the arbiter's reply ({length:,} characters) was cut to its first "
+                     f"{MAX_REPLY_CHARS:,} before parsing")
+    if problem:
+        notes.append(problem)
     return Judgement(
         synthesis=sections["synthesis"],
         confidence=0.0 if confidence is None else confidence,
         analysis=sections["analysis"],
         dissent=sections["dissent"],
         refinement_areas=_split_areas(sections["refinement_areas"]),
-        parse_ok=bool(sections["synthesis"]),
+        parse_ok=problem is None,
+        notes=notes,
     )
 
 
 def read_sections(text: str) -> dict[str, str]:
     """Each section of an arbiter reply, "" where there is none, chosen as
-    ``parse_arbiter`` describes: the last synthesis outside leading
-    reasoning, and every other section from the same answer. Never raises."""
+    ``parse_arbiter`` describes. Never raises."""
+    return _read(text)[0]
+
+
+def _read(text: str, material: Sequence[str] = ()) -> tuple[dict[str, str], str | None, int]:
+    """(the sections, why there is no verdict or None, the reply's full length)."""
     text = "" if text is None else str(text)
-    # Leading reasoning blocks are skipped, so tags they quote don't count. If
-    # one is never closed, search everything.
-    body = _Reply(text[_reasoning_end(text) or 0 :])
-    anchor, synthesis = body.nearest("synthesis", len(body.text))
-    return {name: synthesis if name == "synthesis" else body.nearest(name, anchor)[1] for name in SECTION_TAGS}
+    length = len(text)
+    reply = _Reply(text[:MAX_REPLY_CHARS])
+    anchor, synthesis, problem = reply.verdict(material)
+    sections = {name: reply.nearest(name, anchor) for name in SECTION_TAGS if name != "synthesis"}
+    return {**sections, "synthesis": synthesis}, problem, length
 
 
 class _Reply:
-    """A reply's tags, found once, so that hostile text full of tags is read
-    in about linear time: each block's content is cut only when it is the
-    candidate being looked at."""
+    """A reply's tags, found once (a pass for each tag name it holds), so
+    that hostile text full of tags is read in linear time.
+
+    A block of a section runs from an opening tag to the closing tag of
+    that section after it, if one comes before that section's next opening
+    tag; otherwise the block is never closed. So no two blocks of a section
+    share any text, and reading every block of a section reads the reply at
+    most twice.
+
+    Leading reasoning blocks are skipped (``_reasoning_end``), so the tags
+    they quote don't count; if one is never closed, everything is read.
+    """
 
     def __init__(self, text: str):
         self.text = text
-        self.sections = [m.start() for m in _ANY_SECTION_OPEN.finditer(text)]
+        # name -> [(start, end)] of its opening and of its closing tags, in order.
+        self.opens: dict[str, list[tuple[int, int]]] = {name: [] for name in _ALL_TAGS}
+        self.closes: dict[str, list[tuple[int, int]]] = {name: [] for name in _ALL_TAGS}
+        lowered = text.lower()
+        for name in _ALL_TAGS:
+            if name in lowered:
+                self.opens[name] = [match.span() for match in _OPEN[name].finditer(text)]
+                self.closes[name] = [match.span() for match in _CLOSE[name].finditer(text)]
+        self.sections = sorted(start for name in SECTION_TAGS for start, _ in self.opens[name])
+        self.start = self._reasoning_end() or 0
+        # Only the tags after the reasoning count.
+        self.sections = self.sections[bisect_left(self.sections, self.start) :]
+        for tags in (self.opens, self.closes):
+            for name, spans in tags.items():
+                tags[name] = spans[bisect_left(spans, (self.start, 0)) :]
 
-    def nearest(self, name: str, anchor: int) -> tuple[int, str]:
-        """(start, content) of the block of section ``name`` that is not
-        empty or an echo of the format instructions: the last one starting
-        before ``anchor``, else the first after it; (anchor, "") if none."""
-        openings = list(_OPEN[name].finditer(self.text))
-        closes = [m.start() for m in _CLOSE[name].finditer(self.text)]
-        split = bisect_left([o.start() for o in openings], anchor)
-        for opening in [*reversed(openings[:split]), *openings[split:]]:
-            content = self._content(name, opening.end(), closes)
-            if content and not _is_echo(name, content):
-                return opening.start(), content
-        return anchor, ""
+    def _reasoning_end(self) -> int | None:
+        """Index just after the reasoning blocks that precede the first section tag.
 
-    def _content(self, name: str, start: int, closes: list[int]) -> str:
-        """The cleaned content of a block of ``name`` opened at ``start``.
-
-        A block whose closing tag never comes, as in truncated output, runs
-        to the next section's opening tag or the end of the text.
+        Returns 0 when there are none, and None while such a block is
+        unclosed. Reasoning tags that appear after a section has begun are
+        left alone: a synthesis may well discuss ``<think>`` tags.
         """
-        close = bisect_left(closes, start)
-        following = bisect_left(self.sections, start)
-        if close < len(closes):
-            content = self.text[start : closes[close]]
-        elif following < len(self.sections):
-            content = self.text[start : self.sections[following]]
-        else:
-            content = self.text[start:]
-            content = content[: _dangling_close_start(content, name)]
-        return _unwrap_fence(content.strip())
+        reasoning = sorted((span, name) for name in REASONING_TAGS for span in self.opens[name])
+        # Indices into ``reasoning``, the sections and each name's closing
+        # tags, which only grow.
+        following, section, closing = 0, 0, dict.fromkeys(REASONING_TAGS, 0)
+        position = 0
+        while True:
+            while following < len(reasoning) and reasoning[following][0][0] < position:
+                following += 1
+            if following == len(reasoning):
+                return position
+            (start, end), name = reasoning[following]
+            while section < len(self.sections) and self.sections[section] < position:
+                section += 1
+            if section < len(self.sections) and self.sections[section] < start:
+                return position
+            closes = self.closes[name]
+            while closing[name] < len(closes) and closes[closing[name]][0] < end:
+                closing[name] += 1
+            if closing[name] == len(closes):
+                return None
+            position = closes[closing[name]][1]
+
+    def blocks(self, name: str) -> list[tuple[int, int, int | None]]:
+        """(tag start, content start, content end or None if never closed)
+        of each block of section ``name``, in order."""
+        openings = self.opens[name]
+        closes = [start for start, _ in self.closes[name]]
+        found = []
+        for k, (start, end) in enumerate(openings):
+            following = openings[k + 1][0] if k + 1 < len(openings) else len(self.text)
+            close = bisect_left(closes, end)
+            found.append((start, end, closes[close] if close < len(closes) and closes[close] < following else None))
+        return found
+
+    def content(self, start: int, end: int | None, name: str) -> str:
+        """The cleaned content of a block whose content starts at ``start``.
+
+        A block that is never closed runs to the next section's opening tag,
+        or to the end of the text, less a closing tag cut short there.
+        """
+        if end is None:
+            following = bisect_right(self.sections, start)
+            if following < len(self.sections):
+                end = self.sections[following]
+            else:
+                end = _dangling_close_start(self.text, name, start)
+        return _unwrap_fence(self.text[start:end].strip())
+
+    def verdict(self, material: Sequence[str]) -> tuple[int, str, str | None]:
+        """(start, content, None) of the synthesis that is the verdict, or
+        (end of the text, "", why there is none). From the last block back,
+        echoes and empty blocks are passed over; a block never closed that
+        is not an echo ends the search: the reply was cut off."""
+        why = NO_SYNTHESIS
+        quoted = cache(lambda: _runs(material))  # read only if needed, then once
+        for start, content_start, end in reversed(self.blocks("synthesis")):
+            content = self.content(content_start, end, "synthesis")
+            before = self.text[max(self.start, start - _BEFORE_CHARS) : start]
+            if _echoes("synthesis", content, before, quoted):
+                why = ECHO
+            elif end is None:
+                return len(self.text), "", UNCLOSED
+            elif _is_empty(content):
+                why = EMPTY if why == NO_SYNTHESIS else why
+            else:
+                return start, content, None
+        return len(self.text), "", why
+
+    def nearest(self, name: str, anchor: int) -> str:
+        """The content of the block of section ``name`` that is not empty or
+        an echo of the format instructions: the last one starting before
+        ``anchor``, else the first after it; "" if none."""
+        blocks = self.blocks(name)
+        split = bisect_left([start for start, _, _ in blocks], anchor)
+        for _, content_start, end in [*reversed(blocks[:split]), *blocks[split:]]:
+            content = self.content(content_start, end, name)
+            if content and not _is_description(name, content):
+                return content
+        return ""
 
 
-def _reasoning_end(text: str) -> int | None:
-    """Index just after the reasoning blocks that precede the first section tag.
+def _echoes(name: str, content: str, before: str, quoted: Callable[[], set]) -> bool:
+    """Whether the block of ``name`` holding ``content``, whose opening tag
+    follows the text ``before``, repeats the judge prompts' instructions
+    (``prompts.instruction_texts``) instead of answering.
 
-    Returns 0 when there are none, and None while such a block is unclosed.
-    Reasoning tags that appear after a section has begun are left alone: a
-    synthesis may well discuss ``<think>`` tags.
+    It does when ``content`` is a section's description from a prompt
+    (``_is_description``), or when at least half of its words lie in runs
+    of ``ECHO_RUN`` words that the instructions also hold. The runs may
+    start in the words just before the opening tag, so a short content is
+    caught too: "block." after "...because it had no <synthesis>". The
+    question and the members' answers are not instructions: a run that
+    they hold too (``quoted()``, the runs of ``parse_arbiter``'s
+    ``material``) does not count, so a verdict may quote them at any length.
     """
-    position = 0
-    while True:
-        reasoning = _ANY_REASONING_OPEN.search(text, position)
-        if reasoning is None:
-            return position
-        section = _ANY_SECTION_OPEN.search(text, position)
-        if section is not None and section.start() < reasoning.start():
-            return position
-        close = _CLOSE[reasoning.group(1).lower()].search(text, reasoning.end())
-        if close is None:
-            return None
-        position = close.end()
+    if _is_description(name, content):
+        return True
+    said = _words(content)
+    if not said:
+        return False
+    lead = _words(before)[-(ECHO_RUN - 1) :]
+    words = lead + said
+    shared = [i for i in range(len(words) - ECHO_RUN + 1) if tuple(words[i : i + ECHO_RUN]) in _instruction_runs()]
+    if shared:
+        shared = [i for i in shared if tuple(words[i : i + ECHO_RUN]) not in quoted()]
+    covered = [False] * len(words)
+    for i in shared:
+        covered[i : i + ECHO_RUN] = [True] * ECHO_RUN
+    return 2 * sum(covered[len(lead) :]) >= len(said)
 
 
-def _is_echo(name: str, content: str) -> bool:
-    """Whether ``content`` repeats a prompt's description of section ``name``:
-    all of it, or the first six words of a longer one."""
-    said = " ".join(content.lower().split())
-    for described in _FORMAT.get(name, ()):
-        words = described.split()
-        if said == described or (len(words) > 6 and said.startswith(" ".join(words[:6]))):
-            return True
-    return False
+def _words(text: str) -> list[str]:
+    """The words of ``text``, lower case, tags and punctuation left out."""
+    return _WORD.findall(_TAG.sub(" ", text).lower())
 
 
-def _format_descriptions() -> dict[str, list[str]]:
-    """Each section's descriptions in the arbiter's prompts, lower case."""
-    from .prompts import template
+@cache
+def _instruction_runs() -> set[tuple[str, ...]]:
+    """Every run of ``ECHO_RUN`` words in the judge prompts' instructions."""
+    return _runs(instruction_texts())
 
-    found: dict[str, list[str]] = {}
-    for name in ("arbiter", "compact_arbiter"):
+
+def _runs(texts: Iterable[str]) -> set[tuple[str, ...]]:
+    """Every run of ``ECHO_RUN`` words in each of ``texts``."""
+    runs = set()
+    for text in texts:
+        words = _words(text)
+        runs.update(tuple(words[i : i + ECHO_RUN]) for i in range(len(words) - ECHO_RUN + 1))
+    return runs
+
+
+def _is_description(name: str, content: str) -> bool:
+    """Whether ``content`` is a prompt's description of section ``name``,
+    case and spacing aside ("your answer to the question")."""
+    return " ".join(content.lower().split()) in _descriptions().get(name, ())
+
+
+@cache
+def _descriptions() -> dict[str, set[str]]:
+    """Each section's descriptions in the judge prompts, lower case."""
+    found: dict[str, set[str]] = {}
+    for name in JUDGE_TEMPLATES:
         for tag, text in re.findall(r"^<(\w+)>([^<]+)</\1>$", template(name).template, re.MULTILINE):
-            found.setdefault(tag, []).append(" ".join(text.lower().split()))
+            found.setdefault(tag, set()).add(" ".join(text.lower().split()))
     return found
 
 
-_FORMAT = _format_descriptions()
+def _is_empty(content: str) -> bool:
+    """Whether ``content`` says nothing: only tags, spaces and punctuation
+    ("...", "<answer></answer>"). A letter, a digit or a symbol ("∞", "🎉")
+    is something."""
+    bare = _TAG.sub("", content) if _ALNUM.search(content) else content  # a tag has a letter
+    if _ALNUM.search(bare):
+        return False
+    return not any(unicodedata.category(c)[0] == "S" for c in set(bare))
 
 
 def _dangling_close_start(text: str, name: str, start: int = 0) -> int:
@@ -232,21 +368,43 @@ def _dangling_close_start(text: str, name: str, start: int = 0) -> int:
 
 
 def _unwrap_fence(content: str) -> str:
-    """Remove a markdown fence that wraps the whole content, if any."""
-    fence = _WRAPPING_FENCE.fullmatch(content)
-    if fence is None or "```" in fence.group(1):
+    """Remove a markdown fence that wraps the whole content, if any: a
+    first line of ```` ``` ```` and no language or a markup one, a last
+    ```` ``` ````, and no other fence between them."""
+    if len(content) < 7 or not (content.startswith("```") and content.endswith("```")):
         return content
-    return fence.group(1).strip()
+    first_line, newline, rest = content[3:].partition("\n")
+    if not newline or first_line.strip(" \t").lower() not in _WRAPPING_FENCE_LANGUAGES:
+        return content
+    inner = rest[:-3]
+    return content if "```" in inner else inner.strip()
 
 
 def _split_areas(content: str) -> list[str]:
-    """Split refinement areas into items: <area>/<item> tags, else lines."""
-    items = [match.group(2) for match in _AREA_ITEM.finditer(content)]
-    if not items:
-        items = content.splitlines()
+    """Split refinement areas into items: <area>/<item> blocks, else lines."""
+    items = _area_items(content) or content.splitlines()
     areas = []
     for item in items:
         item = _BULLET.sub("", item.strip()).strip()
         if item and item.lower().rstrip(".") not in _NOT_AN_AREA:
             areas.append(item)
     return areas
+
+
+def _area_items(content: str) -> list[str]:
+    """The contents of the <area> and <item> blocks: each from its opening
+    tag to the first closing tag of its name after it, in order, none
+    inside another."""
+    closes: dict[str, list[tuple[int, int]]] = {"area": [], "item": []}
+    for close in _AREA_CLOSE.finditer(content):
+        closes[close.group(1).lower()].append(close.span())
+    starts = {name: [start for start, _ in spans] for name, spans in closes.items()}
+    items, position = [], 0
+    for opening in _AREA_OPEN.finditer(content):
+        name = opening.group(1).lower()
+        following = bisect_left(starts[name], opening.end())
+        if opening.start() < position or following == len(starts[name]):
+            continue
+        close_start, position = closes[name][following]
+        items.append(content[opening.end() : close_start])
+    return items

@@ -64,6 +64,48 @@ def excerpt(text: str, limit: int = MAX_FORWARDED_CHARS) -> str:
     return f"{text[:head]}\n[… {omitted:,} characters not shown …]\n{text[-tail:]}"
 
 
+# The parts of the arbiter's prompt that only some runs have.
+_PARTS = {
+    "system": Template(
+        "\nThe person asking set these instructions for the answer; the synthesis must follow them:\n"
+        "<instructions>\n$system\n</instructions>\n"
+    ),
+    "schema": Template(
+        "\nThe synthesis must be only a JSON value, with no other text, valid against this JSON schema:\n$schema\n"
+    ),
+    "conversation": Template("\n# Conversation so far\nThe prompt continues this conversation:\n$conversation\n"),
+    "history": Template("\n# Earlier rounds"),
+    "round": Template("Round $number (confidence $confidence); areas to refine: $areas\n"),
+}
+
+# Why a judge's reply could not be used, as the reminder (``reminder``)
+# tells the judge: each follows "could not be used because".
+NO_SYNTHESIS = "it had no <synthesis> block"
+UNCLOSED = "its last <synthesis> block was never closed with </synthesis>, as if the reply had been cut off"
+EMPTY = "its <synthesis> block was empty"
+ECHO = "its <synthesis> block repeated these instructions instead of answering"
+NOT_IN_SCHEMA = Template("its synthesis must be only a JSON value valid against the schema, but it was $wrong")
+
+# The templates whose text a judge reads as instructions (``instruction_texts``).
+JUDGE_TEMPLATES = ("arbiter", "compact_arbiter", "reminder", "council_chair", "council_reminder", "vote_arbiter")
+_PLACEHOLDER = re.compile(r"\$(?:\w+|\{\w+\})")
+
+
+def instruction_texts() -> list[str]:
+    """The fixed text of every judge prompt: each judge template's and each
+    optional part's text between its placeholders, the reminder with each
+    reason in place, and the reasons themselves.
+
+    A reply that repeats these is an echo, not a verdict (``parsing``).
+    What fills the placeholders (the question, the answers, earlier
+    syntheses) is left out: a verdict may quote it.
+    """
+    reasons = [NO_SYNTHESIS, UNCLOSED, EMPTY, ECHO, NOT_IN_SCHEMA.template]
+    texts = [template(name).template for name in JUDGE_TEMPLATES] + [part.template for part in _PARTS.values()]
+    texts += [reminder(reason) for reason in reasons] + reasons
+    return [piece for text in texts for piece in _PLACEHOLDER.split(text)]
+
+
 def refine_prompt(prompt: str, round_number: int, previous) -> str:
     """What members get from round 2 on: the prompt and the last judgement."""
     areas = "\n".join(f"- {area}" for area in previous.refinement_areas) or "(none given)"
@@ -95,28 +137,21 @@ def arbiter_prompt(
     """
     instructions = ""
     if system:
-        instructions = (
-            "\nThe person asking set these instructions for the answer; "
-            f"the synthesis must follow them:\n<instructions>\n{system.strip()}\n</instructions>\n"
-        )
+        instructions = _PARTS["system"].substitute(system=system.strip())
     if schema is not None:
-        instructions += (
-            "\nThe synthesis must be only a JSON value, with no other text, valid against this JSON schema:\n"
-            f"{json.dumps(schema)}\n"
-        )
+        instructions += _PARTS["schema"].substitute(schema=json.dumps(schema))
     if conversation:
-        conversation = (
-            "\n# Conversation so far\nThe prompt continues this conversation:\n"
-            f"{conversation.strip()}\n"
-        )
+        conversation = _PARTS["conversation"].substitute(conversation=conversation.strip())
     history = ""
     if earlier:
-        parts = ["\n# Earlier rounds"]
+        parts = [_PARTS["history"].template]
         for number, judgement in enumerate(earlier, 1):
-            areas = "; ".join(judgement.refinement_areas) or "none"
             parts.append(
-                f"Round {number} (confidence {judgement.confidence:.2f}); "
-                f"areas to refine: {areas}\n"
+                _PARTS["round"].substitute(
+                    number=number,
+                    confidence=f"{judgement.confidence:.2f}",
+                    areas="; ".join(judgement.refinement_areas) or "none",
+                )
                 + fenced(f"Round {number} synthesis", judgement.synthesis, fence)
             )
         history = "\n".join(parts) + "\n"
@@ -138,11 +173,13 @@ COMPACT_ANSWER_CHARS = 160
 
 def compact_arbiter_prompt(prompt: str, answers: list[tuple[str, str]], fence: str) -> str:
     """The arbiter's prompt for a model with a small context window: short
-    instructions, the two tags that decide, the answers cut to
+    instructions, the three tags that decide (groups, so that agreement can
+    still be measured, confidence and synthesis), the answers cut to
     ``COMPACT_ANSWER_CHARS`` each, and no history of earlier rounds."""
     responses = "\n".join(
-        f"<<<{fence} BEGIN>>>\n{neutralise(excerpt(text.strip(), COMPACT_ANSWER_CHARS))}\n<<<{fence} END>>>"
-        for _, text in answers
+        f"<<<{fence} BEGIN {label}>>>\n{neutralise(excerpt(text.strip(), COMPACT_ANSWER_CHARS))}\n"
+        f"<<<{fence} END {label}>>>"
+        for label, text in answers
     )
     return template("compact_arbiter").substitute(
         fence=fence, prompt=excerpt(prompt.strip(), COMPACT_ANSWER_CHARS * 2), responses=responses
@@ -150,7 +187,9 @@ def compact_arbiter_prompt(prompt: str, answers: list[tuple[str, str]], fence: s
 
 
 def reminder(problem: str) -> str:
-    """Appended to the arbiter's prompt when its reply could not be used, saying why."""
+    """Appended to the arbiter's prompt when its reply could not be used,
+    saying why (``problem``, one of the reasons above) and asking again for
+    every tag, ``<groups>`` included, closed."""
     return template("reminder").substitute(problem=problem)
 
 
