@@ -39,6 +39,10 @@ def settings_options(command):
                             help="Member model (repeatable); model:2 for two instances")]
     for setting in ConsortiumConfig.settings():
         meta = setting.metadata
+        if meta["kind"] is bool:  # a flag: absent is None, so that save keeps a saved value
+            options.append(click.option(meta["flag"] or "--" + setting.name.replace("_", "-"), setting.name,
+                                        is_flag=True, default=None, help=meta["help"]))
+            continue
         default = "" if setting.default is None else f" (default {setting.default})"
         options.append(click.option(
             meta["flag"] or "--" + setting.name.replace("_", "-"), setting.name,
