@@ -251,7 +251,7 @@ def test_every_member_and_judge_call_is_sent_max_tokens_from_the_budget(sim):
     assert sim.calls("gpt-4o")[0].body["max_tokens"] == MAX_REPLY_TOKENS  # the most any call is sent
 
 
-CHATTY = " ".join(["word"] * 30_000)  # 30,000 tokens: 60 times the 500 a first round is estimated at
+CHATTY = " ".join(["word"] * 100_000)  # 100,000 tokens: 200 times the 500 a first round is estimated at
 
 
 def test_max_cost_binds_on_chatty_members(sim):
@@ -309,6 +309,8 @@ def test_a_judge_that_cannot_be_paid_leaves_the_last_answer(sim):
     assert meta["usage"]["cost_usd"] <= 0.044
     assert "Stopped early: the arbiter (judge) of round 2 was not called" in \
         invoke("consortium", "inspect", meta["run_id"][:8]).stdout
+    (run,) = db_rows("select synthesis, stopped_because, iterations from consortium_runs")
+    assert run == {"synthesis": "Round one's answer.", "stopped_because": meta["stopped_because"], "iterations": 2}
 
 
 def test_the_first_round_estimate_counts_the_council_reviews(sim):
