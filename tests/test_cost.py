@@ -335,3 +335,22 @@ def test_runs_marks_a_cost_nothing_priced_as_unknown(sim):
     assert invoke("consortium", "q", "-m", "homebrew", "--arbiter", "homebrew-judge", "--no-raw").exit_code == 0
     (line,) = invoke("consortium", "runs").stdout.splitlines()[1:]
     assert re.search(r"  \?  homebrew    ", line), line
+
+
+def test_eval_counts_a_run_whose_judge_the_budget_could_not_pay_as_failed(sim, tmp_path):
+    from click.testing import CliRunner
+
+    from llm_consortium.evaluation.evaluate import eval_command
+    from llm_consortium.storage import store
+
+    sim.add("m1", model_name="gpt-4o-2024-08-06", reply="42")  # priced as gpt-4o
+    sim.add("judge", model_name="gpt-4o", reply=arbiter_xml("42", 0.9))
+    dataset = tmp_path / "items.jsonl"
+    dataset.write_text(json.dumps({"prompt": spendthrift_prompt(8000), "answer": "42"}) + "\n")
+    store.save_config("stingy", {"models": ["m1"], "arbiter": "judge", "max_cost": 0.038})
+    result = CliRunner().invoke(eval_command, [str(dataset), "--consortium", "stingy", "--methods", "arbiter",
+                                               "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (arbiter,) = [row for row in json.loads(result.stdout)["results"] if row["name"] == "arbiter"]
+    assert arbiter["failed"] == 1 and sim.calls("gpt-4o") == []
+    assert arbiter["problems"][0]["reason"].startswith("the arbiter (judge) of round 1 was not called")
