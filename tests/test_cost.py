@@ -354,3 +354,18 @@ def test_eval_counts_a_run_whose_judge_the_budget_could_not_pay_as_failed(sim, t
     (arbiter,) = [row for row in json.loads(result.stdout)["results"] if row["name"] == "arbiter"]
     assert arbiter["failed"] == 1 and sim.calls("gpt-4o") == []
     assert arbiter["problems"][0]["reason"].startswith("the arbiter (judge) of round 1 was not called")
+
+
+def test_a_first_round_whose_members_would_be_cut_short_is_refused_before_any_call(sim):
+    """A budget the first round's estimate fits in, but not once the judge's
+    shortest reply (JUDGE_MIN_TOKENS, more than the 500 estimated) is kept
+    for it: the members could not write a usual answer."""
+    priced_panel(sim)
+    refused = invoke(*RUN, "--max-cost", "0.000001")
+    estimate = float(re.search(r"estimated cost, about \$([\d.]+)", refused.stderr)[1])
+    result = invoke(*RUN, "--max-cost", str(round(estimate * 1.1, 6)))
+    assert result.exit_code == 1 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert re.match(r"Error: round 1 would leave each member at most \d+ tokens of reply, fewer than the 500 of a "
+                    rf"usual answer: .* the judging's shortest reply \({JUDGE_MIN_TOKENS} tokens\), about \$", line)
+    assert sim.requests == []
