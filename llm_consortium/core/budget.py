@@ -29,13 +29,15 @@ the last one a judge gave in an earlier round, or none at all when no round
 was judged (no synthesis; nothing is raised).
 
 **No round starts that would cross the budget** (``over_budget``). A round
-is started only if what is left can pay for its prompts and the judging's
-minimum reply, and if its expected cost fits as well: before round 1 that
-is each member and judge reading its prompt and writing
-``pricing.ASSUMED_REPLY_TOKENS`` (a round whose replies would be cut far
-short of a usual answer is not worth paying for); after that, what the
-last round cost. When round 1 cannot start, the run is refused before
-any call, as a mistake in what was asked.
+is started only if its expected cost fits what is left (before round 1,
+each member and judge reading its prompt and writing
+``pricing.ASSUMED_REPLY_TOKENS``; after that, what the last round cost),
+and if its members can still be sent as many tokens as they are expected
+to write (``expected_reply_tokens``) once the prompts and the judging's
+shortest replies are paid for: a round whose answers would be cut shorter
+than the last round's is not worth paying for. When round 1 cannot start,
+the run is refused before any call, as a mistake in what was asked; a
+later round ends the run with the last round's answer.
 
 What is estimated rather than measured: prompts, at
 ``pricing.CHARS_PER_TOKEN`` characters a token (no tokenizer is loaded). A
@@ -202,7 +204,7 @@ def affordable_tokens(dollars_left: float, per_token: float) -> int:
     return min(MAX_REPLY_TOKENS, math.floor(dollars_left / per_token))
 
 
-def member_options(run, model: str, options: dict | None) -> dict | None:
+def with_max_tokens(run, model: str, options: dict | None) -> dict | None:
     """A member's options (``-o``) with its ``max_tokens`` for this round:
     the smaller of the user's and the budget's (``run.reply_tokens``)."""
     if run.config.max_cost is None or run.reply_tokens is None or rates(run.handles[model]) is None:

@@ -163,8 +163,9 @@ class ConsortiumConfig:
     # Text as well as a number, so that a bad value is refused by the
     # consortium's own check, in one line (see ``budget``).
     max_cost: float | None = setting(
-        None, "Most dollars the run may spend (a number, such as 0.05): no round starts whose estimated cost "
-        "would pass it; every model's price must be known (see --allow-unpriced)", float | str, metavar="USD",
+        None, "Most dollars the run may spend (a plain decimal, such as 0.05): each call is sent a max_tokens "
+        "that keeps the run within it, no round starts that would pass it, and every model's price must be known "
+        "(see --allow-unpriced)", float | str, metavar="USD",
     )
     allow_unpriced: bool = setting(
         False, "With --max-cost, run models whose price is unknown (or whose replies cannot be bounded) "

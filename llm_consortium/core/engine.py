@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from . import pricing, prompts
-from .budget import BudgetStop, member_options as budgeted, over_budget
+from .budget import BudgetStop, over_budget, with_max_tokens
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
 from .judging import Caller, judge_round, real_call
 from .members import (
@@ -347,7 +347,7 @@ class ConsortiumOrchestrator:
         return [results[key] for key in run.members]
 
     async def _ask_one(self, run, number, model, instance, ask: Ask, limiter) -> MemberResult:
-        ask = fit(run.handles[model], replace(ask, options=budgeted(run, model, run.options.get(model))))
+        ask = fit(run.handles[model], replace(ask, options=with_max_tokens(run, model, run.options.get(model))))
         outcome = await self.call(
             run.handles[model],
             role="member",
