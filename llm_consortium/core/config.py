@@ -165,7 +165,7 @@ class ConsortiumConfig:
     max_cost: float | None = setting(
         None, "Most dollars the run may spend (a plain decimal, such as 0.05): each call is sent a max_tokens "
         "that keeps the run within it, no round starts that would pass it, and every model's price must be known "
-        "(see --allow-unpriced)", float | str, metavar="USD",
+        "unless unpriced models are allowed", float | str, metavar="USD",
     )
     allow_unpriced: bool = setting(
         False, "With --max-cost, run models whose price is unknown (or whose replies cannot be bounded) "
