@@ -75,16 +75,21 @@ def parse_threshold(value) -> float:
     )
 
 
+_PLAIN_DECIMAL = re.compile(r"\$?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+
+
 def parse_max_cost(value) -> float:
-    """A budget in dollars: a number, 0 or more, with or without a leading $."""
+    """A budget in dollars: a plain decimal (``0.05``, ``2``, ``1.5``), with
+    or without a leading $. What Python's ``float`` also reads is refused:
+    ``1_0`` ($10, not $1.0), ``1e3``, ``inf``, ``nan``, a sign, other digits."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)  # a number already (Python, or a saved consortium)
     text = str(value).strip()
-    try:
-        number = float(text[1:] if text.startswith("$") else text)
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number) or number < 0:
-        raise ConsortiumConfigError(f"max cost must be a number of dollars, 0 or more (such as 0.05), got {value!r}")
-    return number
+    if not _PLAIN_DECIMAL.fullmatch(text):
+        raise ConsortiumConfigError(
+            f"max cost must be a plain decimal number of dollars, such as 0.05 or 2, got {value!r}"
+        )
+    return float(text.lstrip("$"))
 
 
 _COUNT_SUFFIX = re.compile(r"^(?P<model>.+):(?P<count>\d+)$")
@@ -158,8 +163,13 @@ class ConsortiumConfig:
     # Text as well as a number, so that a bad value is refused by the
     # consortium's own check, in one line (see ``budget``).
     max_cost: float | None = setting(
-        None, "Most dollars the run may spend (a number, such as 0.05): no round starts whose estimated cost "
-        "would pass it", float | str, metavar="USD",
+        None, "Most dollars the run may spend (a plain decimal, such as 0.05): each call is sent a max_tokens "
+        "that keeps the run within it, no round starts that would pass it, and every model's price must be known "
+        "unless unpriced models are allowed", float | str, metavar="USD",
+    )
+    allow_unpriced: bool = setting(
+        False, "With --max-cost, run models whose price is unknown (or whose replies cannot be bounded) "
+        "instead of refusing them: the budget then counts only the known costs", bool,
     )
     strict: bool = setting(
         False, "Exit with status 3 when the answer comes with any status but success (partial, "
@@ -205,6 +215,7 @@ class ConsortiumConfig:
             self.quorum = _positive_int("quorum", self.quorum)
         if self.max_cost is not None:
             self.max_cost = parse_max_cost(self.max_cost)
+        self.allow_unpriced = _flag("allow unpriced", self.allow_unpriced)
         self.system_prompt = self.system_prompt or None
         self.strict = _flag("strict", self.strict)
 

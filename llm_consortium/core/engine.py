@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from . import pricing, prompts
-from .budget import over_budget
+from .budget import BudgetStop, over_budget, with_max_tokens
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
 from .judging import Caller, judge_round, real_call
 from .members import (
@@ -88,6 +88,10 @@ class Run:
     # when its budget could be checked against only part of the cost.
     stopped_because: str | None = None
     budget_note: str | None = None
+    # Under --max-cost: the max_tokens of this round's member calls, and the
+    # most the judging calls in flight can cost (see ``budget``).
+    reply_tokens: int | None = None
+    reserved: float = 0.0
     parent_run_id: str | None = None  # the run whose member answers this one judged again (rejudge)
     # (status, error) once the run ended without a result: failed, cancelled, interrupted.
     failure: tuple[str, str] | None = None
@@ -101,7 +105,7 @@ class Run:
 
     def to_dict(self) -> dict:
         last = self.rounds[-1] if self.rounds else None
-        judgement = last.judgement if last and last.judgement else Judgement(parse_ok=False)
+        judgement = self.last_judgement or Judgement(parse_ok=False)
         outcome = outcome_of(self)
         return {
             "prompt": self.prompt,
@@ -116,6 +120,7 @@ class Run:
                 "members": outcome.members,
                 "answered": outcome.answered,
                 "agreeing": outcome.agreeing,
+                "has_answer": outcome.has_answer,
                 "models": list(self.config.models),
                 "arbiter": self.config.arbiter,
                 "method": self.config.method,
@@ -136,9 +141,15 @@ class Run:
             },
         }
 
+    @property
+    def last_judgement(self) -> Judgement | None:
+        """The run's answer: the latest round's judgement, or an earlier
+        round's when --max-cost left the latest one unjudged (``budget``)."""
+        return next((r.judgement for r in reversed(self.rounds) if r.judgement), None)
+
     def threshold_note(self, judgement: Judgement) -> str | None:
         """Why the stop rule's threshold was not reached, or None (see ``stopping``)."""
-        if not self.rounds or self.rounds[-1].judgement is None:
+        if self.last_judgement is None:
             return None
         ended = ended_by(len(self.rounds), self.config.max_iterations, self.stopped_because,
                          judgement.fallback is not None)
@@ -268,15 +279,17 @@ class ConsortiumOrchestrator:
     async def _rounds(self, run: Run, limiter) -> None:
         config = self.config
         for number in range(1, config.max_iterations + 1):
-            run.stopped_because = over_budget(run, number)
-            if run.stopped_because:
-                return  # with the last round's answer, the best so far
-            self._emit("round_started", run, number)
             member_prompt = run.prompt
             if run.rounds:
                 member_prompt = prompts.refine_prompt(run.prompt, number, run.rounds[-1].judgement)
+            run.stopped_because = over_budget(run, number, member_prompt)
+            if run.stopped_because:
+                return  # with the last round's answer, the best so far
+            self._emit("round_started", run, number)
             current = Round(number, await self._ask_members(run, number, member_prompt, limiter))
             await self._judge(run, current, limiter)
+            if run.stopped_because:
+                return  # the judge was not called for budget: the answer is an earlier round's, if any
             if not current.judgement.parse_ok:
                 return  # an arbiter that failed or cannot keep to the format won't do better in another round
             if should_stop(config, current.judgement, number):
@@ -297,9 +310,13 @@ class ConsortiumOrchestrator:
         if not answered:
             errors = "; ".join(f"{m.model}#{m.instance}: {m.error}" for m in current.members)
             raise ConsortiumError(f"Every member failed in round {current.number}: {errors}")
-        current.judgement, current.arbiter_raw = await judge_round(
-            run, current.number, answered, limiter=limiter, call=self.call, emit=self._emit
-        )
+        try:
+            current.judgement, current.arbiter_raw = await judge_round(
+                run, current.number, answered, limiter=limiter, call=self.call, emit=self._emit
+            )
+        except BudgetStop as stop:  # the round stays unjudged (see ``budget``)
+            run.stopped_because = str(stop)
+            return
         self._emit("round_finished", run, current)
 
     async def _ask_members(self, run: Run, number: int, prompt: str, limiter) -> list[MemberResult]:
@@ -346,7 +363,7 @@ class ConsortiumOrchestrator:
         return [results[key] for key in run.members]
 
     async def _ask_one(self, run, number, model, instance, ask: Ask, limiter) -> MemberResult:
-        ask = fit(run.handles[model], replace(ask, options=run.options.get(model)))
+        ask = fit(run.handles[model], replace(ask, options=with_max_tokens(run, model, run.options.get(model))))
         outcome = await self.call(
             run.handles[model],
             role="member",

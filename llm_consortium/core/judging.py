@@ -24,6 +24,7 @@ import json
 from typing import Awaitable, Callable
 
 from . import prompts, schemas
+from .budget import BudgetStop, reserve
 from .config import ConsortiumError
 from .members import CallOutcome, call_model, is_context_overflow
 from .outcome import panel_size
@@ -81,6 +82,13 @@ class Panel:
             self._emit("call_started", self.run, self.number, role, model, instance)
 
         try:
+            budget = reserve(self.run, model, prompt, role, self.number, self.answered)  # --max-cost: its max_tokens
+        except BudgetStop as stop:
+            if role != "reviewer":
+                raise  # the arbiter is not called: the run ends (see ``budget``)
+            outcome.error = str(stop)  # a ballot left out
+            return outcome
+        try:
             handle = self.run.handles[model]
             readable = [a for a in self.run.attachments if a.resolve_type() in (handle.model.attachment_types or ())]
             outcome = await self._call(
@@ -88,6 +96,7 @@ class Panel:
                 role=role,
                 instance=instance,
                 prompt=prompt,
+                options=budget.options,
                 attachments=readable,
                 timeout=self.config.timeout,
                 attempts=self.config.attempts,
@@ -98,6 +107,7 @@ class Panel:
                 outcome=outcome,
             )
         finally:
+            budget.release()
             self._record(model, prompt, role, instance, outcome)
         return outcome
 

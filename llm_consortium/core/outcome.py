@@ -27,7 +27,7 @@ group of equivalent answers (``agreement``), None when unknown.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 STATUSES = ("failed", "cancelled", "interrupted", "no_verdict", "degraded", "budget", "partial",
             "below_threshold", "success")
@@ -46,13 +46,9 @@ class Outcome:
     members: int = 0  # n
     answered: int = 0  # m
     agreeing: int | None = None  # k
-
-    @property
-    def has_answer(self) -> bool:
-        return self.status not in UNANSWERED
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    # Whether there is an answer to print: never for the unanswered statuses,
+    # nor for a budget that stopped the run before any round was judged.
+    has_answer: bool = True
 
 
 def counts_text(agreeing: int | None, answered: int | None, members: int | None) -> str:
@@ -63,10 +59,10 @@ def counts_text(agreeing: int | None, answered: int | None, members: int | None)
     return f"{agree}, {answered} of {members} answered"
 
 
-def exit_code(status: str, strict: bool) -> int:
+def exit_code(status: str, strict: bool, has_answer: bool = True) -> int:
     """0 when an answer is printed, 1 when there is none; with ``strict``, 3
     for an answer whose status is not ``success``."""
-    if status in UNANSWERED:
+    if status in UNANSWERED or not has_answer:
         return EXIT_NO_ANSWER
     return EXIT_NOT_SUCCESS if strict and status != "success" else EXIT_ANSWER
 
@@ -89,17 +85,17 @@ def outcome_of(run) -> Outcome:
     """The run's ``Outcome`` as it stands (``run.failure`` set when it ended
     without a result: failed, cancelled, interrupted)."""
     last = run.rounds[-1] if run.rounds else None
-    judgement = last.judgement if last else None
+    judgement = run.last_judgement  # an earlier round's, when --max-cost kept the last from its judge
     members = panel_size(last.members) if last else len(run.members)
     answered = sum(m.ok for m in last.members) if last else 0
     counts = dict(members=members, answered=answered, agreeing=largest_group(judgement))
     notes = list(run.notes)
     if run.failure:
         status, error = run.failure
-        return Outcome(status, [error] + notes, **counts)
+        return Outcome(status, [error] + notes, **counts, has_answer=False)
     if judgement is None:  # a budget that refused the first judge, or nothing judged at all
         status = "budget" if run.stopped_because else "failed"
-        return Outcome(status, [run.stopped_because or "no round was judged"] + notes, **counts)
+        return Outcome(status, [run.stopped_because or "no round was judged"] + notes, **counts, has_answer=False)
     conditions = []
     if judgement.no_verdict:
         answers = "; ".join(f"{c['answer']!r} ({', '.join(c['members'])})" for c in judgement.candidates)
@@ -117,4 +113,5 @@ def outcome_of(run) -> Outcome:
     if threshold and not judgement.no_verdict:
         conditions.append(("below_threshold", f"threshold not reached: {threshold}"))
     status = conditions[0][0] if conditions else "success"
-    return Outcome(status, [note for _, note in conditions] + judgement.notes + notes, **counts)
+    return Outcome(status, [note for _, note in conditions] + judgement.notes + notes, **counts,
+                   has_answer=status not in UNANSWERED)

@@ -97,6 +97,16 @@ def call_cost(model, input_tokens: int, output_tokens: int) -> float | None:
     return float(prices.calc_price(usage, name, **dict(where)).total_price)
 
 
+def rates(model) -> tuple[float, float] | None:
+    """(dollars per prompt token, dollars per reply token) of ``model``, or
+    None when its price is unknown. Read off a million tokens of each, so a
+    price that grows with the prompt's length is taken at its higher tier."""
+    per_million = call_cost(model, 1_000_000, 0), call_cost(model, 0, 1_000_000)
+    if None in per_million:
+        return None
+    return per_million[0] / 1_000_000, per_million[1] / 1_000_000
+
+
 def priced(model, input_tokens: int, output_tokens: int) -> Usage:
     """One call's tokens with their dollars, counted as unpriced when its price is unknown."""
     cost = call_cost(model, input_tokens, output_tokens)

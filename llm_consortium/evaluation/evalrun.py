@@ -283,7 +283,9 @@ class Evaluation:
             await orchestrator.execute(run)
         except ConsortiumError as exc:
             return None, ("failed", str(exc)), run, times
-        judgement = run.rounds[-1].judgement
+        judgement = run.last_judgement
+        if judgement is None:  # --max-cost left every round unjudged
+            return None, ("failed", run.stopped_because), run, times
         return judgement, ("fallback", judgement.fallback) if judgement.fallback else None, run, times
 
 

@@ -241,6 +241,9 @@ class _Handler(BaseHTTPRequestHandler):
             reply = provider._next_reply(script, request)
         except Exception as exc:  # a broken reply callable: surface it, do not retry
             return self._send_error(request, 400, f"reply callable raised {exc!r}")
+        limit = request.body.get("max_tokens")
+        if isinstance(limit, int) and _count_tokens(reply) > limit:  # as a provider stops at max_tokens
+            reply = "".join(re.split(r"(?<=\s)(?=\S)", reply)[:limit])
         usage = None
         if not script.no_usage:
             prompt_tokens = _count_tokens(request.text)

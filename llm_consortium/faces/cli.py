@@ -282,7 +282,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     if not json_ and on_terminal:
         write_answer(out, printable(answer))
     deliver(result, json_, output, out)
-    code = exit_code(result["metadata"]["status"], config.strict)
+    code = exit_code(result["metadata"]["status"], config.strict, result["metadata"]["has_answer"])
     if code:
         sys.exit(code)
 

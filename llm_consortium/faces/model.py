@@ -181,22 +181,26 @@ class _Consortium:
     @staticmethod
     def _finish(response, result: dict) -> str:
         """The answer, with the run's result as llm's response JSON. A run
-        that came to no verdict has no answer: it ends as an error listing
-        every distinct answer and who gave it (exit status 1)."""
+        that ended with no answer (no verdict, or a budget that stopped it
+        before any round was judged) ends as an error saying why (exit
+        status 1); for no verdict, with every distinct answer and who gave it."""
         usage = result["metadata"]["usage"]
         if usage["total"] or not usage["unreported"]:  # unknown is not 0: left unset
             response.set_usage(input=usage["input"], output=usage["output"], details=usage_details(usage))
         response.response_json = result
-        if result["metadata"]["status"] == "no_verdict":
-            error = ConsortiumError(no_verdict_message(result))
+        if not result["metadata"]["has_answer"]:
+            error = ConsortiumError(no_answer_message(result))
             error.result = result
             raise in_chat(error)
         return result["synthesis"]["synthesis"]
 
 
-def no_verdict_message(result: dict) -> str:
-    """One line: there is no answer, and the distinct answers the members gave."""
+def no_answer_message(result: dict) -> str:
+    """One line: there is no answer, why, and (no verdict) the distinct answers the members gave."""
     from ..core.safetext import single_line
+
+    if result["metadata"]["status"] != "no_verdict":
+        return "No answer: " + "; ".join(result["metadata"]["notes"])
 
     answers = "; ".join(
         f"{single_line(c['answer'])[:200]!r} ({', '.join(c['members'])})" for c in result["synthesis"]["candidates"]
@@ -287,7 +291,7 @@ def exit_if_strict(config: ConsortiumConfig, result: dict) -> None:
     first-out: this one is registered first)."""
     from ..core.outcome import exit_code
 
-    code = exit_code(result["metadata"]["status"], config.strict)
+    code = exit_code(result["metadata"]["status"], config.strict, result["metadata"]["has_answer"])
     context = click.get_current_context(silent=True)
     if code and context and context.command.name == "prompt":
         context.call_on_close(lambda: sys.exit(code))

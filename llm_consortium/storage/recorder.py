@@ -230,7 +230,7 @@ def _call(run: Run, round_number: int, role: str, model: str, instance: int, pro
 
 def _progress(run: Run) -> tuple[str, tuple]:
     """The statement bringing the run's row up to date with its latest round and totals."""
-    last = run.rounds[-1].judgement if run.rounds and run.rounds[-1].judgement else None
+    last = run.last_judgement
     return (
         "UPDATE consortium_runs SET iterations = ?, synthesis = ?, confidence = ?, agreement = ?, "
         "input_tokens = ?, output_tokens = ?, cost_usd = ?, priced_usd = ?, unpriced_calls = ?, "
