@@ -91,6 +91,11 @@ def resolve_schema(schema_input: str | None) -> dict | None:
     schema DSL, a saved schema's id or t:template."""
     if not schema_input:
         return None
+    from ..core import schemas
+
+    schemas.check_text(schema_input)
+    if schema_input.lstrip().startswith(("{", "[")):
+        return json.loads(schema_input)  # JSON, never the DSL (see check_text)
     import sqlite_utils
     from llm.cli import load_template
     from llm.utils import resolve_schema_input
@@ -214,8 +219,8 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
 
         tools = _gather_tools(list(tool_specs), [])
         config = configured(build_config(models, base=base, **settings), options)
-        # unknown models, empty prompt, options no member accepts
-        ConsortiumOrchestrator(config=config).prepare(prompt, options=options.model_extra)
+        # unknown models, empty prompt, options no member accepts, a schema that cannot work
+        ConsortiumOrchestrator(config=config).prepare(prompt, options=options.model_extra, schema=schema)
     except ConsortiumConfigError as exc:
         fail(explain_defaults(exc))
     if output:
