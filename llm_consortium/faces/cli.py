@@ -195,7 +195,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     ``--td`` and ``--cl`` are read the same way, from this command's
     parameters, as under llm's own ``prompt`` command.
     """
-    base = default_config()  # flags override its matching settings; the rest are kept
+    base = None if models else default_config()  # flags override its settings; with -m it is not used
     try:
         # Fragments join the prompt and the system prompt as llm joins them.
         asked = read_prompt(prompt, stdin, optional=bool(fragments or template_name))
@@ -420,7 +420,12 @@ def read_prompt(prompt: str | None, use_stdin: bool, optional: bool = False) -> 
 
 
 def default_config() -> ConsortiumConfig | None:
-    """The consortium set with ``llm consortium default NAME``, if any."""
+    """The consortium set with ``llm consortium default NAME``, if any.
+
+    ``run`` uses it only without -m (the rule ``default --help`` states): a
+    run that names its members is that run's own, and a threshold or round
+    count taken from the default would change it unseen.
+    """
     path = user_path(DEFAULT_FILE)
     name = path.read_text().strip() if path.exists() else ""
     if not name:
@@ -594,7 +599,12 @@ def remove(name):
 @click.argument("name", required=False)
 @click.option("--clear", is_flag=True, help="Go back to the built-in defaults")
 def default(name, clear):
-    """Show or set the consortium 'llm consortium run' uses without -m."""
+    """Show or set the default consortium.
+
+    Without -m, 'llm consortium run' uses the default consortium's settings,
+    and flags override them. With -m, nothing comes from it: every setting
+    not given, the arbiter included, takes its documented default.
+    """
     path = user_path(DEFAULT_FILE)
     if clear:
         path.unlink(missing_ok=True)
