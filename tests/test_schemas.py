@@ -16,6 +16,7 @@ FACES = {
     "run": ["consortium", "run", "-m", "m1", "--arbiter", "judge", "--no-raw"],
     "llm -m": ["-m", "c"],
 }
+TRUNCATED = '{"type": "object", "properties": {"age": {"type": "integer"}'
 BIG = json.dumps({"type": "object", "properties": {f"field{i}": {"type": "string", "description": "x" * 60}
                                                    for i in range(MAX_SCHEMA_BYTES // 80)}})
 BAD = {
@@ -24,11 +25,12 @@ BAD = {
     "cycle through allOf": ('{"$defs": {"a": {"allOf": [{"$ref": "#/$defs/b"}]}, "b": {"$ref": "#/$defs/a"}},'
                             ' "$ref": "#/$defs/a"}', "refers to itself without end"),
     # llm reads text that is not JSON as its schema DSL: this became properties named '{"type": "object"' ...
-    "truncated JSON": ('{"type": "object", "properties": {"age": {"type": "integer"}', "not valid JSON"),
+    "truncated JSON": (TRUNCATED, "not valid JSON"),
     "unresolvable ref": ('{"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}',
                          "cannot be resolved: '#/$defs/missing'"),
     "remote ref": ('{"$ref": "https://example.com/person.json"}', "cannot be resolved"),
     "not a schema": ('{"type": "objekt"}', "not a valid JSON schema"),
+    "JSON, not an object": ('["name", "age"]', "must be a JSON object, got an array"),
     "oversized": (BIG, f"more than the {MAX_SCHEMA_BYTES:,} allowed"),
 }
 
@@ -49,6 +51,13 @@ def test_a_schema_that_cannot_work_is_one_line_before_any_call(panel_c, face, ca
     assert result.exit_code == 1, result.output
     (line,) = result.stderr.splitlines()
     assert line.startswith("Error: --schema") and expected in line, line
+    assert panel_c.requests == []
+
+
+def test_a_truncated_schema_multi_is_refused_too(panel_c):
+    result = invoke("-m", "c", "How old?", "--schema-multi", TRUNCATED)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: --schema-multi starts like JSON but is not valid JSON")
     assert panel_c.requests == []
 
 

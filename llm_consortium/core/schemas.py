@@ -31,20 +31,22 @@ _IN_PLACE_MAPS = ("dependentSchemas", "dependencies")
 _DATA = ("enum", "const", "examples", "default")
 
 
-def check_text(text: str | None) -> None:
-    """Refuse a ``--schema`` text that starts as JSON (``{`` or ``[``) but
-    is not JSON. llm reads any text that is not JSON as its concise schema
+def check_text(text: str | None, flag: str = "--schema") -> None:
+    """Refuse a ``--schema`` text (given to ``flag``) that starts as JSON
+    (``{`` or ``[``) but is not JSON. llm reads any text that is not JSON as its concise schema
     DSL, so a truncated JSON schema would otherwise become a schema of odd
     property names, found out only after paying for every call."""
     stripped = (text or "").lstrip()
     if not stripped.startswith(("{", "[")):
         return
     try:
-        json.loads(stripped)
+        value = json.loads(stripped)
     except ValueError as exc:
-        raise ConsortiumConfigError(f"--schema starts like JSON but is not valid JSON: {exc}") from None
+        raise ConsortiumConfigError(f"{flag} starts like JSON but is not valid JSON: {exc}") from None
     except RecursionError:
-        raise ConsortiumConfigError("--schema nests too deeply to be read") from None
+        raise ConsortiumConfigError(f"{flag} nests too deeply to be read") from None
+    if not isinstance(value, dict):
+        raise ConsortiumConfigError(f"{flag} must be a JSON object, got {_kind(value)}")
 
 
 def check(schema) -> None:
@@ -57,7 +59,7 @@ def check(schema) -> None:
     import jsonschema
 
     if not isinstance(schema, dict):
-        raise ConsortiumConfigError(f"--schema must be a JSON object, got {type(schema).__name__}")
+        raise ConsortiumConfigError(f"--schema must be a JSON object, got {_kind(schema)}")
     try:
         size = len(json.dumps(schema).encode())
     except RecursionError:
@@ -147,6 +149,13 @@ def _cycle(edges: dict[int, list[int]]) -> int | None:
                 path.append((child, iter(edges.get(child, ()))))
                 on_path.add(child)
     return None
+
+
+def _kind(value) -> str:
+    """A JSON value's type, in JSON's words."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return {list: "an array", str: "a string"}.get(type(value), "a number")
 
 
 def _where(path) -> str:

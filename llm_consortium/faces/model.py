@@ -148,7 +148,8 @@ class _Consortium:
                     "--ta is not supported by a consortium: its members call tools at the same time, so calls "
                     "cannot be approved one by one (run without --ta to let members call the tools)"
                 )
-            schemas.check_text(cli_param("schema_input"))  # before llm's own reading became the DSL
+            for flag, param in (("--schema", "schema_input"), ("--schema-multi", "schema_multi")):
+                schemas.check_text(cli_param(param), flag)  # as typed: llm has read non-JSON as its DSL
             config = configured(self.config, prompt.options)
             history, system = split_history(prompt)
             recorder = RunRecorder(self.model_id if self.saved else None) if not no_log() else None
