@@ -13,19 +13,21 @@ import json
 import re
 
 from .config import ConsortiumConfigError
+from .safetext import single_line
 
 # A whole reply wrapped in a code fence, as models often write JSON.
 _FENCED = re.compile(r"^```[ \t]*(?:json)?[ \t]*\n(.*?)\n?```$", re.IGNORECASE | re.DOTALL)
 
 # The largest schema accepted, as JSON text. It is sent with every member's
-# prompt and every judge's, in every round: a schema of this size is already
-# about 16,000 tokens per call, and the real schemas seen are a few hundred bytes.
+# prompt and every judge's, in every round: at about 4 bytes a token, this
+# is some 16,000 tokens on each call, far more than describing one answer needs.
 MAX_SCHEMA_BYTES = 64 * 1024
 
-# Keywords whose subschemas apply to the same instance (not to a part of
-# it): a cycle through these alone never ends, whatever the answer is.
+# References, and keywords whose subschemas apply to the same instance (not
+# to a part of it): a cycle through these alone never ends, whatever the answer.
+_REFERENCES = ("$ref", "$dynamicRef")
+_IN_PLACE_ONE = ("not", "if", "then", "else")
 _IN_PLACE_LISTS = ("allOf", "anyOf", "oneOf")
-_IN_PLACE_ONE = ("$ref", "$dynamicRef", "not", "if", "then", "else")
 _IN_PLACE_MAPS = ("dependentSchemas", "dependencies")
 # Keywords whose values are data, not subschemas.
 _DATA = ("enum", "const", "examples", "default")
@@ -33,9 +35,10 @@ _DATA = ("enum", "const", "examples", "default")
 
 def check_text(text: str | None, flag: str = "--schema") -> None:
     """Refuse a ``--schema`` text (given to ``flag``) that starts as JSON
-    (``{`` or ``[``) but is not JSON. llm reads any text that is not JSON as its concise schema
-    DSL, so a truncated JSON schema would otherwise become a schema of odd
-    property names, found out only after paying for every call."""
+    (``{`` or ``[``) but is not a JSON object. llm reads any text that is
+    not JSON as its concise schema DSL, so a truncated JSON schema would
+    otherwise become a schema of odd property names, found out only after
+    paying for every call."""
     stripped = (text or "").lstrip()
     if not stripped.startswith(("{", "[")):
         return
@@ -71,7 +74,7 @@ def check(schema) -> None:
     try:
         validator.check_schema(schema)
     except jsonschema.exceptions.SchemaError as exc:
-        raise ConsortiumConfigError(f"--schema is not a valid JSON schema: {_one_line(exc.message)}"
+        raise ConsortiumConfigError(f"--schema is not a valid JSON schema: {single_line(exc.message)}"
                                     + _where(exc.path)) from None
     except RecursionError:
         raise ConsortiumConfigError("--schema nests too deeply to be checked") from None
@@ -111,21 +114,21 @@ def _reference_problem(schema: dict, validator) -> str | None:
         if isinstance(specification.id_of(node), str) and node is not schema:
             resolver = resolver.in_subresource(specification.create_resource(node))
         targets = []
-        for keyword in ("$ref", "$dynamicRef"):
+        for keyword in _REFERENCES:
             reference = node.get(keyword)
             if isinstance(reference, str):
                 try:
                     targets.append(resolver.lookup(reference).contents)
                 except Unresolvable:
                     return f"has a {keyword} that cannot be resolved: {reference!r}" + _at(pointer)
-        targets += [node.get(k) for k in _IN_PLACE_ONE if not k.startswith("$")]
+        targets += [node.get(k) for k in _IN_PLACE_ONE]
         targets += [s for k in _IN_PLACE_LISTS if isinstance(node.get(k), list) for s in node[k]]
         targets += [s for k in _IN_PLACE_MAPS if isinstance(node.get(k), dict) for s in node[k].values()]
         edges[id(node)] = [id(t) for t in targets if isinstance(t, dict)]
         stack.extend((value, resolver, f"{pointer}/{key}") for key, value in node.items() if key not in _DATA)
     cycle = _cycle(edges)
     if cycle is not None:
-        return f"refers to itself without end (at {where.get(cycle, 'a referenced schema')}): no answer could be checked"
+        return f"refers to itself without end (at {where[cycle]}): no answer could be checked"
     return None
 
 
@@ -164,10 +167,6 @@ def _where(path) -> str:
 
 def _at(pointer: str) -> str:
     return f" (at {pointer})" if pointer else ""
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def read_json(text: str):
