@@ -95,7 +95,7 @@ def test_whole_runs_and_baselines_on_the_same_answers_then_a_replay_makes_no_cal
     # simulated models have no price: unknown, never 0
     assert {row["cost_usd_per_item"] for row in rows.values()} == {None}
     assert rows["vote"]["unpriced_items"] == 12
-    assert data["recommendation"] and data["calibration"]["arbiter"]["confidence"]["bins"][-1]["count"] == 12
+    assert data["recommendation"].startswith("None: the data cannot tell") and data["calibration"]["arbiter"]["confidence"]["bins"][-1]["count"] == 12
 
     calls = len(sim.requests)
     assert data["new_calls"] == calls
@@ -116,7 +116,8 @@ def test_the_text_report(sim, members):
     assert all(" unknown " in line for line in lines)  # $/item
     assert calibration.startswith("Calibration") and "vote" in calibration and "ECE" in calibration
     assert diversity.startswith("Member diversity") and "sim-strong ~ sim-weak" in diversity
-    assert recommendation.startswith("Recommendation: Use ")
+    # four items cannot tell these members apart (see test_nothing_is_recommended_when_no_row_is_clearly_better...)
+    assert recommendation.startswith("Recommendation: None: the data cannot tell which to use")
     assert "answered 4/4" in result.stderr and "vote: ran 4/4" in result.stderr
 
 
@@ -341,3 +342,42 @@ def test_sample_flag_uses_the_shipped_dataset(sim, members):
     for args in ([], ["--sample", str(DATASET)]):
         wrong = CliRunner().invoke(eval_command, [*args, *ALL_MEMBERS])
         assert wrong.exit_code == 2 and "Give a DATASET file or --sample" in wrong.stderr
+
+
+def recommendation_of(*args) -> tuple[str, str]:
+    """The recommendation in the text report and in --json."""
+    text = run_eval(*args)
+    assert text.exit_code == 0, text.output
+    (line,) = [line for line in text.stdout.splitlines() if line.startswith("Recommendation: ")]
+    return line.removeprefix("Recommendation: "), eval_json(*args)["recommendation"]
+
+
+def test_nothing_is_recommended_when_every_row_scores_0(sim):
+    """It recommended "Use demo-a alone" with every system at 0.000."""
+    SimulatedPanel(TRUTH, {"sim-a": 0.0, "sim-b": 0.0}).add_to(sim)
+    text, json_ = recommendation_of("-m", "sim-a", "-m", "sim-b", "--arbiter", "sim-judge", "--limit", "6",
+                                    "--methods", "vote")
+    assert text == json_ == "None: every row scored 0 on these 6 items, so the data cannot tell which to use."
+
+
+def test_nothing_is_recommended_when_no_row_is_clearly_better_than_another(sim):
+    """Three items cannot tell members of 0.9 and 0.5 apart: every interval overlaps."""
+    SimulatedPanel(TRUTH, {"sim-strong": 0.9, "sim-weak": 0.5}).add_to(sim)
+    args = ["-m", "sim-strong", "-m", "sim-weak", "--arbiter", "sim-judge", "--limit", "3", "--methods", "vote"]
+    text, json_ = recommendation_of(*args)
+    assert text == json_
+    assert text.startswith("None: the data cannot tell which to use: no row is clearly more accurate than "
+                           "another on these 3 items")
+    rows = [evalreport.Row(r["name"], r["kind"], correct=[bool(c) for c in r["correct_items"]])
+            for r in eval_json(*args)["results"]]
+    best = evalreport.compare(rows)
+    assert len({r.accuracy for r in rows}) > 1  # the accuracies differ; their intervals do not tell
+    assert not any(evalreport.clearly_better(a, b) for a in rows for b in rows if "oracle" not in (a.kind, b.kind))
+    assert not evalreport.data_can_tell(rows, best)
+
+
+def test_a_row_clearly_better_than_another_gets_a_recommendation(sim):
+    SimulatedPanel(TRUTH, {"sim-right": 1.0, "sim-wrong": 0.0}).add_to(sim)
+    text, json_ = recommendation_of("-m", "sim-right", "-m", "sim-wrong", "--arbiter", "sim-judge", "--limit", "6",
+                                    "--methods", "vote")
+    assert text == json_ and text.startswith("Use sim-right alone: no method is clearly more accurate")

@@ -42,8 +42,11 @@ def test_default_consortium_keeps_what_the_flags_do_not_set(sim):
     assert invoke("consortium", "q", "--arbiter", "judge2").exit_code == 0
     assert {r.model for r in sim.requests} == {"m1", "m2", "judge2"}  # the default's members kept
     sim.requests.clear()
-    assert invoke("consortium", "q", "-m", "m3").exit_code == 0
-    assert {r.model for r in sim.requests} == {"m3", "judge"}  # the default's arbiter kept
+    # With -m nothing comes from the default (issue 19), its arbiter neither: the built-in one is not installed.
+    result = invoke("consortium", "q", "-m", "m3")
+    assert result.exit_code == 1 and "claude-3-opus-20240229" in result.stderr and sim.requests == []
+    assert invoke("consortium", "q", "-m", "m3", "--arbiter", "judge2").exit_code == 0
+    assert {r.model for r in sim.requests} == {"m3", "judge2"}
 
 
 def test_save_changes_one_setting_of_an_existing_consortium(sim):

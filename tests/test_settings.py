@@ -1,6 +1,8 @@
 """Each setting is declared once, in ConsortiumConfig: the flags of `run` and
 `save`, the -o options of a saved consortium and `show` all come from it."""
 
+import json
+
 import llm
 import pytest
 
@@ -107,3 +109,57 @@ def test_from_dict_builds_a_config_from_a_stored_mapping():
     assert config.quorum is None and config.max_cost == 0.5  # None is "not set": the default
     assert ConsortiumConfig.from_dict(config.to_dict()) == config  # what save stores reads back the same
     assert ConsortiumConfig.from_dict({"models": {"a": 1, "b": 3}, "arbiter": "a"}).models == ["a", "b:3"]  # 0.3
+
+
+# The default consortium (`llm consortium default NAME`) applies only without -m (issue 19, item 7).
+
+
+@pytest.fixture
+def strict_default(sim):
+    """A default consortium that would show itself: threshold 0.99 and 3
+    rounds (an arbiter at 0.9 never reaches it), its own arbiter and system
+    prompt."""
+    sim.add("m1", reply="42")
+    sim.add("m2", reply="42")
+    sim.add("judge", reply=arbiter_xml("42", 0.9))
+    sim.add("strict-judge", reply=arbiter_xml("42", 0.9))
+    saved = invoke("consortium", "save", "strict", "-m", "m2", "--arbiter", "strict-judge", "--confidence-threshold",
+                   "0.99", "--max-iterations", "3", "--system", "Be strict.")
+    assert saved.exit_code == 0 and invoke("consortium", "default", "strict").exit_code == 0
+    return sim
+
+
+def test_with_m_nothing_comes_from_the_default_consortium(strict_default):
+    """It took strict's threshold and rounds: 3 rounds where 1 was asked for."""
+    result = invoke("consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert len(strict_default.calls("m1")) == 1 and len(strict_default.calls("judge")) == 1
+    assert strict_default.calls("m2") == strict_default.calls("strict-judge") == []
+    config = json.loads(result.stdout)["metadata"]
+    assert config["confidence_threshold"] == 0.8 and config["max_iterations"] == 3  # the documented defaults
+    assert config["system_prompt"] is None
+    assert "Be strict." not in strict_default.calls("m1")[0].body["messages"][0]["content"]
+
+
+def test_with_m_and_no_arbiter_the_arbiter_is_the_documented_default_not_the_default_consortiums(strict_default):
+    result = invoke("consortium", "q", "-m", "m1", "--no-raw")
+    assert result.exit_code == 1
+    assert "claude-3-opus-20240229" in result.stderr and "built-in default" in result.stderr
+    assert strict_default.requests == []
+
+
+def test_without_m_the_default_consortium_applies_and_flags_override_it(strict_default):
+    result = invoke("consortium", "q", "--max-iterations", "1", "--arbiter", "judge", "--no-raw", "--json")
+    assert result.exit_code == 0, result.stderr
+    config = json.loads(result.stdout)["metadata"]
+    assert config["models"] == ["m2"] and config["arbiter"] == "judge"  # --arbiter overrides
+    assert config["max_iterations"] == 1 and config["confidence_threshold"] == 0.99  # the rest is strict's
+    assert config["system_prompt"] == "Be strict."
+    assert len(strict_default.calls("m2")) == 1 and strict_default.calls("m1") == []
+
+
+def test_default_help_states_the_rule():
+    text = " ".join(invoke("consortium", "default", "--help").stdout.split())
+    assert ("Without -m, 'llm consortium run' uses the default consortium's settings, and flags override them. "
+            "With -m, nothing comes from it: every setting not given, the arbiter included, takes its "
+            "documented default.") in text

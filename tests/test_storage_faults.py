@@ -3,6 +3,7 @@ mid-run, --no-log and ``llm logs off``, limits that overflow SQLite."""
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import threading
@@ -104,6 +105,46 @@ def test_lock_held_past_the_end_of_a_run_is_reported_and_the_record_follows(pane
     while len(db_rows("SELECT * FROM consortium_runs WHERE status = 'success'")) < 2:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def wait_for_first_answer(proc):
+    """Until m1's answer in the running run is recorded, while m2 is still answering."""
+    deadline = time.monotonic() + 30
+    while not db_rows("SELECT 1 FROM consortium_calls JOIN consortium_runs ON consortium_runs.id = run_id "
+                      "WHERE model = 'm1' AND status = 'running'"):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("change", ["removed", "replaced"])
+def test_logs_db_removed_or_replaced_mid_run_keeps_the_whole_run(panel, tmp_path, change):
+    """logs.db deleted (or swapped for a copy taken before the run) while a
+    slow member answers: the run was missing from ``runs`` afterwards. The
+    recorder notices that the file it holds is no longer the one at the
+    path, opens the one there (creating it) and writes the whole run again."""
+    assert invoke(*RUN).exit_code == 0  # an earlier run, in the file that goes
+    backup = tmp_path / "backup.db"
+    shutil.copy(db_path(), backup)
+    panel.add("m2", reply="Member two says 42.", latency=1.5)
+    proc = llm_process(*RUN, "--no-raw", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+    with proc:
+        wait_for_first_answer(proc)
+        if change == "removed":
+            db_path().unlink()
+        else:
+            os.replace(backup, db_path())
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out == "The answer is 42.\n" and "not fully recorded" not in err and "Traceback" not in err
+    runs = json.loads(invoke("consortium", "runs", "--json").stdout)
+    assert len(runs) == (1 if change == "removed" else 2)  # the earlier run went with the removed file
+    run = get_run(runs[0]["id"])
+    assert runs[0]["status"] == run["status"] == "success" and run["synthesis"] == "The answer is 42."
+    (round_one,) = run["rounds"]
+    assert sorted(c["model"] for c in round_one["calls"]) == ["judge", "m1", "m2"]  # m1's too: written again
+    assert f"inspect {runs[0]['id'][:8]}" in err
 
 
 def with_free_pages(size: int) -> int:

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-from . import pricing, prompts
+from . import pricing, prompts, schemas
 from .budget import BudgetStop, over_budget, with_max_tokens
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
 from .judging import Caller, judge_round, real_call
@@ -216,6 +216,8 @@ class ConsortiumOrchestrator:
         """
         if not prompt or not prompt.strip():
             raise ConsortiumConfigError("The prompt is empty")
+        if schema is not None:
+            schemas.check(schema)
         handles = resolve_models(self.config.models + [self.config.arbiter])
         members = sum(split_count(spec, set(handles))[1] for spec in self.config.models)
         if members > MAX_MEMBERS:

@@ -14,7 +14,8 @@ them; ``evaluate`` runs the models and fills the rows.
 * member diversity: the correlation of the members' errors, and the
   members that are never the only one right (they add nothing to the
   oracle);
-* a one-line recommendation.
+* a one-line recommendation, or none where the data cannot tell the rows
+  apart (every row scored 0, or every pair's 95 % intervals overlap).
 """
 
 from __future__ import annotations
@@ -203,8 +204,33 @@ def redundant_members(members: list[Row]) -> list[str]:
     return names
 
 
+def clearly_better(a: Row, b: Row) -> bool:
+    """Whether ``a`` is clearly more accurate than ``b``: their accuracies'
+    95 % intervals do not overlap."""
+    return a.accuracy_interval[0] > b.accuracy_interval[1]
+
+
+def data_can_tell(rows: list[Row], best: Row) -> bool:
+    """Whether any row usable on its own (not the oracle, which knows the
+    answers) is clearly more accurate than another: by their accuracies'
+    intervals, or by the paired interval of its difference from the best
+    member (a paired interval that leaves out 0). When none is, the data
+    cannot tell the rows apart, and nothing is recommended."""
+    usable = [r for r in rows if r.kind != "oracle"]
+    paired = any(r is not best and (r.interval[0] > 0 or r.interval[1] < 0) for r in usable)
+    return paired or any(clearly_better(a, b) for a in usable for b in usable if a is not b)
+
+
 def recommendation(rows: list[Row], best: Row) -> str:
-    """One line: which row to use, and why."""
+    """One line: which row to use, and why; or, where the data cannot tell
+    (every row scored 0, or no row is clearly more accurate than another),
+    that nothing is recommended, and why. ``compare`` has filled the
+    intervals."""
+    if all(r.accuracy == 0 for r in rows):
+        return f"None: every row scored 0 on these {best.items} items, so the data cannot tell which to use."
+    if not data_can_tell(rows, best):
+        return (f"None: the data cannot tell which to use: no row is clearly more accurate than another on "
+                f"these {best.items} items (their 95 % intervals overlap); more items may tell.")
     candidates = [r for r in rows if r.kind in ("method", "self-moa")]
     if not candidates:
         return f"Use {best.name} alone: no method was scored."

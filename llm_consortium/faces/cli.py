@@ -96,6 +96,11 @@ def resolve_schema(schema_input: str | None) -> dict | None:
     schema DSL, a saved schema's id or t:template."""
     if not schema_input:
         return None
+    from ..core import schemas
+
+    schemas.check_text(schema_input)
+    if schema_input.lstrip().startswith(("{", "[")):
+        return json.loads(schema_input)  # JSON, never the DSL (see check_text)
     import sqlite_utils
     from llm.cli import load_template
     from llm.utils import resolve_schema_input
@@ -195,7 +200,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     ``--td`` and ``--cl`` are read the same way, from this command's
     parameters, as under llm's own ``prompt`` command.
     """
-    base = default_config()  # flags override its matching settings; the rest are kept
+    base = None if models else default_config()  # flags override its settings; with -m it is not used
     try:
         # Fragments join the prompt and the system prompt as llm joins them.
         asked = read_prompt(prompt, stdin, optional=bool(fragments or template_name))
@@ -219,8 +224,8 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
 
         tools = _gather_tools(list(tool_specs), [])
         config = configured(build_config(models, base=base, **settings), options)
-        # unknown models, empty prompt, options no member accepts
-        ConsortiumOrchestrator(config=config).prepare(prompt, options=options.model_extra)
+        # unknown models, empty prompt, options no member accepts, a schema that cannot work
+        ConsortiumOrchestrator(config=config).prepare(prompt, options=options.model_extra, schema=schema)
     except ConsortiumConfigError as exc:
         fail(explain_defaults(exc))
     if output:
@@ -423,7 +428,12 @@ def read_prompt(prompt: str | None, use_stdin: bool, optional: bool = False) -> 
 
 
 def default_config() -> ConsortiumConfig | None:
-    """The consortium set with ``llm consortium default NAME``, if any."""
+    """The consortium set with ``llm consortium default NAME``, if any.
+
+    ``run`` uses it only without -m (the rule ``default --help`` states): a
+    run that names its members is that run's own, and a threshold or round
+    count taken from the default would change it unseen.
+    """
     path = user_path(DEFAULT_FILE)
     name = path.read_text().strip() if path.exists() else ""
     if not name:
@@ -597,7 +607,12 @@ def remove(name):
 @click.argument("name", required=False)
 @click.option("--clear", is_flag=True, help="Go back to the built-in defaults")
 def default(name, clear):
-    """Show or set the consortium 'llm consortium run' uses without -m."""
+    """Show or set the default consortium.
+
+    Without -m, 'llm consortium run' uses the default consortium's settings,
+    and flags override them. With -m, nothing comes from it: every setting
+    not given, the arbiter included, takes its documented default.
+    """
     path = user_path(DEFAULT_FILE)
     if clear:
         path.unlink(missing_ok=True)

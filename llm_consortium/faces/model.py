@@ -133,6 +133,7 @@ class _Consortium:
         would fail the same way on every turn: there a mistake ends the chat
         with one line, as ``llm prompt`` shows it.
         """
+        from ..core import schemas
         from ..core.engine import ConsortiumOrchestrator
         from ..storage.recorder import RunRecorder
 
@@ -147,6 +148,8 @@ class _Consortium:
                     "--ta is not supported by a consortium: its members call tools at the same time, so calls "
                     "cannot be approved one by one (run without --ta to let members call the tools)"
                 )
+            for flag, param in (("--schema", "schema_input"), ("--schema-multi", "schema_multi")):
+                schemas.check_text(cli_param(param), flag)  # as typed: llm has read non-JSON as its DSL
             config = configured(self.config, prompt.options)
             history, system = split_history(prompt)
             recorder = RunRecorder(self.model_id if self.saved else None) if not no_log() else None

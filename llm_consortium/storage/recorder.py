@@ -64,7 +64,7 @@ class RunRecorder(Observer):
     def run_started(self, run: Run) -> None:
         if not store.logging_enabled():
             return
-        self._writers[run.run_id] = RunWriter(store.db_path())
+        self._writers[run.run_id] = RunWriter(store.db_path(), run.run_id)
         self._write(run, [(
             "INSERT INTO consortium_runs (id, name, prompt, system, config, method, status, "
             "iterations, input_tokens, output_tokens, started, pid, host, parent_run_id) "
@@ -157,15 +157,26 @@ class RunWriter:
     their turn; one that fails for a reason retrying cannot fix (a table
     someone dropped) is given up. The thread ends once ``close`` has been
     called and nothing is left to write.
+
+    logs.db may be removed or replaced while a run goes on (a user cleaning
+    up, a backup restored). The open connection would then go on writing
+    into a file no one can see, and SQLite refuses that ("attempt to write a
+    readonly database"). So before each transaction the writer compares the
+    file at the path with the one it has open (device and inode); when they
+    differ it opens the one there (creating it, with the plugin's tables),
+    and writes the whole run again: every record written so far, after
+    removing any copy of the run the new file already holds.
     """
 
     RETRY_SECONDS = 0.2
     TRANSIENT = ("locked", "busy", "full", "disk i/o error", "unable to open")
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, run_id: str):
         self.path = path
+        self.run_id = run_id
         self.error: sqlite3.Error | None = None  # the latest one
         self._pending: deque[list[tuple[str, tuple]]] = deque()
+        self._written: list[list[tuple[str, tuple]]] = []  # every transaction committed so far
         self._given_up = 0
         self._closed = False
         self._changed = threading.Condition()
@@ -187,7 +198,9 @@ class RunWriter:
             return self._given_up + len(self._pending)
 
     def _work(self) -> None:
-        conn = None
+        conn, opened = None, None  # the connection, and the (device, inode) of the file it has open
+        holder = None  # the (device, inode) of the file holding the record so far
+        lost = False  # that file is gone from the path
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._pending or self._closed)
@@ -195,16 +208,28 @@ class RunWriter:
                     break
                 statements = self._pending[0]
             try:
-                conn = conn or store.connect(self.path)
+                # Compared while the connection is open: the file it holds
+                # keeps its inode, so no new file can be given the same one.
+                if conn and _identity(self.path) != opened:  # removed or replaced since it was opened
+                    conn.close()
+                    conn, lost = None, True
+                if conn is None:
+                    conn = store.connect(self.path)
+                    opened = _identity(self.path)
+                rewrite = bool(self._written) and (lost or opened != holder)
                 with conn:
-                    for sql, params in statements:
+                    for sql, params in (self._rewrite() if rewrite else []) + statements:
                         conn.execute(sql, params)
+                holder, lost = opened, False
+                self._written.append(statements)
             except sqlite3.Error as exc:
                 self.error = exc
+                moved = conn is not None and _identity(self.path) != opened  # during this transaction
                 if conn:
                     conn.close()
                     conn = None
-                if isinstance(exc, sqlite3.OperationalError) and any(
+                lost = lost or moved
+                if moved or isinstance(exc, sqlite3.OperationalError) and any(
                     word in str(exc).lower() for word in self.TRANSIENT
                 ):
                     time.sleep(self.RETRY_SECONDS)
@@ -216,6 +241,23 @@ class RunWriter:
                 self._changed.notify_all()
         if conn:
             conn.close()
+
+    def _rewrite(self) -> list[tuple[str, tuple]]:
+        """The statements writing the run again into another file: any copy
+        of it there removed, then every record written so far, in order."""
+        removals = [(f"DELETE FROM {table} WHERE {column} = ?", (self.run_id,)) for table, column in (
+            ("consortium_runs", "id"), ("consortium_calls", "run_id"), ("consortium_rounds", "run_id"),
+            ("consortium_tool_calls", "run_id"))]
+        return removals + [statement for batch in self._written for statement in batch]
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of the file at ``path``; None when there is none."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _call(run: Run, round_number: int, role: str, model: str, instance: int, prompt: str,
