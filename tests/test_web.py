@@ -116,8 +116,8 @@ def test_runs_list_is_newest_first_and_filters(sim, viewer, browser):
     rows = css(browser, "table.runs tbody tr")
     assert [row.get_attribute("data-run") for row in rows] == [third, second, first]
     cells = [c.text for c in rows[1].find_elements("css selector", "td")]
-    assert cells[1:8] == ["Name the capital of France, in one word", "voters", "vote", "success", "1.00", "1.00",
-                          "1"]
+    assert cells[1:8] == ["Name the capital of France, in one word", "voters", "vote", "success", "1.00",
+                          "2 of 2 agree, 2 of 2 answered", "1"]
 
     browser.find_element("name", "q").send_keys("CAPITAL")
     browser.find_element("css selector", ".filters button").click()
