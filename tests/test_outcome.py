@@ -132,3 +132,32 @@ def test_runs_recorded_before_the_vocabulary_read_in_it(panel):
     assert store.get_run(low["id"])["status"] == "below_threshold"
     table = invoke("consortium", "runs").stdout
     assert "threshold not reached: confidence 0.50" in table
+
+
+def test_no_verdict_prints_no_answer_and_exits_1(sim):
+    """With --max-iterations 1 and an unreadable judge, three different
+    answers printed member #1's "London" as the answer, exit 0."""
+    answers = ["The capital is London.", "I think it is Paris.", "Paris is the capital of France."]
+    for i, answer in enumerate(answers, 1):
+        sim.add(f"m{i}", reply=answer)
+    sim.add("judge", reply="I will not use the format.")
+    result = invoke("consortium", "Capital of France?", "-m", "m1", "-m", "m2", "-m", "m3", "--arbiter", "judge",
+                    "--max-iterations", "1", "--attempts", "1", "--no-raw")
+    assert result.exit_code == 1 and result.stdout == ""
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: No verdict") and "'The capital is London.' (m1#1)" in last
+    assert "'I think it is Paris.' (m2#1)" in last
+    assert "recorded as no_verdict" in result.stderr
+    assert db_rows("select status from consortium_runs") == [{"status": "no_verdict"}]
+
+
+def test_a_budget_that_left_no_answer_exits_1(sim):
+    """A judge the budget could not pay leaves no answer: an empty line with
+    exit 0 and status success before."""
+    sim.add("m1", model_name="gpt-4o-2024-08-06", reply="42")  # priced as gpt-4o
+    sim.add("judge", model_name="gpt-4o", reply=arbiter_xml("42", 0.9))
+    prompt = " ".join(["a"] * 8000)  # the simulator counts a word a token: twice the estimate
+    result = invoke("consortium", prompt, "-m", "m1", "--arbiter", "judge", "--max-cost", "0.038", "--no-raw")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: No answer: the arbiter (judge) of round 1 was not called")
+    assert db_rows("select status from consortium_runs") == [{"status": "budget"}]
