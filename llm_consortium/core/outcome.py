@@ -105,7 +105,7 @@ def outcome_of(run) -> Outcome:
         conditions.append(("degraded", f"no judge decided ({judgement.fallback}): the answer is the one "
                                        "most members gave"))
     if run.stopped_because:
-        conditions.append(("budget", f"stopped early: {run.stopped_because}; the answer is the last round's"))
+        conditions.append(("budget", f"stopped early: {run.stopped_because}; the answer is the last judged round's"))
     if answered < members:
         failed = [f"{m.model}#{m.instance}" for m in last.members if not m.ok and not m.quorum_cancelled]
         conditions.append(("partial", f"{members - answered} of {members} members failed ({', '.join(failed)})"))
