@@ -9,6 +9,7 @@ import llm
 import pytest
 
 from llm_consortium import ConsortiumOrchestrator
+from llm_consortium.core.observer import Observer
 from llm_consortium.evaluation.simulator import arbiter_xml
 
 FAST = {"retry_backoff": 0.01}
@@ -108,3 +109,67 @@ def test_a_dropped_connection_names_host_port_and_cause(sim):
     error = member(run(sim, attempts=1), "m1")["error"]
     assert error.startswith(f"APIConnectionError: Connection error. (127.0.0.1:{sim.port}: ")
     assert "peer closed connection" in error
+
+
+# llama.cpp's interrupt pattern: one server, several members at once
+
+
+class Notes(Observer):
+    """The run's notes, as the run ends."""
+
+    def __init__(self):
+        self.notes = None
+
+    def run_finished(self, run, result):
+        self.notes = list(getattr(run, "notes", []))
+
+
+def run_noting(sim, models, **kw):
+    notes = Notes()
+    result = ConsortiumOrchestrator(models=list(models), arbiter="judge", observers=[notes], **{**FAST, **kw}) \
+        .orchestrate_sync("What is the capital of France?")
+    return result, notes.notes
+
+
+HINT = "came back empty at once, as when llama.cpp's server cancels a request for each new one: " \
+       "start it with --interrupt_requests False"
+
+
+def test_members_that_interrupt_each_other_on_one_server_all_answer_with_a_hint(sim):
+    """Of three members asked at once on a llama.cpp server with its default
+    interrupt_requests, one answered and two came back empty (measured)."""
+    names = ["m1", "m2", "m3"]
+    sim.add_many(names, reply="Paris.", latency=0.3, server="llama", interrupt_requests=True)
+    sim.add("judge", reply=arbiter_xml("Paris.", 0.9))
+    result, notes = run_noting(sim, names)
+    assert [m["text"] for m in result["model_responses"]] == ["Paris."] * 3
+    assert notes == [f"3 members on 127.0.0.1:{sim.port} {HINT}"]
+
+
+def test_members_of_one_server_empty_even_unstreamed_are_asked_again_one_at_a_time(sim):
+    sim.add_many(["m1", "m2"], reply=["", "", "Paris."])
+    sim.add("judge", reply=arbiter_xml("Paris.", 0.9))
+    result, notes = run_noting(sim, ["m1", "m2"])
+    assert [m["text"] for m in result["model_responses"]] == ["Paris.", "Paris."]
+    first, second = sorted((sim.calls(name)[2] for name in ("m1", "m2")), key=lambda r: r.started)
+    assert first.finished <= second.started  # one at a time
+    assert [len(sim.calls(name)) for name in ("m1", "m2")] == [3, 3]
+    assert notes == [f"2 members on 127.0.0.1:{sim.port} {HINT}"]
+
+
+def test_one_empty_member_is_no_interrupt_pattern(sim):
+    sim.add("m1", reply="")
+    sim.add("m2", reply="Paris.")
+    sim.add("judge", reply=arbiter_xml("Paris.", 0.9))
+    result, notes = run_noting(sim, ["m1", "m2"])
+    assert result["model_responses"][0]["error"].startswith("EmptyReply")
+    assert len(sim.calls("m1")) == 2 and notes == []
+
+
+def test_a_server_without_interrupts_gets_no_hint(sim):
+    names = ["m1", "m2", "m3"]
+    sim.add_many(names, reply="Paris.", latency=0.1, server="llama")
+    sim.add("judge", reply=arbiter_xml("Paris.", 0.9))
+    result, notes = run_noting(sim, names)
+    assert [m["text"] for m in result["model_responses"]] == ["Paris."] * 3
+    assert notes == [] and len(sim.requests) == 4

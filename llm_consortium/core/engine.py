@@ -18,7 +18,7 @@ from .budget import over_budget
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
 from .judging import Caller, judge_round, real_call
 from .members import (
-    CHAIN_LIMIT, Ask, ModelHandle, check_keys, describe, fit, member_options, resolve_models,
+    CHAIN_LIMIT, Ask, ModelHandle, PluginInterrupted, check_keys, describe, fit, member_options, resolve_models,
 )
 from .methods import member_instructions
 from .results import Judgement, MemberResult, Usage
@@ -88,6 +88,8 @@ class Run:
     stopped_because: str | None = None
     budget_note: str | None = None
     parent_run_id: str | None = None  # the run whose member answers this one judged again (rejudge)
+    # What the person asking must be told that no status says (a hint about a server).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def members(self) -> list[tuple[str, int]]:
@@ -233,16 +235,16 @@ class ConsortiumOrchestrator:
                 await self._rounds(run, limiter)
             else:
                 await self._judge_given(run, answers, limiter)
-        except ConsortiumError as exc:
+        except ConsortiumError as exc:  # a plugin's KeyboardInterrupt too (PluginInterrupted): "interrupted"
             run.finished = datetime.now(timezone.utc)
             exc.result = run.to_dict()
-            self._emit("run_failed", run, "failed", str(exc))
+            self._emit("run_failed", run, "interrupted" if isinstance(exc, PluginInterrupted) else "failed", str(exc))
             raise
         except (asyncio.CancelledError, KeyboardInterrupt):
             run.finished = datetime.now(timezone.utc)
             self._emit("run_failed", run, "cancelled", "cancelled by the user")
             raise
-        except Exception as exc:  # a bug of ours or a plugin's: still leave a record
+        except BaseException as exc:  # a bug of ours or a plugin's, whatever its type: still leave a record
             run.finished = datetime.now(timezone.utc)
             self._emit("run_failed", run, "failed", describe(exc))
             raise
@@ -300,8 +302,10 @@ class ConsortiumOrchestrator:
             key: MemberResult(*key, error=f"Not asked again: {reason}", attempts=0)
             for key, reason in run.dropped.items()
         }
+        empty_streams: set[tuple[str, int]] = set()  # members whose streamed reply came back empty
         tasks = {
-            asyncio.create_task(self._ask_one(run, number, model, instance, ask, limiter)): (model, instance)
+            asyncio.create_task(self._ask_one(run, number, model, instance, ask, limiter, empty_streams)):
+                (model, instance)
             for model, instance in run.members
             if (model, instance) not in run.dropped
         }
@@ -316,8 +320,9 @@ class ConsortiumOrchestrator:
                     results[tasks[task]] = member = task.result()
                     if member.error:
                         run.dropped[tasks[task]] = f"it failed in round {number} ({member.error})"
-        except asyncio.CancelledError:
-            reason = "Cancelled: the run was cancelled"
+            await self._one_at_a_time(run, number, ask, limiter, results, empty_streams)
+        except (asyncio.CancelledError, PluginInterrupted) as exc:
+            reason = f"Cancelled: the run was {'interrupted' if isinstance(exc, PluginInterrupted) else 'cancelled'}"
             raise
         finally:
             # Members still answering are stopped and recorded as cancelled,
@@ -330,7 +335,36 @@ class ConsortiumOrchestrator:
                 self._emit("member_finished", run, number, late, prompt)
         return [results[key] for key in run.members]
 
-    async def _ask_one(self, run, number, model, instance, ask: Ask, limiter) -> MemberResult:
+    async def _one_at_a_time(self, run, number, ask: Ask, limiter, results: dict, empty_streams: set) -> None:
+        """llama.cpp's interrupt pattern: several members of one server
+        (``api_base``) whose streams came back empty in this round. Its
+        server (llama-cpp-python's, by default) ends the request in flight
+        when another arrives, so members asked at once cancel each other.
+        Those that still have no answer are asked again one at a time, and
+        the run's notes say how to start the server so that it does not."""
+        by_server: dict[str, list] = {}
+        for key in run.members:
+            base = getattr(run.handles[key[0]].model, "api_base", None)
+            if key in empty_streams and base:
+                by_server.setdefault(str(base), []).append(key)
+        quorum = self.config.quorum or len(run.members)
+        for base, keys in by_server.items():
+            if len(keys) < 2:
+                continue
+            note = interrupt_note(base, len(keys))
+            if note not in run.notes:
+                run.notes.append(note)
+            for key in keys:
+                if results[key].ok or sum(r.ok for r in results.values()) >= quorum:
+                    continue
+                self._emit("member_retry", run, number, *key, results[key].error, 0.0)
+                results[key] = member = await self._ask_one(run, number, *key, ask, limiter, set())
+                if member.error:
+                    run.dropped[key] = f"it failed in round {number} ({member.error})"
+                else:
+                    run.dropped.pop(key, None)
+
+    async def _ask_one(self, run, number, model, instance, ask: Ask, limiter, empty_streams: set) -> MemberResult:
         ask = fit(run.handles[model], replace(ask, options=run.options.get(model)))
         outcome = await self.call(
             run.handles[model],
@@ -349,6 +383,8 @@ class ConsortiumOrchestrator:
             model, instance, outcome.text, outcome.error, round(outcome.seconds, 3), outcome.usage, outcome.attempts,
             queued=round(outcome.queued, 3),
         )
+        if outcome.empty_stream:
+            empty_streams.add((model, instance))
         run.usage.add(outcome.usage)
         self._emit("member_finished", run, number, member, ask.prompt)
         return member
@@ -368,6 +404,15 @@ def members_of(models: list[str], handles: dict) -> list[tuple[str, int]]:
             seen[model] = seen.get(model, 0) + 1
             members.append((model, seen[model]))
     return members
+
+
+def interrupt_note(api_base: str, count: int) -> str:
+    """The one-line hint for llama.cpp's interrupt pattern on ``api_base``."""
+    from urllib.parse import urlsplit
+
+    where = urlsplit(api_base).netloc.rpartition("@")[2] or api_base  # never a user:password@
+    return (f"{count} members on {where} came back empty at once, as when llama.cpp's server cancels a request "
+            "for each new one: start it with --interrupt_requests False")
 
 
 def join_system(*parts: str | None) -> str | None:
