@@ -254,7 +254,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
             if raw:
                 click.echo(raw_view(result), err=True)
             deliver(result, json_, output, out)  # what had arrived, as for a success
-            pointer = record_pointer(result, "failed")
+            pointer = record_pointer(result, getattr(exc, "status", "failed"))  # "interrupted" by a plugin
             if pointer:
                 click.echo(pointer, err=True)
         fail(str(exc) if isinstance(exc, ConsortiumError) else f"{type(exc).__name__}: {exc}")
