@@ -385,8 +385,9 @@ def fit(handle: ModelHandle, ask: Ask) -> Ask:
     return replace(ask, prompt=prompt, schema=schema, attachments=attachments, tools=tools)
 
 
-def _start(handle: ModelHandle, ask: Ask, on_tool_call: Callable[[dict], None], stream: bool = True):
-    """Start the model's response (llm calls the model as it is iterated).
+def _start(handle: ModelHandle, ask: Ask, on_tool_call: Callable[[dict], None], stream: bool):
+    """Start the model's response (llm calls the model as it is iterated),
+    streamed or not (``stream``, as llm's own).
 
     With tools it is llm's tool chain (``conversation.chain``), which runs
     each tool the model calls and sends back its result, as ``llm -T``
