@@ -131,8 +131,8 @@ def run_noting(sim, models, **kw):
     return result, notes.notes
 
 
-HINT = "came back empty at once, as when llama.cpp's server cancels a request for each new one: " \
-       "start it with --interrupt_requests False"
+HINT = "came back empty or cut short at once, as when llama.cpp's server cancels a request for each new " \
+       "one: start it with --interrupt_requests False"
 
 
 def test_members_that_interrupt_each_other_on_one_server_all_answer_with_a_hint(sim):
@@ -173,3 +173,16 @@ def test_a_server_without_interrupts_gets_no_hint(sim):
     result, notes = run_noting(sim, names)
     assert [m["text"] for m in result["model_responses"]] == ["Paris."] * 3
     assert notes == [] and len(sim.requests) == 4
+
+
+def test_a_stream_the_server_cut_short_is_not_an_answer(sim):
+    """Measured on llama.cpp's server: a member's stream ended mid-reply
+    ("The capital") when another member's request arrived, and read as its
+    answer. A stream that ends without a finish_reason is asked for again."""
+    names = ["m1", "m2", "m3"]
+    answer = "The capital of France is Paris, on the Seine."
+    sim.add_many(names, reply=answer, chunk_delay=0.2, server="llama", interrupt_requests=True)
+    sim.add("judge", reply=arbiter_xml("Paris.", 0.9))
+    result, notes = run_noting(sim, names)
+    assert [m["text"] for m in result["model_responses"]] == [answer] * 3
+    assert any("".join(piece for _, piece in r.sent) not in ("", answer) for r in sim.requests)  # one was cut

@@ -302,9 +302,9 @@ class ConsortiumOrchestrator:
             key: MemberResult(*key, error=f"Not asked again: {reason}", attempts=0)
             for key, reason in run.dropped.items()
         }
-        empty_streams: set[tuple[str, int]] = set()  # members whose streamed reply came back empty
+        broken_streams: set[tuple[str, int]] = set()  # members whose streamed reply came back empty or cut short
         tasks = {
-            asyncio.create_task(self._ask_one(run, number, model, instance, ask, limiter, empty_streams)):
+            asyncio.create_task(self._ask_one(run, number, model, instance, ask, limiter, broken_streams)):
                 (model, instance)
             for model, instance in run.members
             if (model, instance) not in run.dropped
@@ -320,7 +320,7 @@ class ConsortiumOrchestrator:
                     results[tasks[task]] = member = task.result()
                     if member.error:
                         run.dropped[tasks[task]] = f"it failed in round {number} ({member.error})"
-            await self._one_at_a_time(run, number, ask, limiter, results, empty_streams)
+            await self._one_at_a_time(run, number, ask, limiter, results, broken_streams)
         except (asyncio.CancelledError, PluginInterrupted) as exc:
             reason = f"Cancelled: the run was {'interrupted' if isinstance(exc, PluginInterrupted) else 'cancelled'}"
             raise
@@ -335,17 +335,18 @@ class ConsortiumOrchestrator:
                 self._emit("member_finished", run, number, late, prompt)
         return [results[key] for key in run.members]
 
-    async def _one_at_a_time(self, run, number, ask: Ask, limiter, results: dict, empty_streams: set) -> None:
+    async def _one_at_a_time(self, run, number, ask: Ask, limiter, results: dict, broken_streams: set) -> None:
         """llama.cpp's interrupt pattern: several members of one server
-        (``api_base``) whose streams came back empty in this round. Its
-        server (llama-cpp-python's, by default) ends the request in flight
-        when another arrives, so members asked at once cancel each other.
+        (``api_base``) whose streams came back empty or cut short in this
+        round. Its server (llama-cpp-python's, by default) ends the request
+        in flight when another arrives, so members asked at once cancel
+        each other (each is asked again unstreamed first: see members).
         Those that still have no answer are asked again one at a time, and
         the run's notes say how to start the server so that it does not."""
         by_server: dict[str, list] = {}
         for key in run.members:
             base = getattr(run.handles[key[0]].model, "api_base", None)
-            if key in empty_streams and base:
+            if key in broken_streams and base:
                 by_server.setdefault(str(base), []).append(key)
         quorum = self.config.quorum or len(run.members)
         for base, keys in by_server.items():
@@ -364,7 +365,7 @@ class ConsortiumOrchestrator:
                 else:
                     run.dropped.pop(key, None)
 
-    async def _ask_one(self, run, number, model, instance, ask: Ask, limiter, empty_streams: set) -> MemberResult:
+    async def _ask_one(self, run, number, model, instance, ask: Ask, limiter, broken_streams: set) -> MemberResult:
         ask = fit(run.handles[model], replace(ask, options=run.options.get(model)))
         outcome = await self.call(
             run.handles[model],
@@ -383,8 +384,8 @@ class ConsortiumOrchestrator:
             model, instance, outcome.text, outcome.error, round(outcome.seconds, 3), outcome.usage, outcome.attempts,
             queued=round(outcome.queued, 3),
         )
-        if outcome.empty_stream:
-            empty_streams.add((model, instance))
+        if outcome.broken_stream:
+            broken_streams.add((model, instance))
         run.usage.add(outcome.usage)
         self._emit("member_finished", run, number, member, ask.prompt)
         return member
@@ -411,8 +412,8 @@ def interrupt_note(api_base: str, count: int) -> str:
     from urllib.parse import urlsplit
 
     where = urlsplit(api_base).netloc.rpartition("@")[2] or api_base  # never a user:password@
-    return (f"{count} members on {where} came back empty at once, as when llama.cpp's server cancels a request "
-            "for each new one: start it with --interrupt_requests False")
+    return (f"{count} members on {where} came back empty or cut short at once, as when llama.cpp's server "
+            "cancels a request for each new one: start it with --interrupt_requests False")
 
 
 def join_system(*parts: str | None) -> str | None:

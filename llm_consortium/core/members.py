@@ -87,10 +87,10 @@ class CallOutcome:
     queued: float = 0.0  # waiting for a turn (--max-concurrency, a busy sync model)
     attempts: int = 0
     cancelled: bool = False
-    # A streamed reply came back empty (and was asked for again without
-    # streaming): a failure inside a 200 stream, or a server that ended it
-    # for another request (llama.cpp's interrupt_requests).
-    empty_stream: bool = False
+    # A streamed reply came back empty or cut short (and was asked for again
+    # without streaming): a failure inside a 200 stream, or a server that
+    # ended it for another request (llama.cpp's interrupt_requests).
+    broken_stream: bool = False
 
 
 def resolve_models(names: list[str]) -> dict[str, ModelHandle]:
@@ -449,22 +449,22 @@ async def _answer(handle, ask: Ask, on_chunk, on_tool_call, turn, outcome: CallO
     """One attempt: the reply's text and usage; a reply with no text is an
     ``EmptyReply``.
 
-    A streamed reply that comes back empty is asked for once more without
-    streaming, to learn why: servers report some failures only inside a
-    200 stream, where the client cannot see them. llama-cpp-python's server
-    answers a prompt over its context with an empty stream but, unstreamed,
-    with HTTP 400 ``context_length_exceeded``; older llama.cpp builds send
-    an ``error:`` line that the OpenAI client skips; and llama.cpp's
-    ``interrupt_requests`` ends a stream when another request arrives. The
-    second reply is the answer, or its error the cause. Not for a sync
-    model (local ones raise their errors) nor a tool chain (its tools would
-    run again)."""
+    A streamed reply that comes back empty, or cut short, is asked for once
+    more without streaming, to learn why: servers report some failures
+    only inside a 200 stream, where the client cannot see them.
+    llama-cpp-python's server answers a prompt over its context with an
+    empty stream but, unstreamed, with HTTP 400 ``context_length_exceeded``;
+    older llama.cpp builds send an ``error:`` line that the OpenAI client
+    skips; and llama.cpp's ``interrupt_requests`` ends a stream, empty or
+    mid-reply, when another request arrives. The second reply is the
+    answer, or its error the cause. Not for a sync model (local ones raise
+    their errors) nor a tool chain (its tools would run again)."""
     ask_again = handle.is_async and not ask.tools and getattr(handle.model, "can_stream", False)
-    text, usage = await _consume(handle, ask, on_chunk, on_tool_call, turn, stream=True)
-    if ask_again and not text.strip():
-        outcome.empty_stream = True
+    text, usage, finished = await _consume(handle, ask, on_chunk, on_tool_call, turn, stream=True)
+    if ask_again and not (text.strip() and finished):
+        outcome.broken_stream = True
         try:
-            text, more = await _consume(handle, ask, on_chunk, on_tool_call, turn, stream=False)
+            text, more, _ = await _consume(handle, ask, on_chunk, on_tool_call, turn, stream=False)
         except Exception as exc:
             if http_status(exc) is None and getattr(exc, "request", None) is None:
                 # Not the server's word (a body not in the API's format breaks the client): no cause learnt.
@@ -476,16 +476,17 @@ async def _answer(handle, ask: Ask, on_chunk, on_tool_call, turn, outcome: CallO
     return text, usage
 
 
-async def _consume(handle, ask: Ask, on_chunk, on_tool_call, turn, stream: bool) -> tuple[str, Usage]:
+async def _consume(handle, ask: Ask, on_chunk, on_tool_call, turn, stream: bool) -> tuple[str, Usage, bool]:
     """One response: its text, cleaned so that it can be stored and sent
-    on, and its usage. A sync model's ``turn`` is handed to the thread that
+    on, its usage, and whether it ended as a whole reply does (see
+    ``_finished``). A sync model's ``turn`` is handed to the thread that
     calls it. Whatever the plugin raises that is not an ``Exception`` comes
     out as ``PluginAborted``.
 
     A tool chain is several responses: the chunks of each are passed on,
     the text is the last one's (the answer after the tool calls), and the
     usage is all of theirs."""
-    usage = Usage()
+    usage, finished = Usage(), True
     if handle.is_async:
         pieces = []
         with plugin_code():
@@ -497,6 +498,7 @@ async def _consume(handle, ask: Ask, on_chunk, on_tool_call, turn, stream: bool)
                 # Priced in a thread: the first price waits for genai-prices' import
                 # (most of a second), which must not stall the other members' calls.
                 usage.add(await asyncio.to_thread(_usage, handle, await step.usage()))
+                finished = _finished(step)
     else:
         loop = asyncio.get_running_loop()
 
@@ -514,7 +516,19 @@ async def _consume(handle, ask: Ask, on_chunk, on_tool_call, turn, stream: bool)
 
         turn.handed = True
         pieces = await in_daemon_thread(run_sync, then=turn.turns.give_back)
-    return "".join(pieces), usage
+    return "".join(pieces), usage, finished
+
+
+def _finished(response) -> bool:
+    """False for a streamed reply that ended without a ``finish_reason``:
+    the server ended it mid-reply (llama.cpp's ``interrupt_requests``
+    sends ``[DONE]`` after what it had). llm's OpenAI-compatible models
+    record a stream as ``response_json`` with its ``content``, and the
+    ``finish_reason`` that a chunk gave, left out when none did. Other
+    models record no such thing, and are taken as finished."""
+    data = response.response_json
+    return not (isinstance(data, dict) and data.get("object") == "chat.completion.chunk"
+                and "content" in data and "finish_reason" not in data)
 
 
 @contextmanager
