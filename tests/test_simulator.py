@@ -382,3 +382,21 @@ def test_reset_releases_requests_waiting_on_a_llamacpp_server(sim):
     while any(r.finished is None for r in hung) and time.perf_counter() - start < 2:
         time.sleep(0.01)
     assert all(r.finished is not None for r in hung)
+
+
+def test_an_interrupted_stream_ends_with_what_it_had_sent_and_no_finish_reason(sim):
+    reply = "one two three four five six seven eight nine"
+    sim.add_many(["sim-a", "sim-b"], reply=reply, chunk_delay=0.2, server="llama", interrupt_requests=True)
+
+    async def run():
+        first = llm.get_async_model("sim-a").prompt("hi")
+        task = asyncio.create_task(first.text())
+        while not (sim.requests and sim.requests[0].sent):
+            await asyncio.sleep(0.01)
+        second = await llm.get_async_model("sim-b").prompt("hi").text()
+        return await task, first.response_json, second
+
+    text, response_json, second = asyncio.run(run())
+    assert text and reply.startswith(text) and text != reply
+    assert "finish_reason" not in response_json  # as llm records a stream that gave none
+    assert second == reply
