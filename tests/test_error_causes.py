@@ -140,10 +140,12 @@ def test_members_that_interrupt_each_other_on_one_server_all_answer_with_a_hint(
     interrupt_requests, one answered and two came back empty (measured)."""
     names = ["m1", "m2", "m3"]
     sim.add_many(names, reply="Paris.", latency=0.3, server="llama", interrupt_requests=True)
-    sim.add("judge", reply=arbiter_xml("Paris.", 0.9))
-    result, notes = run_noting(sim, names)
-    assert [m["text"] for m in result["model_responses"]] == ["Paris."] * 3
-    assert notes == [f"3 members on 127.0.0.1:{sim.port} {HINT}"]
+    sim.add("judge", reply=arbiter_xml("Paris.", 0.5))
+    result, notes = run_noting(sim, names, max_iterations=2, confidence_threshold=0.9)
+    assert len(result["iterations"]) == 2
+    for round_ in result["iterations"]:
+        assert [m["text"] for m in round_["model_responses"]] == ["Paris."] * 3
+    assert notes == [f"Members on 127.0.0.1:{sim.port} {HINT}"]  # once, though both rounds had it
 
 
 def test_members_of_one_server_empty_even_unstreamed_are_asked_again_one_at_a_time(sim):
@@ -154,7 +156,7 @@ def test_members_of_one_server_empty_even_unstreamed_are_asked_again_one_at_a_ti
     first, second = sorted((sim.calls(name)[2] for name in ("m1", "m2")), key=lambda r: r.started)
     assert first.finished <= second.started  # one at a time
     assert [len(sim.calls(name)) for name in ("m1", "m2")] == [3, 3]
-    assert notes == [f"2 members on 127.0.0.1:{sim.port} {HINT}"]
+    assert notes == [f"Members on 127.0.0.1:{sim.port} {HINT}"]
 
 
 def test_one_empty_member_is_no_interrupt_pattern(sim):

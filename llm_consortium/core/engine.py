@@ -352,8 +352,8 @@ class ConsortiumOrchestrator:
         for base, keys in by_server.items():
             if len(keys) < 2:
                 continue
-            note = interrupt_note(base, len(keys))
-            if note not in run.notes:
+            note = interrupt_note(base)
+            if note not in run.notes:  # once a run, however many rounds see it
                 run.notes.append(note)
             for key in keys:
                 if results[key].ok or sum(r.ok for r in results.values()) >= quorum:
@@ -407,12 +407,12 @@ def members_of(models: list[str], handles: dict) -> list[tuple[str, int]]:
     return members
 
 
-def interrupt_note(api_base: str, count: int) -> str:
+def interrupt_note(api_base: str) -> str:
     """The one-line hint for llama.cpp's interrupt pattern on ``api_base``."""
     from urllib.parse import urlsplit
 
     where = urlsplit(api_base).netloc.rpartition("@")[2] or api_base  # never a user:password@
-    return (f"{count} members on {where} came back empty or cut short at once, as when llama.cpp's server "
+    return (f"Members on {where} came back empty or cut short at once, as when llama.cpp's server "
             "cancels a request for each new one: start it with --interrupt_requests False")
 
 
