@@ -292,7 +292,9 @@ class ConsortiumOrchestrator:
 
     async def _ask_members(self, run: Run, number: int, prompt: str, limiter) -> list[MemberResult]:
         """Every member still in the run at once; with a quorum, stop waiting
-        once enough answered. A member that fails is dropped for later rounds."""
+        once enough answered. A member that fails is dropped for later rounds.
+        Members of one server that cut each other off are asked again one at
+        a time (``_one_at_a_time``)."""
         config = self.config
         # With a schema the answer is the JSON, so no <answer> block is asked for.
         instructions = None if run.schema is not None else member_instructions(config.method)
