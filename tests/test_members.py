@@ -104,3 +104,17 @@ def test_a_failed_connection_names_host_and_port_but_never_credentials(no_keys):
         exc.__cause__ = cause
     assert describe(exc) == ("APIConnectionError: Connection error. (llm.example:8443: "
                              "ConnectionRefusedError: [Errno 111] Connection refused)")
+
+
+def test_an_httpx_error_without_its_request_is_still_described():
+    import httpx2
+
+    from llm_consortium.core.members import describe
+
+    try:
+        try:
+            raise OSError("All connection attempts failed")
+        except OSError as cause:
+            raise httpx2.ConnectError("All connection attempts failed") from cause
+    except httpx2.ConnectError as exc:
+        assert describe(exc) == "ConnectError: All connection attempts failed"

@@ -212,6 +212,14 @@ def describe(exc: BaseException) -> str:
     return described
 
 
+def request_of(exc: BaseException):
+    """The HTTP request an error came from (openai's, httpx's), or None."""
+    try:
+        return getattr(exc, "request", None)
+    except RuntimeError:  # httpx's errors raise it when no request was set
+        return None
+
+
 def _said(exc: BaseException) -> str:
     """What an error says. A connection that failed without an HTTP status
     also says where to and why: the OpenAI client's text is only
@@ -219,7 +227,7 @@ def _said(exc: BaseException) -> str:
     and the chain of causes hold the host and, at its root, the reason
     ("[Errno 111] Connection refused", "peer closed connection ...")."""
     said = str(exc)
-    request = getattr(exc, "request", None)
+    request = request_of(exc)
     if http_status(exc) is not None or request is None or exc.__cause__ is None:
         return said
     from urllib.parse import urlsplit
@@ -466,7 +474,7 @@ async def _answer(handle, ask: Ask, on_chunk, on_tool_call, turn, outcome: CallO
         try:
             text, more, _ = await _consume(handle, ask, on_chunk, on_tool_call, turn, stream=False)
         except Exception as exc:
-            if http_status(exc) is None and getattr(exc, "request", None) is None:
+            if http_status(exc) is None and request_of(exc) is None:
                 # Not the server's word (a body not in the API's format breaks the client): no cause learnt.
                 raise EmptyReply(EMPTY) from exc
             raise
