@@ -99,3 +99,16 @@ def test_an_arbiter_plugin_raising_system_exit_leaves_the_members_to_decide(sim,
     assert "Traceback" not in proc.stderr
     synthesis = json.loads(proc.stdout)["synthesis"]
     assert synthesis["synthesis"] == "Paris." and "SystemExit: 3" in synthesis["fallback"]
+
+
+def test_a_plugin_s_keyboard_interrupt_under_llm_m_ends_the_run_as_interrupted(sim):
+    sim.add("m2", reply="Paris.")
+    sim.add("judge", reply=arbiter_xml("Paris.", 0.9))
+    saved = llm_with_raising_plugin("sync", "KeyboardInterrupt", "consortium", "save", "team", "-m", "raising",
+                                    "-m", "m2", "--arbiter", "judge")
+    assert saved.returncode == 0, saved.stderr
+    proc = llm_with_raising_plugin("sync", "KeyboardInterrupt", "-m", "team", "Capital of France?")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "Interrupted: the plugin of model raising raised KeyboardInterrupt" in proc.stderr
+    assert recorded_status() == "interrupted"
