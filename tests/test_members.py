@@ -78,3 +78,43 @@ def test_redact_removes_every_secret_llm_knows_longest_first(no_keys, monkeypatc
     text = "got acme-secret-1-and-more, acme-secret-1, stored-key-0042, yaml-key-000001, header-key-0001 as json"
     assert redact(text) == "got [redacted], [redacted], [redacted], [redacted], [redacted] as json"
     assert llm.user_dir() == no_keys
+
+
+def test_a_plugin_s_base_exception_is_described_as_it_was_raised():
+    from llm_consortium.core.members import PluginAborted, describe
+
+    assert describe(PluginAborted(SystemExit(3))) == "SystemExit: 3"
+    assert describe(PluginAborted(KeyboardInterrupt())) == "KeyboardInterrupt: no message"
+
+
+def test_a_failed_connection_names_host_and_port_but_never_credentials(no_keys):
+    from llm_consortium.core.members import describe
+
+    class Request:
+        url = "https://user:hunter22@llm.example:8443/v1/chat/completions?key=AIzaSecret"
+
+    exc = APIConnectionError("Connection error.")
+    exc.request = Request()
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except OSError as os_error:
+            raise RuntimeError("All connection attempts failed") from os_error
+    except RuntimeError as cause:
+        exc.__cause__ = cause
+    assert describe(exc) == ("APIConnectionError: Connection error. (llm.example:8443: "
+                             "ConnectionRefusedError: [Errno 111] Connection refused)")
+
+
+def test_an_httpx_error_without_its_request_is_still_described():
+    import httpx2
+
+    from llm_consortium.core.members import describe
+
+    try:
+        try:
+            raise OSError("All connection attempts failed")
+        except OSError as cause:
+            raise httpx2.ConnectError("All connection attempts failed") from cause
+    except httpx2.ConnectError as exc:
+        assert describe(exc) == "ConnectError: All connection attempts failed"

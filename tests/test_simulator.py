@@ -261,3 +261,142 @@ def test_standalone_demo_prints_its_models_and_a_command_that_works(sim, tmp_pat
         remaining = read_until_closed([demo.stderr.fileno()])[demo.stderr.fileno()]
         assert demo.wait(10) == 0
     assert remaining == b""
+
+
+# llama.cpp's servers, as measured (LLM-NOTES): failures inside a 200 stream, one request at a time.
+
+
+def raw_post(sim, name, stream):
+    """The bytes of a reply as they come over the wire (what the client may skip)."""
+    import http.client
+    import json
+
+    connection = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
+    body = json.dumps({"model": name, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+    connection.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    try:
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_context_overflow_is_an_empty_stream_but_a_400_unstreamed(sim):
+    import openai
+
+    sim.add("sim-a", reply="fits", n_ctx=5)
+    model = llm.get_model("sim-a")
+    assert model.prompt("one two three", stream=False).text() == "fits"
+    long = " ".join(["word"] * 6)
+    assert "".join(model.prompt(long)) == ""
+    with pytest.raises(openai.BadRequestError) as info:
+        model.prompt(long, stream=False).text()
+    assert info.value.body["code"] == "context_length_exceeded"
+    assert info.value.body["message"].startswith("This model's maximum context length is 5 tokens. However, "
+                                                 "you requested 6 tokens")
+    assert [(r.stream, r.status) for r in sim.calls("sim-a")] == [(False, 200), (True, 200), (False, 400)]
+
+
+def test_an_error_line_in_a_stream_is_skipped_by_the_client(sim):
+    import openai
+
+    sim.add("sim-a", status=400, error_message="old llama.cpp says no", stream_error="error_line")
+    model = llm.get_model("sim-a")
+    assert "".join(model.prompt("hi")) == ""
+    with pytest.raises(openai.BadRequestError, match="old llama.cpp says no"):
+        model.prompt("hi", stream=False).text()
+    status, body = raw_post(sim, "sim-a", stream=True)
+    assert status == 200 and body.startswith(b'error: {"message": "old llama.cpp says no"')
+
+
+def test_a_data_error_event_in_a_stream_is_raised_by_the_client(sim):
+    import openai
+
+    sim.add("sim-a", status=400, error_message="broken mid-stream", stream_error="data")
+    with pytest.raises(openai.APIError, match="broken mid-stream"):
+        "".join(llm.get_model("sim-a").prompt("hi"))
+    status, body = raw_post(sim, "sim-a", stream=True)
+    assert status == 200 and body.startswith(b'data: {"error": {"message": "broken mid-stream"')
+
+
+def test_an_unknown_stream_error_is_refused(sim):
+    with pytest.raises(ValueError, match="stream_error must be one of"):
+        sim.add("sim-a", status=400, stream_error="smoke")
+
+
+def parallel_streams(names):
+    async def run():
+        return await asyncio.gather(*(llm.get_async_model(name).prompt("hi").text() for name in names))
+
+    return asyncio.run(run())
+
+
+def test_one_llamacpp_server_interrupts_the_stream_in_flight(sim):
+    """Three streams at once on one server with interrupt_requests (its
+    default): each arrival ends the one in flight at once, empty."""
+    names = ["sim-a", "sim-b", "sim-c"]
+    sim.add_many(names, reply="an answer", latency=0.5, server="llama", interrupt_requests=True)
+    start = time.perf_counter()
+    texts = parallel_streams(names)
+    assert sorted(texts) == ["", "", "an answer"]
+    empty = [r for r in sim.requests if not r.sent]
+    assert len(empty) == 2 and all(r.status == 200 and r.finished - start < 0.5 for r in empty)  # before the latency
+
+
+def test_one_llamacpp_server_without_interrupts_serves_one_request_at_a_time(sim):
+    names = ["sim-a", "sim-b", "sim-c"]
+    sim.add_many(names, reply="an answer", latency=0.2, server="llama")
+    assert parallel_streams(names) == ["an answer"] * 3
+    served = sorted((r.sent[0][0], r.finished) for r in sim.requests)
+    assert all(first_done <= next_sent for (_, first_done), (next_sent, _) in zip(served, served[1:]))
+
+
+def test_a_request_not_streamed_is_not_interrupted(sim):
+    sim.add_many(["sim-a", "sim-b"], reply="an answer", latency=0.3, server="llama", interrupt_requests=True)
+
+    async def run():
+        first = asyncio.create_task(llm.get_async_model("sim-a").prompt("hi", stream=False).text())
+        while not sim.requests:
+            await asyncio.sleep(0.01)
+        return await asyncio.gather(first, llm.get_async_model("sim-b").prompt("hi").text())
+
+    assert asyncio.run(run()) == ["an answer", "an answer"]
+
+
+def test_reset_releases_requests_waiting_on_a_llamacpp_server(sim):
+    sim.add_many(["sim-a", "sim-b"], latency=30, server="llama")
+
+    async def run():
+        tasks = [asyncio.create_task(llm.get_async_model(n).prompt("hi").text()) for n in ("sim-a", "sim-b")]
+        while len(sim.requests) < 2:
+            await asyncio.sleep(0.01)
+        hung = list(sim.requests)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return hung
+
+    hung = asyncio.run(run())
+    start = time.perf_counter()
+    sim.reset()
+    while any(r.finished is None for r in hung) and time.perf_counter() - start < 2:
+        time.sleep(0.01)
+    assert all(r.finished is not None for r in hung)
+
+
+def test_an_interrupted_stream_ends_with_what_it_had_sent_and_no_finish_reason(sim):
+    reply = "one two three four five six seven eight nine"
+    sim.add_many(["sim-a", "sim-b"], reply=reply, chunk_delay=0.2, server="llama", interrupt_requests=True)
+
+    async def run():
+        first = llm.get_async_model("sim-a").prompt("hi")
+        task = asyncio.create_task(first.text())
+        while not (sim.requests and sim.requests[0].sent):
+            await asyncio.sleep(0.01)
+        second = await llm.get_async_model("sim-b").prompt("hi").text()
+        return await task, first.response_json, second
+
+    text, response_json, second = asyncio.run(run())
+    assert text and reply.startswith(text) and text != reply
+    assert "finish_reason" not in response_json  # as llm records a stream that gave none
+    assert second == reply

@@ -18,7 +18,7 @@ from .budget import BudgetStop, over_budget, with_max_tokens
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
 from .judging import Caller, judge_round, real_call
 from .members import (
-    CHAIN_LIMIT, Ask, ModelHandle, check_keys, describe, fit, member_options, resolve_models,
+    CHAIN_LIMIT, Ask, ModelHandle, PluginInterrupted, check_keys, describe, fit, member_options, resolve_models,
 )
 from .methods import member_instructions
 from .outcome import outcome_of
@@ -258,14 +258,14 @@ class ConsortiumOrchestrator:
                 await self._rounds(run, limiter)
             else:
                 await self._judge_given(run, answers, limiter)
-        except ConsortiumError as exc:
-            self._fail(run, "failed", str(exc))
+        except ConsortiumError as exc:  # a plugin's KeyboardInterrupt too (PluginInterrupted): "interrupted"
+            self._fail(run, "interrupted" if isinstance(exc, PluginInterrupted) else "failed", str(exc))
             exc.result = run.to_dict()
             raise
         except (asyncio.CancelledError, KeyboardInterrupt):
             self._fail(run, "cancelled", "cancelled by the user")
             raise
-        except Exception as exc:  # a bug of ours or a plugin's: still leave a record
+        except BaseException as exc:  # a bug of ours or a plugin's, whatever its type: still leave a record
             self._fail(run, "failed", describe(exc))
             raise
         run.finished = datetime.now(timezone.utc)
@@ -323,7 +323,9 @@ class ConsortiumOrchestrator:
 
     async def _ask_members(self, run: Run, number: int, prompt: str, limiter) -> list[MemberResult]:
         """Every member still in the run at once; with a quorum, stop waiting
-        once enough answered. A member that fails is dropped for later rounds."""
+        once enough answered. A member that fails is dropped for later rounds.
+        Members of one server that cut each other off are asked again one at
+        a time (``_one_at_a_time``)."""
         config = self.config
         # With a schema the answer is the JSON, so no <answer> block is asked for.
         instructions = None if run.schema is not None else member_instructions(config.method)
@@ -333,8 +335,10 @@ class ConsortiumOrchestrator:
             key: MemberResult(*key, error=f"Not asked again: {reason}", attempts=0)
             for key, reason in run.dropped.items()
         }
+        broken_streams: set[tuple[str, int]] = set()  # members whose streamed reply came back empty or cut short
         tasks = {
-            asyncio.create_task(self._ask_one(run, number, model, instance, ask, limiter)): (model, instance)
+            asyncio.create_task(self._ask_one(run, number, model, instance, ask, limiter, broken_streams)):
+                (model, instance)
             for model, instance in run.members
             if (model, instance) not in run.dropped
         }
@@ -349,8 +353,10 @@ class ConsortiumOrchestrator:
                     results[tasks[task]] = member = task.result()
                     if member.error:
                         run.dropped[tasks[task]] = f"it failed in round {number} ({member.error})"
-        except asyncio.CancelledError:
-            reason, by_quorum = "Cancelled: the run was cancelled", False
+            await self._one_at_a_time(run, number, ask, limiter, results, broken_streams)
+        except (asyncio.CancelledError, PluginInterrupted) as exc:
+            ended = "interrupted" if isinstance(exc, PluginInterrupted) else "cancelled"
+            reason, by_quorum = f"Cancelled: the run was {ended}", False
             raise
         finally:
             # Members still answering are stopped and recorded as cancelled,
@@ -364,7 +370,37 @@ class ConsortiumOrchestrator:
                 self._emit("member_finished", run, number, late, prompt)
         return [results[key] for key in run.members]
 
-    async def _ask_one(self, run, number, model, instance, ask: Ask, limiter) -> MemberResult:
+    async def _one_at_a_time(self, run, number, ask: Ask, limiter, results: dict, broken_streams: set) -> None:
+        """llama.cpp's interrupt pattern: several members of one server
+        (``api_base``) whose streams came back empty or cut short in this
+        round. Its server (llama-cpp-python's, by default) ends the request
+        in flight when another arrives, so members asked at once cancel
+        each other (each is asked again unstreamed first: see members).
+        Those that still have no answer are asked again one at a time, and
+        the run's notes say how to start the server so that it does not."""
+        by_server: dict[str, list] = {}
+        for key in run.members:
+            base = getattr(run.handles[key[0]].model, "api_base", None)
+            if key in broken_streams and base:
+                by_server.setdefault(str(base), []).append(key)
+        quorum = self.config.quorum or len(run.members)
+        for base, keys in by_server.items():
+            if len(keys) < 2:
+                continue
+            note = interrupt_note(base)
+            if note not in run.notes:  # once a run, however many rounds see it
+                run.notes.append(note)
+            for key in keys:
+                if results[key].ok or sum(r.ok for r in results.values()) >= quorum:
+                    continue
+                self._emit("member_retry", run, number, *key, results[key].error, 0.0)
+                results[key] = member = await self._ask_one(run, number, *key, ask, limiter, set())
+                if member.error:
+                    run.dropped[key] = f"it failed in round {number} ({member.error})"
+                else:
+                    run.dropped.pop(key, None)
+
+    async def _ask_one(self, run, number, model, instance, ask: Ask, limiter, broken_streams: set) -> MemberResult:
         ask = fit(run.handles[model], replace(ask, options=with_max_tokens(run, model, run.options.get(model))))
         outcome = await self.call(
             run.handles[model],
@@ -383,6 +419,8 @@ class ConsortiumOrchestrator:
             model, instance, outcome.text, outcome.error, round(outcome.seconds, 3), outcome.usage, outcome.attempts,
             queued=round(outcome.queued, 3),
         )
+        if outcome.broken_stream:
+            broken_streams.add((model, instance))
         run.usage.add(outcome.usage)
         self._emit("member_finished", run, number, member, ask.prompt)
         return member
@@ -402,6 +440,15 @@ def members_of(models: list[str], handles: dict) -> list[tuple[str, int]]:
             seen[model] = seen.get(model, 0) + 1
             members.append((model, seen[model]))
     return members
+
+
+def interrupt_note(api_base: str) -> str:
+    """The one-line hint for llama.cpp's interrupt pattern on ``api_base``."""
+    from urllib.parse import urlsplit
+
+    where = urlsplit(api_base).netloc.rpartition("@")[2] or api_base  # never a user:password@
+    return (f"Members on {where} came back empty or cut short at once, as when llama.cpp's server "
+            "cancels a request for each new one: start it with --interrupt_requests False")
 
 
 def join_system(*parts: str | None) -> str | None:

@@ -16,10 +16,11 @@ import re
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from .config import ConsortiumConfigError, UnknownModelsError, split_count
+from .config import ConsortiumConfigError, ConsortiumError, UnknownModelsError, split_count
 from . import pricing, schemas
 from .results import Usage
 from .safetext import clean
@@ -42,6 +43,32 @@ class EmptyReply(Exception):
     that was not the API's format, such as an HTML error page)."""
 
 
+EMPTY = "the model returned no text (an empty answer, or a reply not in the API's format)"
+
+
+class PluginAborted(Exception):
+    """A model's plugin raised a ``BaseException`` that is not an
+    ``Exception`` (``SystemExit``, ``KeyboardInterrupt``, one of its own).
+
+    Carried as an ordinary failure of that call: raised as it is, it would
+    go through the event loop's task machinery, where ``SystemExit`` and
+    ``KeyboardInterrupt`` stop the loop (the process then waits forever
+    for a run that no longer runs), and the others escape every handler
+    that expects an ``Exception``."""
+
+    def __init__(self, raised: BaseException):
+        super().__init__(str(raised))
+        self.raised = raised
+
+
+class PluginInterrupted(ConsortiumError):
+    """A model's plugin raised ``KeyboardInterrupt``: the run ends, as
+    ``interrupted``, and not as a member's failure (the plugin asked for
+    the whole thing to stop) nor as a Ctrl-C of the person asking."""
+
+    status = "interrupted"
+
+
 @dataclass
 class ModelHandle:
     """A resolved llm model: the async implementation when there is one."""
@@ -60,6 +87,10 @@ class CallOutcome:
     queued: float = 0.0  # waiting for a turn (--max-concurrency, a busy sync model)
     attempts: int = 0
     cancelled: bool = False
+    # A streamed reply came back empty or cut short (and was asked for again
+    # without streaming): a failure inside a 200 stream, or a server that
+    # ended it for another request (llama.cpp's interrupt_requests).
+    broken_stream: bool = False
 
 
 def resolve_models(names: list[str]) -> dict[str, ModelHandle]:
@@ -144,12 +175,16 @@ def member_options(handles: dict[str, ModelHandle], options: dict) -> dict[str, 
 def is_transient(exc: BaseException) -> bool:
     if is_context_overflow(str(exc)):  # the same prompt will not fit next time either
         return False
-    status = getattr(exc, "status_code", None) or getattr(
-        getattr(exc, "response", None), "status_code", None
-    )
-    if isinstance(status, int):
+    status = http_status(exc)
+    if status is not None:
         return status in TRANSIENT_STATUSES
     return any(part in type(exc).__name__ for part in TRANSIENT_NAMES)
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status an error came with (openai's, anthropic's, httpx's), or None."""
+    status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
 
 
 _CONTEXT_OVERFLOW = re.compile(
@@ -166,13 +201,48 @@ def is_context_overflow(error: str) -> bool:
 def describe(exc: BaseException) -> str:
     """One line for an error: secrets redacted first, then cut to length, so
     that no part of a key survives the cut."""
-    message = redact(clean(" ".join(str(exc).split()))) or "no message"
+    if isinstance(exc, PluginAborted):  # named as the plugin raised it
+        exc = exc.raised
+    message = redact(clean(" ".join(_said(exc).split()))) or "no message"
     if len(message) > MAX_ERROR_CHARS:
         message = message[:MAX_ERROR_CHARS] + "…"
     described = f"{type(exc).__name__}: {message}"
     if is_context_overflow(message):
         return f"The prompt does not fit the model's context window ({described})"
     return described
+
+
+def request_of(exc: BaseException):
+    """The HTTP request an error came from (openai's, httpx's), or None."""
+    try:
+        return getattr(exc, "request", None)
+    except RuntimeError:  # httpx's errors raise it when no request was set
+        return None
+
+
+def _said(exc: BaseException) -> str:
+    """What an error says. A connection that failed without an HTTP status
+    also says where to and why: the OpenAI client's text is only
+    "Connection error." (or "Request timed out."), while the request's URL
+    and the chain of causes hold the host and, at its root, the reason
+    ("[Errno 111] Connection refused", "peer closed connection ...")."""
+    said = str(exc)
+    request = request_of(exc)
+    if http_status(exc) is not None or request is None or exc.__cause__ is None:
+        return said
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(str(request.url))
+        port = url.port or {"https": 443, "http": 80}.get(url.scheme)
+    except (AttributeError, ValueError):  # not an HTTP request as httpx has it
+        return said
+    where = f"{url.hostname}:{port}" if port else url.hostname
+    root, seen = exc.__cause__, 0
+    while (root.__cause__ or root.__context__) is not None and seen < 10:
+        root, seen = root.__cause__ or root.__context__, seen + 1
+    reason = f"{type(root).__name__}: {root}" if str(root) else type(root).__name__
+    return f"{said} ({where}: {reason})"
 
 
 def backoff_delay(backoff: float, attempt: int) -> float:
@@ -258,12 +328,15 @@ async def _attempts(handle, ask, timeout, attempts, backoff, limiter, on_attempt
                     outcome.queued += time.perf_counter() - waited
                     deadline = None if timeout is None else time.perf_counter() + timeout
                     text, usage = await asyncio.wait_for(
-                        _consume(handle, ask, deliver, on_tool_call, turn), timeout
+                        _answer(handle, ask, deliver, on_tool_call, turn, outcome), timeout
                     )
             finally:
                 if turn is not None and not turn.handed:
                     turn.turns.give_back()
         except Exception as exc:  # a model's failure is data, whatever its type
+            if isinstance(exc, PluginAborted) and isinstance(exc.raised, KeyboardInterrupt):
+                raise PluginInterrupted(f"Interrupted: the plugin of model {handle.model_id} raised "
+                                        "KeyboardInterrupt") from exc
             if isinstance(exc, TimeoutError) and deadline is not None and time.perf_counter() >= deadline:
                 outcome.error = f"Timeout: no complete answer within {timeout:g} s"
                 break
@@ -320,8 +393,9 @@ def fit(handle: ModelHandle, ask: Ask) -> Ask:
     return replace(ask, prompt=prompt, schema=schema, attachments=attachments, tools=tools)
 
 
-def _start(handle: ModelHandle, ask: Ask, on_tool_call: Callable[[dict], None]):
-    """Start the model's response (llm calls the model as it is iterated).
+def _start(handle: ModelHandle, ask: Ask, on_tool_call: Callable[[dict], None], stream: bool):
+    """Start the model's response (llm calls the model as it is iterated),
+    streamed or not (``stream``, as llm's own).
 
     With tools it is llm's tool chain (``conversation.chain``), which runs
     each tool the model calls and sends back its result, as ``llm -T``
@@ -353,9 +427,9 @@ def _start(handle: ModelHandle, ask: Ask, on_tool_call: Callable[[dict], None]):
 
         return (conversation or handle.model.conversation()).chain(
             ask.prompt, tools=ask.tools, chain_limit=ask.chain_limit, after_call=after_call,
-            options=ask.options or {}, **kwargs,
+            options=ask.options or {}, stream=stream, **kwargs,
         )
-    return (conversation or handle.model).prompt(ask.prompt, **(ask.options or {}), **kwargs)
+    return (conversation or handle.model).prompt(ask.prompt, stream=stream, **(ask.options or {}), **kwargs)
 
 
 def _earlier_responses(handle: ModelHandle, messages: list) -> list:
@@ -379,45 +453,103 @@ def _earlier_responses(handle: ModelHandle, messages: list) -> list:
     return responses
 
 
-async def _consume(handle, ask: Ask, on_chunk, on_tool_call, turn) -> tuple[str, Usage]:
-    """One attempt: the reply's text, cleaned so that it can be stored and
-    sent on, and its usage. A reply with no text is an ``EmptyReply``.
-    A sync model's ``turn`` is handed to the thread that calls it.
+async def _answer(handle, ask: Ask, on_chunk, on_tool_call, turn, outcome: CallOutcome) -> tuple[str, Usage]:
+    """One attempt: the reply's text and usage; a reply with no text is an
+    ``EmptyReply``.
+
+    A streamed reply that comes back empty, or cut short, is asked for once
+    more without streaming, to learn why: servers report some failures
+    only inside a 200 stream, where the client cannot see them.
+    llama-cpp-python's server answers a prompt over its context with an
+    empty stream but, unstreamed, with HTTP 400 ``context_length_exceeded``;
+    older llama.cpp builds send an ``error:`` line that the OpenAI client
+    skips; and llama.cpp's ``interrupt_requests`` ends a stream, empty or
+    mid-reply, when another request arrives. The second reply is the
+    answer, or its error the cause. Not for a sync model (local ones raise
+    their errors) nor a tool chain (its tools would run again)."""
+    ask_again = handle.is_async and not ask.tools and getattr(handle.model, "can_stream", False)
+    text, usage, finished = await _consume(handle, ask, on_chunk, on_tool_call, turn, stream=True)
+    if ask_again and not (text.strip() and finished):
+        outcome.broken_stream = True
+        try:
+            text, more, _ = await _consume(handle, ask, on_chunk, on_tool_call, turn, stream=False)
+        except Exception as exc:
+            if http_status(exc) is None and request_of(exc) is None:
+                # Not the server's word (a body not in the API's format breaks the client): no cause learnt.
+                raise EmptyReply(EMPTY) from exc
+            raise
+        usage.add(more)
+    if not text.strip():
+        raise EmptyReply(EMPTY)
+    return text, usage
+
+
+async def _consume(handle, ask: Ask, on_chunk, on_tool_call, turn, stream: bool) -> tuple[str, Usage, bool]:
+    """One response: its text, cleaned so that it can be stored and sent
+    on, its usage, and whether it ended as a whole reply does (see
+    ``_finished``). A sync model's ``turn`` is handed to the thread that
+    calls it. Whatever the plugin raises that is not an ``Exception`` comes
+    out as ``PluginAborted``.
 
     A tool chain is several responses: the chunks of each are passed on,
     the text is the last one's (the answer after the tool calls), and the
     usage is all of theirs."""
-    usage = Usage()
+    usage, finished = Usage(), True
     if handle.is_async:
         pieces = []
-        async for step in _async_steps(_start(handle, ask, on_tool_call)):
-            pieces = []
-            async for chunk in step:
-                pieces.append(clean(chunk))
-                on_chunk(pieces[-1])
-            # Priced in a thread: the first price waits for genai-prices' import
-            # (most of a second), which must not stall the other members' calls.
-            usage.add(await asyncio.to_thread(_usage, handle, await step.usage()))
+        with plugin_code():
+            async for step in _async_steps(_start(handle, ask, on_tool_call, stream)):
+                pieces = []
+                async for chunk in step:
+                    pieces.append(clean(chunk))
+                    on_chunk(pieces[-1])
+                # Priced in a thread: the first price waits for genai-prices' import
+                # (most of a second), which must not stall the other members' calls.
+                usage.add(await asyncio.to_thread(_usage, handle, await step.usage()))
+                finished = _finished(step)
     else:
         loop = asyncio.get_running_loop()
 
         def run_sync():
             pieces = []
-            response = _start(handle, ask, lambda call: loop.call_soon_threadsafe(on_tool_call, call))
-            for step in _steps(response):
-                pieces = []
-                for chunk in step:
-                    pieces.append(clean(chunk))
-                    loop.call_soon_threadsafe(on_chunk, pieces[-1])
-                usage.add(_usage(handle, step.usage()))
+            with plugin_code():
+                response = _start(handle, ask, lambda call: loop.call_soon_threadsafe(on_tool_call, call), stream)
+                for step in _steps(response):
+                    pieces = []
+                    for chunk in step:
+                        pieces.append(clean(chunk))
+                        loop.call_soon_threadsafe(on_chunk, pieces[-1])
+                    usage.add(_usage(handle, step.usage()))
             return pieces
 
         turn.handed = True
         pieces = await in_daemon_thread(run_sync, then=turn.turns.give_back)
-    text = "".join(pieces)
-    if not text.strip():
-        raise EmptyReply("the model returned no text (an empty answer, or a reply not in the API's format)")
-    return text, usage
+    return "".join(pieces), usage, finished
+
+
+def _finished(response) -> bool:
+    """False for a streamed reply that ended without a ``finish_reason``:
+    the server ended it mid-reply (llama.cpp's ``interrupt_requests``
+    sends ``[DONE]`` after what it had). llm's OpenAI-compatible models
+    record a stream as ``response_json`` with its ``content``, and the
+    ``finish_reason`` that a chunk gave, left out when none did. Other
+    models record no such thing, and are taken as finished."""
+    data = response.response_json
+    return not (isinstance(data, dict) and data.get("object") == "chat.completion.chunk"
+                and "content" in data and "finish_reason" not in data)
+
+
+@contextmanager
+def plugin_code():
+    """Around a plugin's code: a ``BaseException`` that is not an
+    ``Exception`` becomes ``PluginAborted`` (see there). Cancellation (ours:
+    a timeout, a quorum, the run's) passes as it is."""
+    try:
+        yield
+    except (Exception, asyncio.CancelledError):
+        raise
+    except BaseException as exc:
+        raise PluginAborted(exc) from exc
 
 
 def _steps(response):

@@ -36,6 +36,13 @@ ERROR_TYPES = {
     404: "not_found_error",
     429: "rate_limit_error",
 }
+# How a streamed request can hear of a failure, besides its HTTP status
+# (``stream_error``): as llama.cpp's servers tell it, inside a 200 stream.
+STREAM_ERRORS = (
+    "empty",  # no event at all (llama-cpp-python's server, on a prompt over its context)
+    "error_line",  # an ``error: {...}`` line, which SSE clients skip (older llama.cpp builds)
+    "data",  # a ``data: {"error": {...}}`` event, which the OpenAI client raises
+)
 
 
 def _content_text(content: Any) -> str:
@@ -116,6 +123,9 @@ class _Script:
     supports_tools: bool = False  # llm sends it tools (-T)
     tool_calls: list | None = None  # [(name, arguments)] asked for before any tool result arrives
     model_name: str | None = None  # the name requests carry (the provider's), when not the model id
+    stream_error: str | None = None  # how a streamed request hears of a failure (STREAM_ERRORS)
+    n_ctx: int | None = None  # the context window, in tokens (words), as llama.cpp's --n_ctx
+    server: str | None = None  # the emulated llama.cpp server process that serves it (_Host)
     calls: int = 0
     replies_given: int = 0
 
@@ -155,6 +165,50 @@ def _stream_pieces(reply: str) -> list[str]:
     words = re.split(r"(?<=\s)(?=\S)", reply)
     size = max(WORDS_PER_CHUNK, -(-len(words) // MAX_CHUNKS))
     return ["".join(words[i : i + size]) for i in range(0, len(words), size)]
+
+
+class _Host:
+    """One emulated llama.cpp server process (llama-cpp-python's): it serves
+    one request at a time, whatever the model; the others wait. With
+    ``interrupt_requests`` (that server's default) a request that arrives
+    ends the streamed request in flight at its next step, as an empty
+    reply: the role chunk, then ``[DONE]``."""
+
+    def __init__(self, interrupt_requests: bool):
+        self.interrupt_requests = interrupt_requests
+        self._condition = threading.Condition()
+        self._waiting = 0
+        self._current: threading.Event | None = None  # set: the request in flight must stop
+
+    def enter(self, release: threading.Event) -> threading.Event | None:
+        """Wait for this server's turn; the returned event is set when a
+        request that arrived since wants the request in flight to end. None:
+        released (``reset``) while waiting."""
+        with self._condition:
+            self._waiting += 1
+            if self.interrupt_requests and self._current is not None:
+                self._current.set()
+            while self._current is not None and not release.is_set():
+                self._condition.wait(0.05)
+            self._waiting -= 1
+            if release.is_set():
+                return None
+            self._current = stop = threading.Event()
+            if self.interrupt_requests and self._waiting:
+                stop.set()
+            return stop
+
+    def leave(self) -> None:
+        with self._condition:
+            self._current = None
+            self._condition.notify_all()
+
+    def stop(self) -> None:
+        """End the request in flight (reset()/close(), once ``release`` is set)."""
+        with self._condition:
+            if self._current is not None:
+                self._current.set()
+            self._condition.notify_all()
 
 
 class _Server(ThreadingHTTPServer):
@@ -220,17 +274,44 @@ class _Handler(BaseHTTPRequestHandler):
         with provider._lock:
             script.calls += 1
             call_number = script.calls
-        if script.latency and release.wait(script.latency):
-            # Released by reset()/close(): hang up without answering.
+            host = provider._hosts.get(script.server)
+        if host is None:
+            return self._serve(provider, script, request, call_number, release, release)
+        stop = host.enter(release)
+        if stop is None:  # released by reset()/close() while waiting for its turn
             self.close_connection = True
             return
+        try:
+            # Only a stream is interrupted: llama-cpp-python checks between the chunks it sends.
+            self._serve(provider, script, request, call_number, release, stop if request.stream else release)
+        finally:
+            host.leave()
+
+    def _serve(self, provider: "SimProvider", script: _Script, request: Request, call_number: int,
+               release: threading.Event, stop: threading.Event):
+        """Answer one request; ``stop`` is set when it must end early: by
+        reset()/close() (``release``: hang up) or by a request that
+        interrupts it (an emulated llama.cpp server's)."""
+        prompt_tokens = _count_tokens(request.text)
+        if script.n_ctx is not None and prompt_tokens > script.n_ctx:
+            # llama-cpp-python's message and code (a 400 unless streamed; see STREAM_ERRORS).
+            message = (f"This model's maximum context length is {script.n_ctx} tokens. However, you requested "
+                       f"{prompt_tokens} tokens ({prompt_tokens} in the messages, 0 in the completion). "
+                       "Please reduce the length of the messages or completion.")
+            return self._send_failure(request, 400, message, "context_length_exceeded",
+                                      script.stream_error or "empty")
+        if script.latency and stop.wait(script.latency):
+            if release.is_set():  # released by reset()/close(): hang up without answering
+                self.close_connection = True
+                return
+            return self._send_interrupted(request)
         message = script.error_message
         if script.echo_headers:  # as some providers do: the request's headers, keys included
             message = f"{message or 'Unauthorized'}: " + json.dumps(request.headers)
         if script.status is not None:
-            return self._send_error(request, script.status, message)
+            return self._send_failure(request, script.status, message, None, script.stream_error)
         if call_number <= script.fail_first:
-            return self._send_error(request, script.fail_status, message)
+            return self._send_failure(request, script.fail_status, message, None, script.stream_error)
         if script.body is not None:
             return self._send_raw(request, script.body, script.content_type)
         if script.tool_calls and request.body.get("tools") and not any(
@@ -246,7 +327,6 @@ class _Handler(BaseHTTPRequestHandler):
             reply = "".join(re.split(r"(?<=\s)(?=\S)", reply)[:limit])
         usage = None
         if not script.no_usage:
-            prompt_tokens = _count_tokens(request.text)
             completion_tokens = _count_tokens(reply)
             usage = {
                 "prompt_tokens": prompt_tokens,
@@ -255,7 +335,7 @@ class _Handler(BaseHTTPRequestHandler):
             }
         if request.stream:
             cut = call_number <= script.cut_first
-            self._send_stream(request, reply, usage, script.chunk_delay, release, cut)
+            self._send_stream(request, reply, usage, script.chunk_delay, release, stop, cut)
         else:
             self._send_completion(request, reply, usage)
 
@@ -271,13 +351,45 @@ class _Handler(BaseHTTPRequestHandler):
         self._write_last(request, data)
 
     def _send_error(self, request: Request, status: int, message: str | None, code: str | None = None):
-        message = message or f"Simulated HTTP {status} from model {request.model!r}"
-        error_type = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-        self._send_json(
-            request,
-            status,
-            {"error": {"message": message, "type": error_type, "code": code or error_type}},
-        )
+        self._send_json(request, status, {"error": _error(request, status, message, code)})
+
+    def _send_failure(self, request: Request, status: int, message: str | None, code: str | None,
+                      in_stream: str | None):
+        """A failure: the HTTP status, or for a streamed request with
+        ``in_stream`` (one of STREAM_ERRORS) a 200 stream that tells it so."""
+        if not request.stream or in_stream is None:
+            return self._send_error(request, status, message, code)
+        self._start_events(request)
+        error = _error(request, status, message, code)
+        if in_stream == "error_line":
+            self._write_last(request, b"error: " + json.dumps(error).encode() + b"\n\n")
+        elif in_stream == "data":
+            self._write_last(request, b"data: " + json.dumps({"error": error}).encode() + b"\n\n")
+        else:
+            request.finished = time.perf_counter()
+
+    def _send_interrupted(self, request: Request):
+        """What llama-cpp-python's server sends a stream it interrupts before
+        any text: the role chunk, then ``[DONE]``."""
+        self._start_events(request)
+        chunk = {"id": f"chatcmpl-sim-{id(request):x}", "object": "chat.completion.chunk",
+                 "created": int(time.time()), "model": request.model,
+                 "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+        self._send_event(chunk)
+        self._write_last(request, b"data: [DONE]\n\n")
+
+    def _start_events(self, request: Request, length: int | None = None):
+        """A 200 event stream's headers; it ends when the connection closes.
+        ``length``: a Content-Length to promise (more than is sent cuts the body)."""
+        request.status = 200
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
 
     def _send_completion(self, request: Request, reply: str, usage: dict | None):
         payload = {
@@ -304,17 +416,11 @@ class _Handler(BaseHTTPRequestHandler):
         usage: dict | None,
         chunk_delay: float,
         release: threading.Event,
+        stop: threading.Event,
         cut: bool = False,
     ):
-        request.status = 200
-        self.close_connection = True
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        if cut:  # promise more than is sent: the client sees the body cut short
-            self.send_header("Content-Length", str(10**6))
-        self.end_headers()
+        # A cut reply promises more than is sent: the client sees the body cut short.
+        self._start_events(request, 10**6 if cut else None)
         base = {
             "id": f"chatcmpl-sim-{id(request):x}",
             "object": "chat.completion.chunk",
@@ -323,7 +429,12 @@ class _Handler(BaseHTTPRequestHandler):
         }
         pieces = _stream_pieces(reply)
         for index, piece in enumerate(pieces):
-            if index and chunk_delay and release.wait(chunk_delay):
+            if index and chunk_delay:
+                stop.wait(chunk_delay)
+            if stop.is_set():
+                if release.is_set():  # reset()/close(): hang up
+                    return
+                self._write_last(request, b"data: [DONE]\n\n")  # interrupted: the reply so far
                 return
             delta = {"content": piece}
             if index == 0:
@@ -356,12 +467,7 @@ class _Handler(BaseHTTPRequestHandler):
             choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
             return self._send_json(request, 200, {**base, "object": "chat.completion", "choices": [choice],
                                                   "usage": usage})
-        request.status = 200
-        self.close_connection = True
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Connection", "close")
-        self.end_headers()
+        self._start_events(request)
         base["object"] = "chat.completion.chunk"
         for call in calls:
             named = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
@@ -393,12 +499,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+def _error(request: Request, status: int, message: str | None, code: str | None) -> dict:
+    """An OpenAI-style error object."""
+    message = message or f"Simulated HTTP {status} from model {request.model!r}"
+    error_type = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"message": message, "type": error_type, "code": code or error_type}
+
+
 class SimProvider:
     """An OpenAI-compatible chat server on 127.0.0.1 with scripted models."""
 
     def __init__(self, port: int = 0):
         self._lock = threading.Lock()
         self._models: dict[str, _Script] = {}
+        self._hosts: dict[str, _Host] = {}  # emulated llama.cpp servers, by name
         self._release = threading.Event()
         self.requests: list[Request] = []
         self._server = _Server(self, port)
@@ -431,6 +545,10 @@ class SimProvider:
         supports_tools: bool = False,
         tool_calls: list | None = None,
         model_name: str | None = None,
+        stream_error: str | None = None,
+        n_ctx: int | None = None,
+        server: str | None = None,
+        interrupt_requests: bool = False,
     ) -> None:
         """Register (or replace) a scripted model and rewrite extra-openai-models.yaml.
 
@@ -452,6 +570,22 @@ class SimProvider:
         once llm sends the tools' results back, ``reply`` answers.
         model_name: the YAML's ``model_name`` (the name the provider knows,
         which requests carry), when it differs from ``name``.
+
+        As llama.cpp's servers do (measured: docs in LLM-NOTES):
+        stream_error: how a streamed request hears of a failure (``status``,
+        ``fail_first``, ``n_ctx``) instead of the HTTP status: "empty" (a 200
+        stream with no event), "error_line" (an ``error: {...}`` line in a 200
+        stream, which the OpenAI client skips) or "data" (a ``data: {"error":
+        ...}`` event, which it raises); a request not streamed gets the status.
+        n_ctx: a request of more tokens (words) than this overflows the
+        context: HTTP 400 ``context_length_exceeded`` with llama-cpp-python's
+        message, or a 200 empty stream when streamed (``stream_error``, by
+        default "empty").
+        server: the name of an emulated llama.cpp server process; the models
+        given one name share it: it serves one request at a time.
+        interrupt_requests: that server's setting (llama-cpp-python's default
+        is on): a request that arrives ends the streamed request in flight
+        at once, as an empty reply (the role chunk, then ``[DONE]``).
         """
         self.register(
             name,
@@ -473,6 +607,10 @@ class SimProvider:
             supports_tools=supports_tools,
             tool_calls=tool_calls,
             model_name=model_name,
+            stream_error=stream_error,
+            n_ctx=n_ctx,
+            server=server,
+            interrupt_requests=interrupt_requests,
         )
         self.write_yaml()
 
@@ -488,8 +626,14 @@ class SimProvider:
             kw["reply"] = list(kw["reply"])
             if not kw["reply"]:
                 raise ValueError("reply list must not be empty")
+        if kw.get("stream_error") not in (None, *STREAM_ERRORS):
+            raise ValueError(f"stream_error must be one of {', '.join(STREAM_ERRORS)}")
+        interrupt_requests = kw.pop("interrupt_requests", False)
         with self._lock:
             self._models[name] = _Script(**kw)
+            if kw.get("server") is not None:
+                host = self._hosts.setdefault(kw["server"], _Host(interrupt_requests))
+                host.interrupt_requests = interrupt_requests  # the server's setting: the last given
 
     def write_yaml(self) -> None:
         """List every added model in extra-openai-models.yaml in llm's current user dir."""
@@ -535,10 +679,15 @@ class SimProvider:
             self._models.clear()
             self.requests = []
             released, self._release = self._release, threading.Event()
+            hosts, self._hosts = self._hosts, {}
         released.set()
+        for host in hosts.values():
+            host.stop()
 
     def close(self) -> None:
         self._release.set()
+        for host in self._hosts.values():
+            host.stop()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
