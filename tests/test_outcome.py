@@ -161,3 +161,16 @@ def test_a_budget_that_left_no_answer_exits_1(sim):
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr.strip().splitlines()[-1].startswith("Error: No answer: the arbiter (judge) of round 1 was not called")
     assert db_rows("select status from consortium_runs") == [{"status": "budget"}]
+
+
+def test_the_interrupt_hint_reaches_the_terminal_and_the_record(sim):
+    """Members of one llama.cpp server cancelling each other: the hint to
+    start it with --interrupt_requests False is shown and recorded."""
+    sim.add_many(["m1", "m2", "m3"], reply="Paris.", latency=0.3, server="llama", interrupt_requests=True)
+    sim.add("judge", reply=arbiter_xml("Paris.", 0.95))
+    result = invoke("consortium", "Capital?", "-m", "m1", "-m", "m2", "-m", "m3", "--arbiter", "judge", "--no-raw")
+    assert result.exit_code == 0 and result.stdout == "Paris.\n"
+    assert "start it with --interrupt_requests False" in result.stderr
+    assert "3 of 3 answered" in result.stderr
+    (run,) = json.loads(invoke("consortium", "runs", "--json").stdout)
+    assert run["status"] == "success" and any("--interrupt_requests False" in note for note in run["notes"])
