@@ -55,11 +55,11 @@ def servers(gguf_dir, tmp_path_factory):
     - ``smol-default``: SmolLM2 with the server's default flags, so
       ``interrupt_requests`` is on, and a 256-token context (``--n_ctx 256``);
     - ``smol`` and ``gemma``: ``--interrupt_requests False``, the flag the
-      README recommends, and a 1024-token context, which also bounds how
+      README recommends, and a 768-token context, which also bounds how
       long a judge's reply can run.
     """
     logs = tmp_path_factory.mktemp("llama-logs")
-    calm = ("--interrupt_requests", "False", "--n_ctx", "1024")
+    calm = ("--interrupt_requests", "False", "--n_ctx", "768")
     started = {
         "smol-default": LlamaServer(gguf_dir["smollm2"], "--n_ctx", "256", alias="smol", log=logs / "smol-default.log"),
         "smol": LlamaServer(gguf_dir["smollm2"], *calm, alias="smol", log=logs / "smol.log"),
@@ -105,20 +105,20 @@ def parsed(stdout: str):
 
 def assert_honest(result, out) -> dict:
     """What must hold for any run: no traceback; a status from the
-    vocabulary; the summary's "m of n answered" counts the members that did
-    answer; exit 0 exactly when there is an answer, and then printed."""
+    vocabulary; exit 0 exactly when there is an answer, and then the
+    summary's "m of n answered" counts the members that did answer."""
     assert "Traceback" not in result.stderr, result.stderr
     assert out is not None, (result.returncode, result.stdout, result.stderr)
     meta = out["metadata"]
     assert meta["status"] in STATUSES, meta
     answered = sum(m["error"] is None for m in out["model_responses"])
     assert meta["answered"] == answered and meta["members"] == len(out["model_responses"]), meta
-    assert f"{answered} of {meta['members']} answered" in result.stderr, result.stderr
     if meta["status"] in UNANSWERED:
         assert result.returncode == 1, result.stderr
     else:
         assert result.returncode == 0, result.stderr
         assert out["synthesis"]["synthesis"].strip(), out["synthesis"]
+        assert f"{answered} of {meta['members']} answered" in result.stderr, result.stderr
     if meta["status"] == "success":
         assert answered == meta["members"], meta
     return meta
@@ -196,7 +196,8 @@ def test_server_killed_while_members_answer(sim, servers, doomed):
     failed = [m for m in out["model_responses"] if m["model"] == "doomed"]
     assert [m["error"] is not None for m in failed] == [True, True], failed
     assert doomed.address in stderr, stderr
-    assert any(cause in stderr for cause in ("Connection refused", "peer closed connection")), stderr
+    # Its retries found the port closed; a reply cut off reads "peer closed connection".
+    assert any(cause in stderr for cause in ("[Errno 111]", "peer closed connection")), stderr
     runs = json.loads(llm_run("consortium", "runs", "--json", "-n", "1").stdout)
     assert runs[0]["status"] == meta["status"]
 
