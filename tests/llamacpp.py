@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 READY_SECONDS = 90  # loading a model takes about 1.5 s here; a busy CI machine gets room
@@ -108,3 +109,13 @@ class LlamaServer:
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextmanager
+def running(server: LlamaServer):
+    """``server`` once it is ready, stopped afterwards whatever happens."""
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

@@ -22,7 +22,7 @@ import llm
 import pytest
 
 from helpers import llm_process, llm_run
-from llamacpp import LlamaServer, gemma_gguf, smollm2_gguf
+from llamacpp import LlamaServer, gemma_gguf, running, smollm2_gguf
 from llm_consortium.evaluation.simulator import arbiter_xml
 
 pytestmark = pytest.mark.local_model
@@ -39,54 +39,52 @@ UNANSWERED = ("failed", "cancelled", "interrupted", "no_verdict")  # no answer p
 QUESTION = "What is the capital of France? Answer in one word."
 SHORT = ("-o", "max_tokens", "32")  # members' replies, kept short: one CPU core generates them
 ONE_ROUND = ("--max-iterations", "1")
+CALM = ("--interrupt_requests", "False", "--n_ctx", "768")  # the README's flag; see ``smol``
 
 
 @pytest.fixture(scope="session")
-def gguf_dir(tmp_path_factory):
-    """The GGUF files, written once a session (Gemma's is assembled from its chunks)."""
-    folder = tmp_path_factory.mktemp("gguf")
-    return {"smollm2": smollm2_gguf(), "gemma": gemma_gguf(folder)}
+def gemma_file(tmp_path_factory):
+    """Gemma 3 270M's GGUF, assembled from its chunk packages once a session."""
+    return gemma_gguf(tmp_path_factory.mktemp("gguf"))
 
 
 @pytest.fixture(scope="module")
-def servers(gguf_dir, tmp_path_factory):
-    """Three servers, started at once and kept for the module:
-
-    - ``smol-default``: SmolLM2 with the server's default flags, so
-      ``interrupt_requests`` is on, and a 256-token context (``--n_ctx 256``);
-    - ``smol`` and ``gemma``: ``--interrupt_requests False``, the flag the
-      README recommends, and a 768-token context, which also bounds how
-      long a judge's reply can run.
-    """
-    logs = tmp_path_factory.mktemp("llama-logs")
-    calm = ("--interrupt_requests", "False", "--n_ctx", "768")
-    started = {
-        "smol-default": LlamaServer(gguf_dir["smollm2"], "--n_ctx", "256", alias="smol", log=logs / "smol-default.log"),
-        "smol": LlamaServer(gguf_dir["smollm2"], *calm, alias="smol", log=logs / "smol.log"),
-        "gemma": LlamaServer(gguf_dir["gemma"], *calm, alias="gemma", log=logs / "gemma.log"),
-    }
-    try:
-        for server in started.values():
-            server.wait_ready()
-        yield started
-    finally:
-        for server in started.values():
-            server.stop()
+def llama_logs(tmp_path_factory):
+    return tmp_path_factory.mktemp("llama-logs")
 
 
-def register(sim, servers: dict) -> None:
-    """llm's extra-openai-models.yaml in the test's user dir: the simulated
-    judge and each server under its name (the ``sim`` fixture gives the
-    fresh user dir and clears API keys from the environment)."""
+@pytest.fixture(scope="module")
+def smol_default(llama_logs):
+    """SmolLM2 with the server's default flags, so ``interrupt_requests`` is
+    on, and a 256-token context (``--n_ctx 256``)."""
+    server = LlamaServer(smollm2_gguf(), "--n_ctx", "256", alias="smol", log=llama_logs / "smol-default.log")
+    with running(server):
+        yield server
+
+
+@pytest.fixture(scope="module")
+def smol(llama_logs):
+    """SmolLM2 as the README says to start it (``--interrupt_requests
+    False``), in a 768-token context, which also bounds how long a judge's
+    reply can run on one CPU core."""
+    with running(LlamaServer(smollm2_gguf(), *CALM, alias="smol", log=llama_logs / "smol.log")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gemma(gemma_file, llama_logs):
+    """Gemma 3 270M, started as ``smol`` is."""
+    with running(LlamaServer(gemma_file, *CALM, alias="gemma", log=llama_logs / "gemma.log")) as server:
+        yield server
+
+
+def register(sim, **servers: LlamaServer) -> None:
+    """llm's extra-openai-models.yaml in the test's user dir: a simulated,
+    confident judge and each server under its name (the ``sim`` fixture
+    gives the fresh user dir and clears API keys from the environment)."""
     sim.register("judge", reply=arbiter_xml("Paris.", 0.95, analysis="All answers agree."))
     entries = "".join(server.yaml_entry(name) for name, server in servers.items())
     (llm.user_dir() / "extra-openai-models.yaml").write_text(sim.yaml_text() + entries)
-
-
-@pytest.fixture
-def local(sim, servers):
-    register(sim, servers)
-    return servers
 
 
 def consortium(*args, timeout=300):
@@ -124,13 +122,14 @@ def assert_honest(result, out) -> dict:
     return meta
 
 
-def test_default_flags_interrupted_members_are_asked_again_one_at_a_time(local):
+def test_default_flags_interrupted_members_are_asked_again_one_at_a_time(sim, smol_default):
     """Three members at once on a server with its default
     ``--interrupt_requests True``: llama.cpp ends each stream as the next
     request arrives (measured on today's main: 1 answer, 2 empty streams,
     and a run shown as a confident success). The empty ones must be asked
     again one at a time, so all three answer, and the run must say how to
     start the server."""
+    register(sim, **{"smol-default": smol_default})
     result, out = consortium(QUESTION, "-m", "smol-default:3", "--arbiter", "judge", *ONE_ROUND, *SHORT)
     meta = assert_honest(result, out)
     assert [m["error"] for m in out["model_responses"]] == [None] * 3, out["model_responses"]
@@ -139,11 +138,12 @@ def test_default_flags_interrupted_members_are_asked_again_one_at_a_time(local):
     assert any("--interrupt_requests False" in note for note in meta["notes"]), meta["notes"]
 
 
-def test_context_overflow_shows_the_servers_reason(local):
+def test_context_overflow_shows_the_servers_reason(sim, smol_default):
     """A prompt over the server's 256-token context: streamed, llama.cpp's
     server answers 200 with an empty stream (the reason only in its log),
     which today's main shows as a bare EmptyReply. The run must show the
     server's own reason, and fail: its only member did not answer."""
+    register(sim, **{"smol-default": smol_default})
     long_prompt = "Summarise in one sentence: " + " ".join(
         f"The quick brown fox number {i} jumps over the lazy dog." for i in range(60))
     result, out = consortium(long_prompt, "-m", "smol-default", "--arbiter", "judge", *ONE_ROUND, *SHORT)
@@ -158,25 +158,20 @@ def test_context_overflow_shows_the_servers_reason(local):
 
 
 @pytest.fixture
-def doomed(gguf_dir, tmp_path):
+def doomed(tmp_path):
     """A SmolLM2 server of its own, for a test to kill."""
-    server = LlamaServer(gguf_dir["smollm2"], "--interrupt_requests", "False", "--n_ctx", "1024", alias="smol",
-                         log=tmp_path / "doomed.log")
-    try:
-        server.wait_ready()
+    with running(LlamaServer(smollm2_gguf(), *CALM, alias="smol", log=tmp_path / "doomed.log")) as server:
         yield server
-    finally:
-        server.stop()
 
 
-def test_server_killed_while_members_answer(sim, servers, doomed):
+def test_server_killed_while_members_answer(sim, smol, doomed):
     """Two members on a server that is killed (SIGKILL) while it generates
     their essay, a third on a server that stays up, and a confident judge.
     Today's main printed the survivor's essay with exit 0, recorded the run
     as a success, and said only "Connection error.". The run must not be a
     success, name the dead server's host:port and why, and exit as the
     vocabulary says."""
-    register(sim, {**servers, "doomed": doomed})
+    register(sim, smol=smol, doomed=doomed)
     process = llm_process("consortium", "Write a long essay on the history of Paris.", "-m", "doomed:2", "-m", "smol",
                           "--arbiter", "judge", *ONE_ROUND, "-o", "max_tokens", "200", "--json",
                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -194,7 +189,7 @@ def test_server_killed_while_members_answer(sim, servers, doomed):
     meta = assert_honest(result, out)
     assert meta["status"] != "success"
     failed = [m for m in out["model_responses"] if m["model"] == "doomed"]
-    assert [m["error"] is not None for m in failed] == [True, True], failed
+    assert len(failed) == 2 and all(m["error"] for m in failed), failed
     assert doomed.address in stderr, stderr
     # Its retries found the port closed; a reply cut off reads "peer closed connection".
     assert any(cause in stderr for cause in ("[Errno 111]", "peer closed connection")), stderr
@@ -202,12 +197,13 @@ def test_server_killed_while_members_answer(sim, servers, doomed):
     assert runs[0]["status"] == meta["status"]
 
 
-def test_mixed_panel_of_two_families_with_a_real_judge(local):
+def test_mixed_panel_of_two_families_with_a_real_judge(sim, smol, gemma):
     """SmolLM2 and Gemma 3 as members, SmolLM2 as the arbiter: whatever they
     write, the run ends with a status from the vocabulary, the same in the
     result, ``runs --json`` and ``inspect --json``, and an unknown cost
     (a local model has no price and llama.cpp's stream reports no usage):
     None, never $0."""
+    register(sim, smol=smol, gemma=gemma)
     result, out = consortium(QUESTION, "-m", "smol", "-m", "gemma", "--arbiter", "smol", *ONE_ROUND, *SHORT)
     meta = assert_honest(result, out)
     assert meta["usage"]["cost_usd"] is None, meta["usage"]
