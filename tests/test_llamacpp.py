@@ -157,6 +157,20 @@ def test_context_overflow_shows_the_servers_reason(sim, smol_default):
     assert "maximum context length is 256 tokens" in recorded["rounds"][0]["calls"][0]["error"]
 
 
+def test_a_judge_over_its_context_is_asked_again_in_compact_form(sim, smol, smol_default):
+    """The arbiter's prompt over its server's 256-token context: its empty
+    stream must be read as a context overflow (the server's reason shown and
+    recorded) and the arbiter asked again with the compact prompt, which
+    today's main never did: it saw only an EmptyReply."""
+    register(sim, smol=smol, **{"smol-default": smol_default})
+    result, out = consortium(QUESTION, "-m", "smol:2", "--arbiter", "smol-default", *ONE_ROUND, *SHORT)
+    assert_honest(result, out)
+    recorded = json.loads(llm_run("consortium", "inspect", "--json").stdout)
+    judged = [call for call in recorded["rounds"][0]["calls"] if call["role"] == "arbiter"]
+    assert "maximum context length is 256 tokens" in judged[0]["error"], judged[0]
+    assert len(judged) >= 2 and len(judged[1]["prompt"]) < len(judged[0]["prompt"]) / 2, judged
+
+
 @pytest.fixture
 def doomed(tmp_path):
     """A SmolLM2 server of its own, for a test to kill."""
