@@ -54,11 +54,17 @@ class LlamaServer:
 
     def __init__(self, model: Path, *flags: str, alias: str, log: Path):
         self.model, self.flags, self.alias, self.log = model, flags, alias, log
+        self.start()
+
+    def start(self) -> None:
+        """On a port free a moment ago: the server binds it about a second
+        later, once it has imported itself (see ``running``)."""
         self.port = free_port()
-        with open(log, "ab") as out:
+        self.log_start = self.log.stat().st_size if self.log.exists() else 0
+        with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", alias,
-                 "--host", "127.0.0.1", "--port", str(self.port), *flags],
+                [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--model_alias", self.alias,
+                 "--host", "127.0.0.1", "--port", str(self.port), *self.flags],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             )
 
@@ -73,6 +79,8 @@ class LlamaServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "address already in use" in self.log_tail():
+                    raise PortTaken(self.port)
                 raise RuntimeError(f"llama.cpp's server exited ({self.process.returncode}):\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"http://{self.address}/v1/models", timeout=2) as reply:
@@ -108,14 +116,29 @@ class LlamaServer:
                 self.kill()
 
     def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        """The end of what this process (the latest ``start``) wrote."""
+        with open(self.log, "rb") as log:
+            log.seek(self.log_start)
+            return "\n".join(log.read().decode(errors="replace").splitlines()[-lines:])
+
+
+class PortTaken(Exception):
+    """Another process bound the port between ``free_port`` and the server."""
 
 
 @contextmanager
-def running(server: LlamaServer):
-    """``server`` once it is ready, stopped afterwards whatever happens."""
+def running(server: LlamaServer, tries: int = 3):
+    """``server`` once it is ready (on another port if its own was taken
+    meanwhile), stopped afterwards whatever happens."""
     try:
-        server.wait_ready()
+        for attempt in range(tries):
+            try:
+                server.wait_ready()
+                break
+            except PortTaken:
+                if attempt == tries - 1:
+                    raise
+                server.start()
         yield server
     finally:
         server.stop()
