@@ -187,29 +187,53 @@ def test_server_killed_while_members_answer(sim, smol, doomed):
     success, name the dead server's host:port and why, and exit as the
     vocabulary says."""
     register(sim, smol=smol, doomed=doomed)
-    process = llm_process("consortium", "Write a long essay on the history of Paris.", "-m", "doomed:2", "-m", "smol",
-                          "--arbiter", "judge", *ONE_ROUND, "-o", "max_tokens", "200", "--json",
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with process:
-        # Killed once the server has spent a second of CPU on this run: it
-        # is then generating a member's reply (idle, it spends none).
-        before, deadline = doomed.cpu_seconds(), time.monotonic() + 120
-        while doomed.cpu_seconds() - before < 1.0:
-            assert time.monotonic() < deadline and process.poll() is None, "the members never reached the server"
-            time.sleep(0.05)
-        doomed.kill()
-        stdout, stderr = process.communicate(timeout=300)
-    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-    out = parsed(stdout)
+    result, out = killed_mid_run(doomed, "Write a long essay on the history of Paris.", "-m", "doomed:2", "-m", "smol",
+                                 "--arbiter", "judge", *ONE_ROUND, "-o", "max_tokens", "200")
     meta = assert_honest(result, out)
     assert meta["status"] != "success"
     failed = [m for m in out["model_responses"] if m["model"] == "doomed"]
     assert len(failed) == 2 and all(m["error"] for m in failed), failed
-    assert doomed.address in stderr, stderr
-    # Its retries found the port closed; a reply cut off reads "peer closed connection".
-    assert any(cause in stderr for cause in ("[Errno 111]", "peer closed connection")), stderr
+    assert_names_the_dead_server(result.stderr, doomed)
     runs = json.loads(llm_run("consortium", "runs", "--json", "-n", "1").stdout)
     assert runs[0]["status"] == meta["status"]
+
+
+def test_judges_server_killed_while_it_writes_the_verdict(sim, smol, doomed):
+    """The arbiter's server killed while it writes: its cut reply is never
+    taken for a verdict (no judge decided: ``degraded``, or ``no_verdict``
+    when the members' answers have no majority), and stderr names the dead
+    server and why (today's main: only "Connection error.")."""
+    register(sim, smol=smol, doomed=doomed)
+    result, out = killed_mid_run(doomed, QUESTION, "-m", "smol:2", "--arbiter", "doomed", *ONE_ROUND, *SHORT)
+    meta = assert_honest(result, out)
+    assert meta["status"] in ("degraded", "no_verdict"), meta
+    assert_names_the_dead_server(result.stderr, doomed)
+    recorded = json.loads(llm_run("consortium", "inspect", "--json").stdout)
+    judged = [call for call in recorded["rounds"][0]["calls"] if call["role"] == "arbiter"]
+    assert judged and all(call["error"] for call in judged), judged
+
+
+def killed_mid_run(server: LlamaServer, *args):
+    """``llm consortium *args --json``, with ``server`` killed (SIGKILL) once
+    it has spent a second of CPU on the run: it is then reading a prompt or
+    writing a reply (idle, it spends none)."""
+    process = llm_process("consortium", *args, "--json", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    with process:
+        before, deadline = server.cpu_seconds(), time.monotonic() + 120
+        while server.cpu_seconds() - before < 1.0:
+            assert time.monotonic() < deadline and process.poll() is None, "the run never reached the server"
+            time.sleep(0.05)
+        server.kill()
+        stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), parsed(stdout)
+
+
+def assert_names_the_dead_server(stderr: str, server: LlamaServer) -> None:
+    """Its address, and the cause: retries found the port closed (a reply
+    cut off reads "peer closed connection"), not a bare "Connection error."."""
+    assert server.address in stderr, stderr
+    assert any(cause in stderr for cause in ("[Errno 111]", "peer closed connection")), stderr
 
 
 def test_mixed_panel_of_two_families_with_a_real_judge(sim, smol, gemma):
