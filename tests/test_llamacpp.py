@@ -14,14 +14,16 @@ would pass for a clean success.
 """
 
 import json
+import shlex
 import subprocess
 import time
 from importlib.util import find_spec
+from pathlib import Path
 
 import llm
 import pytest
 
-from helpers import llm_process, llm_run
+from helpers import llm_process, llm_run, readme_block
 from llamacpp import LlamaServer, gemma_gguf, running, smollm2_gguf
 from llm_consortium.evaluation.simulator import arbiter_xml
 
@@ -79,13 +81,14 @@ def gemma(gemma_file, llama_logs):
         yield server
 
 
-def register(sim, **servers: LlamaServer) -> None:
+def register(sim, yaml: str = "", **servers: LlamaServer) -> None:
     """llm's extra-openai-models.yaml in the test's user dir: a simulated,
-    confident judge and each server under its name (the ``sim`` fixture
-    gives the fresh user dir and clears API keys from the environment)."""
+    confident judge, each server under its name, and any further ``yaml``
+    entries (the ``sim`` fixture gives the fresh user dir and clears API
+    keys from the environment)."""
     sim.register("judge", reply=arbiter_xml("Paris.", 0.95, analysis="All answers agree."))
     entries = "".join(server.yaml_entry(name) for name, server in servers.items())
-    (llm.user_dir() / "extra-openai-models.yaml").write_text(sim.yaml_text() + entries)
+    (llm.user_dir() / "extra-openai-models.yaml").write_text(sim.yaml_text() + entries + yaml)
 
 
 def consortium(*args, timeout=300):
@@ -121,6 +124,28 @@ def assert_honest(result, out) -> dict:
     if meta["status"] == "success":
         assert answered == meta["members"], meta
     return meta
+
+
+def test_the_readmes_server_command_and_yaml_as_written(sim, tmp_path):
+    """The README's Local servers section, as written (the model file and
+    port aside): its flags make the members all answer first time, and no
+    hint is needed."""
+    command = readme_block("llama.cpp's server (tested here)", "bash").replace("\\\n", " ")
+    words = shlex.split(next(line for line in command.splitlines() if "llama_cpp.server" in line))
+    given = dict(zip(words[3::2], words[4::2]))
+    assert words[:3] == ["python", "-m", "llama_cpp.server"] and given["--interrupt_requests"] == "False"
+    assert given["--host"] == "127.0.0.1" and Path(given["--model"]).name == smollm2_gguf().name
+    flags = [word for key, value in given.items() if key not in ("--model", "--model_alias", "--host", "--port")
+             for word in (key, value)]
+    server = LlamaServer(smollm2_gguf(), *flags, alias=given["--model_alias"], log=tmp_path / "readme.log")
+    with running(server):
+        yaml = readme_block("llama.cpp's server (tested here)", "yaml")
+        assert f'api_base: "http://127.0.0.1:{given["--port"]}/v1"' in yaml
+        register(sim, yaml.replace(f":{given['--port']}/", f":{server.port}/"))
+        result, out = consortium(QUESTION, "-m", "smol:3", "--arbiter", "judge", *ONE_ROUND, *SHORT)
+    meta = assert_honest(result, out)
+    assert meta["status"] == "success" and meta["answered"] == 3, meta
+    assert "interrupt_requests" not in result.stderr, result.stderr
 
 
 def test_default_flags_interrupted_members_are_asked_again_one_at_a_time(sim, smol_default):
