@@ -1,10 +1,12 @@
 """Helpers several test modules share (fixtures live in conftest.py)."""
 
 import os
+import re
 import select
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import llm
 from click.testing import CliRunner
@@ -94,3 +96,11 @@ def read_until_closed(fds) -> dict[int, bytes]:
             else:
                 open_fds.discard(fd)
     return received
+
+
+def readme_block(heading: str, language: str) -> str:
+    """The first ``language`` code block under the README's ``heading``
+    (``## heading``, or a ``### heading`` inside a section), as written."""
+    readme = Path(__file__).resolve().parent.parent.joinpath("README.md").read_text()
+    section = readme.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)

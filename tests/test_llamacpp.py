@@ -14,14 +14,16 @@ would pass for a clean success.
 """
 
 import json
+import shlex
 import subprocess
 import time
 from importlib.util import find_spec
+from pathlib import Path
 
 import llm
 import pytest
 
-from helpers import llm_process, llm_run
+from helpers import llm_process, llm_run, readme_block
 from llamacpp import LlamaServer, gemma_gguf, running, smollm2_gguf
 from llm_consortium.evaluation.simulator import arbiter_xml
 
@@ -79,13 +81,14 @@ def gemma(gemma_file, llama_logs):
         yield server
 
 
-def register(sim, **servers: LlamaServer) -> None:
+def register(sim, yaml: str = "", **servers: LlamaServer) -> None:
     """llm's extra-openai-models.yaml in the test's user dir: a simulated,
-    confident judge and each server under its name (the ``sim`` fixture
-    gives the fresh user dir and clears API keys from the environment)."""
+    confident judge, each server under its name, and any further ``yaml``
+    entries (the ``sim`` fixture gives the fresh user dir and clears API
+    keys from the environment)."""
     sim.register("judge", reply=arbiter_xml("Paris.", 0.95, analysis="All answers agree."))
     entries = "".join(server.yaml_entry(name) for name, server in servers.items())
-    (llm.user_dir() / "extra-openai-models.yaml").write_text(sim.yaml_text() + entries)
+    (llm.user_dir() / "extra-openai-models.yaml").write_text(sim.yaml_text() + entries + yaml)
 
 
 def consortium(*args, timeout=300):
@@ -123,13 +126,36 @@ def assert_honest(result, out) -> dict:
     return meta
 
 
+def test_the_readmes_server_command_and_yaml_as_written(sim, tmp_path):
+    """The README's Local servers section, as written (the model file and
+    port aside): its flags make the members all answer first time, and no
+    hint is needed."""
+    command = readme_block("llama.cpp's server (tested here)", "bash").replace("\\\n", " ")
+    words = shlex.split(next(line for line in command.splitlines() if "llama_cpp.server" in line))
+    given = dict(zip(words[3::2], words[4::2]))
+    assert words[:3] == ["python", "-m", "llama_cpp.server"] and given["--interrupt_requests"] == "False"
+    assert given["--host"] == "127.0.0.1" and Path(given["--model"]).name == smollm2_gguf().name
+    flags = [word for key, value in given.items() if key not in ("--model", "--model_alias", "--host", "--port")
+             for word in (key, value)]
+    server = LlamaServer(smollm2_gguf(), *flags, alias=given["--model_alias"], log=tmp_path / "readme.log")
+    with running(server):
+        yaml = readme_block("llama.cpp's server (tested here)", "yaml")
+        assert f'api_base: "http://127.0.0.1:{given["--port"]}/v1"' in yaml
+        register(sim, yaml.replace(f":{given['--port']}/", f":{server.port}/"))
+        result, out = consortium(QUESTION, "-m", "smol:3", "--arbiter", "judge", *ONE_ROUND, *SHORT)
+    meta = assert_honest(result, out)
+    assert meta["status"] == "success" and meta["answered"] == 3, meta
+    assert "interrupt_requests" not in result.stderr, result.stderr
+
+
 def test_default_flags_interrupted_members_are_asked_again_one_at_a_time(sim, smol_default):
     """Three members at once on a server with its default
     ``--interrupt_requests True``: llama.cpp ends each stream as the next
-    request arrives (measured on today's main: 1 answer, 2 empty streams,
+    request arrives (measured before issue 19: 1 answer, 2 empty streams,
     and a run shown as a confident success). The empty ones must be asked
-    again one at a time, so all three answer, and the run must say how to
-    start the server."""
+    again (unstreamed, which the server does not interrupt, then one at a
+    time), so all three answer, and the run must say how to start the
+    server."""
     register(sim, **{"smol-default": smol_default})
     result, out = consortium(QUESTION, "-m", "smol-default:3", "--arbiter", "judge", *ONE_ROUND, *SHORT)
     meta = assert_honest(result, out)
@@ -142,7 +168,7 @@ def test_default_flags_interrupted_members_are_asked_again_one_at_a_time(sim, sm
 def test_context_overflow_shows_the_servers_reason(sim, smol_default):
     """A prompt over the server's 256-token context: streamed, llama.cpp's
     server answers 200 with an empty stream (the reason only in its log),
-    which today's main shows as a bare EmptyReply. The run must show the
+    shown as a bare EmptyReply before issue 19. The run must show the
     server's own reason, and fail: its only member did not answer."""
     register(sim, **{"smol-default": smol_default})
     long_prompt = "Summarise in one sentence: " + " ".join(
@@ -162,7 +188,7 @@ def test_a_judge_over_its_context_is_asked_again_in_compact_form(sim, smol, smol
     """The arbiter's prompt over its server's 256-token context: its empty
     stream must be read as a context overflow (the server's reason shown and
     recorded) and the arbiter asked again with the compact prompt, which
-    today's main never did: it saw only an EmptyReply."""
+    never happened before issue 19: it saw only an EmptyReply."""
     register(sim, smol=smol, **{"smol-default": smol_default})
     result, out = consortium(QUESTION, "-m", "smol:2", "--arbiter", "smol-default", *ONE_ROUND, *SHORT)
     assert_honest(result, out)
@@ -182,10 +208,10 @@ def doomed(tmp_path):
 def test_server_killed_while_members_answer(sim, smol, doomed):
     """Two members on a server that is killed (SIGKILL) while it generates
     their essay, a third on a server that stays up, and a confident judge.
-    Today's main printed the survivor's essay with exit 0, recorded the run
-    as a success, and said only "Connection error.". The run must not be a
-    success, name the dead server's host:port and why, and exit as the
-    vocabulary says."""
+    Before issue 19 the survivor's essay came out with exit 0, the run was
+    recorded as a success, and the failures said only "Connection error.".
+    The run must not be a success, must name the dead server's host:port
+    and why, and must exit as the vocabulary says."""
     register(sim, smol=smol, doomed=doomed)
     result, out = killed_mid_run(doomed, "Write a long essay on the history of Paris.", "-m", "doomed:2", "-m", "smol",
                                  "--arbiter", "judge", *ONE_ROUND, "-o", "max_tokens", "200")
@@ -202,7 +228,7 @@ def test_judges_server_killed_while_it_writes_the_verdict(sim, smol, doomed):
     """The arbiter's server killed while it writes: its cut reply is never
     taken for a verdict (no judge decided: ``degraded``, or ``no_verdict``
     when the members' answers have no majority), and stderr names the dead
-    server and why (today's main: only "Connection error.")."""
+    server and why (before issue 19: only "Connection error.")."""
     register(sim, smol=smol, doomed=doomed)
     result, out = killed_mid_run(doomed, QUESTION, "-m", "smol:2", "--arbiter", "doomed", *ONE_ROUND, *SHORT)
     meta = assert_honest(result, out)

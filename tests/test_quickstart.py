@@ -3,21 +3,17 @@ get llm, install the plugin from this clone with `llm install -e .`, run
 the consortium command (no key here: one clear line naming the keys), and
 the local OpenAI-compatible option (against the simulated provider)."""
 
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import readme_block
+
 pytestmark = pytest.mark.install
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def readme_block(heading: str, language: str) -> str:
-    section = ROOT.joinpath("README.md").read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
 
 
 @pytest.fixture(scope="module")
