@@ -16,7 +16,7 @@ from ..core.engine import ConsortiumOrchestrator, join_system, members_of
 from .evalreport import Problem, Row, best_member
 from .evaluate import Item
 from ..core.judging import real_call
-from ..core.members import CallOutcome
+from ..core.calls import CallOutcome
 from ..core.observer import Observer
 from ..core.methods.vote import MEMBER_INSTRUCTIONS
 from ..core.pricing import priced

@@ -509,7 +509,7 @@ def save(name, models, **settings):
         # On an existing consortium, the options given change those settings; the rest are kept.
         base = ConsortiumConfig.from_dict(existing) if existing else None
         config = build_config(models, base=base, **settings)
-        from ..core.members import resolve_models
+        from ..core.handles import resolve_models
 
         resolve_models(config.models + [config.arbiter])
     except ConsortiumConfigError as exc:

@@ -124,7 +124,7 @@ def parse_methods(text: str) -> list[str]:
 def resolve(consortium_name, models, arbiter, max_concurrency, with_arbiter: bool):
     """The consortium's configuration (validated) and its models, resolved before any call."""
     from ..core.config import ConsortiumConfig, ConsortiumConfigError
-    from ..core.members import resolve_models
+    from ..core.handles import resolve_models
 
     settings = {}
     if consortium_name:
