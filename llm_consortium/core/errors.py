@@ -14,13 +14,9 @@ from .safetext import clean
 
 # HTTP statuses worth another try: rate limits, timeouts, server trouble.
 TRANSIENT_STATUSES = {408, 409, 425, 429} | set(range(500, 600))
-
-
 # Exception class names (from openai, anthropic, httpx, ...) that mean the
 # connection failed rather than the request being refused.
 TRANSIENT_NAMES = ("Timeout", "Connection", "RateLimit", "Overloaded", "Unavailable")
-
-
 # Error messages are shown and stored up to this many characters (after redaction).
 MAX_ERROR_CHARS = 400
 # Secrets that a provider's error message might repeat back.
