@@ -102,6 +102,20 @@ def test_no_import_cycle():
     assert import_cycles({name: imported_modules(name) for name in MODULES}) == []
 
 
+def test_only_the_faces_import_click():
+    """Commands, options and what they print are the faces'; the layers below raise their own errors."""
+    def imports_click(path: Path) -> bool:
+        return any(
+            (isinstance(node, ast.Import) and any(alias.name.split(".")[0] == "click" for alias in node.names))
+            or (isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "click")
+            for node in ast.walk(ast.parse(path.read_text()))
+        )
+
+    below_faces = [name for name in MODULES if layer(name) < LAYERS["faces"]]
+    assert [name for name in below_faces if imports_click(MODULES[name])] == []
+    assert imports_click(MODULES["faces.eval_command"])  # the check sees an import of click
+
+
 def test_the_check_sees_cycles():
     assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert import_cycles({"a": {"b"}, "b": set()}) == []
