@@ -24,7 +24,8 @@ os.environ.pop("OPENAI_API_KEY", None)
 
 from click.testing import CliRunner  # noqa: E402
 
-from llm_consortium.evaluation.evaluate import eval_command, read_dataset, sample_path  # noqa: E402
+from llm_consortium.evaluation.evaluate import read_dataset, sample_path  # noqa: E402
+from llm_consortium.faces.eval_command import eval_command  # noqa: E402
 from llm_consortium.evaluation.simeval import SimulatedPanel  # noqa: E402
 from llm_consortium.evaluation.simulator import SimProvider  # noqa: E402
 

@@ -340,7 +340,7 @@ def test_runs_marks_a_cost_nothing_priced_as_unknown(sim):
 def test_eval_counts_a_run_whose_judge_the_budget_could_not_pay_as_failed(sim, tmp_path):
     from click.testing import CliRunner
 
-    from llm_consortium.evaluation.evaluate import eval_command
+    from llm_consortium.faces.eval_command import eval_command
     from llm_consortium.storage import store
 
     sim.add("m1", model_name="gpt-4o-2024-08-06", reply="42")  # priced as gpt-4o

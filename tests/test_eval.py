@@ -14,7 +14,7 @@ import llm_consortium
 from llm_consortium.evaluation import evalreport
 from llm_consortium.storage import store
 from llm_consortium.core.answers import tally
-from llm_consortium.evaluation.evaluate import eval_command
+from llm_consortium.faces.eval_command import eval_command
 from llm_consortium.evaluation.simeval import SimulatedPanel
 
 DATASET = Path(llm_consortium.__file__).parent / "evaluation" / "data" / "sample-eval.jsonl"

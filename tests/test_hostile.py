@@ -10,7 +10,7 @@ import pytest
 
 from llm_consortium import ConsortiumConfigError, ConsortiumError, ConsortiumOrchestrator, RunRecorder
 from llm_consortium.core.engine import MAX_MEMBERS
-from llm_consortium.core.members import MAX_BACKOFF_SECONDS, backoff_delay
+from llm_consortium.core.calls import MAX_BACKOFF_SECONDS, backoff_delay
 from llm_consortium.core.prompts import MAX_FORWARDED_CHARS
 from llm_consortium.evaluation.simulator import arbiter_xml
 from helpers import db_rows, invoke, python_run

@@ -86,7 +86,8 @@ def test_one_eval_item_is_voted_as_its_members_answered(sim):
     from click.testing import CliRunner
 
     from llm_consortium.storage import store
-    from llm_consortium.evaluation.evaluate import eval_command, sample_path
+    from llm_consortium.evaluation.evaluate import sample_path
+    from llm_consortium.faces.eval_command import eval_command
     from llm_consortium.evaluation.simeval import SimulatedPanel
 
     item = json.loads(sample_path().read_text().splitlines()[0])

@@ -10,7 +10,8 @@ import llm
 import pytest
 from llm.plugins import pm
 
-from llm_consortium.core.members import ModelHandle, call_model
+from llm_consortium.core.calls import call_model
+from llm_consortium.core.handles import ModelHandle
 from llm_consortium.evaluation.simulator import arbiter_xml
 from helpers import db_rows, invoke
 

@@ -16,12 +16,12 @@ from datetime import datetime, timezone
 from . import pricing, prompts, schemas
 from .budget import BudgetStop, over_budget, with_max_tokens
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
+from .errors import PluginInterrupted, describe
+from .handles import ModelHandle, check_keys, member_options, resolve_models
 from .judging import Caller, judge_round, real_call
-from .members import (
-    CHAIN_LIMIT, Ask, ModelHandle, PluginInterrupted, check_keys, describe, fit, member_options, resolve_models,
-)
 from .methods import member_instructions
 from .outcome import outcome_of
+from .responses import CHAIN_LIMIT, Ask, fit
 from .results import Judgement, MemberResult, Usage
 from .stopping import ended_by, should_stop, threshold_note
 

@@ -11,7 +11,7 @@ What it needs from outside is passed in:
 * ``limiter``, the semaphore that bounds the calls in flight.
 
 A ``Caller`` is ``async call(handle, *, role, instance, **kwargs) ->
-CallOutcome`` where ``kwargs`` are ``members.call_model``'s (``prompt``,
+CallOutcome`` where ``kwargs`` are ``calls.call_model``'s (``prompt``,
 ``system``, ``timeout``, ``limiter``, ``outcome`` ...), and ``role``
 ("member", "arbiter", "reviewer") and ``instance`` name the call, so that a
 caching caller can tell two samples of one model apart. It fills the
@@ -26,7 +26,8 @@ from typing import Awaitable, Callable
 from . import prompts, schemas
 from .budget import BudgetStop, reserve
 from .config import ConsortiumError
-from .members import CallOutcome, call_model, is_context_overflow
+from .calls import CallOutcome, call_model
+from .errors import is_context_overflow
 from .outcome import panel_size
 from .parsing import parse_arbiter
 from .results import Judgement, MemberResult
@@ -36,7 +37,7 @@ Emit = Callable[..., None]
 
 
 async def real_call(handle, *, role: str, instance: int, **kwargs) -> CallOutcome:
-    """The model call itself (``members.call_model``); ``role`` and ``instance`` are only names."""
+    """The model call itself (``calls.call_model``); ``role`` and ``instance`` are only names."""
     return await call_model(handle, **kwargs)
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .engine import Round, Run
-    from .members import CallOutcome
+    from .calls import CallOutcome
     from .results import MemberResult
 
 

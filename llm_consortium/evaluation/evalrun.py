@@ -14,9 +14,9 @@ from ..core.answers import extract_answer, is_correct, tally
 from ..core.config import ConsortiumConfigError, ConsortiumError
 from ..core.engine import ConsortiumOrchestrator, join_system, members_of
 from .evalreport import Problem, Row, best_member
-from .evaluate import Item, Progress
+from .evaluate import Item
 from ..core.judging import real_call
-from ..core.members import CallOutcome
+from ..core.calls import CallOutcome
 from ..core.observer import Observer
 from ..core.methods.vote import MEMBER_INSTRUCTIONS
 from ..core.pricing import priced
@@ -139,9 +139,11 @@ class CallTimes(Observer):
 
 class Evaluation:
     """Asks the members (or reads the cache), builds the baselines, then runs
-    each method on each item, all through one caching caller."""
+    each method on each item, all through one caching caller. ``progress``,
+    when given, is told ``update(what, done, total)`` as each item finishes
+    (the command shows it)."""
 
-    def __init__(self, config, handles, cache_path: Path, progress: Progress | None = None,
+    def __init__(self, config, handles, cache_path: Path, progress=None,
                  samples: int | None = None):
         self.config = config
         self.handles = handles

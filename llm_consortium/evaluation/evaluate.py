@@ -40,129 +40,28 @@ wrong) and, for the methods, those where no judge could decide and the
 members' majority answered (``fallback``: scored as that answer). Below the
 table each such item is listed by number, with why.
 
-llm imports this module on every command, so it imports only click and the
-standard library at the top.
+The command itself is ``faces.eval_command``. llm imports this module on
+every command, so it imports only the standard library.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
-
 METHOD_NAMES = ("vote", "arbiter", "council")
 CACHE_FILE = "consortium-eval.db"
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read as items: the message names the file, the line and why."""
 
 
 @dataclass
 class Item:
     prompt: str
     answer: str
-
-
-@click.command(name="eval")
-@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False)
-@click.option("--sample", is_flag=True, help="Use the 40-item sample dataset that ships with the plugin")
-@click.option("--consortium", "consortium_name", help="A saved consortium to evaluate")
-@click.option("-m", "--model", "models", multiple=True, help="Member model (repeatable; model:3 for three samples)")
-@click.option("--arbiter", help="Arbiter model (the council's chairman too)")
-@click.option("--methods", default=",".join(METHOD_NAMES), show_default=True,
-              help="Comma-separated methods to score besides the members and the baselines")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N items")
-@click.option("--samples", type=click.IntRange(min=1), metavar="N",
-              help="Answers of the best member in the Self-MoA baseline (default: the number of members)")
-@click.option("--max-concurrency", metavar="N",
-              help="Most model calls in flight at once, across all items and methods (default: the "
-                   "consortium's max_concurrency, 32 unless saved otherwise); a sync-only model "
-                   "still answers one call at a time")
-@click.option("json_", "--json", is_flag=True, help="Print the results as JSON")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
-              help="Save a chart of accuracy (95% intervals) against dollars per item (needs matplotlib: "
-                   "llm install matplotlib)")
-def eval_command(dataset, sample, consortium_name, models, arbiter, methods, limit, samples, max_concurrency,
-                 json_, plot):
-    """Is the consortium worth it on DATASET? Score each member, the best
-    member sampled N times with a majority vote (Self-MoA), the oracle and
-    whole runs of each judging method.
-
-    DATASET is JSON Lines: {"prompt": ..., "answer": ...} per line, with
-    short answers (numbers, letters) compared by exact match. Every reply is
-    cached, so a second run costs no model call.
-
-    The table gives each row's accuracy, its difference from the best
-    member with a paired bootstrap 95% interval, dollars and wall-clock
-    seconds per item. Below it: how well the arbiter's confidence and the
-    measured agreement are calibrated, how alike the members' errors are,
-    and a one-line recommendation. The failed column counts the items a
-    row has no answer for (scored as wrong); fallback, those no judge could
-    decide, so the members' majority answered. Both are listed, with why.
-
-    \b
-    llm consortium eval data.jsonl -m model-a -m model-b -m model-c --arbiter model-d
-    llm consortium eval data.jsonl --consortium NAME --methods vote,council --json
-    llm consortium eval --sample --consortium NAME --limit 10 --plot eval.png
-    """
-    if bool(dataset) == sample:
-        raise click.UsageError("Give a DATASET file or --sample (the dataset that ships with the plugin), not both")
-    if sample:
-        dataset = sample_path()
-    if plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            from ..extras import install_command
-
-            raise click.ClickException(f"--plot needs matplotlib: {install_command('plot')}") from None
-    chosen = parse_methods(methods)
-    items = read_dataset(dataset)[:limit]
-    config, handles = resolve(consortium_name, models, arbiter, max_concurrency, with_arbiter=needs_arbiter(chosen))
-
-    from . import evalreport
-    from .evalrun import Evaluation
-    from ..core.runner import run_coroutine
-    from ..storage.store import user_dir
-
-    evaluation = Evaluation(config, handles, user_dir() / CACHE_FILE, progress=Progress(), samples=samples)
-    rows = run_coroutine(evaluation.run(items, chosen))
-    text, best = evalreport.report(rows)
-    if json_:
-        click.echo(json.dumps({
-            "dataset": str(dataset),
-            "items": len(items),
-            "members": evaluation.member_names,
-            "arbiter": config.arbiter if needs_arbiter(chosen) else None,
-            "self_moa_samples": evaluation.samples,
-            "new_calls": evaluation.new_calls,
-            "failed_calls": evaluation.failed_calls,
-            "max_concurrency": config.max_concurrency,
-            "results": [r.to_dict() for r in rows],
-            **evalreport.summary_dict(rows, best),
-        }, indent=2))
-    else:
-        click.echo(text)
-        if any(r.problems for r in rows):
-            click.echo("\n" + evalreport.problem_list(rows))
-    failed_calls = ""
-    if evaluation.failed_calls:
-        failed_calls = f" ({evaluation.failed_calls} failed, not cached: a rerun asks again)"
-    click.echo(f"{len(items)} items; {evaluation.new_calls} new model calls{failed_calls}; "
-               f"cache: {evaluation.cache_path}", err=True)
-    if plot:
-        evalreport.save_plot(rows, plot)
-        click.echo(f"Plot saved to {plot}", err=True)
-
-
-def parse_methods(text: str) -> list[str]:
-    chosen = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in METHOD_NAMES]
-    if unknown:
-        raise click.ClickException(
-            f"Unknown method {', '.join(unknown)}: choose from {', '.join(METHOD_NAMES)}"
-        )
-    return list(dict.fromkeys(chosen))
 
 
 def needs_arbiter(methods: list[str]) -> bool:
@@ -188,59 +87,10 @@ def read_dataset(path: Path) -> list[Item]:
             try:
                 data = json.loads(line)
             except ValueError as exc:
-                raise click.ClickException(f"{path}, line {number}: not JSON ({exc})") from None
+                raise DatasetError(f"{path}, line {number}: not JSON ({exc})") from None
             if not isinstance(data, dict) or not isinstance(data.get("prompt"), str) or data.get("answer") is None:
-                raise click.ClickException(f'{path}, line {number}: expected {{"prompt": "...", "answer": "..."}}')
+                raise DatasetError(f'{path}, line {number}: expected {{"prompt": "...", "answer": "..."}}')
             items.append(Item(data["prompt"], str(data["answer"])))
     if not items:
-        raise click.ClickException(f"{path} has no items")
+        raise DatasetError(f"{path} has no items")
     return items
-
-
-def resolve(consortium_name, models, arbiter, max_concurrency, with_arbiter: bool):
-    """The consortium's configuration (validated) and its models, resolved before any call."""
-    from ..core.config import ConsortiumConfig, ConsortiumConfigError
-    from ..core.members import resolve_models
-
-    settings = {}
-    if consortium_name:
-        from ..storage.store import load_config
-
-        settings = load_config(consortium_name)
-        if settings is None:
-            raise click.ClickException(f"No saved consortium named {consortium_name!r} (see 'llm consortium list')")
-    if models:
-        settings["models"] = list(models)
-    if arbiter:
-        settings["arbiter"] = arbiter
-    if max_concurrency is not None:
-        settings["max_concurrency"] = max_concurrency
-    if not settings.get("models"):
-        raise click.ClickException("Give the members: --consortium NAME, or -m MODEL (repeatable)")
-    if not settings.get("arbiter"):
-        if with_arbiter:
-            raise click.ClickException("The methods need --arbiter MODEL (the vote asks it when there is no clear "
-                                       "majority)")
-    try:
-        config = ConsortiumConfig.from_dict(settings)
-        names = config.models + ([config.arbiter] if with_arbiter else [])
-        return config, resolve_models(names)
-    except ConsortiumConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-class Progress:
-    """'answered 12/40' on stderr: redrawn in place on a terminal, else every ten items."""
-
-    EVERY = 10
-
-    def __init__(self):
-        self.stream = sys.stderr
-        self.live = self.stream.isatty()
-
-    def update(self, what: str, done: int, total: int) -> None:
-        if self.live:
-            self.stream.write(f"\r{what} {done}/{total}" + ("\n" if done == total else ""))
-        elif done % self.EVERY == 0 or done == total:
-            self.stream.write(f"{what} {done}/{total}\n")
-        self.stream.flush()

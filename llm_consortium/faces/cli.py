@@ -14,9 +14,9 @@ from ..core.config import (
     DEFAULT_ARBITER, DEFAULT_MODELS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError, UnknownModelsError,
 )
 from ..core.outcome import counts_text, exit_code
-from ..evaluation.evaluate import eval_command
-from ..evaluation.rejudge import rejudge
 from ..core.safetext import printable, single_line
+from .eval_command import eval_command
+from .rejudge_command import rejudge
 
 DEFAULT_FILE = "consortium-default.txt"
 # The model id every unsaved run is logged under, saved with the latest
@@ -509,7 +509,7 @@ def save(name, models, **settings):
         # On an existing consortium, the options given change those settings; the rest are kept.
         base = ConsortiumConfig.from_dict(existing) if existing else None
         config = build_config(models, base=base, **settings)
-        from ..core.members import resolve_models
+        from ..core.handles import resolve_models
 
         resolve_models(config.models + [config.arbiter])
     except ConsortiumConfigError as exc:

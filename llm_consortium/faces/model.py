@@ -40,7 +40,7 @@ def _options_class():
     """The consortium's own ``-o`` options, one per setting declared in
     ``ConsortiumConfig`` (same help text), and ``progress``. Any other
     ``-o KEY VALUE`` goes to every member whose model accepts it (see
-    ``members.member_options``)."""
+    ``handles.member_options``)."""
     fields = {}
     for setting in ConsortiumConfig.settings():
         meta = setting.metadata
@@ -118,7 +118,7 @@ class _Consortium:
         """Every type a member or the arbiter can read: an attachment goes to
         those that can, and the others are told it was left out. Resolved on
         first use, not when llm registers the model (see LLM-NOTES)."""
-        from ..core.members import resolve_models
+        from ..core.handles import resolve_models
 
         try:
             handles = resolve_models(self.config.models + [self.config.arbiter])

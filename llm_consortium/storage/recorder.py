@@ -20,7 +20,7 @@ from ..core.observer import Observer
 
 if TYPE_CHECKING:
     from ..core.engine import Round, Run
-    from ..core.members import CallOutcome
+    from ..core.calls import CallOutcome
     from ..core.results import MemberResult, Usage
 
 _CALL_COLUMNS = (

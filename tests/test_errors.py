@@ -1,4 +1,4 @@
-"""Unit tests of members.py's pure rules: which errors are worth another
+"""Unit tests of errors.py's pure rules: which errors are worth another
 attempt (``is_transient``) and what is removed from an error before it is
 shown or stored (``redact``)."""
 
@@ -8,7 +8,7 @@ import os
 import llm
 import pytest
 
-from llm_consortium.core.members import is_transient, redact
+from llm_consortium.core.errors import is_transient, redact
 
 
 class StatusError(Exception):
@@ -81,14 +81,14 @@ def test_redact_removes_every_secret_llm_knows_longest_first(no_keys, monkeypatc
 
 
 def test_a_plugin_s_base_exception_is_described_as_it_was_raised():
-    from llm_consortium.core.members import PluginAborted, describe
+    from llm_consortium.core.errors import PluginAborted, describe
 
     assert describe(PluginAborted(SystemExit(3))) == "SystemExit: 3"
     assert describe(PluginAborted(KeyboardInterrupt())) == "KeyboardInterrupt: no message"
 
 
 def test_a_failed_connection_names_host_and_port_but_never_credentials(no_keys):
-    from llm_consortium.core.members import describe
+    from llm_consortium.core.errors import describe
 
     class Request:
         url = "https://user:hunter22@llm.example:8443/v1/chat/completions?key=AIzaSecret"
@@ -109,7 +109,7 @@ def test_a_failed_connection_names_host_and_port_but_never_credentials(no_keys):
 def test_an_httpx_error_without_its_request_is_still_described():
     import httpx2
 
-    from llm_consortium.core.members import describe
+    from llm_consortium.core.errors import describe
 
     try:
         try:

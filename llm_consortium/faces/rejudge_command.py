@@ -1,0 +1,66 @@
+"""``llm consortium rejudge RUN_ID``: the command, its options and what it
+prints (``evaluation.rejudge`` says what a rejudging reuses and records).
+
+llm imports this module on every command, so it imports only click at the top.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--method", type=click.Choice(["arbiter", "vote", "council"]),
+              help="How to judge the answers (default: the run's own method)")
+@click.option("--arbiter", help="The arbiter model (default: the run's own arbiter)")
+@click.option("json_", "--json", is_flag=True, help="Print the full result as JSON on stdout")
+def rejudge(run_id, method, arbiter, json_):
+    """Judge RUN_ID's member answers again (RUN_ID or a unique prefix), with
+    --method or --arbiter; the members are not asked again. The result is
+    recorded as a new run linked to RUN_ID (see 'llm consortium inspect').
+
+    \b
+    llm consortium rejudge 3f2a --method council
+    llm consortium rejudge 3f2a --arbiter gpt-4o
+    """
+    from ..core.config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError
+    from ..evaluation.rejudge import in_members_order, prepared, reused_answers
+    from ..storage.store import AmbiguousRunId, get_run
+
+    try:
+        record = get_run(run_id)
+    except AmbiguousRunId:
+        raise click.ClickException(f"{run_id!r} matches several runs: give more of the id") from None
+    if record is None:
+        raise click.ClickException(f"No run matches {run_id!r} (see 'llm consortium runs')")
+    answers = reused_answers(record)
+    if not answers:
+        raise click.ClickException(f"Run {record['id'][:8]} has no member answers to judge")
+    settings = dict(record["config"])
+    settings.update({k: v for k, v in (("method", method), ("arbiter", arbiter)) if v})
+    try:
+        config = ConsortiumConfig.from_dict(settings)
+        orchestrator, run = prepared(config, record)
+    except ConsortiumConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    from ..core.runner import run_coroutine
+
+    answers = in_members_order(answers, run)
+    try:
+        result = run_coroutine(orchestrator.execute(run, answers))
+    except ConsortiumError as exc:
+        raise click.ClickException(f"{exc} (recorded as run {run.run_id})") from None
+    if json_:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        from .display import summary
+        from ..core.safetext import printable
+
+        click.echo(summary(result), err=True)
+        click.echo(printable(result["synthesis"]["synthesis"]))
+    click.echo(f"Recorded as run {run.run_id}, a rejudging of run {record['id']} ({config.method}, arbiter "
+               f"{config.arbiter}).", err=True)
