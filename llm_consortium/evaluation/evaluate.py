@@ -40,20 +40,23 @@ wrong) and, for the methods, those where no judge could decide and the
 members' majority answered (``fallback``: scored as that answer). Below the
 table each such item is listed by number, with why.
 
-llm imports this module on every command, so it imports only click and the
-standard library at the top.
+llm imports this module on every command, so it imports only click, the
+standard library and the methods' names (read from their files, not
+imported) at the top.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-METHOD_NAMES = ("vote", "arbiter", "council")
+from ..core.methods import names as method_names
+
 CACHE_FILE = "consortium-eval.db"
 
 
@@ -69,7 +72,8 @@ class Item:
 @click.option("--consortium", "consortium_name", help="A saved consortium to evaluate")
 @click.option("-m", "--model", "models", multiple=True, help="Member model (repeatable; model:3 for three samples)")
 @click.option("--arbiter", help="Arbiter model (the council's chairman too)")
-@click.option("--methods", default=",".join(METHOD_NAMES), show_default=True,
+@click.option("--methods", default=lambda: ",".join(every_method()),
+              show_default="every method, the least judging first",
               help="Comma-separated methods to score besides the members and the baselines")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N items")
 @click.option("--samples", type=click.IntRange(min=1), metavar="N",
@@ -157,12 +161,20 @@ def eval_command(dataset, sample, consortium_name, models, arbiter, methods, lim
 
 def parse_methods(text: str) -> list[str]:
     chosen = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in METHOD_NAMES]
+    unknown = [m for m in chosen if m not in method_names()]
     if unknown:
         raise click.ClickException(
-            f"Unknown method {', '.join(unknown)}: choose from {', '.join(METHOD_NAMES)}"
+            f"Unknown method {', '.join(unknown)}: choose from {', '.join(method_names())}"
         )
     return list(dict.fromkeys(chosen))
+
+
+def every_method() -> list[str]:
+    """The registry's methods in the order each declares (``EVAL_ORDER``: the
+    least judging first), those that declare none last."""
+    from ..core.methods import method
+
+    return sorted(method_names(), key=lambda name: (getattr(method(name), "EVAL_ORDER", math.inf), name))
 
 
 def needs_arbiter(methods: list[str]) -> bool:

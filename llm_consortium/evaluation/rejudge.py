@@ -7,7 +7,8 @@ it judged again; its member records are the reused answers (0 attempts, no
 tokens or dollars: they were not paid again), so its cost is the judging's.
 The council's peer review still asks the members, as reviewers.
 
-llm imports this module on every command, so it imports only click at the top.
+llm imports this module on every command, so it imports only click and the
+methods' choice (which reads their names, not their modules) at the top.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import json
 
 import click
 
+from ..faces.choices import MethodOption
+
 
 @click.command()
 @click.argument("run_id")
-@click.option("--method", type=click.Choice(["arbiter", "vote", "council"]),
-              help="How to judge the answers (default: the run's own method)")
+@click.option("--method", cls=MethodOption, help="How to judge the answers (default: the run's own method)")
 @click.option("--arbiter", help="The arbiter model (default: the run's own arbiter)")
 @click.option("json_", "--json", is_flag=True, help="Print the full result as JSON on stdout")
 def rejudge(run_id, method, arbiter, json_):

@@ -15,6 +15,7 @@ from ..core.config import (
 )
 from ..core.outcome import counts_text, exit_code
 from ..evaluation.evaluate import eval_command
+from .choices import MethodOption
 from ..evaluation.rejudge import rejudge
 from ..core.safetext import printable, single_line
 
@@ -45,10 +46,12 @@ def settings_options(command):
             options.append(click.option(flag, setting.name, is_flag=True, default=None, help=meta["help"]))
             continue
         default = "" if setting.default is None else f" (default {setting.default})"
+        if meta["choices"]:  # --method: the registry's methods (``choices``)
+            options.append(click.option(flag, setting.name, cls=MethodOption, help=meta["help"] + default))
+            continue
         options.append(click.option(
-            flag, setting.name,
-            type=click.Choice(meta["choices"]) if meta["choices"] else str, help=meta["help"] + default,
-            metavar=None if meta["choices"] else meta["metavar"] or METAVARS.get(meta["kind"], "TEXT"),
+            flag, setting.name, type=str, help=meta["help"] + default,
+            metavar=meta["metavar"] or METAVARS.get(meta["kind"], "TEXT"),
         ))
     for option in reversed(options):
         command = option(command)
