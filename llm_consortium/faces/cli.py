@@ -746,7 +746,7 @@ def inspect(run_id, json_):
     if json_:
         click.echo(json.dumps(record, indent=2))
         return
-    from .display import agreement_text, cost, groups_line, note_line
+    from .display import agreement_text, cost, groups_line, method_details, note_line
 
     # Recorded text is shown as it was received, less what a terminal would act on.
     click.echo(printable(f"Run {record['id']}  {record['status']}  {record.get('started')}"))
@@ -778,6 +778,8 @@ def inspect(run_id, json_):
             groups = groups_line(round_.get("details"))
             if groups:
                 click.echo(groups)
+            for line in method_details(record.get("method"), round_.get("details") or {}):
+                click.echo(line)
             for key in ("analysis", "dissent"):
                 if round_.get(key):
                     click.echo(f"{key.capitalize()}: {printable(round_[key])}")
