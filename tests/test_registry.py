@@ -68,6 +68,17 @@ def test_every_method_declares_what_the_registry_reads():
         methods.method("debate")
 
 
+def test_a_method_is_named_by_its_file(tmp_path, monkeypatch):
+    (tmp_path / "misnamed.py").write_text('NAME = "other"\nHELP = "a method whose NAME is not its file\'s"\n')
+    monkeypatch.setattr(methods, "__path__", [*methods.__path__, str(tmp_path)])
+    importlib.invalidate_caches()
+    try:
+        with pytest.raises(ValueError, match="misnamed.py declares the NAME 'other'"):
+            methods.method("misnamed")
+    finally:
+        sys.modules.pop("llm_consortium.core.methods.misnamed", None)
+
+
 def test_render_gives_data_that_each_face_formats():
     from llm_consortium.faces.display import method_details
 
