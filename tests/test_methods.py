@@ -193,7 +193,7 @@ def test_vote_under_a_schema_with_no_valid_answer_fails_in_one_line(sim):
 
 
 def test_a_tally_recorded_before_members_were_listed_still_shows(sim):
-    from llm_consortium.faces.display import vote_lines
+    from llm_consortium.faces.display import method_details
     from llm_consortium.faces.web.pages import run_page
 
     sim.add_many(["m1", "m2"], reply="<answer>42</answer>")
@@ -205,7 +205,7 @@ def test_a_tally_recorded_before_members_were_listed_still_shows(sim):
     with conn:
         conn.execute("UPDATE consortium_rounds SET details = ? WHERE run_id = ?", (json.dumps(old), run_id))
     conn.close()
-    assert [click.unstyle(line) for line in vote_lines(old)] == ["Vote: 42 ×2"]
+    assert [click.unstyle(line) for line in method_details("vote", old)] == ["Vote: 42 ×2"]
     page = str(run_page(get_run(run_id), None, [], "token"))
     assert '<tr class="winner"><td class="answer-text">42</td><td class="num">2</td>' in page
     assert invoke("consortium", "inspect", run_id).exit_code == 0

@@ -159,8 +159,7 @@ def reply_tokens(run, prompt: str) -> tuple[int, float]:
     left of the budget cannot pay for that least. See the module's
     docstring."""
     from .ballots import label
-    from .methods import member_instructions
-    from .methods.council import MIN_ANSWERS_TO_REVIEW
+    from .methods import judges, member_instructions
 
     members = active_members(run)
     asked = estimated_tokens("\n".join(filter(None, [
@@ -171,9 +170,7 @@ def reply_tokens(run, prompt: str) -> tuple[int, float]:
         fence=run.fence, system=run.system, conversation=run.conversation,
         earlier=[r.judgement for r in run.rounds if r.judgement], schema=run.schema,
     ))
-    judges = [(run.config.arbiter, len(members))]  # (model, how many answers it reads)
-    if run.config.method == "council" and len(members) >= MIN_ANSWERS_TO_REVIEW:
-        judges += [(model, len(members) - 1) for model, _ in members]  # each reviews the others
+    calls = judges(run.config.method, run.config.arbiter, [model for model, _ in members])
     fixed = 0.0  # dollars of the prompts
     per_answer = 0.0  # dollars per token of every member's answer: writing it, and each judge reading it
     per_judgement = 0.0  # dollars per token of every judging call's reply
@@ -181,7 +178,7 @@ def reply_tokens(run, prompt: str) -> tuple[int, float]:
         prompt_rate, reply_rate = rates(run.handles[model]) or (0.0, 0.0)
         fixed += asked * prompt_rate
         per_answer += reply_rate
-    for model, reads in judges:
+    for model, reads in calls:  # (model, how many answers it reads)
         prompt_rate, reply_rate = rates(run.handles[model]) or (0.0, 0.0)
         fixed += judging * prompt_rate
         per_answer += reads * prompt_rate
@@ -277,8 +274,7 @@ def next_round_estimate(run) -> Usage:
 def first_round_estimate(run) -> Usage:
     """Round 1 priced from the prompt, before any call is made."""
     from .ballots import label
-    from .methods import member_instructions
-    from .methods.council import MIN_ANSWERS_TO_REVIEW
+    from .methods import judges, member_instructions
 
     asked = "\n".join(filter(None, [run.system, member_instructions(run.config.method), run.conversation, run.prompt]))
     members = active_members(run)
@@ -288,10 +284,8 @@ def first_round_estimate(run) -> Usage:
         fence=run.fence, system=run.system, conversation=run.conversation, earlier=[], schema=run.schema,
     ))
     calls = [(model, estimated_tokens(asked)) for model, _ in members]
-    calls.append((run.config.arbiter, judging))
-    if run.config.method == "council" and len(members) >= MIN_ANSWERS_TO_REVIEW:
-        # each member ranks the others' answers
-        calls += [(model, judging) for model, _ in members]
+    calls += [(model, judging) for model, _ in judges(run.config.method, run.config.arbiter,
+                                                       [model for model, _ in members])]
     usage = Usage()
     for model, input_tokens in calls:
         usage.add(pricing.priced(run.handles[model].model, input_tokens, ASSUMED_REPLY_TOKENS))

@@ -10,6 +10,8 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
+from .methods import names as method_names
+
 # The defaults the original plugin documents. They are only useful to
 # people who have those plugins and keys installed; the error raised when
 # they are missing says how to choose other models.
@@ -20,7 +22,6 @@ DEFAULT_MODELS = [
     "gemini-pro",
 ]
 DEFAULT_ARBITER = "claude-3-opus-20240229"
-METHODS = ("arbiter", "council", "vote")
 # What must reach the confidence threshold for a run to stop (see ``stopping``).
 STOP_RULES = ("arbiter", "agreement", "both")
 # Attempts per call: past this, retries only add waiting.
@@ -124,7 +125,10 @@ def setting(default, help: str, kind=str, *, flag: str | None = None, option: bo
     option of a saved consortium's llm model (unless ``option`` is False)
     and ``show``. ``kind`` is the type the ``-o`` option accepts; values are
     checked by ``ConsortiumConfig`` itself, so every face gives the same
-    one-line error. ``metavar`` names the flag's value in ``--help``."""
+    one-line error. ``metavar`` names the flag's value in ``--help``.
+    ``choices`` returns the values allowed, read when they are offered or
+    checked: the methods are the registry's (``methods.names``), so that a
+    method's file is all it takes to offer it."""
     return field(default=default, metadata={
         "help": help, "kind": kind, "flag": flag, "option": option, "choices": choices, "metavar": metavar,
     })
@@ -152,7 +156,7 @@ class ConsortiumConfig:
     system_prompt: str | None = setting(
         None, "System prompt for every member and the arbiter", flag="--system", option=False
     )
-    method: str = setting("arbiter", "How a round is judged", choices=METHODS)
+    method: str = setting("arbiter", "How a round is judged", choices=method_names)
     timeout: float | None = setting(300.0, "Seconds each model call may take before it is abandoned", float)
     attempts: int = setting(3, "Attempts per call on transient errors (429, 5xx, lost connections)", int)
     # First backoff delay in seconds; doubles per attempt, with full jitter.
@@ -196,9 +200,9 @@ class ConsortiumConfig:
             raise ConsortiumConfigError(
                 f"Unknown stop rule {self.stop_on!r}: choose one of {', '.join(STOP_RULES)}"
             )
-        if self.method not in METHODS:
+        if self.method not in method_names():
             raise ConsortiumConfigError(
-                f"Unknown method {self.method!r}: choose one of {', '.join(METHODS)}"
+                f"Unknown method {self.method!r}: choose one of {', '.join(method_names())}"
             )
         if self.timeout is not None:
             self.timeout = _finite("timeout", self.timeout)

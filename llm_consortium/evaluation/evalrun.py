@@ -18,9 +18,10 @@ from .evaluate import Item
 from ..core.judging import real_call
 from ..core.calls import CallOutcome
 from ..core.observer import Observer
+from ..core.methods import answer, member_instructions
 from ..core.methods.vote import MEMBER_INSTRUCTIONS
 from ..core.pricing import priced
-from ..core.results import MemberResult, Usage, VoteDetails
+from ..core.results import MemberResult, Usage
 
 EVERY_MEMBER_FAILED = "every member failed"
 PROMPT_EXCERPT_CHARS = 60
@@ -250,7 +251,7 @@ class Evaluation:
         row = Row(method, "method")
         runs = await self.each(f"{method}: ran", [self.whole_run(method, item) for item in items])
         for number, (item, (judgement, problem, run, times)) in enumerate(zip(items, runs), 1):
-            row.correct.append(judgement is not None and is_correct(method_answer(judgement), item.answer))
+            row.correct.append(judgement is not None and is_correct(answer(method, judgement), item.answer))
             row.confidence.append(judgement.confidence if judgement else None)
             row.agreement.append(judgement.agreement if judgement else None)
             usage = run.usage if run else Usage()  # no run: refused before any call
@@ -272,8 +273,9 @@ class Evaluation:
         times = CallTimes()
         orchestrator = ConsortiumOrchestrator(config=replace(self.config, method=method), observers=[times],
                                               call=self.caller)
-        # The vote adds the <answer> instruction itself; the others get it in the system prompt.
-        system = self.config.system_prompt if method == "vote" else self.system
+        # A method that gives the members instructions of its own (the vote: the <answer>
+        # block) adds them itself; the others get the eval's in the system prompt.
+        system = self.config.system_prompt if member_instructions(method) else self.system
         try:
             run = orchestrator.prepare(item.prompt, system=system)
         except ConsortiumConfigError as exc:  # --max-cost below the first round's estimate
@@ -318,13 +320,3 @@ def note(row, number: int, item: Item, kind: str, reason: str) -> None:
         excerpt = excerpt[:PROMPT_EXCERPT_CHARS].rstrip() + "…"
     row.problems.append(Problem(number, excerpt, kind, reason))
 
-
-def method_answer(judgement) -> str | None:
-    """The short answer a judgement gave: the vote's winner when the vote
-    decided (its synthesis is the winner's text without the ``<answer>``
-    tags), else the answer extracted from the synthesis."""
-
-    details = judgement.details
-    if isinstance(details, VoteDetails) and details.winner is not None and not details.arbiter_called:
-        return details.winner
-    return extract_answer(judgement.synthesis)

@@ -50,7 +50,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-METHOD_NAMES = ("vote", "arbiter", "council")
 CACHE_FILE = "consortium-eval.db"
 
 

@@ -14,6 +14,7 @@ from ..core.config import (
     DEFAULT_ARBITER, DEFAULT_MODELS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError, UnknownModelsError,
 )
 from ..core.outcome import counts_text, exit_code
+from .choices import MethodOption
 from ..core.safetext import printable, single_line
 from .eval_command import eval_command
 from .rejudge_command import rejudge
@@ -45,10 +46,12 @@ def settings_options(command):
             options.append(click.option(flag, setting.name, is_flag=True, default=None, help=meta["help"]))
             continue
         default = "" if setting.default is None else f" (default {setting.default})"
+        if meta["choices"]:  # --method: the registry's methods (``choices``)
+            options.append(click.option(flag, setting.name, cls=MethodOption, help=meta["help"] + default))
+            continue
         options.append(click.option(
-            flag, setting.name,
-            type=click.Choice(meta["choices"]) if meta["choices"] else str, help=meta["help"] + default,
-            metavar=None if meta["choices"] else meta["metavar"] or METAVARS.get(meta["kind"], "TEXT"),
+            flag, setting.name, type=str, help=meta["help"] + default,
+            metavar=meta["metavar"] or METAVARS.get(meta["kind"], "TEXT"),
         ))
     for option in reversed(options):
         command = option(command)
@@ -743,7 +746,7 @@ def inspect(run_id, json_):
     if json_:
         click.echo(json.dumps(record, indent=2))
         return
-    from .display import agreement_text, cost, groups_line, note_line
+    from .display import agreement_text, cost, groups_line, method_details, note_line
 
     # Recorded text is shown as it was received, less what a terminal would act on.
     click.echo(printable(f"Run {record['id']}  {record['status']}  {record.get('started')}"))
@@ -775,6 +778,8 @@ def inspect(run_id, json_):
             groups = groups_line(round_.get("details"))
             if groups:
                 click.echo(groups)
+            for line in method_details(record.get("method"), round_.get("details") or {}):
+                click.echo(line)
             for key in ("analysis", "dissent"):
                 if round_.get(key):
                     click.echo(f"{key.capitalize()}: {printable(round_[key])}")

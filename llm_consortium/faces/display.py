@@ -11,10 +11,10 @@ import json
 
 import click
 
+from ..core.methods import render
 from ..core.observer import Observer
 from ..core.outcome import UNANSWERED, counts_text
 from ..core.pricing import dollars
-from ..core.results import tally_rows
 from ..core.safetext import printable, single_line
 
 
@@ -349,29 +349,30 @@ class Progress(Observer):
 
 
 def method_details(method: str | None, details: dict) -> list[str]:
-    """What the method computed (``VoteDetails`` or ``CouncilDetails``, as
-    JSON), a line each: the vote's tally, the council's ranking."""
-    if method == "vote":
-        return vote_lines(details)
-    if method == "council":
-        return council_lines(details)
-    return []
+    """What the method computed (its render hook's data, ``core.methods``),
+    a line each: the vote's tally, the council's ranking, notes. Details
+    marked as such are left to the viewer."""
+    lines = []
+    for item in render(method, details):
+        if item["kind"] == "tally":
+            lines += tally_lines(item)
+        elif item["kind"] == "ranking":
+            lines += ranking_lines(item)
+        elif item["kind"] == "note" and not item.get("detail"):
+            label = click.style(f"{item['label']}:", bold=True) + " " if item.get("label") else ""
+            lines.append(label + printable(item["text"] or ""))
+    return lines
 
 
 #: The most characters of one answer on the tally line (a reply with no short answer can be long).
 TALLY_ANSWER_WIDTH = 60
 
 
-def vote_lines(details: dict) -> list[str]:
-    lines = []
-    rows = tally_rows(details)
-    if rows:
-        tally = "; ".join(f"{clip(row['answer'], TALLY_ANSWER_WIDTH)} ×{row['count']}{tally_who(row)}"
-                          for row in rows)
-        lines.append(click.style("Vote:", bold=True) + f" {tally}")
-    if details.get("fallback_reason"):
-        lines.append(click.style("Arbiter asked because:", bold=True) + f" {printable(details['fallback_reason'])}")
-    return lines
+def tally_lines(item: dict) -> list[str]:
+    """"Vote: 42 ×2 (m1#1, m2#1); 41 ×1 (m3#1)": one line, the rows in their order."""
+    tally = "; ".join(f"{clip(row['answer'], TALLY_ANSWER_WIDTH)} ×{row['count']}{tally_who(row)}"
+                      for row in item["rows"])
+    return [click.style(f"{item['title']}:", bold=True) + f" {tally}"]
 
 
 def tally_who(row: dict) -> str:
@@ -382,20 +383,19 @@ def tally_who(row: dict) -> str:
     return f" ({said})" if said else ""
 
 
-def council_lines(details: dict) -> list[str]:
-    lines = []
-    if details.get("ranking") and not any(entry["ballots"] for entry in details["ranking"]):
-        lines.append("Peer review produced no usable ballots: the chairman judged without a ranking.")
-    elif details.get("ranking"):
-        lines.append(click.style("Peer ranking:", bold=True))
-        for entry in details["ranking"]:
-            low, high = entry["interval"]
-            lines.append(
-                f"  {entry['label']}  {single_line(entry['model'])} #{entry['instance']}  {entry['score']:.2f} "
-                f"[{low:.2f}, {high:.2f}]  ({entry['ballots']} ballots)"
-            )
-    if details.get("review_skipped"):
-        lines.append(f"Peer review skipped: {printable(details['review_skipped'])}")
+def ranking_lines(item: dict) -> list[str]:
+    """The ranking, a line per answer; none when no ballot counted (a note
+    then says so)."""
+    rows = item["rows"]
+    if not any(row["ballots"] for row in rows):
+        return []
+    lines = [click.style(f"{item['title']}:", bold=True)]
+    for row in rows:
+        low, high = row["interval"]
+        lines.append(
+            f"  {row['label']}  {single_line(row['model'])} #{row['instance']}  {row['score']:.2f} "
+            f"[{low:.2f}, {high:.2f}]  ({row['ballots']} ballots)"
+        )
     return lines
 
 

@@ -8,12 +8,14 @@ standard library at the top.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 import click
 
-from ..evaluation.evaluate import CACHE_FILE, METHOD_NAMES, DatasetError, needs_arbiter, read_dataset, sample_path
+from ..core.methods import names as method_names
+from ..evaluation.evaluate import CACHE_FILE, DatasetError, needs_arbiter, read_dataset, sample_path
 
 
 @click.command(name="eval")
@@ -22,7 +24,8 @@ from ..evaluation.evaluate import CACHE_FILE, METHOD_NAMES, DatasetError, needs_
 @click.option("--consortium", "consortium_name", help="A saved consortium to evaluate")
 @click.option("-m", "--model", "models", multiple=True, help="Member model (repeatable; model:3 for three samples)")
 @click.option("--arbiter", help="Arbiter model (the council's chairman too)")
-@click.option("--methods", default=",".join(METHOD_NAMES), show_default=True,
+@click.option("--methods", default=lambda: ",".join(every_method()),
+              show_default="every method, the least judging first",
               help="Comma-separated methods to score besides the members and the baselines")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N items")
 @click.option("--samples", type=click.IntRange(min=1), metavar="N",
@@ -113,12 +116,20 @@ def eval_command(dataset, sample, consortium_name, models, arbiter, methods, lim
 
 def parse_methods(text: str) -> list[str]:
     chosen = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in METHOD_NAMES]
+    unknown = [m for m in chosen if m not in method_names()]
     if unknown:
         raise click.ClickException(
-            f"Unknown method {', '.join(unknown)}: choose from {', '.join(METHOD_NAMES)}"
+            f"Unknown method {', '.join(unknown)}: choose from {', '.join(method_names())}"
         )
     return list(dict.fromkeys(chosen))
+
+
+def every_method() -> list[str]:
+    """The registry's methods in the order each declares (``EVAL_ORDER``: the
+    least judging first), those that declare none last."""
+    from ..core.methods import method
+
+    return sorted(method_names(), key=lambda name: (getattr(method(name), "EVAL_ORDER", math.inf), name))
 
 
 def resolve(consortium_name, models, arbiter, max_concurrency, with_arbiter: bool):

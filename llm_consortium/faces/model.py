@@ -45,7 +45,7 @@ def _options_class():
     for setting in ConsortiumConfig.settings():
         meta = setting.metadata
         if meta["option"]:
-            choices = f": {', '.join(meta['choices'])}" if meta["choices"] else ""
+            choices = f": {', '.join(meta['choices']())}" if meta["choices"] else ""
             fields[setting.name] = (Optional[meta["kind"]], Field(None, description=meta["help"] + choices))
     fields["progress"] = (Optional[bool], Field(
         None,

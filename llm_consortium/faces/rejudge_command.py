@@ -10,11 +10,12 @@ import json
 
 import click
 
+from .choices import MethodOption
+
 
 @click.command()
 @click.argument("run_id")
-@click.option("--method", type=click.Choice(["arbiter", "vote", "council"]),
-              help="How to judge the answers (default: the run's own method)")
+@click.option("--method", cls=MethodOption, help="How to judge the answers (default: the run's own method)")
 @click.option("--arbiter", help="The arbiter model (default: the run's own arbiter)")
 @click.option("json_", "--json", is_flag=True, help="Print the full result as JSON on stdout")
 def rejudge(run_id, method, arbiter, json_):

@@ -10,13 +10,34 @@ from __future__ import annotations
 
 from .. import prompts
 from ..agreement import measure, short_answers
+from ..answers import extract_answer
 from ..ballots import label
+
+NAME = "arbiter"
+HELP = "one arbiter reads every answer and writes the synthesis"
+#: Where ``eval`` lists it by default: the least judging first (vote, arbiter, council).
+EVAL_ORDER = 1
 
 
 async def judge(panel):
     judgement, raw = await panel.arbitrate(arbiter_prompt(panel))
     measured_agreement(panel, raw).record(judgement, panel.answered)
     return judgement, raw
+
+
+def judges(arbiter: str, members: list[str]) -> list[tuple[str, int]]:
+    """One call: the arbiter reads every answer."""
+    return [(arbiter, len(members))]
+
+
+def render(details: dict) -> list[dict]:
+    """The arbiter computes nothing beside its reply."""
+    return []
+
+
+def answer(judgement) -> str | None:
+    """The short answer in the synthesis."""
+    return extract_answer(judgement.synthesis)
 
 
 def measured_agreement(panel, raw: str):

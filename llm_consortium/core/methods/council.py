@@ -35,9 +35,44 @@ from .. import prompts
 from ..ballots import borda, bootstrap_intervals, label, parse_ballot
 from ..results import CouncilDetails
 from .arbiter import extended_arbiter_prompt, measured_agreement
+# The short answer is the one in the chairman's synthesis, as for the arbiter.
+from .arbiter import answer  # noqa: F401
+
+NAME = "council"
+HELP = "the members rank each other's answers, then the arbiter, as chairman, writes the synthesis"
+#: Where ``eval`` lists it by default: the least judging first (vote, arbiter, council).
+EVAL_ORDER = 2
 
 #: Fewest answers for a peer review: with two, each reviewer would rank one.
 MIN_ANSWERS_TO_REVIEW = 3
+
+
+def judges(arbiter: str, members: list[str]) -> list[tuple[str, int]]:
+    """The chairman reads every answer; with enough answers for a peer
+    review, each member reviews the others'."""
+    calls = [(arbiter, len(members))]
+    if len(members) >= MIN_ANSWERS_TO_REVIEW:
+        calls += [(model, len(members) - 1) for model in members]
+    return calls
+
+
+def render(details: dict) -> list[dict]:
+    """The peer ranking, each answer's score, interval and ballots; why
+    there is no ranking; the ballots dropped (a detail, for where there
+    is room)."""
+    items = []
+    ranking = details.get("ranking")
+    if ranking:
+        items.append({"kind": "ranking", "title": "Peer ranking", "rows": ranking})
+        if not any(entry.get("ballots") for entry in ranking):
+            items.append({"kind": "note", "text": "Peer review produced no usable ballots: the chairman judged "
+                                                  "without a ranking."})
+    for dropped in details.get("dropped") or []:
+        items.append({"kind": "note", "label": f"Ballot of {dropped.get('model')} #{dropped.get('instance')} dropped",
+                      "text": dropped.get("reason"), "detail": True})
+    if details.get("review_skipped"):
+        items.append({"kind": "note", "label": "Peer review skipped", "text": details["review_skipped"]})
+    return items
 
 
 async def judge(panel):

@@ -30,12 +30,19 @@ from __future__ import annotations
 
 from .. import prompts
 from ..agreement import Group, answer_key, described, exact_groups, short_answers
+from ..answers import extract_answer
 from ..ballots import label
 from ..config import ConsortiumError
-from ..results import Judgement, VoteDetails
+from ..results import Judgement, VoteDetails, tally_rows
 from ..safetext import single_line
 from .arbiter import extended_arbiter_prompt, measured_agreement
+# The budget counts the arbiter's call, as for the arbiter: made when the vote cannot decide.
+from .arbiter import judges  # noqa: F401
 
+NAME = "vote"
+HELP = "the members' most common short answer wins, or the arbiter decides when there is no clear majority"
+#: Where ``eval`` lists it by default: the least judging first (vote, arbiter, council).
+EVAL_ORDER = 0
 MEMBER_INSTRUCTIONS = (
     "End your reply with your final short answer inside <answer></answer> tags: "
     "just the answer (a number, a letter, yes/no or a few words), nothing else, "
@@ -77,6 +84,29 @@ async def judge(panel):
     judgement.details = details
     measured_agreement(panel, raw).record(judgement, answered)
     return judgement, raw
+
+
+def render(details: dict) -> list[dict]:
+    """The tally, with the winner marked and who gave each answer; why the arbiter was asked."""
+    items = []
+    rows = tally_rows(details)
+    if rows:
+        winner = details.get("winner")
+        items.append({"kind": "tally", "title": "Vote",
+                      "rows": [{**row, "winner": row["answer"] == winner} for row in rows]})
+    if details.get("fallback_reason"):
+        items.append({"kind": "note", "label": "Arbiter asked because", "text": details["fallback_reason"]})
+    return items
+
+
+def answer(judgement) -> str | None:
+    """The vote's winner when the vote decided (its synthesis is the
+    winner's text without the ``<answer>`` tags), else the answer in the
+    arbiter's synthesis."""
+    details = judgement.details
+    if isinstance(details, VoteDetails) and details.winner is not None and not details.arbiter_called:
+        return details.winner
+    return extract_answer(judgement.synthesis)
 
 
 def tied(counted: list[Group]) -> bool:

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 from ...core.config import split_count
 from ...core.outcome import STATUSES, counts_text
-from ...core.results import tally_rows
+from ...core.methods import render
 from ..display import cost
 from .html import Markup, el, frag, markdown
 
@@ -236,10 +236,17 @@ def judgement(method: str | None, round_: dict, judging: bool) -> Markup | None:
 
 
 def method_details(method: str | None, details: dict, round_number: int) -> list:
-    """What the run's method computed (stored ``VoteDetails`` or
-    ``CouncilDetails``): the vote's tally, the council's ranking with its
-    intervals; then every detail as JSON, on demand."""
-    parts = vote_details(details) if method == "vote" else council_details(details) if method == "council" else []
+    """What the run's method computed (its render hook's data,
+    ``core.methods``): the vote's tally, the council's ranking with its
+    intervals, notes; then every detail as JSON, on demand."""
+    parts = []
+    for item in render(method, details):
+        if item["kind"] == "tally":
+            parts.append(el("div", el("h3", item["title"]), tally_table(item["rows"]), class_=method))
+        elif item["kind"] == "ranking":
+            parts.append(el("div", el("h3", item["title"]), ranking_table(item["rows"]), class_=method))
+        elif item["kind"] == "note":
+            parts.append(el("p", f"{item['label']}: " if item.get("label") else None, item["text"], class_="notice"))
     if details:
         parts.append(el("details", el("summary", "All details (JSON)"),
                         el("pre", json.dumps(details, indent=2, default=str)), class_="details-json",
@@ -247,48 +254,30 @@ def method_details(method: str | None, details: dict, round_number: int) -> list
     return parts
 
 
-def vote_details(details: dict) -> list:
-    parts = []
-    tally = tally_rows(details)
-    if tally:
-        total = sum(row["count"] for row in tally) or 1
-        rows = [
-            el("tr", el("td", row["answer"], class_="answer-text"), el("td", row["count"], class_="num"),
-               el("td", el("meter", value=f"{row['count'] / total:.3f}", min="0", max="1"), class_="bar"),
-               el("td", ", ".join(row.get("members") or []), class_="members"),
-               el("td", row.get("note") or "", class_="note"),
-               class_="winner" if row["answer"] == details.get("winner") else None)
-            for row in sorted(tally, key=lambda row: -row["count"])
-        ]
-        parts.append(el("div", el("h3", "Vote"), el("table", el("tbody", rows), class_="tally"), class_="vote"))
-    if details.get("fallback_reason"):
-        parts.append(el("p", "Arbiter asked because: ", details["fallback_reason"], class_="notice"))
-    return parts
+def tally_table(tally: list[dict]) -> Markup:
+    """The tally, most votes first, each answer's share as a bar."""
+    total = sum(row["count"] for row in tally) or 1
+    rows = [
+        el("tr", el("td", row["answer"], class_="answer-text"), el("td", row["count"], class_="num"),
+           el("td", el("meter", value=f"{row['count'] / total:.3f}", min="0", max="1"), class_="bar"),
+           el("td", ", ".join(row.get("members") or []), class_="members"),
+           el("td", row.get("note") or "", class_="note"),
+           class_="winner" if row.get("winner") else None)
+        for row in sorted(tally, key=lambda row: -row["count"])
+    ]
+    return el("table", el("tbody", rows), class_="tally")
 
 
-def council_details(details: dict) -> list:
-    parts = []
-    ranking = details.get("ranking")
-    if ranking:
-        head = el("tr", [el("th", h) for h in ("Answer", "Member", "Borda score", "95 % interval", "Ballots")])
-        rows = [
-            el("tr", el("td", entry.get("label")), el("td", f"{entry.get('model')} #{entry.get('instance')}"),
-               el("td", number(entry.get("score")), class_="num"),
-               el("td", interval(entry.get("interval")), class_="num"),
-               el("td", entry.get("ballots"), class_="num"))
-            for entry in ranking
-        ]
-        parts.append(el("div", el("h3", "Peer ranking"),
-                        el("table", el("thead", head), el("tbody", rows), class_="ranking"), class_="council"))
-        if not any(entry.get("ballots") for entry in ranking):
-            parts.append(el("p", "Peer review produced no usable ballots: the chairman judged without a ranking.",
-                            class_="notice"))
-    for dropped in details.get("dropped") or []:
-        parts.append(el("p", f"Ballot of {dropped.get('model')} #{dropped.get('instance')} dropped: ",
-                        dropped.get("reason"), class_="notice"))
-    if details.get("review_skipped"):
-        parts.append(el("p", "Peer review skipped: ", details["review_skipped"], class_="notice"))
-    return parts
+def ranking_table(ranking: list[dict]) -> Markup:
+    head = el("tr", [el("th", h) for h in ("Answer", "Member", "Borda score", "95 % interval", "Ballots")])
+    rows = [
+        el("tr", el("td", entry.get("label")), el("td", f"{entry.get('model')} #{entry.get('instance')}"),
+           el("td", number(entry.get("score")), class_="num"),
+           el("td", interval(entry.get("interval")), class_="num"),
+           el("td", entry.get("ballots"), class_="num"))
+        for entry in ranking
+    ]
+    return el("table", el("thead", head), el("tbody", rows), class_="ranking")
 
 
 def interval(value) -> str:
