@@ -1,0 +1,116 @@
+"""The parts of llm this plugin uses that llm does not publish as its API.
+
+Everything else the package asks of llm is its documented Python API:
+models, prompts, responses (``Response.from_dict`` included), tool chains,
+messages, ``llm.user_dir()``, ``llm.get_models_with_aliases()``. What is
+here has no public equivalent: the flags ``llm consortium`` shares with
+``llm prompt`` must read their values exactly as llm's own command line
+does, and the answer must be logged where ``llm logs`` shows it. llm keeps
+those functions in ``llm.cli``, ``llm.utils`` and ``llm.migrations``, and
+its documentation calls its SQLite logging "not yet part of the stable,
+documented Python API". Each use is one function below, so that a new llm
+release is checked in one module: ``tests/test_llm_adapter.py`` drives each
+one through llm's real objects, and ``.ci/run`` runs those tests under
+llm 0.32 (the oldest that pyproject.toml accepts) as well as under the
+version the rest of the suite runs with.
+
+Checked against llm 0.32 and llm 0.36, where every function here behaves
+the same. What differs between the two does not reach this module: 0.36
+adds ``llm.ConversationNotSupported``, ``Model.supports_conversation`` and
+``AsyncResponse.log_to_db`` (the package uses none of them), lets
+``llm -t`` be repeated (``llm consortium -t`` takes one), and imports
+``httpx2`` where 0.32 imports ``httpx`` without declaring it (so an
+install of llm 0.32 needs ``httpx`` beside it).
+
+Nothing here is imported before it is used: importing ``llm.cli`` loads
+llm's whole command line, and doing so while llm loads its plugins
+re-enters that loading.
+"""
+
+from __future__ import annotations
+
+
+class Unresolved(Exception):
+    """llm could not resolve an attachment, a template or a fragment; the
+    message is llm's own."""
+
+
+def attachment(value: str):
+    """The ``llm.Attachment`` of a path, a URL or ``-`` (stdin), resolved as
+    ``llm -a`` resolves one (``llm.cli.resolve_attachment``)."""
+    from llm.cli import AttachmentError, resolve_attachment
+
+    try:
+        return resolve_attachment(value)
+    except AttachmentError as exc:
+        raise Unresolved(str(exc)) from None
+
+
+def template(name: str):
+    """The ``llm.Template`` that ``llm -t name`` would use: a saved template,
+    or one from a template loader's ``prefix:`` (``llm.cli.load_template``)."""
+    from llm.cli import LoadTemplateError, load_template
+
+    try:
+        return load_template(name)
+    except LoadTemplateError as exc:
+        raise Unresolved(str(exc)) from None
+
+
+def schema(database, schema_input: str) -> dict:
+    """A ``--schema`` value as ``llm --schema`` reads it: JSON, a file, llm's
+    schema DSL, a saved schema's id or ``t:template``, looked up in
+    ``database`` (a ``sqlite_utils.Database``; ``llm.utils.resolve_schema_input``).
+    Raises ``click.ClickException`` with llm's message."""
+    from llm.cli import load_template
+    from llm.utils import resolve_schema_input
+
+    return resolve_schema_input(database, schema_input, load_template)
+
+
+def fragments(database, values) -> list[str]:
+    """The text of each ``-f`` value (an alias or hash saved in ``database``,
+    a file, a URL or a fragment loader's ``prefix:``), as ``llm -f`` resolves
+    them (``llm.cli.resolve_fragments``)."""
+    from llm.cli import FragmentNotFound, resolve_fragments
+
+    try:
+        return [str(fragment) for fragment in resolve_fragments(database, values)]
+    except FragmentNotFound as exc:
+        raise Unresolved(str(exc)) from None
+
+
+def tools(specs) -> list:
+    """``-T`` values as ``llm -T`` reads them: a registered tool's name, or a
+    Toolbox with its arguments (``Name(...)``). An unknown name raises
+    ``click.ClickException`` naming the tools there are (``llm.cli._gather_tools``)."""
+    from llm.cli import _gather_tools
+
+    return _gather_tools(list(specs), [])
+
+
+def conversation(conversation_id: str | None, database_path):
+    """llm's conversation ``conversation_id`` (the most recent when None)
+    from the logs.db at ``database_path``, with its earlier responses, as
+    ``llm -c`` loads it; None when there is none. llm migrates the database
+    first. An unknown id raises ``click.ClickException``, a conversation
+    whose model is gone ``llm.UnknownModelError`` (``llm.cli.load_conversation``)."""
+    from llm.cli import load_conversation
+
+    return load_conversation(conversation_id, database=str(database_path))
+
+
+def migrate(database) -> None:
+    """Bring ``database`` (a ``sqlite_utils.Database``) to llm's current
+    logs.db schema (``llm.migrations.migrate``)."""
+    from llm.migrations import migrate as llm_migrate
+
+    llm_migrate(database)
+
+
+def log_response(database, response) -> None:
+    """Log a finished sync ``llm.Response`` into ``database`` as ``llm``
+    logs its own, so that ``llm logs`` shows it and ``llm -c`` continues
+    its conversation (``Response.log_to_db``, after llm's migrations)."""
+    migrate(database)
+    response.log_to_db(database)
