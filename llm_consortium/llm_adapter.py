@@ -14,13 +14,17 @@ one through llm's real objects, and ``.ci/run`` runs those tests under
 llm 0.32 (the oldest that pyproject.toml accepts) as well as under the
 version the rest of the suite runs with.
 
-Checked against llm 0.32 and llm 0.36, where every function here behaves
-the same. What differs between the two does not reach this module: 0.36
-adds ``llm.ConversationNotSupported``, ``Model.supports_conversation`` and
-``AsyncResponse.log_to_db`` (the package uses none of them), lets
-``llm -t`` be repeated (``llm consortium -t`` takes one), and imports
-``httpx2`` where 0.32 imports ``httpx`` without declaring it (so an
-install of llm 0.32 needs ``httpx`` beside it).
+Checked against llm 0.32 and llm 0.36: every function here has the same
+signature and behaviour in both, but for one thing: 0.36's schema DSL
+refuses an unknown type and a repeated field (``click.BadParameter``),
+where 0.32 reads the type as a string and keeps the field twice in
+``required`` (then refused as a JSON Schema by ``core/schemas.py``). Other
+differences do not reach the package: 0.36 adds
+``llm.ConversationNotSupported``, ``Model.supports_conversation`` and
+``AsyncResponse.log_to_db`` (none of them used here) and lets ``llm -t``
+be repeated (``llm consortium -t`` takes one); 0.32 imports ``httpx``
+without declaring it (the openai releases of its day brought it; today's
+bring ``httpx2``), so llm 0.32 installed today needs ``httpx`` beside it.
 
 Nothing here is imported before it is used: importing ``llm.cli`` loads
 llm's whole command line, and doing so while llm loads its plugins
