@@ -1,18 +1,21 @@
 """The parts of llm this plugin uses that llm does not publish as its API.
 
-Everything else the package asks of llm is its documented Python API:
-models, prompts, responses (``Response.from_dict`` included), tool chains,
-messages, ``llm.user_dir()``, ``llm.get_models_with_aliases()``. What is
-here has no public equivalent: the flags ``llm consortium`` shares with
-``llm prompt`` must read their values exactly as llm's own command line
-does, and the answer must be logged where ``llm logs`` shows it. llm keeps
-those functions in ``llm.cli``, ``llm.utils`` and ``llm.migrations``, and
-its documentation calls its SQLite logging "not yet part of the stable,
-documented Python API". Each use is one function below, so that a new llm
-release is checked in one module: ``tests/test_llm_adapter.py`` drives each
-one through llm's real objects, and ``.ci/run`` runs those tests under
-llm 0.32 (the oldest that pyproject.toml accepts) as well as under the
-version the rest of the suite runs with.
+Everything else the package asks of llm is a name the ``llm`` package
+itself exports: its documented Python API (models, prompts, responses and
+``Response.from_dict``, tool chains, messages, ``llm.user_dir()``) and a
+few plainly public helpers (``llm.get_models_with_aliases()``,
+``llm.load_keys()``). What is here has no public equivalent: the flags
+``llm consortium`` shares with ``llm prompt`` must read their values
+exactly as llm's own command line does, the answer must be logged where
+``llm logs`` shows it, and pricing must know which models are llm's own
+OpenAI models. llm keeps those in ``llm.cli``, ``llm.utils``,
+``llm.migrations`` and its module layout, and its documentation calls its
+SQLite logging "not yet part of the stable, documented Python API". Each
+use is one name below, so that a new llm release is checked in one module:
+``tests/test_llm_adapter.py`` drives each through llm's real objects, and
+``.ci/run`` runs those tests under llm 0.32 (the oldest that
+pyproject.toml accepts) as well as under the version the rest of the
+suite runs with.
 
 Checked against llm 0.32 and llm 0.36: every function here has the same
 signature and behaviour in both, but for one thing: 0.36's schema DSL
@@ -32,6 +35,12 @@ re-enters that loading.
 """
 
 from __future__ import annotations
+
+
+#: The module of llm's own OpenAI models, and of those ``extra-openai-models.yaml``
+#: adds: llm has no public way to ask which plugin registered a model, and
+#: ``core/pricing.py`` prices these by their ``api_base``.
+OPENAI_MODELS_MODULE = "llm.default_plugins.openai_models"
 
 
 class Unresolved(Exception):

@@ -201,6 +201,14 @@ def test_a_logged_answer_is_in_llm_logs_and_continues_as_a_conversation(sim):
                     ("assistant", "Otters hold hands."), ("user", "And at night?")]
 
 
+def test_models_from_extra_openai_models_yaml_come_from_llms_openai_module(sim):
+    """What core/pricing.py reads to price a model by its api_base."""
+    sim.add("m1", reply="hi")
+    assert {type(llm.get_model("m1")).__module__, type(llm.get_async_model("m1")).__module__} == {
+        llm_adapter.OPENAI_MODELS_MODULE}
+    assert llm.get_model("m1").api_base.startswith("http://127.0.0.1:")
+
+
 def test_an_unknown_conversation_is_refused_and_none_is_none(sim):
     path = llm.user_dir() / "logs.db"
     assert llm_adapter.conversation(None, path) is None
