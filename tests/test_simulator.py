@@ -263,7 +263,7 @@ def test_standalone_demo_prints_its_models_and_a_command_that_works(sim, tmp_pat
     assert remaining == b""
 
 
-# llama.cpp's servers, as measured (LLM-NOTES): failures inside a 200 stream, one request at a time.
+# llama.cpp's servers, as measured against them: failures inside a 200 stream, one request at a time.
 
 
 def raw_post(sim, name, stream):

@@ -121,13 +121,16 @@ def borda(ballots: list[list[str]], candidates: list[str]) -> dict[str, float]:
     }
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolated q-quantile (0 <= q <= 1) of an ascending list."""
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The ``q`` quantile (0 <= q <= 1) of an ascending list, interpolated
+    linearly; 0.0 when the list is empty. The bootstrap intervals here and
+    in ``llm consortium eval``'s report both read their tails with it."""
+    if not sorted_values:
+        return 0.0
     position = q * (len(sorted_values) - 1)
     low = int(position)
     high = min(low + 1, len(sorted_values) - 1)
-    fraction = position - low
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * fraction
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
 def bootstrap_intervals(
@@ -160,5 +163,5 @@ def bootstrap_intervals(
     intervals = {}
     for candidate, values in samples.items():
         values.sort()
-        intervals[candidate] = (_percentile(values, tail), _percentile(values, 1 - tail))
+        intervals[candidate] = (percentile(values, tail), percentile(values, 1 - tail))
     return intervals

@@ -463,11 +463,11 @@ def member_messages(history: list, system: str | None) -> list | None:
     """
     if not history:
         return None
-    from llm.parts import Message, TextPart
+    import llm
 
     turns = [m for m in history if m.role != "system"]
     if system:
-        turns.insert(0, Message(role="system", parts=[TextPart(text=system)]))
+        turns.insert(0, llm.system(system))
     return turns
 
 

@@ -118,7 +118,7 @@ class Panel:
         self._emit("call_finished", self.run, self.number, role, model, instance, outcome, prompt)
 
     async def arbitrate(self, prompt: str) -> tuple[Judgement, str]:
-        """Ask the arbiter; its reply is read as the seed's XML.
+        """Ask the arbiter; its reply is read as the original plugin's XML.
 
         A prompt too long for the arbiter's context window is asked again in
         its compact form. A reply without a synthesis is asked for once more

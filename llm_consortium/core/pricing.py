@@ -28,11 +28,12 @@ import math
 import threading
 from functools import lru_cache
 
+from ..llm_adapter import OPENAI_MODELS_MODULE
 from .results import Usage
 
 # The provider of models from plugins whose provider is not in the model's name.
 PLUGIN_PROVIDERS = {
-    "llm.default_plugins.openai_models": "openai",
+    OPENAI_MODELS_MODULE: "openai",
     "llm_anthropic": "anthropic",
     "llm_gemini": "google",
     "llm_mistral": "mistral",
@@ -62,7 +63,7 @@ def price_reference(model) -> tuple[str, dict] | None:
     name = getattr(model, "model_name", None) or getattr(model, "claude_model_id", None) \
         or getattr(model, "gemini_model_id", None) or model.model_id
     api_base = getattr(model, "api_base", None)
-    if plugin == "llm.default_plugins.openai_models" and api_base:
+    if plugin == OPENAI_MODELS_MODULE and api_base:
         return name, {"provider_api_url": api_base}
     return name, {"provider_id": PLUGIN_PROVIDERS[plugin]}
 

@@ -98,7 +98,9 @@ def _start(handle: ModelHandle, ask: Ask, on_tool_call: Callable[[dict], None], 
 
 
 def _earlier_responses(handle: ModelHandle, messages: list) -> list:
-    """Each earlier (user, assistant) turn as a finished llm response."""
+    """Each earlier (user, assistant) turn as a finished llm response, made
+    by llm's ``Response.from_dict``; its prompt is given the turn's text,
+    which plugins read as ``response.prompt.prompt``."""
     import llm
 
     def text(message) -> str:
@@ -110,10 +112,12 @@ def _earlier_responses(handle: ModelHandle, messages: list) -> list:
     responses = []
     for asked, answered in zip(turns, turns[1:]):
         if asked.role == "user" and answered.role == "assistant":
-            response = response_class(
-                llm.Prompt(text(asked), model=handle.model, system=system), handle.model, stream=False
+            response = response_class.from_dict(
+                {"model": handle.model.model_id, "prompt": {"messages": [llm.user(text(asked)).to_dict()]},
+                 "messages": [llm.assistant(text(answered)).to_dict()]},
+                model=handle.model,
             )
-            response._chunks, response._done = [text(answered)], True  # as llm's Response.fake does
+            response.prompt = llm.Prompt(text(asked), model=handle.model, system=system)
             responses.append(response)
     return responses
 
@@ -132,7 +136,7 @@ async def consume(handle, ask: Ask, on_chunk, on_tool_call, turn, stream: bool) 
     if handle.is_async:
         pieces = []
         with plugin_code():
-            async for step in _async_steps(_start(handle, ask, on_tool_call, stream)):
+            async for step in _async_steps(_start(handle, ask, on_tool_call, stream), chained=bool(ask.tools)):
                 pieces = []
                 async for chunk in step:
                     pieces.append(clean(chunk))
@@ -148,7 +152,7 @@ async def consume(handle, ask: Ask, on_chunk, on_tool_call, turn, stream: bool) 
             pieces = []
             with plugin_code():
                 response = _start(handle, ask, lambda call: loop.call_soon_threadsafe(on_tool_call, call), stream)
-                for step in _steps(response):
+                for step in _steps(response, chained=bool(ask.tools)):
                     pieces = []
                     for chunk in step:
                         pieces.append(clean(chunk))
@@ -173,18 +177,14 @@ def _finished(response) -> bool:
                 and "content" in data and "finish_reason" not in data)
 
 
-def _steps(response):
-    """The responses of a sync tool chain, or the one response."""
-    from llm.models import ChainResponse
-
-    return response.responses() if isinstance(response, ChainResponse) else [response]
+def _steps(response, chained: bool):
+    """The responses of a sync tool chain (``chained``), or the one response."""
+    return response.responses() if chained else [response]
 
 
-async def _async_steps(response):
-    """The responses of an async tool chain, or the one response."""
-    from llm.models import AsyncChainResponse
-
-    if isinstance(response, AsyncChainResponse):
+async def _async_steps(response, chained: bool):
+    """The responses of an async tool chain (``chained``), or the one response."""
+    if chained:
         async for step in response.responses():
             yield step
     else:

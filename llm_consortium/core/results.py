@@ -1,6 +1,6 @@
 """Result types passed between the stages of a run.
 
-Each stage returns one of these dataclasses; the seed's nested-dict shape
+Each stage returns one of these dataclasses; the original plugin's nested-dict shape
 (``result["synthesis"]["synthesis"]``) is produced once, by ``to_dict``.
 """
 

@@ -24,6 +24,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from ..core.ballots import percentile
+
 BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 20250101
 #: Calibration bins: equal widths over [0, 1].
@@ -127,16 +129,6 @@ def compare(rows: list[Row], samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTS
         row.accuracy_interval = (percentile(accuracies, 0.025), percentile(accuracies, 0.975))
         row.interval = (percentile(differences, 0.025), percentile(differences, 0.975))
     return best
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """The ``q`` quantile of sorted values, interpolated linearly; 0.0 when empty."""
-    if not sorted_values:
-        return 0.0
-    position = q * (len(sorted_values) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
 @dataclass

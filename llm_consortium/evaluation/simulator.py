@@ -571,7 +571,8 @@ class SimProvider:
         model_name: the YAML's ``model_name`` (the name the provider knows,
         which requests carry), when it differs from ``name``.
 
-        As llama.cpp's servers do (measured: docs in LLM-NOTES):
+        As llama.cpp's servers do (measured against llama-cpp-python's server
+        and older builds of llama.cpp's own):
         stream_error: how a streamed request hears of a failure (``status``,
         ``fail_first``, ``n_ctx``) instead of the HTTP status: "empty" (a 200
         stream with no event), "error_line" (an ``error: {...}`` line in a 200

@@ -81,16 +81,16 @@ def user_path(name: str) -> Path:
 
 class AttachmentParam(click.ParamType):
     """An attachment as ``llm -a`` reads one (a path, a URL or -), resolved
-    by llm itself when the option is used (llm.cli is not imported before)."""
+    by llm itself when the option is used (llm's command line is not imported before)."""
 
     name = "attachment"
 
     def convert(self, value, param, ctx):
-        from llm.cli import AttachmentError, resolve_attachment
+        from .. import llm_adapter
 
         try:
-            return resolve_attachment(value)
-        except AttachmentError as exc:
+            return llm_adapter.attachment(value)
+        except llm_adapter.Unresolved as exc:
             self.fail(str(exc), param, ctx)
 
 
@@ -105,14 +105,13 @@ def resolve_schema(schema_input: str | None) -> dict | None:
     if schema_input.lstrip().startswith(("{", "[")):
         return json.loads(schema_input)  # JSON, never the DSL (see check_text)
     import sqlite_utils
-    from llm.cli import load_template
-    from llm.utils import resolve_schema_input
 
+    from .. import llm_adapter
     from ..storage.store import db_path
 
     database = sqlite_utils.Database(db_path()) if db_path().exists() else sqlite_utils.Database(memory=True)
     try:
-        return resolve_schema_input(database, schema_input, load_template)
+        return llm_adapter.schema(database, schema_input)
     except click.ClickException as exc:
         raise ConsortiumConfigError(f"--schema: {exc.format_message()}") from None
 
@@ -223,9 +222,9 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
 
         options = parse_options(options)
         schema = resolve_schema(schema_input)
-        from llm.cli import _gather_tools  # llm -T's own: names to tools, unknown ones refused
+        from .. import llm_adapter
 
-        tools = _gather_tools(list(tool_specs), [])
+        tools = llm_adapter.tools(tool_specs)  # as llm -T reads them: unknown ones refused
         config = configured(build_config(models, base=base, **settings), options)
         # unknown models, empty prompt, options no member accepts, a schema that cannot work
         ConsortiumOrchestrator(config=config).prepare(prompt, options=options.model_extra, schema=schema)
@@ -348,13 +347,13 @@ def continued(conversation_id: str | None, model):
     continued by ``model``: as with ``llm -c``, its earlier turns become the
     new prompt's history, and the answer is logged in that conversation."""
     import llm
-    from llm.cli import load_conversation
 
+    from .. import llm_adapter
     from ..storage.store import db_path, schema_lock
 
     try:
         with schema_lock(db_path()):  # llm migrates logs.db as it loads a conversation
-            conversation = load_conversation(conversation_id, database=str(db_path()))
+            conversation = llm_adapter.conversation(conversation_id, db_path())
     except (click.ClickException, llm.UnknownModelError) as exc:
         fail(f"Cannot continue the conversation: {exc}")
     if conversation is None:
@@ -364,23 +363,23 @@ def continued(conversation_id: str | None, model):
 
 
 def load_llm_template(name: str):
-    from llm.cli import LoadTemplateError, load_template
+    from .. import llm_adapter
 
     try:
-        return load_template(name)
-    except LoadTemplateError as exc:
+        return llm_adapter.template(name)
+    except llm_adapter.Unresolved as exc:
         raise ConsortiumConfigError(str(exc)) from None
 
 
 def apply_template(template, prompt: str, params: dict, system: str | None) -> tuple[str, str | None]:
     """The prompt and system prompt with ``template`` applied, as llm applies
     one: the prompt fills $input, or follows the template's prompt."""
-    from llm.templates import Template
+    import llm
 
     uses_input = "input" in template.vars()
     try:
         template_prompt, template_system = template.evaluate(prompt if uses_input else "", params)
-    except Template.MissingVariables as exc:
+    except llm.Template.MissingVariables as exc:
         raise ConsortiumConfigError(f"Template {template.name}: {exc}") from None
     if template_prompt:
         prompt = f"{template_prompt}\n{prompt}" if prompt and not uses_input else template_prompt
@@ -392,19 +391,18 @@ def resolve_fragment_texts(values) -> list[str]:
     if not values:
         return []
     import sqlite_utils
-    from llm.cli import FragmentNotFound, resolve_fragments
-    from llm.migrations import migrate
 
+    from .. import llm_adapter
     from ..storage.store import db_path
 
     if db_path().exists():
         database = sqlite_utils.Database(db_path())
     else:  # no logs.db yet: files and URLs still resolve, aliases cannot
         database = sqlite_utils.Database(memory=True)
-        migrate(database)
+        llm_adapter.migrate(database)
     try:
-        return [str(fragment) for fragment in resolve_fragments(database, values)]
-    except FragmentNotFound as exc:
+        return llm_adapter.fragments(database, values)
+    except llm_adapter.Unresolved as exc:
         raise ConsortiumConfigError(f"Fragment not found: {exc}") from None
 
 

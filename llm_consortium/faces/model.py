@@ -117,7 +117,9 @@ class _Consortium:
     def attachment_types(self) -> set[str]:
         """Every type a member or the arbiter can read: an attachment goes to
         those that can, and the others are told it was left out. Resolved on
-        first use, not when llm registers the model (see LLM-NOTES)."""
+        first use, not when llm registers the model: llm runs every plugin's
+        ``register_models`` on each model lookup, so looking the members up
+        there would recurse, and would slow every llm command."""
         from ..core.handles import resolve_models
 
         try:

@@ -558,12 +558,11 @@ def log_llm_response(response) -> None:
     logs.db as it was.
     """
     import sqlite_utils
-    from llm.migrations import migrate
+
+    from .. import llm_adapter
 
     path = db_path()
     with schema_lock(path), closing(sqlite3.connect(path, timeout=busy_timeout())) as conn:
         conn.execute("BEGIN IMMEDIATE")
-        db = sqlite_utils.Database(conn)
-        migrate(db)
-        response.log_to_db(db)
+        llm_adapter.log_response(sqlite_utils.Database(conn), response)
         conn.commit()  # uncommitted, it is rolled back on close

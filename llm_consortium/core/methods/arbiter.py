@@ -1,4 +1,4 @@
-"""The seed's method: one arbiter reads every answer and writes the synthesis.
+"""The original plugin's method: one arbiter reads every answer and writes the synthesis.
 
 Its confidence is the arbiter's own. Beside it, ``agreement`` measures how
 many members gave the same answer: by their short answers where those
@@ -52,7 +52,7 @@ def measured_agreement(panel, raw: str):
 
 
 def extended_arbiter_prompt(panel, template: str, **sections: str) -> str:
-    """The seed's arbiter prompt for this round's answers (neutral labels
+    """The original plugin's arbiter prompt for this round's answers (neutral labels
     ``label(i)`` for ``panel.answered[i]``, fenced), placed in ``template``
     as ``$arbiter_prompt`` beside the method's own ``sections``.
 
@@ -62,7 +62,7 @@ def extended_arbiter_prompt(panel, template: str, **sections: str) -> str:
 
 
 def arbiter_prompt(panel) -> str:
-    """The seed's arbiter prompt for this round's answers: neutral labels
+    """The original plugin's arbiter prompt for this round's answers: neutral labels
     ``label(i)`` for ``panel.answered[i]``, each fenced."""
     run = panel.run
     return prompts.arbiter_prompt(

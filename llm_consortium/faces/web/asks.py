@@ -76,15 +76,14 @@ class Asks:
     @staticmethod
     def _conversation(after: str, model):
         """The llm conversation run ``after``'s answer is in, continued by ``model``."""
-        from llm.cli import load_conversation
-
+        from ... import llm_adapter
         from ...storage import store
 
         found = store.llm_conversation(after)
         if found is None:
             raise AskError("That run's answer is not in llm logs, so there is no conversation to continue")
         with store.schema_lock(store.db_path()):  # llm migrates logs.db as it loads a conversation
-            conversation = load_conversation(found["id"], database=str(store.db_path()))
+            conversation = llm_adapter.conversation(found["id"], store.db_path())
         if conversation is None:
             raise AskError("That run's conversation is no longer in llm logs")
         conversation.model = model
