@@ -20,7 +20,7 @@ from .errors import PluginInterrupted, describe
 from .handles import ModelHandle, check_keys, member_options, resolve_models
 from .judging import Caller, judge_round, real_call
 from .methods import member_instructions
-from .outcome import outcome_of
+from .record import record_of, result_dict
 from .responses import CHAIN_LIMIT, Ask, fit
 from .results import Judgement, MemberResult, Usage
 from .stopping import ended_by, should_stop, threshold_note
@@ -47,14 +47,6 @@ class Round:
             usage.add(member.usage)
         usage.add(self.judging_usage)
         return usage
-
-    def to_dict(self) -> dict:
-        return {
-            "round": self.number,
-            "usage": self.usage.to_dict(),
-            "model_responses": [m.to_dict() for m in self.members],
-            "arbiter": {"raw": self.arbiter_raw, **(self.judgement.to_dict() if self.judgement else {})},
-        }
 
 
 @dataclass
@@ -104,42 +96,8 @@ class Run:
         return members_of(self.config.models, self.handles)
 
     def to_dict(self) -> dict:
-        last = self.rounds[-1] if self.rounds else None
-        judgement = self.last_judgement or Judgement(parse_ok=False)
-        outcome = outcome_of(self)
-        return {
-            "prompt": self.prompt,
-            "synthesis": judgement.to_dict(),
-            "model_responses": [m.to_dict() for m in last.members] if last else [],
-            "iterations": [r.to_dict() for r in self.rounds],
-            "metadata": {
-                "run_id": self.run_id,
-                # One status (``outcome``), every condition behind it, and "k of n agree, m of n answered".
-                "status": outcome.status,
-                "notes": outcome.notes,
-                "members": outcome.members,
-                "answered": outcome.answered,
-                "agreeing": outcome.agreeing,
-                "has_answer": outcome.has_answer,
-                "models": list(self.config.models),
-                "arbiter": self.config.arbiter,
-                "method": self.config.method,
-                "confidence_threshold": self.config.confidence_threshold,
-                "stop_on": self.config.stop_on,
-                "threshold_note": self.threshold_note(judgement),
-                "max_iterations": self.config.max_iterations,
-                "iteration_count": len(self.rounds),
-                "system_prompt": self.system,
-                "start_time": self.started.isoformat(),
-                "end_time": self.finished.isoformat() if self.finished else None,
-                "seconds": round(((self.finished or datetime.now(timezone.utc)) - self.started).total_seconds(), 3),
-                "usage": self.usage.to_dict(),
-                "max_cost": self.config.max_cost,
-                "stopped_because": self.stopped_because,
-                "budget_note": self.budget_note,
-                "parent_run_id": self.parent_run_id,
-            },
-        }
+        """The result dict, made from the run's record (``record``)."""
+        return result_dict(record_of(self))
 
     @property
     def last_judgement(self) -> Judgement | None:

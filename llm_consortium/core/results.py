@@ -1,7 +1,8 @@
 """Result types passed between the stages of a run.
 
-Each stage returns one of these dataclasses; the original plugin's nested-dict shape
-(``result["synthesis"]["synthesis"]``) is produced once, by ``to_dict``.
+Each stage returns one of these dataclasses; a finished run becomes a
+``record.RunRecord``, from which the original plugin's nested-dict shape
+(``result["synthesis"]["synthesis"]``) is produced once, by ``record.result_dict``.
 """
 
 from __future__ import annotations
@@ -37,13 +38,6 @@ class Usage:
     def cost_usd(self) -> float | None:
         return None if self.unpriced else self.cost
 
-    def to_dict(self) -> dict:
-        return {
-            "input": self.input, "output": self.output, "total": self.total, "unreported": self.unreported,
-            "cost_usd": None if self.unpriced else round(self.cost, 8),
-            "priced_usd": round(self.cost, 8), "unpriced": self.unpriced,
-        }
-
     @property
     def total(self) -> int:
         return self.input + self.output
@@ -69,12 +63,6 @@ class MemberResult:
     @property
     def ok(self) -> bool:
         return self.error is None and self.text is not None
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        del data["usage"]
-        data["tokens"] = self.usage.to_dict()
-        return data
 
 
 @dataclass

@@ -1,0 +1,313 @@
+"""One run as one typed value: ``RunRecord -> RoundRecord -> MemberRecord /
+VerdictRecord``, with its usage and cost, timings, outcome and settings.
+
+The engine's ``Run`` is the state of a run while it happens; ``record_of``
+turns it into a ``RunRecord``, the store loads recorded runs back into the
+same type, and the faces read its attributes. The result dict that users and
+scripts know (``--json``, ``--output``, the Python API's
+``result["synthesis"]["synthesis"]``, ``llm -m``'s response_json) is made
+from a record in one place, ``result_dict``; ``record_from_result`` reads
+one back, as the store keeps it. ``SCHEMA_VERSION`` counts changes to the
+record's fields.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .outcome import outcome_of
+
+SCHEMA_VERSION = 1
+
+
+class UsageRecord(BaseModel):
+    """Tokens and dollars, as ``results.Usage`` counts them: ``cost_usd`` is
+    None when any call could not be priced."""
+
+    input: int = 0
+    output: int = 0
+    unreported: int = 0
+    cost: float = 0.0
+    unpriced: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output
+
+    @property
+    def cost_usd(self) -> float | None:
+        return None if self.unpriced else round(self.cost, 8)
+
+
+class MemberRecord(BaseModel):
+    """One member's call in one round; errors are data."""
+
+    model: str
+    instance: int
+    text: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    attempts: int = 1
+    cancelled: bool = False
+    queued: float = 0.0
+    quorum_cancelled: bool = False
+    usage: UsageRecord = Field(default_factory=UsageRecord)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None
+
+
+class VerdictRecord(BaseModel):
+    """What the judging concluded about a round (``results.Judgement``);
+    ``details`` is what the method computed (a tally, a ranking), as recorded."""
+
+    synthesis: str = ""
+    confidence: float = 0.0
+    analysis: str = ""
+    dissent: str = ""
+    refinement_areas: list[str] = Field(default_factory=list)
+    parse_ok: bool = True
+    agreement: float | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    fallback: str | None = None
+    no_verdict: bool = False
+    candidates: list[dict[str, Any]] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
+class RoundRecord(BaseModel):
+    """One round: every member's answer, the verdict (None when the judge
+    never answered) and the judge's raw reply; ``usage`` is the round's
+    members and judging together."""
+
+    number: int
+    members: list[MemberRecord] = Field(default_factory=list)
+    verdict: VerdictRecord | None = None
+    raw: str = ""
+    usage: UsageRecord = Field(default_factory=UsageRecord)
+
+
+class OutcomeRecord(BaseModel):
+    """The run's status and notes, and "k of n agree, m of n answered" (``outcome``)."""
+
+    status: str
+    notes: list[str] = Field(default_factory=list)
+    members: int | None = None  # None: recorded before the counts were
+    answered: int | None = None
+    agreeing: int | None = None
+    has_answer: bool = True
+    threshold_note: str | None = None
+    stopped_because: str | None = None
+    budget_note: str | None = None
+
+
+class SettingsRecord(BaseModel):
+    """The settings the run was made with, as its result reports them."""
+
+    models: list[str] = Field(default_factory=list)
+    arbiter: str | None = None
+    method: str = "arbiter"
+    confidence_threshold: float | None = None
+    stop_on: str | None = "arbiter"
+    max_iterations: int | None = None
+    max_cost: float | None = None
+    system: str | None = None
+
+
+class RunRecord(BaseModel):
+    """One run, as it happened or as it was recorded."""
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    prompt: str
+    settings: SettingsRecord = Field(default_factory=SettingsRecord)
+    rounds: list[RoundRecord] = Field(default_factory=list)
+    outcome: OutcomeRecord
+    usage: UsageRecord = Field(default_factory=UsageRecord)
+    started: str | None = None
+    finished: str | None = None
+    seconds: float | None = None
+    parent_run_id: str | None = None
+
+    @property
+    def answer_round(self) -> RoundRecord | None:
+        """The round whose verdict is the answer: the latest judged one
+        (an earlier one when --max-cost left the latest unjudged)."""
+        return next((r for r in reversed(self.rounds) if r.verdict), None)
+
+    @property
+    def verdict(self) -> VerdictRecord | None:
+        answer = self.answer_round
+        return answer.verdict if answer else None
+
+
+def _usage(usage) -> UsageRecord:
+    return UsageRecord(input=usage.input, output=usage.output, unreported=usage.unreported, cost=usage.cost,
+                       unpriced=usage.unpriced)
+
+
+def _verdict(judgement) -> VerdictRecord:
+    return VerdictRecord(**judgement.to_dict())
+
+
+def record_of(run) -> RunRecord:
+    """The engine's ``Run`` as a ``RunRecord``, as it stands (a run still
+    going has no ``finished`` and its seconds so far)."""
+    outcome = outcome_of(run)
+    judgement = run.last_judgement
+    config = run.config
+    end = run.finished or datetime.now(timezone.utc)
+    return RunRecord(
+        run_id=run.run_id,
+        prompt=run.prompt,
+        settings=SettingsRecord(
+            models=list(config.models), arbiter=config.arbiter, method=config.method,
+            confidence_threshold=config.confidence_threshold, stop_on=config.stop_on,
+            max_iterations=config.max_iterations, max_cost=config.max_cost, system=run.system,
+        ),
+        rounds=[
+            RoundRecord(
+                number=r.number,
+                members=[MemberRecord(model=m.model, instance=m.instance, text=m.text, error=m.error,
+                                      seconds=m.seconds, attempts=m.attempts, cancelled=m.cancelled,
+                                      queued=m.queued, quorum_cancelled=m.quorum_cancelled, usage=_usage(m.usage))
+                         for m in r.members],
+                verdict=_verdict(r.judgement) if r.judgement else None,
+                raw=r.arbiter_raw,
+                usage=_usage(r.usage),
+            )
+            for r in run.rounds
+        ],
+        outcome=OutcomeRecord(
+            status=outcome.status, notes=outcome.notes, members=outcome.members, answered=outcome.answered,
+            agreeing=outcome.agreeing, has_answer=outcome.has_answer,
+            threshold_note=run.threshold_note(judgement) if judgement else None,
+            stopped_because=run.stopped_because, budget_note=run.budget_note,
+        ),
+        usage=_usage(run.usage),
+        started=run.started.isoformat(),
+        finished=run.finished.isoformat() if run.finished else None,
+        seconds=round((end - run.started).total_seconds(), 3),
+        parent_run_id=run.parent_run_id,
+    )
+
+
+# The result dict: today's documented shape, made here and nowhere else,
+# and read back.
+
+
+def usage_dict(usage: UsageRecord) -> dict:
+    return {
+        "input": usage.input, "output": usage.output, "total": usage.total, "unreported": usage.unreported,
+        "cost_usd": usage.cost_usd, "priced_usd": round(usage.cost, 8), "unpriced": usage.unpriced,
+    }
+
+
+def member_dict(member: MemberRecord) -> dict:
+    return {**member.model_dump(exclude={"usage"}), "tokens": usage_dict(member.usage)}
+
+
+def verdict_dict(verdict: VerdictRecord | None) -> dict:
+    """The verdict's fields; a run with none reports an empty, unparsed one."""
+    return (verdict or VerdictRecord(parse_ok=False)).model_dump()
+
+
+def result_dict(record: RunRecord) -> dict:
+    """The run as the result dict (``--json``, ``--output``, the Python API, ``llm -m``'s response_json)."""
+    last = record.rounds[-1] if record.rounds else None
+    settings, outcome = record.settings, record.outcome
+    return {
+        "prompt": record.prompt,
+        "synthesis": verdict_dict(record.verdict),
+        "model_responses": [member_dict(m) for m in last.members] if last else [],
+        "iterations": [
+            {"round": r.number, "usage": usage_dict(r.usage), "model_responses": [member_dict(m) for m in r.members],
+             "arbiter": {"raw": r.raw, **(r.verdict.model_dump() if r.verdict else {})}}
+            for r in record.rounds
+        ],
+        "metadata": {
+            "run_id": record.run_id,
+            "status": outcome.status,
+            "notes": outcome.notes,
+            "members": outcome.members,
+            "answered": outcome.answered,
+            "agreeing": outcome.agreeing,
+            "has_answer": outcome.has_answer,
+            "models": settings.models,
+            "arbiter": settings.arbiter,
+            "method": settings.method,
+            "confidence_threshold": settings.confidence_threshold,
+            "stop_on": settings.stop_on,
+            "threshold_note": outcome.threshold_note,
+            "max_iterations": settings.max_iterations,
+            "iteration_count": len(record.rounds),
+            "system_prompt": settings.system,
+            "start_time": record.started,
+            "end_time": record.finished,
+            "seconds": record.seconds,
+            "usage": usage_dict(record.usage),
+            "max_cost": settings.max_cost,
+            "stopped_because": outcome.stopped_because,
+            "budget_note": outcome.budget_note,
+            "parent_run_id": record.parent_run_id,
+        },
+    }
+
+
+def usage_of(data: dict | None) -> UsageRecord:
+    """``usage_dict`` read back; a result written before costs were kept has
+    no dollars, and reads as 0 priced."""
+    data = data or {}
+    return UsageRecord(input=data.get("input") or 0, output=data.get("output") or 0,
+                       unreported=data.get("unreported") or 0,
+                       cost=data.get("priced_usd") or data.get("cost_usd") or 0.0, unpriced=data.get("unpriced") or 0)
+
+
+def member_of(data: dict) -> MemberRecord:
+    fields = {key: value for key, value in data.items() if key in MemberRecord.model_fields and key != "usage"}
+    return MemberRecord(**fields, usage=usage_of(data.get("tokens")))
+
+
+def verdict_of(data: dict) -> VerdictRecord:
+    return VerdictRecord(**{key: value for key, value in data.items() if key in VerdictRecord.model_fields})
+
+
+def record_from_result(result: dict) -> RunRecord:
+    """A result dict read back into its record, as the store keeps results:
+    one written by an older version lacks the newer keys, which take their
+    defaults (the store then sets the status and counts from its columns)."""
+    meta = result.get("metadata") or {}
+    rounds = []
+    for iteration in result.get("iterations") or []:
+        arbiter = dict(iteration.get("arbiter") or {})
+        raw = arbiter.pop("raw", "") or ""
+        rounds.append(RoundRecord(
+            number=iteration["round"], members=[member_of(m) for m in iteration.get("model_responses") or []],
+            verdict=verdict_of(arbiter) if arbiter else None, raw=raw, usage=usage_of(iteration.get("usage")),
+        ))
+    return RunRecord(
+        run_id=meta.get("run_id") or "",
+        prompt=result.get("prompt") or "",
+        settings=SettingsRecord(
+            models=meta.get("models") or [], arbiter=meta.get("arbiter"), method=meta.get("method") or "arbiter",
+            confidence_threshold=meta.get("confidence_threshold"), stop_on=meta.get("stop_on", "arbiter"),
+            max_iterations=meta.get("max_iterations"), max_cost=meta.get("max_cost"),
+            system=meta.get("system_prompt"),
+        ),
+        rounds=rounds,
+        outcome=OutcomeRecord(
+            status=meta.get("status") or "success", notes=meta.get("notes") or [], members=meta.get("members"),
+            answered=meta.get("answered"), agreeing=meta.get("agreeing"), has_answer=meta.get("has_answer", True),
+            threshold_note=meta.get("threshold_note"), stopped_because=meta.get("stopped_because"),
+            budget_note=meta.get("budget_note"),
+        ),
+        usage=usage_of(meta.get("usage")),
+        started=meta.get("start_time"),
+        finished=meta.get("end_time"),
+        seconds=meta.get("seconds"),
+        parent_run_id=meta.get("parent_run_id"),
+    )

@@ -1,0 +1,79 @@
+"""The typed run record (core/record.py) and the result dict made from it:
+the shape `--json`, `--output`, the Python API and `llm -m` give is pinned
+key by key, as the package gave it before the record existed."""
+
+import json
+
+from helpers import invoke
+from llm_consortium import ConsortiumOrchestrator
+from llm_consortium.core.record import SCHEMA_VERSION, RunRecord, record_from_result, result_dict
+
+USAGE = {"input": None, "output": None, "total": None, "unreported": None, "cost_usd": None, "priced_usd": None,
+         "unpriced": None}
+MEMBER = {"model": None, "instance": None, "text": None, "error": None, "seconds": None, "attempts": None,
+          "cancelled": None, "queued": None, "quorum_cancelled": None, "tokens": USAGE}
+DETAILS = {"agreement": {"share": None, "source": None, "groups": [[{"label": None, "model": None, "instance": None}]],
+                         "note": None}}
+VERDICT = {"synthesis": None, "confidence": None, "analysis": None, "dissent": None, "refinement_areas": [],
+           "parse_ok": None, "agreement": None, "details": DETAILS, "fallback": None, "no_verdict": None,
+           "candidates": [], "notes": []}
+# The keys of a two-member arbiter run's result, in order, as the package
+# printed them with --json before the record (the CLI adds metadata.recorded).
+RESULT = {
+    "prompt": None,
+    "synthesis": VERDICT,
+    "model_responses": [MEMBER],
+    "iterations": [{"round": None, "usage": USAGE, "model_responses": [MEMBER], "arbiter": {"raw": None, **VERDICT}}],
+    "metadata": {
+        "run_id": None, "status": None, "notes": [], "members": None, "answered": None, "agreeing": None,
+        "has_answer": None, "models": [None], "arbiter": None, "method": None, "confidence_threshold": None,
+        "stop_on": None, "threshold_note": None, "max_iterations": None, "iteration_count": None,
+        "system_prompt": None, "start_time": None, "end_time": None, "seconds": None, "usage": USAGE,
+        "max_cost": None, "stopped_because": None, "budget_note": None, "parent_run_id": None,
+    },
+}
+
+
+def keys(value):
+    """The key tree of a JSON value: dicts by their keys in order, a list by its first item."""
+    if isinstance(value, dict):
+        return {key: keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [keys(value[0])] if value else []
+    return None
+
+
+def test_json_and_output_keep_the_documented_shape(panel, tmp_path):
+    out = tmp_path / "result.json"
+    result = invoke("consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge", "--no-raw",
+                    "--json", "--output", str(out))
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    expected = {**RESULT, "metadata": {**RESULT["metadata"], "recorded": None}}
+    assert json.dumps(keys(data)) == json.dumps(expected)  # the order of the keys too
+    assert json.loads(out.read_text()) == data
+    assert data["synthesis"]["synthesis"] == "The answer is 42."
+    assert data["metadata"]["status"] == "success" and data["metadata"]["answered"] == 2
+
+
+def test_python_api_result_is_made_from_the_record(panel):
+    result = ConsortiumOrchestrator(models=["m1", "m2"], arbiter="judge").orchestrate_sync("What is 6*7?")
+    assert json.dumps(keys(result)) == json.dumps(RESULT)
+    assert result["synthesis"]["synthesis"] == "The answer is 42."
+    # The dict reads back into the record it was made from, unchanged.
+    record = record_from_result(result)
+    assert isinstance(record, RunRecord) and record.schema_version == SCHEMA_VERSION
+    assert record.verdict.synthesis == "The answer is 42." and record.settings.models == ["m1", "m2"]
+    assert [m.usage.input for m in record.rounds[0].members] == [3, 3]
+    assert result_dict(record) == result
+
+
+def test_a_run_with_no_verdict_reports_an_empty_unparsed_synthesis(sim):
+    sim.add("m1", status=400, error_message="bad request")
+    sim.add("judge", reply="never asked")
+    result = invoke("consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw", "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert list(data["synthesis"]) == list(VERDICT) and data["synthesis"]["parse_ok"] is False
+    assert data["synthesis"]["synthesis"] == "" and data["metadata"]["has_answer"] is False
+    assert data["model_responses"][0]["error"] and data["model_responses"][0]["text"] is None
