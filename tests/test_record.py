@@ -3,10 +3,16 @@ the shape `--json`, `--output`, the Python API and `llm -m` give is pinned
 key by key, as the package gave it before the record existed."""
 
 import json
+import socket
+import sqlite3
+import subprocess
 
-from helpers import invoke
+from helpers import db_path, invoke
 from llm_consortium import ConsortiumOrchestrator
 from llm_consortium.core.record import SCHEMA_VERSION, RunRecord, record_from_result, result_dict
+from llm_consortium.evaluation.simulator import arbiter_xml
+from llm_consortium.storage import store
+from llm_consortium.storage.recorder import RunRecorder
 
 USAGE = {"input": None, "output": None, "total": None, "unreported": None, "cost_usd": None, "priced_usd": None,
          "unpriced": None}
@@ -77,3 +83,77 @@ def test_a_run_with_no_verdict_reports_an_empty_unparsed_synthesis(sim):
     assert list(data["synthesis"]) == list(VERDICT) and data["synthesis"]["parse_ok"] is False
     assert data["synthesis"]["synthesis"] == "" and data["metadata"]["has_answer"] is False
     assert data["model_responses"][0]["error"] and data["model_responses"][0]["text"] is None
+
+
+# Recorded runs read back into the same record, whichever version recorded them.
+
+
+def recorded(models=("m1", "m2"), **settings):
+    """A run recorded by the RunRecorder, as main records runs: its result and run id."""
+    orchestrator = ConsortiumOrchestrator(models=list(models), arbiter="judge", retry_backoff=0.01,
+                                          observers=[RunRecorder()], **settings)
+    result = orchestrator.orchestrate_sync("What is 6*7?")
+    return result, result["metadata"]["run_id"]
+
+
+def test_a_recorded_run_loads_back_into_the_record_it_was(panel):
+    panel.add("m3", status=400, error_message="bad request")
+    result, run_id = recorded(("m1", "m2", "m3"))
+    assert result["metadata"]["status"] == "partial"
+    record = store.load_run(run_id[:8])
+    assert isinstance(record, RunRecord)
+    assert result_dict(record) == result  # nothing lost
+    assert (record.outcome.members, record.outcome.answered) == (3, 2)
+    assert record.rounds[0].members[2].error and record.verdict.synthesis == "The answer is 42."
+
+
+def test_runs_recorded_before_the_outcome_vocabulary_load_with_their_counts(panel):
+    """As versions before the outcome vocabulary left them: status 'success',
+    no notes or counts in the row, none of the outcome's keys in the result."""
+    result, run_id = recorded()
+    old = json.loads(json.dumps(result))
+    for key in ("status", "notes", "members", "answered", "agreeing", "has_answer"):
+        del old["metadata"][key]
+    with sqlite3.connect(db_path()) as conn:
+        conn.execute("UPDATE consortium_runs SET status = 'success', notes = NULL, members = NULL, answered = NULL, "
+                     "agreeing = NULL, result = ? WHERE id = ?", (json.dumps(old), run_id))
+    record = store.load_run(run_id)
+    assert result_dict(record) == result
+    assert (record.outcome.status, record.outcome.members, record.outcome.answered) == ("success", 2, 2)
+
+
+def test_an_old_run_below_its_threshold_reads_as_it_would_be_recorded_now(sim):
+    sim.add("m1", reply="maybe 42")
+    sim.add("judge", reply=arbiter_xml("42", 0.4))
+    result, run_id = recorded(("m1",), max_iterations=1)
+    assert result["metadata"]["status"] == "below_threshold"
+    with sqlite3.connect(db_path()) as conn:
+        conn.execute("UPDATE consortium_runs SET status = 'success', notes = NULL, members = NULL, answered = NULL, "
+                     "agreeing = NULL WHERE id = ?", (run_id,))
+    record = store.load_run(run_id)
+    assert record.outcome.status == "below_threshold" and record.outcome.has_answer
+    assert (record.outcome.members, record.outcome.answered) == (1, 1)
+
+
+def test_a_run_whose_process_died_loads_from_its_rows(panel):
+    result, run_id = recorded()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with sqlite3.connect(db_path()) as conn:  # as a process killed with -9 mid-run leaves it
+        conn.execute("UPDATE consortium_runs SET status = 'running', result = NULL, finished = NULL, notes = NULL, "
+                     "pid = ?, host = ? WHERE id = ?", (dead.pid, socket.gethostname(), run_id))
+    record = store.load_run(run_id)
+    assert record.outcome.status == "interrupted" and not record.outcome.has_answer
+    assert [m.text for m in record.rounds[0].members] == ["Member one says 42.", "Member two says 42."]
+    assert record.verdict.synthesis == "The answer is 42." and record.settings.models == ["m1", "m2"]
+    assert record.usage.input == result["metadata"]["usage"]["input"]
+    assert result_dict(record)["iterations"][0]["usage"] == result["iterations"][0]["usage"]
+
+
+def test_inspect_json_holds_the_json_shape(panel):
+    ran = json.loads(invoke("consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge", "--no-raw",
+                            "--json").stdout)
+    inspected = json.loads(invoke("consortium", "inspect", "--json").stdout)
+    del ran["metadata"]["recorded"]  # said by run only: whether the record was written
+    assert inspected["result"] == ran
+    assert inspected["id"] == ran["metadata"]["run_id"]  # the store's own keys beside it, as before

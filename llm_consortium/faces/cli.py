@@ -729,7 +729,7 @@ def record_notes(record: dict) -> list[str]:
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
 def inspect(run_id, json_):
     """Show one run round by round (RUN_ID or a prefix; default the latest)."""
-    from ..storage.store import AmbiguousRunId, get_run, latest_run_id
+    from ..storage.store import AmbiguousRunId, get_run, latest_run_id, record_of_row
 
     if run_id == "latest":
         run_id = latest_run_id()
@@ -742,7 +742,10 @@ def inspect(run_id, json_):
     if record is None:
         fail(f"No run matches {run_id!r} (see 'llm consortium runs')")
     if json_:
-        click.echo(json.dumps(record, indent=2))
+        from ..core.record import result_dict
+
+        # Its "result" is the run in --json's shape, whichever version recorded it.
+        click.echo(json.dumps({**record, "result": result_dict(record_of_row(record))}, indent=2))
         return
     from .display import agreement_text, cost, groups_line, method_details, note_line
 

@@ -24,6 +24,7 @@ from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..core.outcome import UNANSWERED
 from ..core.stopping import record_note
 
 
@@ -497,6 +498,91 @@ def get_run(run_id_or_prefix: str) -> dict | None:
         round_["unpriced_calls"] = costs.count(None)
         round_["cost_usd"] = None if None in costs else round_["priced_usd"]
     return run
+
+
+def load_run(run_id_or_prefix: str):
+    """One recorded run as a ``record.RunRecord`` (None when nothing
+    matches; ``AmbiguousRunId`` as ``get_run``): ``record_of_row``."""
+    row = get_run(run_id_or_prefix)
+    return None if row is None else record_of_row(row)
+
+
+def record_of_row(row: dict):
+    """``get_run``'s run as a ``record.RunRecord``, whichever version recorded it.
+
+    A run that ended has its result JSON, read back with
+    ``record_from_result``; its status, notes and counts are the row's
+    (a status derived as ``get_run`` derives it). A run recorded before
+    the outcome vocabulary has no counts: they are counted from its last
+    judged round, as they would be recorded now. A run whose process never
+    finished it has no result: it is read from its rows, what had arrived.
+    """
+    from ..core.record import record_from_result
+
+    record = record_from_result(row["result"]) if isinstance(row["result"], dict) else _record_from_rows(row)
+    outcome = record.outcome
+    outcome.status, outcome.notes = row["status"], row["notes"] or outcome.notes
+    outcome.threshold_note = outcome.threshold_note or row["threshold_note"]
+    last = record.answer_round or (record.rounds[-1] if record.rounds else None)
+    counted = {} if last is None else {
+        "members": sum(not m.quorum_cancelled for m in last.members),
+        "answered": sum(m.ok for m in last.members),
+        "agreeing": _largest_group(record.verdict),
+    }
+    for name in ("members", "answered", "agreeing"):
+        value = row[name] if row[name] is not None else getattr(outcome, name)
+        setattr(outcome, name, counted.get(name) if value is None else value)
+    outcome.has_answer = outcome.has_answer and record.verdict is not None and row["status"] not in UNANSWERED
+    return record
+
+
+def _largest_group(verdict) -> int | None:
+    if verdict is None or verdict.agreement is None:
+        return None
+    return max((len(g) for g in (verdict.details.get("agreement") or {}).get("groups") or []), default=None)
+
+
+def _record_from_rows(row: dict):
+    """A run with no result JSON (its process died before the end), from its rows."""
+    from ..core.record import MemberRecord, OutcomeRecord, RoundRecord, RunRecord, SettingsRecord, UsageRecord
+
+    def usage(input_tokens, output_tokens, cost_usd, priced_usd=None, unpriced=None) -> UsageRecord:
+        return UsageRecord(input=input_tokens or 0, output=output_tokens or 0,
+                           cost=(priced_usd if priced_usd is not None else cost_usd) or 0.0,
+                           unpriced=unpriced if unpriced is not None else int(cost_usd is None))
+
+    rounds = []
+    for round_ in row["rounds"]:
+        members = [MemberRecord(model=c["model"], instance=c["instance"], text=c["text"], error=c["error"],
+                                seconds=c["seconds"] or 0.0, attempts=c["attempts"] or 1, cancelled=c["cancelled"],
+                                usage=usage(c["input_tokens"], c["output_tokens"], c["cost_usd"]))
+                   for c in round_["calls"] if c["role"] == "member"]
+        verdict = None
+        if round_["parse_ok"] is not None:
+            verdict = {key: round_[key] for key in ("synthesis", "confidence", "analysis", "dissent",
+                                                     "refinement_areas", "parse_ok", "agreement", "details")}
+        calls = round_["calls"]
+        rounds.append(RoundRecord(
+            number=round_["round"], members=members, verdict=verdict,
+            usage=UsageRecord(input=sum(c["input_tokens"] or 0 for c in calls),
+                              output=sum(c["output_tokens"] or 0 for c in calls),
+                              cost=round_["priced_usd"], unpriced=round_["unpriced_calls"]),
+        ))
+    config = row["config"]
+    return RunRecord(
+        run_id=row["id"], prompt=row["prompt"] or "",
+        settings=SettingsRecord(
+            models=config.get("models") or [], arbiter=config.get("arbiter"), method=row["method"] or "arbiter",
+            confidence_threshold=config.get("confidence_threshold"), stop_on=config.get("stop_on", "arbiter"),
+            max_iterations=config.get("max_iterations"), max_cost=config.get("max_cost"), system=row["system"],
+        ),
+        rounds=rounds,
+        outcome=OutcomeRecord(status=row["status"], stopped_because=row["stopped_because"],
+                              notes=[row["error"]] if row["error"] else []),
+        usage=usage(row["input_tokens"], row["output_tokens"], row["cost_usd"], row["priced_usd"],
+                    row["unpriced_calls"]),
+        started=row["started"], finished=row["finished"], parent_run_id=row["parent_run_id"],
+    )
 
 
 def _empty_round(number: int) -> dict:
