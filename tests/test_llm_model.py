@@ -17,6 +17,7 @@ from pydantic import Field
 
 from helpers import db_rows, invoke, llm_process, read_until_closed
 from llm_consortium import ConsortiumOrchestrator
+from llm_consortium.core.record import record_from_result
 from llm_consortium.faces.display import summary_line
 from llm_consortium.evaluation.simulator import arbiter_xml
 
@@ -129,7 +130,7 @@ def test_progress_false_turns_them_off(saved):
 def test_summary_says_when_the_threshold_was_not_reached(saved):
     saved.add("judge", reply=arbiter_xml(ANSWER, 0.5))
     result = ConsortiumOrchestrator(models=["m1", "m2"], arbiter="judge", max_iterations=1).orchestrate_sync("q")
-    summary = click.unstyle(summary_line(result))
+    summary = click.unstyle(summary_line(record_from_result(result)))
     assert summary.startswith("Confidence 0.50 · ") and "below the 0.80 threshold" in summary
 
 
@@ -139,12 +140,12 @@ def test_summary_says_when_no_judge_decided(saved):
     # Two answers worded differently and no judge to group them: no majority, no verdict.
     assert result["synthesis"]["synthesis"] == "" and result["metadata"]["status"] == "no_verdict"
     assert [c["members"] for c in result["synthesis"]["candidates"]] == [["m1#1"], ["m2#1"]]
-    line = click.unstyle(summary_line(result))
+    line = click.unstyle(summary_line(record_from_result(result)))
     assert "no_verdict: no verdict: the arbiter failed" in line and "Member two says 42." in line
     saved.add("m2", reply="Member one says 42.")
     result = ConsortiumOrchestrator(models=["m1", "m2"], arbiter="judge", attempts=1).orchestrate_sync("q")
     assert result["synthesis"]["synthesis"] == "Member one says 42." and result["metadata"]["status"] == "degraded"
-    assert "no judge decided" in summary_line(result)
+    assert "no judge decided" in summary_line(record_from_result(result))
 
 
 # -o options of the members

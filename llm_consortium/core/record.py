@@ -132,6 +132,9 @@ class RunRecord(BaseModel):
     finished: str | None = None
     seconds: float | None = None
     parent_run_id: str | None = None
+    # Whether logs.db holds the whole record, as the face that ran it says
+    # (None: not said). Nothing may point at a record unless it is True.
+    recorded: bool | None = None
 
     @property
     def answer_round(self) -> RoundRecord | None:
@@ -143,6 +146,16 @@ class RunRecord(BaseModel):
     def verdict(self) -> VerdictRecord | None:
         answer = self.answer_round
         return answer.verdict if answer else None
+
+    @property
+    def synthesis(self) -> VerdictRecord:
+        """The verdict as the result reports it: an empty, unparsed one when no round was judged."""
+        return self.verdict or VerdictRecord(parse_ok=False)
+
+    @property
+    def last_members(self) -> list[MemberRecord]:
+        """The last round's members (the result's ``model_responses``)."""
+        return self.rounds[-1].members if self.rounds else []
 
 
 def _usage(usage) -> UsageRecord:
@@ -211,19 +224,13 @@ def member_dict(member: MemberRecord) -> dict:
     return {**member.model_dump(exclude={"usage"}), "tokens": usage_dict(member.usage)}
 
 
-def verdict_dict(verdict: VerdictRecord | None) -> dict:
-    """The verdict's fields; a run with none reports an empty, unparsed one."""
-    return (verdict or VerdictRecord(parse_ok=False)).model_dump()
-
-
 def result_dict(record: RunRecord) -> dict:
     """The run as the result dict (``--json``, ``--output``, the Python API, ``llm -m``'s response_json)."""
-    last = record.rounds[-1] if record.rounds else None
     settings, outcome = record.settings, record.outcome
-    return {
+    result = {
         "prompt": record.prompt,
-        "synthesis": verdict_dict(record.verdict),
-        "model_responses": [member_dict(m) for m in last.members] if last else [],
+        "synthesis": record.synthesis.model_dump(),
+        "model_responses": [member_dict(m) for m in record.last_members],
         "iterations": [
             {"round": r.number, "usage": usage_dict(r.usage), "model_responses": [member_dict(m) for m in r.members],
              "arbiter": {"raw": r.raw, **(r.verdict.model_dump() if r.verdict else {})}}
@@ -256,6 +263,9 @@ def result_dict(record: RunRecord) -> dict:
             "parent_run_id": record.parent_run_id,
         },
     }
+    if record.recorded is not None:
+        result["metadata"]["recorded"] = record.recorded
+    return result
 
 
 def usage_of(data: dict | None) -> UsageRecord:
@@ -310,4 +320,5 @@ def record_from_result(result: dict) -> RunRecord:
         finished=meta.get("end_time"),
         seconds=meta.get("seconds"),
         parent_run_id=meta.get("parent_run_id"),
+        recorded=meta.get("recorded"),
     )

@@ -234,7 +234,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
         check_writable(output)
     out = owned_stdout()
 
-    from .display import Progress, summary, usage_line
+    from .display import Progress, raw_responses, summary, usage_line
     from .model import ConsortiumModel
     from ..storage.store import logging_enabled
 
@@ -271,6 +271,9 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
                 click.echo(pointer, err=True)
         fail(str(exc) if isinstance(exc, ConsortiumError) else f"{type(exc).__name__}: {exc}")
     result = response.response_json
+    from ..core.record import record_from_result
+
+    record = record_from_result(result)
     if logged:
         log_response(response, name, config)
     if progress:
@@ -281,15 +284,15 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     if not json_ and not on_terminal:
         write_answer(out, answer)
     if raw:
-        click.echo(raw_view(result), err=True)
+        click.echo(raw_responses(record), err=True)
     if not quiet:
-        click.echo(summary(result), err=True)
+        click.echo(summary(record), err=True)
     if usage:
-        click.echo(click.style(usage_line(result["metadata"]["usage"]), fg="yellow", bold=True), err=True)
+        click.echo(click.style(usage_line(record.usage), fg="yellow", bold=True), err=True)
     if not json_ and on_terminal:
         write_answer(out, printable(answer))
     deliver(result, json_, output, out)
-    code = exit_code(result["metadata"]["status"], config.strict, result["metadata"]["has_answer"])
+    code = exit_code(record.outcome.status, config.strict, record.outcome.has_answer)
     if code:
         sys.exit(code)
 
@@ -337,9 +340,10 @@ def record_pointer(result: dict | None, status: str) -> str | None:
 
 
 def raw_view(result: dict) -> str:
+    from ..core.record import record_from_result
     from .display import raw_responses
 
-    return raw_responses(result)
+    return raw_responses(record_from_result(result))
 
 
 def continued(conversation_id: str | None, model):

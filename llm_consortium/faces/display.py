@@ -15,6 +15,7 @@ from ..core.methods import render
 from ..core.observer import Observer
 from ..core.outcome import UNANSWERED, counts_text
 from ..core.pricing import dollars
+from ..core.record import MemberRecord, OutcomeRecord, RunRecord, UsageRecord
 from ..core.safetext import printable, single_line
 
 
@@ -22,44 +23,44 @@ def _rule(title: str) -> str:
     return click.style(f"── {title} " + "─" * max(0, 60 - len(title)), dim=True)
 
 
-def _member_line(member: dict) -> str:
-    usage = member["tokens"]
-    count = "tokens unknown" if usage.get("unreported") else f"{usage['input'] + usage['output']} tokens"
+def _member_line(member: MemberRecord) -> str:
+    usage = member.usage
+    count = "tokens unknown" if usage.unreported else f"{usage.total} tokens"
     status = "ok"
-    if member.get("cancelled"):
+    if member.cancelled:
         status = "cancelled (quorum reached)"
-    elif member.get("error"):
+    elif member.error:
         status = click.style("failed", fg="red")
     return click.style(
-        f"[{single_line(member['model'])} #{member['instance']}] {status}, {member['seconds']:.1f} s, {count}, "
+        f"[{single_line(member.model)} #{member.instance}] {status}, {member.seconds:.1f} s, {count}, "
         f"{usage_cost(usage)}",
         bold=True,
     )
 
 
-def raw_responses(result: dict) -> str:
+def raw_responses(record: RunRecord) -> str:
     """Every round: each member's raw answer (or error), then the arbiter's raw reply."""
     lines = []
-    for iteration in result["iterations"]:
-        lines.append(_rule(f"Round {iteration['round']} · {usage_cost(iteration['usage'])}"))
-        for member in iteration["model_responses"]:
+    for round_ in record.rounds:
+        lines.append(_rule(f"Round {round_.number} · {usage_cost(round_.usage)}"))
+        for member in round_.members:
             lines.append(_member_line(member))
-            lines.append(printable(member["error"] if member.get("error") else member["text"].strip()))
+            lines.append(printable(member.error if member.error else member.text.strip()))
             lines.append("")
-        if iteration["arbiter"].get("raw"):
-            lines.append(click.style(f"[arbiter {single_line(result['metadata']['arbiter'])}]", bold=True))
-            lines.append(printable(iteration["arbiter"]["raw"].strip()))
+        if round_.raw:
+            lines.append(click.style(f"[arbiter {single_line(record.settings.arbiter)}]", bold=True))
+            lines.append(printable(round_.raw.strip()))
             lines.append("")
     return "\n".join(lines)
 
 
-def tokens(usage: dict) -> str:
+def tokens(usage: UsageRecord) -> str:
     """A token count, saying so when some calls reported none (unknown, not 0)."""
-    if not usage.get("unreported"):
-        return f"{usage['total']:,} tokens"
-    if not usage["total"]:
+    if not usage.unreported:
+        return f"{usage.total:,} tokens"
+    if not usage.total:
         return "tokens unknown (not reported by the model)"
-    return f"at least {usage['total']:,} tokens ({usage['unreported']} calls reported none)"
+    return f"at least {usage.total:,} tokens ({usage.unreported} calls reported none)"
 
 
 def cost(cost_usd: float | None, priced_usd: float | None, unpriced: int | None) -> str:
@@ -88,19 +89,19 @@ def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def usage_cost(usage: dict) -> str:
-    """The cost of a result's ``usage`` (``Usage.to_dict``)."""
-    return cost(usage["cost_usd"], usage["priced_usd"], usage["unpriced"])
+def usage_cost(usage: UsageRecord) -> str:
+    """The cost of a record's usage."""
+    return cost(usage.cost_usd, round(usage.cost, 8), usage.unpriced)
 
 
-def usage_line(usage: dict) -> str:
+def usage_line(usage: UsageRecord) -> str:
     """The ``-u`` line: tokens in and out, and dollars, unknown parts said to be unknown."""
-    if usage["unreported"] and not usage["total"]:
+    if usage.unreported and not usage.total:
         counted = "unknown (not reported by the model)"
     else:
-        counted = f"{usage['input']:,} input, {usage['output']:,} output"
-        if usage["unreported"]:
-            counted += f" ({usage['unreported']} calls reported none)"
+        counted = f"{usage.input:,} input, {usage.output:,} output"
+        if usage.unreported:
+            counted += f" ({usage.unreported} calls reported none)"
     return f"Token usage: {counted} · {usage_cost(usage)}"
 
 
@@ -125,22 +126,23 @@ def groups_line(details: dict | None) -> str | None:
     return click.style("Groups:", bold=True) + " " + text
 
 
-def panel_text(meta: dict, synthesis: dict) -> str:
+def panel_text(record: RunRecord) -> str:
     """ "2 of 3 agree, 3 of 3 answered (by short answers)", shown beside the
     arbiter's own confidence."""
-    source = SOURCES.get(((synthesis.get("details") or {}).get("agreement") or {}).get("source"))
-    text = counts_text(meta.get("agreeing"), meta.get("answered"), meta["members"])
-    return text + (f" ({source})" if source and meta.get("agreeing") is not None else "")
+    outcome = record.outcome
+    source = SOURCES.get((record.synthesis.details.get("agreement") or {}).get("source"))
+    text = counts_text(outcome.agreeing, outcome.answered, outcome.members)
+    return text + (f" ({source})" if source and outcome.agreeing is not None else "")
 
 
-def outcome_lines(meta: dict) -> list[str]:
+def outcome_lines(outcome: OutcomeRecord) -> list[str]:
     """The run's status when it is not a plain success, and each of its
     notes (a failed member, no judge, a budget stop, a threshold not
     reached, ...), one a line."""
-    status = meta.get("status")
+    status = outcome.status
     color = "red" if status in UNANSWERED else "yellow"
     lines = [click.style(f"Status: {status}", fg=color, bold=True)] if status and status != "success" else []
-    lines += [click.style(note_line(note), fg=color) for note in meta.get("notes") or []]
+    lines += [click.style(note_line(note), fg=color) for note in outcome.notes]
     return lines
 
 
@@ -150,61 +152,61 @@ def note_line(note: str) -> str:
     return note[:1].upper() + note[1:] + ("" if note.endswith(".") else ".")
 
 
-def summary(result: dict) -> str:
+def summary(record: RunRecord) -> str:
     """Confidence, agreement, analysis, dissent and the round count, laid out for reading."""
-    synthesis, meta = result["synthesis"], result["metadata"]
-    rounds = meta["iteration_count"]
-    failed = [m for m in result["model_responses"] if m.get("error") and not m.get("cancelled")]
-    parts = [f"Confidence {synthesis['confidence']:.2f}", panel_text(meta, synthesis)]
+    synthesis, outcome = record.synthesis, record.outcome
+    rounds = len(record.rounds)
+    failed = [m for m in record.last_members if m.error and not m.cancelled]
+    parts = [f"Confidence {synthesis.confidence:.2f}", panel_text(record)]
     parts += [
         f"{rounds} round{'s' if rounds != 1 else ''}",
-        tokens(meta["usage"]),
-        usage_cost(meta["usage"]),
-        f"{meta['seconds']:.1f} s",
+        tokens(record.usage),
+        usage_cost(record.usage),
+        f"{record.seconds:.1f} s",
     ]
     if failed:
         parts.append(click.style(f"{len(failed)} member{'s' if len(failed) != 1 else ''} failed", fg="red"))
     lines = [_rule("Consortium"), " · ".join(parts)]
-    lines += [f"  {single_line(m['model'])} #{m['instance']}: {printable(m['error'])}" for m in failed]
-    lines += outcome_lines(meta)
-    if meta.get("budget_note"):
-        lines.append(click.style(f"Note: {printable(meta['budget_note'])}.", fg="yellow"))
-    for title in ("analysis", "dissent"):
-        text = printable(synthesis.get(title) or "").strip()
+    lines += [f"  {single_line(m.model)} #{m.instance}: {printable(m.error)}" for m in failed]
+    lines += outcome_lines(outcome)
+    if outcome.budget_note:
+        lines.append(click.style(f"Note: {printable(outcome.budget_note)}.", fg="yellow"))
+    for title, text in (("analysis", synthesis.analysis), ("dissent", synthesis.dissent)):
+        text = printable(text or "").strip()
         if text and text.lower() not in ("none", "none.", "n/a"):
             lines.append(click.style(title.capitalize() + ":", bold=True) + " " + text)
-    lines += method_details(meta.get("method"), synthesis.get("details") or {})
-    groups = groups_line(synthesis.get("details"))
+    lines += method_details(record.settings.method, synthesis.details)
+    groups = groups_line(synthesis.details)
     if groups:
         lines.append(groups)
-    if meta.get("recorded"):  # never a pointer to a record that is missing or stale
+    if record.recorded:  # never a pointer to a record that is missing or stale
         lines.append(click.style(
-            printable(f"Run {meta['run_id']}  (llm consortium inspect {meta['run_id'][:8]})"), dim=True
+            printable(f"Run {record.run_id}  (llm consortium inspect {record.run_id[:8]})"), dim=True
         ))
     return "\n".join(lines)
 
 
-def summary_line(result: dict) -> str:
+def summary_line(record: RunRecord) -> str:
     """The run in one line, for ``llm -m NAME`` and ``llm chat``: confidence,
     "k of n agree, m of n answered", rounds, tokens, dollars, seconds, the
     run id when the run is recorded, then its status when it is not a plain
     success, with every note (no judge decided, a budget stop, members
     failed, the threshold not reached, ...)."""
-    synthesis, meta = result["synthesis"], result["metadata"]
-    rounds = meta["iteration_count"]
-    parts = [f"Confidence {synthesis['confidence']:.2f}", panel_text(meta, synthesis)]
-    parts += [f"{rounds} round{'s' if rounds != 1 else ''}", tokens(meta["usage"]), usage_cost(meta["usage"]),
-              f"{meta['seconds']:.1f} s"]
-    if meta.get("recorded"):  # never a pointer to a record that is missing or stale
-        parts.append(f"run {meta['run_id'][:8]}")
-    status = meta.get("status")
-    notes = "; ".join(printable(note) for note in meta.get("notes") or [])
+    outcome = record.outcome
+    rounds = len(record.rounds)
+    parts = [f"Confidence {record.synthesis.confidence:.2f}", panel_text(record)]
+    parts += [f"{rounds} round{'s' if rounds != 1 else ''}", tokens(record.usage), usage_cost(record.usage),
+              f"{record.seconds:.1f} s"]
+    if record.recorded:  # never a pointer to a record that is missing or stale
+        parts.append(f"run {record.run_id[:8]}")
+    status = outcome.status
+    notes = "; ".join(printable(note) for note in outcome.notes)
     if status and status != "success":
         parts.append(click.style(f"{status}: {notes}" if notes else status,
                                  fg="red" if status in UNANSWERED else "yellow"))
     elif notes:
         parts.append(click.style(notes, fg="yellow"))
-    if meta.get("budget_note"):
+    if outcome.budget_note:
         parts.append(click.style("max cost checked against the known part of the cost only", fg="yellow"))
     return " · ".join(parts)
 

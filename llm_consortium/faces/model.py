@@ -311,9 +311,10 @@ def show_summary(result: dict) -> None:
     end it. ``llm prompt --no-stream`` prints the answer only after the model
     returns, so under ``prompt`` the summary waits for the command to end.
     """
+    from ..core.record import record_from_result
     from .display import summary_line
 
-    line = summary_line(result)
+    line = summary_line(record_from_result(result))
     context = click.get_current_context()
     if context.command.name == "chat":
         shared = sys.stdout.isatty()

@@ -59,9 +59,11 @@ def rejudge(run_id, method, arbiter, json_):
         click.echo(json.dumps(result, indent=2))
     else:
         from .display import summary
+        from ..core.record import record_from_result
         from ..core.safetext import printable
 
-        click.echo(summary(result), err=True)
-        click.echo(printable(result["synthesis"]["synthesis"]))
+        rejudged = record_from_result(result)
+        click.echo(summary(rejudged), err=True)
+        click.echo(printable(rejudged.synthesis.synthesis))
     click.echo(f"Recorded as run {run.run_id}, a rejudging of run {record['id']} ({config.method}, arbiter "
                f"{config.arbiter}).", err=True)
