@@ -118,8 +118,26 @@ def test_runs_recorded_before_the_outcome_vocabulary_load_with_their_counts(pane
         conn.execute("UPDATE consortium_runs SET status = 'success', notes = NULL, members = NULL, answered = NULL, "
                      "agreeing = NULL, result = ? WHERE id = ?", (json.dumps(old), run_id))
     record = store.load_run(run_id)
-    assert result_dict(record) == result
-    assert (record.outcome.status, record.outcome.members, record.outcome.answered) == ("success", 2, 2)
+    # Everything the old version recorded; the counts it never had are unknown (None), not made up.
+    unknown = {"members": None, "answered": None, "agreeing": None}
+    assert result_dict(record) == {**result, "metadata": {**result["metadata"], **unknown}}
+    assert (record.outcome.status, record.outcome.notes, record.outcome.has_answer) == ("success", [], True)
+    assert record.verdict.synthesis == "The answer is 42." and len(record.rounds[0].calls) == 3
+
+
+def test_runs_recorded_before_costs_read_as_unpriced_not_free(panel):
+    result, run_id = recorded()
+    old = json.loads(json.dumps(result))
+    for usage in [old["metadata"]["usage"], *(m["tokens"] for m in old["model_responses"])]:
+        for key in ("cost_usd", "priced_usd", "unpriced"):
+            del usage[key]
+    with sqlite3.connect(db_path()) as conn:
+        conn.execute("UPDATE consortium_runs SET cost_usd = NULL, priced_usd = NULL, unpriced_calls = NULL, "
+                     "result = ? WHERE id = ?", (json.dumps(old), run_id))
+    record = store.load_run(run_id)
+    assert record.usage.cost_usd is None and record.usage.unpriced is None
+    assert record.rounds[0].members[0].usage.cost_usd is None
+    assert record.usage.input == result["metadata"]["usage"]["input"]
 
 
 def test_an_old_run_below_its_threshold_reads_as_it_would_be_recorded_now(sim):
@@ -132,7 +150,7 @@ def test_an_old_run_below_its_threshold_reads_as_it_would_be_recorded_now(sim):
                      "agreeing = NULL WHERE id = ?", (run_id,))
     record = store.load_run(run_id)
     assert record.outcome.status == "below_threshold" and record.outcome.has_answer
-    assert (record.outcome.members, record.outcome.answered) == (1, 1)
+    assert (record.outcome.members, record.outcome.answered) == (None, None)
 
 
 def test_a_run_whose_process_died_loads_from_its_rows(panel):
@@ -157,3 +175,21 @@ def test_inspect_json_holds_the_json_shape(panel):
     del ran["metadata"]["recorded"]  # said by run only: whether the record was written
     assert inspected["result"] == ran
     assert inspected["id"] == ran["metadata"]["run_id"]  # the store's own keys beside it, as before
+
+
+def test_a_round_the_result_lacks_is_read_from_its_calls(panel):
+    """Cancelled while its members answered: the round's calls are recorded, its result has no round."""
+    result, run_id = recorded()
+    cut = {**result, "iterations": [], "model_responses": []}
+    with sqlite3.connect(db_path()) as conn:
+        conn.execute("DELETE FROM consortium_rounds WHERE run_id = ?", (run_id,))
+        conn.execute("DELETE FROM consortium_calls WHERE run_id = ? AND role != 'member'", (run_id,))
+        conn.execute("UPDATE consortium_runs SET status = 'cancelled', result = ? WHERE id = ?",
+                     (json.dumps(cut), run_id))
+    record = store.load_run(run_id)
+    (round_,) = record.rounds
+    assert round_.verdict is None and sorted(m.text for m in round_.members) == ["Member one says 42.",
+                                                                              "Member two says 42."]
+    assert [c.role for c in round_.calls] == ["member", "member"] and not record.outcome.has_answer
+    shown = invoke("consortium", "inspect", run_id).stdout
+    assert "Round 1" in shown and "Member two says 42." in shown and "cancelled" in shown

@@ -25,13 +25,14 @@ SCHEMA_VERSION = 1
 
 class UsageRecord(BaseModel):
     """Tokens and dollars, as ``results.Usage`` counts them: ``cost_usd`` is
-    None when any call could not be priced."""
+    None when any call could not be priced, or (``unpriced`` None) when
+    nothing was recorded about prices (a run recorded before they were)."""
 
     input: int = 0
     output: int = 0
     unreported: int = 0
     cost: float = 0.0
-    unpriced: int = 0
+    unpriced: int | None = 0
 
     @property
     def total(self) -> int:
@@ -39,7 +40,7 @@ class UsageRecord(BaseModel):
 
     @property
     def cost_usd(self) -> float | None:
-        return None if self.unpriced else round(self.cost, 8)
+        return None if self.unpriced or self.unpriced is None else round(self.cost, 8)
 
 
 class MemberRecord(BaseModel):
@@ -79,16 +80,35 @@ class VerdictRecord(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
+class CallRecord(BaseModel):
+    """One recorded call, of any role (a member, the arbiter, a council
+    reviewer), as the store keeps it."""
+
+    role: str
+    model: str
+    instance: int | None = None
+    prompt: str | None = None
+    text: str | None = None
+    error: str | None = None
+    seconds: float | None = None
+    attempts: int | None = None
+    cancelled: bool = False
+    cost_usd: float | None = None
+
+
 class RoundRecord(BaseModel):
     """One round: every member's answer, the verdict (None when the judge
     never answered) and the judge's raw reply; ``usage`` is the round's
-    members and judging together."""
+    members and judging together. ``calls`` is every call recorded for the
+    round, in the order recorded: a run loaded from the store has them, a
+    run's result has its members alone."""
 
     number: int
     members: list[MemberRecord] = Field(default_factory=list)
     verdict: VerdictRecord | None = None
     raw: str = ""
     usage: UsageRecord = Field(default_factory=UsageRecord)
+    calls: list[CallRecord] = Field(default_factory=list)
 
 
 class OutcomeRecord(BaseModel):
@@ -135,6 +155,11 @@ class RunRecord(BaseModel):
     # Whether logs.db holds the whole record, as the face that ran it says
     # (None: not said). Nothing may point at a record unless it is True.
     recorded: bool | None = None
+    # What only the store knows: the saved consortium that made the run, the
+    # error it ended with, and the runs that judged its answers again (rejudge).
+    name: str | None = None
+    error: str | None = None
+    rejudged_as: list[str] = Field(default_factory=list)
 
     @property
     def answer_round(self) -> RoundRecord | None:
@@ -269,12 +294,13 @@ def result_dict(record: RunRecord) -> dict:
 
 
 def usage_of(data: dict | None) -> UsageRecord:
-    """``usage_dict`` read back; a result written before costs were kept has
-    no dollars, and reads as 0 priced."""
+    """``usage_dict`` read back; a result written before costs were kept
+    reads as unpriced (``unpriced`` None)."""
     data = data or {}
     return UsageRecord(input=data.get("input") or 0, output=data.get("output") or 0,
                        unreported=data.get("unreported") or 0,
-                       cost=data.get("priced_usd") or data.get("cost_usd") or 0.0, unpriced=data.get("unpriced") or 0)
+                       cost=data.get("priced_usd") or data.get("cost_usd") or 0.0,
+                       unpriced=data.get("unpriced", 0 if "priced_usd" in data else None))
 
 
 def member_of(data: dict) -> MemberRecord:

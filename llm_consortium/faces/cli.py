@@ -706,7 +706,7 @@ def runs(limit, json_):
             (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0),
             short_cost(row["cost_usd"], row["priced_usd"]), who, clip(row.get("prompt") or "", 36),
         ))
-        for note in record_notes(row):
+        for note in record_notes(row.get("notes"), row.get("threshold_note")):
             click.echo(click.style(f"          {printable(note)}", fg="yellow"))
 
 
@@ -720,12 +720,12 @@ def panel_columns(row: dict) -> tuple[str, str]:
     return agreeing, f"{row.get('answered') or 0}/{members}"
 
 
-def record_notes(record: dict) -> list[str]:
+def record_notes(notes: list[str] | None, threshold_note: str | None) -> list[str]:
     """A recorded run's notes (``outcome``); a run recorded before them has
     at most its threshold note."""
-    if record.get("notes"):
-        return record["notes"]
-    return [f"threshold not reached: {record['threshold_note']}"] if record.get("threshold_note") else []
+    if notes:
+        return list(notes)
+    return [f"threshold not reached: {threshold_note}"] if threshold_note else []
 
 
 @consortium.command()
@@ -740,62 +740,64 @@ def inspect(run_id, json_):
         if run_id is None:
             fail("No runs recorded yet")
     try:
-        record = get_run(run_id)
+        row = get_run(run_id)
     except AmbiguousRunId:
         fail(f"{run_id!r} matches several runs: give more of the id")
-    if record is None:
+    if row is None:
         fail(f"No run matches {run_id!r} (see 'llm consortium runs')")
+    record = record_of_row(row)
     if json_:
         from ..core.record import result_dict
 
         # Its "result" is the run in --json's shape, whichever version recorded it.
-        click.echo(json.dumps({**record, "result": result_dict(record_of_row(record))}, indent=2))
+        click.echo(json.dumps({**row, "result": result_dict(record)}, indent=2))
         return
-    from .display import agreement_text, cost, groups_line, method_details, note_line
+    from .display import agreement_text, cost, groups_line, method_details, note_line, usage_cost
 
+    outcome = record.outcome
     # Recorded text is shown as it was received, less what a terminal would act on.
-    click.echo(printable(f"Run {record['id']}  {record['status']}  {record.get('started')}"))
-    if record.get("members"):
-        click.echo("Panel: " + counts_text(record.get("agreeing"), record.get("answered"), record["members"]))
-    click.echo(f"Prompt: {printable(record['prompt'] or '')}")
-    click.echo(f"Cost: {cost(record['cost_usd'], record['priced_usd'], record['unpriced_calls'])}")
-    if record.get("parent_run_id"):
-        click.echo(f"Rejudged from run {record['parent_run_id']}: its member answers judged again, "
-                   f"not asked again ({record['method']})")
-    for child in record.get("rejudged_as") or []:
+    click.echo(printable(f"Run {record.run_id}  {outcome.status}  {record.started}"))
+    if outcome.members:
+        click.echo("Panel: " + counts_text(outcome.agreeing, outcome.answered, outcome.members))
+    click.echo(f"Prompt: {printable(record.prompt)}")
+    click.echo(f"Cost: {usage_cost(record.usage)}")
+    if record.parent_run_id:
+        click.echo(f"Rejudged from run {record.parent_run_id}: its member answers judged again, "
+                   f"not asked again ({record.settings.method})")
+    for child in record.rejudged_as:
         click.echo(f"Rejudged as run {child}")
-    for round_ in record["rounds"]:
-        spent = cost(round_["cost_usd"], round_["priced_usd"], round_["unpriced_calls"])
-        click.echo(click.style(f"\n── Round {round_['round']} · {spent} ──", bold=True))
-        for call in round_["calls"]:
-            who = single_line(f"{call['role']} {call['model']}") + (
-                f" #{call['instance']}" if call["role"] == "member" else ""
-            )
-            spent = cost(call["cost_usd"], None, None)
-            click.echo(click.style(f"[{who}] {call.get('seconds') or 0:.1f} s · {spent}", bold=True))
-            click.echo(printable(call.get("error") or call.get("text") or "").strip())
-        if round_.get("synthesis") is not None:
-            if round_.get("parse_ok") is False:
+    for round_ in record.rounds:
+        costs = [call.cost_usd for call in round_.calls]
+        priced = sum(c for c in costs if c is not None)
+        spent = cost(None if None in costs else priced, priced, costs.count(None))
+        click.echo(click.style(f"\n── Round {round_.number} · {spent} ──", bold=True))
+        for call in round_.calls:
+            who = single_line(f"{call.role} {call.model}") + (f" #{call.instance}" if call.role == "member" else "")
+            click.echo(click.style(f"[{who}] {call.seconds or 0:.1f} s · {cost(call.cost_usd, None, None)}", bold=True))
+            click.echo(printable(call.error or call.text or "").strip())
+        verdict = round_.verdict
+        if verdict is not None:
+            if not verdict.parse_ok:
                 click.echo(click.style("No judge decided this round: the answer is the one most members gave "
                                        "(see Analysis).", fg="yellow"))
-            click.echo(click.style(f"Confidence: {round_.get('confidence') or 0:.2f} · "
-                                   + agreement_text(round_.get("agreement"), round_.get("details")), bold=True))
-            groups = groups_line(round_.get("details"))
+            click.echo(click.style(f"Confidence: {verdict.confidence or 0:.2f} · "
+                                   + agreement_text(verdict.agreement, verdict.details), bold=True))
+            groups = groups_line(verdict.details)
             if groups:
                 click.echo(groups)
-            for line in method_details(record.get("method"), round_.get("details") or {}):
+            for line in method_details(record.settings.method, verdict.details):
                 click.echo(line)
-            for key in ("analysis", "dissent"):
-                if round_.get(key):
-                    click.echo(f"{key.capitalize()}: {printable(round_[key])}")
-    notes = record_notes(record)
-    if record.get("stopped_because") and not record.get("notes"):  # recorded before the notes
-        notes.insert(0, f"stopped early: {record['stopped_because']}")
+            for title, text in (("analysis", verdict.analysis), ("dissent", verdict.dissent)):
+                if text:
+                    click.echo(f"{title.capitalize()}: {printable(text)}")
+    notes = record_notes(outcome.notes, outcome.threshold_note)
+    if outcome.stopped_because and not outcome.notes:  # recorded before the notes
+        notes.insert(0, f"stopped early: {outcome.stopped_because}")
     if notes:
         click.echo()
     for note in notes:
         click.echo(click.style(note_line(note), fg="yellow"))
-    if record.get("synthesis"):
-        click.echo(click.style("\nSynthesis:", bold=True) + f"\n{printable(record['synthesis'])}")
-    if record.get("error"):
-        click.echo(click.style(f"Error: {printable(record['error'])}", fg="red"))
+    if record.verdict and record.verdict.synthesis:
+        click.echo(click.style("\nSynthesis:", bold=True) + f"\n{printable(record.verdict.synthesis)}")
+    if record.error:
+        click.echo(click.style(f"Error: {printable(record.error)}", fg="red"))

@@ -511,78 +511,61 @@ def record_of_row(row: dict):
     """``get_run``'s run as a ``record.RunRecord``, whichever version recorded it.
 
     A run that ended has its result JSON, read back with
-    ``record_from_result``; its status, notes and counts are the row's
-    (a status derived as ``get_run`` derives it). A run recorded before
-    the outcome vocabulary has no counts: they are counted from its last
-    judged round, as they would be recorded now. A run whose process never
-    finished it has no result: it is read from its rows, what had arrived.
+    ``record_from_result``; a run whose process never finished it has none,
+    and is read from its rows, what had arrived. Either way each round gets
+    its recorded calls (a round whose members were asked before a Ctrl-C
+    has its calls and no verdict), and the status, notes, counts and totals
+    are the row's, as ``get_run`` reads them: a run recorded before the
+    outcome vocabulary has no counts (None), and one recorded before costs
+    were has no prices (``unpriced`` None).
     """
-    from ..core.record import record_from_result
+    from ..core.record import CallRecord, OutcomeRecord, RoundRecord, RunRecord, SettingsRecord, UsageRecord
+    from ..core.record import member_of, record_from_result, verdict_of
 
-    record = record_from_result(row["result"]) if isinstance(row["result"], dict) else _record_from_rows(row)
-    outcome = record.outcome
-    outcome.status, outcome.notes = row["status"], row["notes"] or outcome.notes
-    outcome.threshold_note = outcome.threshold_note or row["threshold_note"]
-    last = record.answer_round or (record.rounds[-1] if record.rounds else None)
-    counted = {} if last is None else {
-        "members": sum(not m.quorum_cancelled for m in last.members),
-        "answered": sum(m.ok for m in last.members),
-        "agreeing": _largest_group(record.verdict),
-    }
-    for name in ("members", "answered", "agreeing"):
-        value = row[name] if row[name] is not None else getattr(outcome, name)
-        setattr(outcome, name, counted.get(name) if value is None else value)
-    outcome.has_answer = outcome.has_answer and record.verdict is not None and row["status"] not in UNANSWERED
-    return record
-
-
-def _largest_group(verdict) -> int | None:
-    if verdict is None or verdict.agreement is None:
-        return None
-    return max((len(g) for g in (verdict.details.get("agreement") or {}).get("groups") or []), default=None)
-
-
-def _record_from_rows(row: dict):
-    """A run with no result JSON (its process died before the end), from its rows."""
-    from ..core.record import MemberRecord, OutcomeRecord, RoundRecord, RunRecord, SettingsRecord, UsageRecord
-
-    def usage(input_tokens, output_tokens, cost_usd, priced_usd=None, unpriced=None) -> UsageRecord:
-        return UsageRecord(input=input_tokens or 0, output=output_tokens or 0,
-                           cost=(priced_usd if priced_usd is not None else cost_usd) or 0.0,
-                           unpriced=unpriced if unpriced is not None else int(cost_usd is None))
-
-    rounds = []
-    for round_ in row["rounds"]:
-        members = [MemberRecord(model=c["model"], instance=c["instance"], text=c["text"], error=c["error"],
-                                seconds=c["seconds"] or 0.0, attempts=c["attempts"] or 1, cancelled=c["cancelled"],
-                                usage=usage(c["input_tokens"], c["output_tokens"], c["cost_usd"]))
-                   for c in round_["calls"] if c["role"] == "member"]
-        verdict = None
-        if round_["parse_ok"] is not None:
-            verdict = {key: round_[key] for key in ("synthesis", "confidence", "analysis", "dissent",
-                                                     "refinement_areas", "parse_ok", "agreement", "details")}
-        calls = round_["calls"]
-        rounds.append(RoundRecord(
-            number=round_["round"], members=members, verdict=verdict,
-            usage=UsageRecord(input=sum(c["input_tokens"] or 0 for c in calls),
-                              output=sum(c["output_tokens"] or 0 for c in calls),
-                              cost=round_["priced_usd"], unpriced=round_["unpriced_calls"]),
-        ))
     config = row["config"]
-    return RunRecord(
-        run_id=row["id"], prompt=row["prompt"] or "",
-        settings=SettingsRecord(
-            models=config.get("models") or [], arbiter=config.get("arbiter"), method=row["method"] or "arbiter",
-            confidence_threshold=config.get("confidence_threshold"), stop_on=config.get("stop_on", "arbiter"),
-            max_iterations=config.get("max_iterations"), max_cost=config.get("max_cost"), system=row["system"],
-        ),
-        rounds=rounds,
-        outcome=OutcomeRecord(status=row["status"], stopped_because=row["stopped_because"],
-                              notes=[row["error"]] if row["error"] else []),
-        usage=usage(row["input_tokens"], row["output_tokens"], row["cost_usd"], row["priced_usd"],
-                    row["unpriced_calls"]),
-        started=row["started"], finished=row["finished"], parent_run_id=row["parent_run_id"],
-    )
+    if isinstance(row["result"], dict):
+        record = record_from_result(row["result"])
+    else:
+        record = RunRecord(
+            run_id=row["id"], prompt=row["prompt"] or "",
+            settings=SettingsRecord(
+                models=config.get("models") or [], arbiter=config.get("arbiter"), method=row["method"] or "arbiter",
+                confidence_threshold=config.get("confidence_threshold"), stop_on=config.get("stop_on", "arbiter"),
+                max_iterations=config.get("max_iterations"), max_cost=config.get("max_cost"), system=row["system"],
+            ),
+            outcome=OutcomeRecord(status=row["status"]),
+            started=row["started"], finished=row["finished"], parent_run_id=row["parent_run_id"],
+        )
+    rounds = {round_.number: round_ for round_ in record.rounds}
+    for stored in row["rounds"]:
+        calls = [CallRecord(**{key: call[key] for key in CallRecord.model_fields}) for call in stored["calls"]]
+        round_ = rounds.get(stored["round"])
+        if round_ is None:  # the result has no such round: what had arrived, from the rows
+            verdict = None
+            if stored["parse_ok"] is not None:
+                verdict = verdict_of({key: value for key, value in stored.items() if key != "calls"})
+            round_ = rounds[stored["round"]] = RoundRecord(
+                number=stored["round"], verdict=verdict,
+                members=[member_of({**call, "tokens": {"input": call["input_tokens"], "output": call["output_tokens"],
+                                                       "priced_usd": call["cost_usd"] or 0.0,
+                                                       "unpriced": int(call["cost_usd"] is None)}})
+                         for call in stored["calls"] if call["role"] == "member"],
+                usage=UsageRecord(input=sum(c["input_tokens"] or 0 for c in stored["calls"]),
+                                  output=sum(c["output_tokens"] or 0 for c in stored["calls"]),
+                                  cost=stored["priced_usd"], unpriced=stored["unpriced_calls"]),
+            )
+        round_.calls = calls
+    record.rounds = [rounds[number] for number in sorted(rounds)]
+    outcome = record.outcome
+    outcome.status, outcome.notes, outcome.threshold_note = row["status"], row["notes"], row["threshold_note"]
+    outcome.members, outcome.answered, outcome.agreeing = row["members"], row["answered"], row["agreeing"]
+    outcome.stopped_because = row["stopped_because"]
+    outcome.has_answer = outcome.has_answer and record.verdict is not None and row["status"] not in UNANSWERED
+    record.usage = UsageRecord(input=row["input_tokens"] or 0, output=row["output_tokens"] or 0,
+                               unreported=record.usage.unreported, cost=row["priced_usd"] or 0.0,
+                               unpriced=row["unpriced_calls"])
+    record.name, record.error, record.rejudged_as = row["name"], row["error"], row["rejudged_as"]
+    return record
 
 
 def _empty_round(number: int) -> dict:
