@@ -155,8 +155,10 @@ class RunRecord(BaseModel):
     # Whether logs.db holds the whole record, as the face that ran it says
     # (None: not said). Nothing may point at a record unless it is True.
     recorded: bool | None = None
-    # What only the store knows: the saved consortium that made the run, the
-    # error it ended with, and the runs that judged its answers again (rejudge).
+    # What only the store knows: every setting as recorded
+    # (``ConsortiumConfig.to_dict``), the saved consortium that made the run,
+    # the error it ended with, and the runs that judged its answers again (rejudge).
+    config: dict[str, Any] = Field(default_factory=dict)
     name: str | None = None
     error: str | None = None
     rejudged_as: list[str] = Field(default_factory=list)
@@ -231,6 +233,7 @@ def record_of(run) -> RunRecord:
         finished=run.finished.isoformat() if run.finished else None,
         seconds=round((end - run.started).total_seconds(), 3),
         parent_run_id=run.parent_run_id,
+        config=run.config.to_dict(),
     )
 
 

@@ -29,18 +29,18 @@ def rejudge(run_id, method, arbiter, json_):
     """
     from ..core.config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError
     from ..evaluation.rejudge import in_members_order, prepared, reused_answers
-    from ..storage.store import AmbiguousRunId, get_run
+    from ..storage.store import AmbiguousRunId, load_run
 
     try:
-        record = get_run(run_id)
+        record = load_run(run_id)
     except AmbiguousRunId:
         raise click.ClickException(f"{run_id!r} matches several runs: give more of the id") from None
     if record is None:
         raise click.ClickException(f"No run matches {run_id!r} (see 'llm consortium runs')")
     answers = reused_answers(record)
     if not answers:
-        raise click.ClickException(f"Run {record['id'][:8]} has no member answers to judge")
-    settings = dict(record["config"])
+        raise click.ClickException(f"Run {record.run_id[:8]} has no member answers to judge")
+    settings = dict(record.config)
     settings.update({k: v for k, v in (("method", method), ("arbiter", arbiter)) if v})
     try:
         config = ConsortiumConfig.from_dict(settings)
@@ -65,5 +65,5 @@ def rejudge(run_id, method, arbiter, json_):
         rejudged = record_from_result(result)
         click.echo(summary(rejudged), err=True)
         click.echo(printable(rejudged.synthesis.synthesis))
-    click.echo(f"Recorded as run {run.run_id}, a rejudging of run {record['id']} ({config.method}, arbiter "
+    click.echo(f"Recorded as run {run.run_id}, a rejudging of run {record.run_id} ({config.method}, arbiter "
                f"{config.arbiter}).", err=True)

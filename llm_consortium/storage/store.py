@@ -564,7 +564,7 @@ def record_of_row(row: dict):
     record.usage = UsageRecord(input=row["input_tokens"] or 0, output=row["output_tokens"] or 0,
                                unreported=record.usage.unreported, cost=row["priced_usd"] or 0.0,
                                unpriced=row["unpriced_calls"])
-    record.name, record.error, record.rejudged_as = row["name"], row["error"], row["rejudged_as"]
+    record.config, record.name, record.error, record.rejudged_as = config, row["name"], row["error"], row["rejudged_as"]
     return record
 
 
