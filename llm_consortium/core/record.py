@@ -84,6 +84,7 @@ class CallRecord(BaseModel):
     """One recorded call, of any role (a member, the arbiter, a council
     reviewer), as the store keeps it."""
 
+    id: int | None = None
     role: str
     model: str
     instance: int | None = None
@@ -93,7 +94,10 @@ class CallRecord(BaseModel):
     seconds: float | None = None
     attempts: int | None = None
     cancelled: bool = False
+    input_tokens: int | None = None
+    output_tokens: int | None = None
     cost_usd: float | None = None
+    created: str | None = None  # when the call ended
 
 
 class RoundRecord(BaseModel):
@@ -151,6 +155,9 @@ class RunRecord(BaseModel):
     started: str | None = None
     finished: str | None = None
     seconds: float | None = None
+    # The rounds the run went through (the result's iteration_count); a
+    # round read from its calls alone, its members still answering, is not one.
+    iterations: int = 0
     parent_run_id: str | None = None
     # Whether logs.db holds the whole record, as the face that ran it says
     # (None: not said). Nothing may point at a record unless it is True.
@@ -232,6 +239,7 @@ def record_of(run) -> RunRecord:
         started=run.started.isoformat(),
         finished=run.finished.isoformat() if run.finished else None,
         seconds=round((end - run.started).total_seconds(), 3),
+        iterations=len(run.rounds),
         parent_run_id=run.parent_run_id,
         config=run.config.to_dict(),
     )
@@ -279,7 +287,7 @@ def result_dict(record: RunRecord) -> dict:
             "stop_on": settings.stop_on,
             "threshold_note": outcome.threshold_note,
             "max_iterations": settings.max_iterations,
-            "iteration_count": len(record.rounds),
+            "iteration_count": record.iterations,
             "system_prompt": settings.system,
             "start_time": record.started,
             "end_time": record.finished,
@@ -348,6 +356,7 @@ def record_from_result(result: dict) -> RunRecord:
         started=meta.get("start_time"),
         finished=meta.get("end_time"),
         seconds=meta.get("seconds"),
+        iterations=meta.get("iteration_count", len(rounds)),
         parent_run_id=meta.get("parent_run_id"),
         recorded=meta.get("recorded"),
     )

@@ -565,6 +565,7 @@ def record_of_row(row: dict):
                                unreported=record.usage.unreported, cost=row["priced_usd"] or 0.0,
                                unpriced=row["unpriced_calls"])
     record.config, record.name, record.error, record.rejudged_as = config, row["name"], row["error"], row["rejudged_as"]
+    record.iterations = row["iterations"] or 0
     return record
 
 

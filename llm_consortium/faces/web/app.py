@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, StreamingResponse
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -59,33 +59,33 @@ def create_app(host: str = "127.0.0.1") -> Starlette:
 
     async def run(request: Request):
         record = await find(request)
-        if not isinstance(record, dict):
+        if isinstance(record, Response):
             return record
-        conversation, configs = await run_in_threadpool(lambda: (store.llm_conversation(record["id"]), saved()))
+        conversation, configs = await run_in_threadpool(lambda: (store.llm_conversation(record.run_id), saved()))
         return page(pages.run_page(record, conversation, configs, csrf))
 
     async def events(request: Request):
         """Server-sent events: the run's page body each time it changes, then
         ``end`` once it has ended (and its answer is logged, for a run asked here)."""
         record = await find(request)
-        if not isinstance(record, dict):
+        if isinstance(record, Response):
             return record
-        run_id = record["id"]
+        run_id = record.run_id
 
         async def stream():
             seen = None
             while not await request.is_disconnected():
-                record = await run_in_threadpool(store.get_run, run_id)
+                record = await run_in_threadpool(store.load_run, run_id)
                 if record is None:  # deleted meanwhile
                     yield "event: end\ndata: {}\n\n"
                     return
-                ended = record["status"] in pages.FINISHED and not asks.busy(run_id)
+                ended = record.outcome.status in pages.FINISHED and not asks.busy(run_id)
                 conversation, configs = await run_in_threadpool(
                     lambda: (store.llm_conversation(run_id), saved()))
-                state = json.dumps([record, conversation, configs], default=str)
+                state = json.dumps([record.model_dump(), conversation, configs], default=str)
                 if state != seen:  # what the record holds changed (not merely the clock)
                     body = pages.run_body(record, conversation, configs, csrf)
-                    yield f"event: update\ndata: {json.dumps({'html': body, 'status': record['status']})}\n\n"
+                    yield f"event: update\ndata: {json.dumps({'html': body, 'status': record.outcome.status})}\n\n"
                     seen = state
                 if ended:
                     yield "event: end\ndata: {}\n\n"
@@ -128,7 +128,7 @@ async def find(request: Request):
     """The run the path names (id or unique prefix), or the page saying why not."""
     key = request.path_params["run_id"]
     try:
-        record = await run_in_threadpool(store.get_run, key)
+        record = await run_in_threadpool(store.load_run, key)
     except store.AmbiguousRunId:
         return page(pages.error_page("Ambiguous run id", f"{key!r} matches several runs"), status_code=404)
     if record is None:

@@ -1,7 +1,8 @@
 """The viewer's pages, as HTML built with ``html.el`` (escaped by construction).
 
-Records come from ``store`` (``list_runs``, ``get_run``); keys that a run
-recorded by an older or newer version lacks are read with ``get``.
+A run's page reads a ``record.RunRecord`` (``store.load_run``), whichever
+version recorded the run; the runs list reads ``store.list_runs``' rows,
+whose keys a run recorded by an older version may lack (read with ``get``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import datetime, timezone
 from ...core.config import split_count
 from ...core.outcome import STATUSES, counts_text
 from ...core.methods import render
+from ...core.record import CallRecord, OutcomeRecord, RoundRecord, RunRecord
 from ..display import cost
 from .html import Markup, el, frag, markdown
 
@@ -89,22 +91,23 @@ def runs_page(runs: list[dict], facets: dict[str, list[str]], filters: dict[str,
 # A run's page
 
 
-def run_page(record: dict, conversation: dict | None, configs: list[str], csrf: str) -> Markup:
-    live = f"/runs/{record['id']}/events" if record["status"] not in FINISHED else None
-    return layout(excerpt(record.get("prompt") or "Run", 60),
+def run_page(record: RunRecord, conversation: dict | None, configs: list[str], csrf: str) -> Markup:
+    live = f"/runs/{record.run_id}/events" if record.outcome.status not in FINISHED else None
+    return layout(excerpt(record.prompt or "Run", 60),
                   el("div", run_body(record, conversation, configs, csrf), id="run"), live=live)
 
 
-def run_body(record: dict, conversation: dict | None, configs: list[str], csrf: str) -> Markup:
+def run_body(record: RunRecord, conversation: dict | None, configs: list[str], csrf: str) -> Markup:
     """Everything the page shows of a run; swapped in whole as it updates."""
-    running = record["status"] not in FINISHED
-    rounds = record.get("rounds") or []
+    running = record.outcome.status not in FINISHED
+    rounds = record.rounds
+    answer = record.verdict.synthesis if record.verdict else None
     return frag(
         run_header(record, conversation),
-        [el("p", note, class_="notice") for note in notes(record)],
-        el("p", "Error: ", record["error"], class_="error") if record.get("error") else None,
-        el("section", el("h2", "Answer"), el("div", markdown(record["synthesis"]), class_="markdown"),
-           class_="answer") if record.get("synthesis") else None,
+        [el("p", note, class_="notice") for note in notes(record.outcome)],
+        el("p", "Error: ", record.error, class_="error") if record.error else None,
+        el("section", el("h2", "Answer"), el("div", markdown(answer), class_="markdown"),
+           class_="answer") if answer else None,
         [round_section(record, r, running and r is rounds[-1]) for r in rounds],
         el("p", "Waiting for the members' first answers…", class_="waiting") if running and not rounds else None,
         timeline(record),
@@ -112,43 +115,43 @@ def run_body(record: dict, conversation: dict | None, configs: list[str], csrf: 
     )
 
 
-def run_header(record: dict, conversation: dict | None) -> Markup:
-    config = record.get("config") or {}
+def run_header(record: RunRecord, conversation: dict | None) -> Markup:
+    settings, outcome, verdict = record.settings, record.outcome, record.verdict
     facts = [
-        ("Status", status_badge(record["status"])),
-        ("Consortium", record.get("name") or "unsaved"),
-        ("Method", record.get("method") or config.get("method") or "-"),
-        ("Members", ", ".join(config.get("models") or [])),
-        ("Arbiter", config.get("arbiter") or "-"),
-        ("Confidence", number(record.get("confidence"))),
-        ("Agreement", agreement(record)),
-        ("Rounds", record.get("iterations") or 0),
-        ("Tokens", tokens(record)),
-        ("Cost", cost(record.get("cost_usd"), record.get("priced_usd"), record.get("unpriced_calls"))),
-        ("Duration", duration(record.get("started"), record.get("finished"), record["status"])),
-        ("Started", short_time(record.get("started"))),
+        ("Status", status_badge(outcome.status)),
+        ("Consortium", record.name or "unsaved"),
+        ("Method", settings.method or "-"),
+        ("Members", ", ".join(settings.models)),
+        ("Arbiter", settings.arbiter or "-"),
+        ("Confidence", number(verdict.confidence if verdict else None)),
+        ("Agreement", counts_text(outcome.agreeing, outcome.answered, outcome.members) if outcome.members
+         else number(verdict.agreement if verdict else None)),
+        ("Rounds", record.iterations),
+        ("Tokens", f"{record.usage.total:,}"),
+        ("Cost", cost(record.usage.cost_usd, round(record.usage.cost, 8), record.usage.unpriced)),
+        ("Duration", duration(record.started, record.finished, outcome.status)),
+        ("Started", short_time(record.started)),
     ]
-    ids = [el("span", "Run ", el("code", record["id"], class_="run-id")),
-           el("span", el("code", f"llm consortium inspect {record['id'][:8]}"))]
+    ids = [el("span", "Run ", el("code", record.run_id, class_="run-id")),
+           el("span", el("code", f"llm consortium inspect {record.run_id[:8]}"))]
     if conversation:
         ids.append(el("span", "In llm logs: ", el("code", f"llm logs --cid {conversation['id']}",
                                                     class_="llm-cid")))
-    elif record["status"] not in FINISHED:
+    elif outcome.status not in FINISHED:
         ids.append(el("span", "llm logs: once it ends", class_="muted"))
     else:
         ids.append(el("span", "Not in llm logs (--no-log, a failed run, or the Python API)", class_="muted"))
     turns = []
     if conversation and len(conversation["runs"]) > 1:
         turns = el("p", "Conversation: ", [
-            frag(" → " if i else "", el("strong", f"turn {i + 1} (this run)") if run_id == record["id"]
+            frag(" → " if i else "", el("strong", f"turn {i + 1} (this run)") if run_id == record.run_id
                  else el("a", f"turn {i + 1}", href=f"/runs/{run_id}"))
             for i, run_id in enumerate(conversation["runs"])
         ], class_="turns")
     return el(
         "header",
-        el("h1", record.get("prompt") or "", class_="prompt"),
-        el("details", el("summary", "System prompt"), el("pre", record["system"]))
-        if record.get("system") else None,
+        el("h1", record.prompt, class_="prompt"),
+        el("details", el("summary", "System prompt"), el("pre", settings.system)) if settings.system else None,
         el("dl", [frag(el("dt", k), el("dd", v)) for k, v in facts], class_="facts"),
         el("p", ids, class_="ids"),
         turns,
@@ -156,81 +159,85 @@ def run_header(record: dict, conversation: dict | None) -> Markup:
     )
 
 
-def round_section(record: dict, round_: dict, current: bool) -> Markup:
-    calls = round_.get("calls") or []
-    specs = (record.get("config") or {}).get("models") or []
+def round_section(record: RunRecord, round_: RoundRecord, current: bool) -> Markup:
+    calls = round_.calls
+    specs = record.settings.models
     order = [split_count(spec)[0] for spec in specs]
-    members = sorted((c for c in calls if c.get("role") == "member"), key=lambda c: (
-        order.index(c.get("model")) if c.get("model") in order else len(order), c.get("instance") or 0))
+    members = sorted((c for c in calls if c.role == "member"), key=lambda c: (
+        order.index(c.model) if c.model in order else len(order), c.instance or 0))
     expected = sum(split_count(spec)[1] for spec in specs)
-    waiting = expected - len(members) if current and round_.get("synthesis") is None else 0
-    number_ = round_["round"]
+    verdict = round_.verdict
+    waiting = expected - len(members) if current and verdict is None else 0
+    number_ = round_.number
     tabs = el("div", [
-        el("button", member_name(c), type="button", role="tab", class_="tab" + (" failed" if c.get("error") else ""),
+        el("button", member_name(c), type="button", role="tab", class_="tab" + (" failed" if c.error else ""),
            aria_selected="true" if i == 0 else "false", data_tab=member_name(c))
         for i, c in enumerate(members)
     ], role="tablist", class_="tabs")
     panels = el("div", [member_panel(c, i) for i, c in enumerate(members)],
                 el("p", f"Waiting for {waiting} more member{'s' if waiting != 1 else ''}…", class_="waiting")
                 if waiting > 0 else None, class_="panels")
+    costs = [call.cost_usd for call in calls]
+    priced = sum(c for c in costs if c is not None)
     summary = " · ".join(filter(None, [
-        f"confidence {number(round_.get('confidence'))}" if round_.get("confidence") is not None else None,
-        f"agreement {number(round_.get('agreement'))}" if round_.get("agreement") is not None else None,
-        cost(round_.get("cost_usd"), round_.get("priced_usd"), round_.get("unpriced_calls")),
+        f"confidence {number(verdict.confidence)}" if verdict and verdict.confidence is not None else None,
+        f"agreement {number(verdict.agreement)}" if verdict and verdict.agreement is not None else None,
+        cost(None if None in costs else priced, priced, costs.count(None)),
     ]))
     return el(
         "section",
         el("h2", f"Round {number_} ", el("span", summary, class_="muted")),
         el("div", tabs, panels, class_="members", data_key=f"members-{number_}"),
-        judgement(record.get("method"), round_, current and waiting <= 0),
+        judgement(record.settings.method, round_, current and waiting <= 0),
         raw_calls(calls, number_),
         class_="round", id=f"round-{number_}",
     )
 
 
-def member_name(call: dict) -> str:
-    return f"{call.get('model')} #{call.get('instance')}"
+def member_name(call: CallRecord) -> str:
+    return f"{call.model} #{call.instance}"
 
 
-def member_panel(call: dict, index: int) -> Markup:
+def member_panel(call: CallRecord, index: int) -> Markup:
     return el(
         "article",
         el("h3", member_name(call)),
         el("p", call_facts(call), class_="meta"),
-        el("p", call["error"], class_="error") if call.get("error") else None,
+        el("p", call.error, class_="error") if call.error else None,
         el("p", "Cancelled (a quorum had answered, or the run was stopped)", class_="notice")
-        if call.get("cancelled") else None,
-        el("div", markdown(call.get("text")), class_="markdown") if call.get("text") else None,
+        if call.cancelled else None,
+        el("div", markdown(call.text), class_="markdown") if call.text else None,
         role="tabpanel", class_="member" + (" active" if index == 0 else ""), data_panel=member_name(call),
     )
 
 
-def call_facts(call: dict) -> str:
-    attempts = call.get("attempts") or 1
+def call_facts(call: CallRecord) -> str:
+    attempts = call.attempts or 1
+    input_tokens, output_tokens = call.input_tokens or 0, call.output_tokens or 0
     return " · ".join(filter(None, [
-        f"{call.get('seconds') or 0:.2f} s",
-        f"{(call.get('input_tokens') or 0) + (call.get('output_tokens') or 0)} tokens "
-        f"({call.get('input_tokens') or 0} in, {call.get('output_tokens') or 0} out)",
-        cost(call.get("cost_usd"), None, None),
+        f"{call.seconds or 0:.2f} s",
+        f"{input_tokens + output_tokens} tokens ({input_tokens} in, {output_tokens} out)",
+        cost(call.cost_usd, None, None),
         f"{attempts} attempts" if attempts > 1 else None,
     ]))
 
 
-def judgement(method: str | None, round_: dict, judging: bool) -> Markup | None:
-    details = round_.get("details") or {}
-    if round_.get("synthesis") is None and not details:
+def judgement(method: str | None, round_: RoundRecord, judging: bool) -> Markup | None:
+    verdict = round_.verdict
+    if verdict is None:
         return el("p", "The judge is at work…", class_="waiting") if judging else None
     return el(
         "div",
-        method_details(method, details, round_["round"]),
+        method_details(method, verdict.details, round_.number),
         el("h3", "Synthesis"),
         el("p", "No judge decided this round: the answer is the one most members gave.", class_="notice")
-        if round_.get("parse_ok") is False else None,
-        el("div", markdown(round_.get("synthesis")), class_="markdown synthesis"),
-        [el("div", el("h3", title), el("div", markdown(round_[key]), class_="markdown"), class_=key)
-         for key, title in (("analysis", "Analysis"), ("dissent", "Dissent")) if round_.get(key)],
-        el("div", el("h3", "Refinement areas"), el("ul", [el("li", area) for area in round_["refinement_areas"]]),
-           class_="refinement") if round_.get("refinement_areas") else None,
+        if not verdict.parse_ok else None,
+        el("div", markdown(verdict.synthesis), class_="markdown synthesis"),
+        [el("div", el("h3", title), el("div", markdown(text), class_="markdown"), class_=key)
+         for key, title, text in (("analysis", "Analysis", verdict.analysis), ("dissent", "Dissent", verdict.dissent))
+         if text],
+        el("div", el("h3", "Refinement areas"), el("ul", [el("li", area) for area in verdict.refinement_areas]),
+           class_="refinement") if verdict.refinement_areas else None,
         class_="judgement",
     )
 
@@ -286,42 +293,41 @@ def interval(value) -> str:
     return f"[{value[0]:.2f}, {value[1]:.2f}]"
 
 
-def raw_calls(calls: list[dict], round_number: int) -> Markup | None:
+def raw_calls(calls: list[CallRecord], round_number: int) -> Markup | None:
     if not calls:
         return None
     return el("details", el("summary", f"Raw prompts and replies ({len(calls)} calls)"), [
         el("div",
-           el("h4", call.get("role"), " ", member_name(call)),
-           el("details", el("summary", "Prompt"), el("pre", call.get("prompt") or ""),
-              data_key=f"prompt-{call.get('id')}"),
-           el("pre", call.get("text") or call.get("error") or "", class_="reply"),
+           el("h4", call.role, " ", member_name(call)),
+           el("details", el("summary", "Prompt"), el("pre", call.prompt or ""), data_key=f"prompt-{call.id}"),
+           el("pre", call.text or call.error or "", class_="reply"),
            class_="raw-call")
         for call in calls
     ], class_="raw", data_key=f"raw-{round_number}")
 
 
-def timeline(record: dict) -> Markup | None:
+def timeline(record: RunRecord) -> Markup | None:
     """Every call as a bar from its start to its end, on the run's clock."""
-    calls = [c for r in record.get("rounds") or [] for c in r.get("calls") or []]
-    start = parse_time(record.get("started"))
+    calls = [(r.number, c) for r in record.rounds for c in r.calls]
+    start = parse_time(record.started)
     if not calls or start is None:
         return None
     spans = []
-    for call in calls:
-        end = parse_time(call.get("created"))
+    for number_, call in calls:
+        end = parse_time(call.created)
         if end is None:
             continue
         end_s = (end - start).total_seconds()
-        spans.append((max(0.0, end_s - (call.get("seconds") or 0)), end_s, call))
+        spans.append((max(0.0, end_s - (call.seconds or 0)), end_s, number_, call))
     if not spans:
         return None
-    total = max(max(end for _, end, _ in spans), 0.001)
+    total = max(max(end for _, end, _, _ in spans), 0.001)
     row = 22
     bars = []
-    for i, (begin, end, call) in enumerate(spans):
-        state = "error" if call.get("error") else "cancelled" if call.get("cancelled") else call.get("role") or ""
+    for i, (begin, end, _, call) in enumerate(spans):
+        state = "error" if call.error else "cancelled" if call.cancelled else call.role
         bars.append(el("g",
-                       el("title", f"{call.get('role')} {member_name(call)}: {begin:.2f}–{end:.2f} s"),
+                       el("title", f"{call.role} {member_name(call)}: {begin:.2f}–{end:.2f} s"),
                        el("rect", x=f"{100 * begin / total:.2f}%", y=str(i * row + 3),
                           width=f"{max(0.4, 100 * (end - begin) / total):.2f}%", height=str(row - 6),
                           class_=f"bar {state}"),
@@ -332,24 +338,24 @@ def timeline(record: dict) -> Markup | None:
                                                ("Round", "Role", "Model", "Start", "End", "Seconds", "Retries",
                                                 "Outcome")])),
                el("tbody", [el("tr",
-                               el("td", call.get("round")), el("td", call.get("role")), el("td", member_name(call)),
+                               el("td", number_), el("td", call.role), el("td", member_name(call)),
                                el("td", f"{begin:.2f} s", class_="num"), el("td", f"{end:.2f} s", class_="num"),
-                               el("td", f"{call.get('seconds') or 0:.2f}", class_="num"),
-                               el("td", max(0, (call.get("attempts") or 1) - 1), class_="num"),
-                               el("td", "error: " + excerpt(call["error"], 80) if call.get("error")
-                                  else "cancelled" if call.get("cancelled") else "ok"))
-                            for begin, end, call in spans]), class_="calls")
+                               el("td", f"{call.seconds or 0:.2f}", class_="num"),
+                               el("td", max(0, (call.attempts or 1) - 1), class_="num"),
+                               el("td", "error: " + excerpt(call.error, 80) if call.error
+                                  else "cancelled" if call.cancelled else "ok"))
+                            for begin, end, number_, call in spans]), class_="calls")
     return el("section", el("h2", "Timeline"), el("div", el("div", svg, class_="chart"), table,
                                                  class_="timeline"), class_="timeline-section")
 
 
-def continue_form(record: dict, conversation: dict | None, configs: list[str], csrf: str) -> Markup | None:
+def continue_form(record: RunRecord, conversation: dict | None, configs: list[str], csrf: str) -> Markup | None:
     """Continue the run's llm conversation: only a run whose answer llm logged has one."""
     if not conversation or not configs:
         return None
-    default = record.get("name") if record.get("name") in configs else configs[0]
+    default = record.name if record.name in configs else configs[0]
     return el("section", el("h2", "Continue the conversation"), el(
-        "form", ask_fields(configs, default, csrf, ""), el("input", type="hidden", name="after", value=record["id"]),
+        "form", ask_fields(configs, default, csrf, ""), el("input", type="hidden", name="after", value=record.run_id),
         el("button", "Continue", type="submit"), method="post", action="/ask", class_="ask",
     ), class_="continue")
 
@@ -393,12 +399,12 @@ def agreement(record: dict) -> str:
     return counts_text(record.get("agreeing"), record.get("answered"), record["members"])
 
 
-def notes(record: dict) -> list[str]:
+def notes(outcome: OutcomeRecord) -> list[str]:
     """Every condition behind the run's status, as recorded; a run recorded
     before the notes existed shows why it stopped early, if it did."""
-    if record.get("notes"):
-        return record["notes"]
-    return [f"Stopped early: {record['stopped_because']}"] if record.get("stopped_because") else []
+    if outcome.notes:
+        return outcome.notes
+    return [f"Stopped early: {outcome.stopped_because}"] if outcome.stopped_because else []
 
 
 def status_badge(status: str) -> Markup:
