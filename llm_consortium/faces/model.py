@@ -184,33 +184,37 @@ class _Consortium:
                 progress.close()
 
     @staticmethod
-    def _finish(response, result: dict) -> str:
-        """The answer, with the run's result as llm's response JSON. A run
-        that ended with no answer (no verdict, or a budget that stopped it
-        before any round was judged) ends as an error saying why (exit
-        status 1); for no verdict, with every distinct answer and who gave it."""
-        usage = result["metadata"]["usage"]
-        if usage["total"] or not usage["unreported"]:  # unknown is not 0: left unset
-            response.set_usage(input=usage["input"], output=usage["output"], details=usage_details(usage))
+    def _finish(response, result: dict):
+        """The answer and the run's record, with the run's result as llm's
+        response JSON. A run that ended with no answer (no verdict, or a
+        budget that stopped it before any round was judged) ends as an error
+        saying why (exit status 1); for no verdict, with every distinct
+        answer and who gave it."""
+        from ..core.record import record_from_result
+
+        record = record_from_result(result)
+        usage = record.usage
+        if usage.total or not usage.unreported:  # unknown is not 0: left unset
+            response.set_usage(input=usage.input, output=usage.output, details=usage_details(usage))
         response.response_json = result
-        if not result["metadata"]["has_answer"]:
-            error = ConsortiumError(no_answer_message(result))
+        if not record.outcome.has_answer:
+            error = ConsortiumError(no_answer_message(record))
             error.result = result
             raise in_chat(error)
-        return result["synthesis"]["synthesis"]
+        return record.synthesis.synthesis, record
 
 
-def no_answer_message(result: dict) -> str:
+def no_answer_message(record) -> str:
     """One line: there is no answer, why, and (no verdict) the distinct answers the members gave."""
     from ..core.safetext import single_line
 
-    if result["metadata"]["status"] != "no_verdict":
-        return "No answer: " + "; ".join(result["metadata"]["notes"])
+    if record.outcome.status != "no_verdict":
+        return "No answer: " + "; ".join(record.outcome.notes)
 
     answers = "; ".join(
-        f"{single_line(c['answer'])[:200]!r} ({', '.join(c['members'])})" for c in result["synthesis"]["candidates"]
+        f"{single_line(c['answer'])[:200]!r} ({', '.join(c['members'])})" for c in record.synthesis.candidates
     )
-    reason = single_line(result["synthesis"].get("fallback") or "no judge could be read")
+    reason = single_line(record.synthesis.fallback or "no judge could be read")
     return f"No verdict ({reason}) and no answer has a majority. The members answered: {answers}"
 
 
@@ -223,17 +227,18 @@ def in_chat(exc: BaseException) -> BaseException:
     return exc
 
 
-def usage_details(usage: dict) -> dict | None:
-    """What llm logs as the usage's details (``llm logs -u`` shows them):
-    the dollars, where any part of them is known, and how many calls
-    reported no tokens. A cost wholly unknown is left out, never 0."""
+def usage_details(usage) -> dict | None:
+    """What llm logs as the usage's details (``llm logs -u`` shows them) of
+    a run's ``UsageRecord``: the dollars, where any part of them is known,
+    and how many calls reported no tokens. A cost wholly unknown is left
+    out, never 0."""
     details = {}
-    if usage["cost_usd"] is not None:
-        details["cost_usd"] = usage["cost_usd"]
-    elif usage["priced_usd"]:
-        details.update(cost_usd=None, priced_usd=usage["priced_usd"], unpriced_calls=usage["unpriced"])
-    if usage["unreported"]:
-        details["calls_without_usage"] = usage["unreported"]
+    if usage.cost_usd is not None:
+        details["cost_usd"] = usage.cost_usd
+    elif round(usage.cost, 8):
+        details.update(cost_usd=None, priced_usd=round(usage.cost, 8), unpriced_calls=usage.unpriced)
+    if usage.unreported:
+        details["calls_without_usage"] = usage.unreported
     return details or None
 
 
@@ -289,20 +294,20 @@ def progress_display(config: ConsortiumConfig, options: ConsortiumOptions):
     return Progress(sys.stderr, config.arbiter)
 
 
-def exit_if_strict(config: ConsortiumConfig, result: dict) -> None:
+def exit_if_strict(config: ConsortiumConfig, record) -> None:
     """Under llm's ``prompt`` command with ``-o strict 1``, an answer whose
     status is not success ends the command with exit status 3, once the
     answer and the summary are out (callbacks on close run last-in,
     first-out: this one is registered first)."""
     from ..core.outcome import exit_code
 
-    code = exit_code(result["metadata"]["status"], config.strict, result["metadata"]["has_answer"])
+    code = exit_code(record.outcome.status, config.strict, record.outcome.has_answer)
     context = click.get_current_context(silent=True)
     if code and context and context.command.name == "prompt":
         context.call_on_close(lambda: sys.exit(code))
 
 
-def show_summary(result: dict) -> None:
+def show_summary(record) -> None:
     """The run's one-line summary on stderr, after the answer llm prints.
 
     ``llm chat`` has printed the answer once the model's last chunk is
@@ -311,10 +316,9 @@ def show_summary(result: dict) -> None:
     end it. ``llm prompt --no-stream`` prints the answer only after the model
     returns, so under ``prompt`` the summary waits for the command to end.
     """
-    from ..core.record import record_from_result
     from .display import summary_line
 
-    line = summary_line(record_from_result(result))
+    line = summary_line(record)
     context = click.get_current_context()
     if context.command.name == "chat":
         shared = sys.stdout.isatty()
@@ -330,11 +334,11 @@ class ConsortiumModel(_Consortium, llm.Model):
         orchestrator, run, recorder, progress = self._start(prompt)
         with self._running(run, recorder, progress):
             result = run_coroutine(orchestrator.execute(run))
-        answer = self._finish(response, mark_recorded(result, recorder, run))
-        exit_if_strict(run.config, result)
+        answer, record = self._finish(response, mark_recorded(result, recorder, run))
+        exit_if_strict(run.config, record)
         yield answer
         if progress:
-            show_summary(result)
+            show_summary(record)
 
 
 class AsyncConsortiumModel(_Consortium, llm.AsyncModel):
@@ -342,8 +346,8 @@ class AsyncConsortiumModel(_Consortium, llm.AsyncModel):
         orchestrator, run, recorder, progress = self._start(prompt)
         with self._running(run, recorder, progress):
             result = await orchestrator.execute(run)
-        answer = self._finish(response, mark_recorded(result, recorder, run))
-        exit_if_strict(run.config, result)
+        answer, record = self._finish(response, mark_recorded(result, recorder, run))
+        exit_if_strict(run.config, record)
         yield answer
         if progress:
-            show_summary(result)
+            show_summary(record)
