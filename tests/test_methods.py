@@ -20,6 +20,7 @@ from llm_consortium.core.answers import tally
 from llm_consortium.core.methods import council
 from llm_consortium.core.results import CouncilDetails, Details, Judgement, VoteDetails
 from llm_consortium.evaluation.simulator import arbiter_xml
+from llm_consortium.storage import store
 from llm_consortium.storage.store import get_run
 
 FAST = {"retry_backoff": 0.01}
@@ -206,7 +207,7 @@ def test_a_tally_recorded_before_members_were_listed_still_shows(sim):
         conn.execute("UPDATE consortium_rounds SET details = ? WHERE run_id = ?", (json.dumps(old), run_id))
     conn.close()
     assert [click.unstyle(line) for line in method_details("vote", old)] == ["Vote: 42 ×2"]
-    page = str(run_page(get_run(run_id), None, [], "token"))
+    page = str(run_page(store.load_run(run_id), None, [], "token"))
     assert '<tr class="winner"><td class="answer-text">42</td><td class="num">2</td>' in page
     assert invoke("consortium", "inspect", run_id).exit_code == 0
 

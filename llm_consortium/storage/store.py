@@ -513,13 +513,15 @@ def record_of_row(row: dict):
     A run that ended has its result JSON, read back with
     ``record_from_result``; a run whose process never finished it has none,
     and is read from its rows, what had arrived. Either way each round gets
-    its recorded calls (a round whose members were asked before a Ctrl-C
+    its verdict as its row has it (the fallback, candidates and notes, which
+    only the result keeps, from the result) and its recorded calls (a round whose members were asked before a Ctrl-C
     has its calls and no verdict), and the status, notes, counts and totals
     are the row's, as ``get_run`` reads them: a run recorded before the
     outcome vocabulary has no counts (None), and one recorded before costs
     were has no prices (``unpriced`` None).
     """
-    from ..core.record import CallRecord, OutcomeRecord, RoundRecord, RunRecord, SettingsRecord, UsageRecord
+    from ..core.record import (CallRecord, OutcomeRecord, RoundRecord, RunRecord, SettingsRecord, UsageRecord,
+                               VerdictRecord)
     from ..core.record import member_of, record_from_result, verdict_of
 
     config = row["config"]
@@ -541,11 +543,8 @@ def record_of_row(row: dict):
         calls = [CallRecord(**{key: call[key] for key in CallRecord.model_fields}) for call in stored["calls"]]
         round_ = rounds.get(stored["round"])
         if round_ is None:  # the result has no such round: what had arrived, from the rows
-            verdict = None
-            if stored["parse_ok"] is not None:
-                verdict = verdict_of({key: value for key, value in stored.items() if key != "calls"})
             round_ = rounds[stored["round"]] = RoundRecord(
-                number=stored["round"], verdict=verdict,
+                number=stored["round"],
                 members=[member_of({**call, "tokens": {"input": call["input_tokens"], "output": call["output_tokens"],
                                                        "priced_usd": call["cost_usd"] or 0.0,
                                                        "unpriced": int(call["cost_usd"] is None)}})
@@ -555,6 +554,9 @@ def record_of_row(row: dict):
                                   cost=stored["priced_usd"], unpriced=stored["unpriced_calls"]),
             )
         round_.calls = calls
+        if stored["parse_ok"] is not None:  # the verdict as its row has it, with what only the result keeps
+            columns = {key: value for key, value in stored.items() if key in VerdictRecord.model_fields}
+            round_.verdict = verdict_of({**(round_.verdict.model_dump() if round_.verdict else {}), **columns})
     record.rounds = [rounds[number] for number in sorted(rounds)]
     outcome = record.outcome
     outcome.status, outcome.notes, outcome.threshold_note = row["status"], row["notes"], row["threshold_note"]
