@@ -2,6 +2,7 @@
 a terminal), the answer on stdout once it is final, nothing of a replaced draft."""
 
 import os
+import pty
 import select
 import subprocess
 import time
@@ -9,7 +10,7 @@ import time
 import click
 import pytest
 
-from helpers import invoke, llm_process
+from helpers import invoke, llm_process, read_until_closed
 from llm_consortium.evaluation.simulator import arbiter_xml
 
 
@@ -82,6 +83,22 @@ def test_council_progress_shows_the_peer_review(sim):
     assert any(f.count("· review in") == 3 and "arbiter judge: reading the answers" in f for f in frames)
     assert not [f for f in frames if f.count("done in") == 3 and "waiting for the members" in f]
     assert "Round 1: 3/3 members answered" in frames[-1]
+
+
+@pytest.mark.slow  # a real pseudo-terminal: the one test of what isatty() says without LLM_CONSORTIUM_TERMINAL
+def test_progress_on_a_real_terminal(sim):
+    sim.add("m1", reply="answer", latency=0.2)
+    sim.add("judge", reply=arbiter_xml("Done.", 0.9))
+    master, slave = pty.openpty()
+    proc = llm_process("consortium", "q", "-m", "m1", "--arbiter", "judge", "--no-raw",
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    received = read_until_closed([master, proc.stdout.fileno()])
+    assert proc.wait(timeout=30) == 0
+    os.close(master)
+    err = received[master].decode()
+    assert received[proc.stdout.fileno()] == b"Done.\n"
+    assert "\x1b[" in err and "m1 #1: waiting" in click.unstyle(err) and "Confidence 0.90" in click.unstyle(err)
 
 
 def test_no_progress_without_a_terminal_or_with_quiet(sim):
