@@ -1,7 +1,9 @@
 """Helpers several test modules share (fixtures live in conftest.py)."""
 
+import contextlib
 import os
 import re
+import resource
 import select
 import sqlite3
 import subprocess
@@ -12,27 +14,45 @@ import llm
 from click.testing import CliRunner
 from llm.cli import cli
 
-from warm_llm import WarmLlm, WarmPython
 
-
-def invoke(*args, input=None, color=False):
+def invoke(*args, input=None, color=False, terminal=None):
     """``llm`` in-process, through its real CLI. color=True keeps escape
-    sequences, as on a terminal (click strips some of them otherwise)."""
-    return CliRunner().invoke(cli, list(args), input=input, color=color, catch_exceptions=False)
+    sequences, as on a terminal (click strips some of them otherwise);
+    ``terminal`` names the streams shown as on a terminal ("stderr",
+    "stdout,stderr"; see llm_consortium/faces/terminal.py)."""
+    if terminal is None:
+        return CliRunner().invoke(cli, list(args), input=input, color=color, catch_exceptions=False)
+    return TerminalRunner("stdout" in terminal).invoke(
+        cli, list(args), input=input, color=color, env={"LLM_CONSORTIUM_TERMINAL": terminal}, catch_exceptions=False)
 
 
-def llm_process(*args, **popen_kwargs):
-    """``llm`` in a process of its own, for what needs one (terminals,
-    signals, several processes at once), as ``subprocess.Popen`` would
-    start it but without importing llm again (see warm_llm.py)."""
-    return WarmLlm(args, **popen_kwargs)
+class TerminalRunner(CliRunner):
+    """A ``CliRunner`` whose streams are buffered as Python buffers them on
+    a terminal: stderr, and stdout when it is one, a line at a time (so
+    ``result.output`` interleaves them in the order a terminal shows)."""
+
+    def __init__(self, stdout_on_terminal: bool):
+        super().__init__()
+        self.stdout_on_terminal = stdout_on_terminal
+
+    @contextlib.contextmanager
+    def isolation(self, *args, **kwargs):
+        with super().isolation(*args, **kwargs) as streams:
+            sys.stdout.reconfigure(line_buffering=self.stdout_on_terminal)
+            sys.stderr.reconfigure(line_buffering=True)
+            yield streams
 
 
-def python_process(code: str, *args, **popen_kwargs):
-    """``python -c code *args`` in a process of its own, forked like
-    ``llm_process``: for scripts using llm and this package (what a fresh
-    interpreter imports is another matter: start ``sys.executable``)."""
-    return WarmPython(code, args, **popen_kwargs)
+def llm_process(*args, file_size_limit=None, **popen_kwargs):
+    """``python -m llm`` in a process of its own, for what needs one
+    (signals, several processes at once, a real terminal, a file size
+    limit: ``file_size_limit`` sets RLIMIT_FSIZE there, a disk full past
+    that size). Tests that use it are marked ``slow``."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, resource.RLIM_INFINITY))
+
+    return subprocess.Popen([sys.executable, "-m", "llm", *args],
+                            preexec_fn=limit if file_size_limit is not None else None, **popen_kwargs)
 
 
 def llm_run(*args, input=None, timeout=120, **popen_kwargs):
@@ -40,6 +60,11 @@ def llm_run(*args, input=None, timeout=120, **popen_kwargs):
     return completed(llm_process(*args, stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kwargs),
                      input, timeout)
+
+
+def python_process(code: str, *args, **popen_kwargs):
+    """``python -c code *args`` in a process of its own (marked ``slow``)."""
+    return subprocess.Popen([sys.executable, "-c", code, *args], **popen_kwargs)
 
 
 def python_run(code: str, *args, timeout=120):

@@ -169,6 +169,7 @@ def test_chat(panel):
     assert [m["content"] for m in second.messages if m["role"] == "user"] == ["hello", "second turn"]
 
 
+@pytest.mark.slow  # the installed entry point
 def test_run_in_a_process_of_its_own_then_logs_and_continue(panel):
     result = llm_subprocess(*RUN)  # as a user runs it: the plugin loaded by its entry point
     assert result.returncode == 0, result.stderr
@@ -233,6 +234,7 @@ def recorded_text(model):
         return []
 
 
+@pytest.mark.slow  # a signal
 def test_ctrl_c_records_cancelled_run(panel):
     panel.add("m1", reply="quick")
     panel.add("m2", reply="never", latency=30)

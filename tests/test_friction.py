@@ -1,29 +1,22 @@
 """Everyday friction found by first-time users (issue 10), through llm's
 real CLI and client against the simulated provider."""
 
-import os
-import pty
 import sqlite3
-import subprocess
 
 import llm
 import pytest
 
 from llm_consortium.evaluation.simulator import arbiter_xml
-from helpers import db_rows, invoke, llm_process, python_run, read_until_closed
+from helpers import db_rows, invoke, python_run
 
 
 def on_one_terminal(args):
-    """Run `llm` with stdout and stderr on one pseudo-terminal, as in a
-    terminal window; return everything it showed, in order."""
-    master, slave = pty.openpty()
-    proc = llm_process(*args, stdout=slave, stderr=slave,
-                            stdin=subprocess.DEVNULL)
-    os.close(slave)
-    shown = read_until_closed([master])[master]
-    assert proc.wait(timeout=30) == 0, shown.decode()
-    os.close(master)
-    return shown.decode()
+    """Run `llm` in this process with stdout and stderr shown as on one
+    terminal (LLM_CONSORTIUM_TERMINAL), as in a terminal window; return
+    everything it showed, in order."""
+    result = invoke(*args, color=True, terminal="stdout,stderr")
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 def test_on_a_terminal_the_answer_comes_last(sim):
@@ -120,6 +113,7 @@ time.sleep(0.6)  # the abandoned sync call ends after its loop has closed
 """
 
 
+@pytest.mark.slow  # what the interpreter prints as it exits, after the abandoned call
 def test_python_api_twice_with_asyncio_run_is_quiet(sim):
     sim.add_many(["m1", "m2"], reply="answer", latency=0.05)
     sim.add("judge", reply=arbiter_xml("s", 0.9))

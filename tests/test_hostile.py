@@ -324,6 +324,7 @@ cli(sys.argv[1:])
 """
 
 
+@pytest.mark.slow  # a plugin that moves the process's own descriptor 1
 @pytest.mark.parametrize("json_flag", [[], ["--json"]])
 def test_a_plugin_that_redirects_stdout_cannot_swallow_the_answer(sim, json_flag):
     sim.add("judge", reply=arbiter_xml("The answer survived.", 0.9))

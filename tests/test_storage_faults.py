@@ -20,6 +20,7 @@ from helpers import db_path, db_rows, invoke, llm_process, llm_run
 RUN = ["consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge"]
 
 
+@pytest.mark.slow  # several processes at once
 @pytest.mark.empty_user_dir
 def test_concurrent_first_runs_leave_llm_working(panel):
     """Four runs at once on a fresh user dir (more processes than cores):
@@ -117,6 +118,7 @@ def wait_for_first_answer(proc):
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # logs.db changed from outside while a process runs
 @pytest.mark.parametrize("change", ["removed", "replaced"])
 def test_logs_db_removed_or_replaced_mid_run_keeps_the_whole_run(panel, tmp_path, change):
     """logs.db deleted (or swapped for a copy taken before the run) while a
@@ -159,6 +161,7 @@ def with_free_pages(size: int) -> int:
     return db_path().stat().st_size
 
 
+@pytest.mark.slow  # a file size limit of the process's own
 def test_disk_full_mid_run_answers_and_says_the_run_is_not_recorded(panel):
     """logs.db may not grow (a file size limit: writes fail as on a full
     disk) once the first small records are in: the run answers, says so in
@@ -179,6 +182,7 @@ def test_disk_full_mid_run_answers_and_says_the_run_is_not_recorded(panel):
     assert "interrupted" in listing[1] and "success" in listing[2]
 
 
+@pytest.mark.slow  # a file size limit of the process's own
 @pytest.mark.empty_user_dir
 def test_disk_full_during_llm_migrations_leaves_logs_db_as_it_was(panel):
     """The first answer to log on a logs.db holding only the plugin's tables:

@@ -226,6 +226,7 @@ def test_records_that_cannot_be_written_are_reported_once_and_the_rest_written(s
     assert db_rows("SELECT status FROM consortium_runs WHERE id = ?", (run.run_id,)) == [{"status": status}]
 
 
+@pytest.mark.slow  # several processes at once
 def test_two_processes_record_at_once(sim, tmp_path):
     """Two processes each record a run of many calls at the same moment; both arrive whole."""
     go = tmp_path / "go"

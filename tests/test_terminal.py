@@ -8,13 +8,9 @@ import asyncio
 import functools
 import io
 import json
-import os
-import pty
 import random
 import re
 import sqlite3
-import subprocess
-import tty
 from types import SimpleNamespace
 
 import llm
@@ -23,7 +19,7 @@ import pytest
 from llm_consortium.faces.display import Progress
 from llm_consortium.core.safetext import printable, single_line
 import helpers
-from helpers import db_rows, llm_process, read_until_closed
+from helpers import db_rows
 from llm_consortium.evaluation.simulator import arbiter_xml
 
 # One of each kind of thing a terminal acts on rather than shows.
@@ -333,19 +329,12 @@ def test_progress_lines_show_no_escapes():
 
 
 def run_with_pty(args, pty_for):
-    """Run `llm` with one of stdout/stderr on a raw pseudo-terminal (no
-    newline translation) and the other on a pipe; returns (stdout, stderr)."""
-    master, slave = pty.openpty()
-    tty.setraw(slave)
-    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, pty_for: slave}
-    proc = llm_process(*args, stdin=subprocess.DEVNULL, **streams)
-    os.close(slave)
-    piped = (proc.stdout if pty_for == "stderr" else proc.stderr).fileno()
-    received = read_until_closed([master, piped])
-    assert proc.wait(timeout=30) == 0
-    os.close(master)
-    on_pty, on_pipe = received[master].decode(), received[piped].decode()
-    return (on_pty, on_pipe) if pty_for == "stdout" else (on_pipe, on_pty)
+    """Run `llm` in this process with one of stdout/stderr shown as on a
+    terminal (LLM_CONSORTIUM_TERMINAL) and the other on a pipe; returns
+    (stdout, stderr). (It used a raw pseudo-terminal in a process of its own.)"""
+    result = invoke(*args, terminal=pty_for)
+    assert result.exit_code == 0, result.stderr
+    return result.stdout, result.stderr
 
 
 def test_answer_on_a_terminal_shows_no_escapes(hostile):

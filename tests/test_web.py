@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from helpers import llm_process, llm_run, python_run
+from helpers import invoke, llm_process, python_run
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
 from llm_consortium.storage import store
 from llm_consortium.evaluation.simulator import arbiter_xml
@@ -240,6 +240,7 @@ def test_a_partial_run_says_so_with_its_counts(sim, viewer, browser):
 # Live
 
 
+@pytest.mark.slow  # another process runs while the viewer shows it
 @pytest.mark.browser
 def test_a_run_from_another_process_updates_in_place(sim, viewer, browser):
     sim.add("quick", reply="The quick answer.")
@@ -319,6 +320,7 @@ def test_ask_mistakes_are_said_on_the_page(sim, viewer, browser):
 # Model text is text
 
 
+@pytest.mark.slow  # another process runs while the viewer shows it
 @pytest.mark.browser
 def test_hostile_model_text_runs_nothing_live_or_not(sim, viewer, browser):
     sim.add("evil", reply=XSS)
@@ -368,6 +370,7 @@ def request(port, method, path, host=None, body=None, headers=None):
     return response.status, response.read().decode(), dict(response.getheaders())
 
 
+@pytest.mark.slow  # a server in a process of its own
 def test_serve_refuses_foreign_hosts_and_posts_without_its_token(sim):
     save("team", ["m1"])
     process, port = serve_command()
@@ -392,6 +395,7 @@ def test_serve_refuses_foreign_hosts_and_posts_without_its_token(sim):
         process.wait(10)
 
 
+@pytest.mark.slow  # a fresh interpreter without starlette
 def test_serve_without_the_web_extra_says_what_to_install(sim):
     code = "import sys; sys.modules['starlette'] = None; from llm.cli import cli; cli(['consortium', 'serve'])"
     result = python_run(code, timeout=60)
@@ -407,8 +411,8 @@ def test_serve_says_so_when_the_port_is_taken(sim):
     taken = listen("127.0.0.1", 0)
     try:
         port = taken.getsockname()[1]
-        result = llm_run("consortium", "serve", "--port", str(port), timeout=30)
+        result = invoke("consortium", "serve", "--port", str(port))
     finally:
         taken.close()
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: Cannot listen on 127.0.0.1:{port}: ") and result.stderr.count("\n") == 1

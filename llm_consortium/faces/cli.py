@@ -236,12 +236,13 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
 
     from .display import Progress, raw_responses, summary, usage_line
     from .model import ConsortiumModel
+    from .terminal import is_terminal
     from ..storage.store import logging_enabled
 
     name = AD_HOC_NAME
     logged = logging_enabled() and not no_log
     raw = raw and not quiet
-    progress = Progress(sys.stderr, config.arbiter) if sys.stderr.isatty() and not quiet else None
+    progress = Progress(sys.stderr, config.arbiter) if is_terminal(sys.stderr, "stderr") and not quiet else None
     model = ConsortiumModel(name, config, saved=False, observers=[progress] if progress else [])
     # Continuing: the earlier turns reach the members as llm gives them to any model.
     asker = continued(conversation_id, model) if continue_ or conversation_id else model
@@ -280,7 +281,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
         progress.close()
     # A pipe gets the exact text first; a terminal gets it last, where the
     # eye lands after the raw responses and summary, shown and never acted on.
-    on_terminal = out.isatty()
+    on_terminal = is_terminal(out, "stdout")
     if not json_ and not on_terminal:
         write_answer(out, answer)
     if raw:

@@ -170,8 +170,10 @@ class EvalProgress:
     EVERY = 10
 
     def __init__(self):
+        from .terminal import is_terminal
+
         self.stream = sys.stderr
-        self.live = self.stream.isatty()
+        self.live = is_terminal(self.stream, "stderr")
 
     def update(self, what: str, done: int, total: int) -> None:
         if self.live:

@@ -287,7 +287,11 @@ def progress_display(config: ConsortiumConfig, options: ConsortiumOptions):
     """Live progress on stderr under llm's own ``prompt`` and ``chat``
     commands when stderr is a terminal, unless ``-o progress false``.
     (``llm consortium run`` shows its own.)"""
-    if options.progress is False or cli_command() not in ("prompt", "chat") or not sys.stderr.isatty():
+    if options.progress is False or cli_command() not in ("prompt", "chat"):
+        return None
+    from .terminal import is_terminal
+
+    if not is_terminal(sys.stderr, "stderr"):
         return None
     from .display import Progress
 
@@ -317,11 +321,12 @@ def show_summary(record) -> None:
     returns, so under ``prompt`` the summary waits for the command to end.
     """
     from .display import summary_line
+    from .terminal import is_terminal
 
     line = summary_line(record)
     context = click.get_current_context()
     if context.command.name == "chat":
-        shared = sys.stdout.isatty()
+        shared = is_terminal(sys.stdout, "stdout")
         click.echo(("\n" if shared else "") + line, err=True, nl=not shared)
     else:
         context.call_on_close(lambda: click.echo(line, err=True))
