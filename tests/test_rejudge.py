@@ -95,3 +95,23 @@ def get_run_id():
     from llm_consortium.storage.store import latest_run_id
 
     return latest_run_id()
+
+
+def test_rejudge_keeps_the_panel_whole_and_says_when_there_is_no_answer(sim):
+    """A member that failed in round 1 was not asked again in round 2, so no
+    call of it was recorded there: the rejudge read "2 of 2 answered" and could
+    call a partial panel a success. A rejudge with no answer exited 0."""
+    sim.add("m1", reply="It is Paris.")
+    sim.add("m2", reply="I say London.")
+    sim.add("down", status=401, error_message="bad key")
+    sim.add("judge", reply=arbiter_xml("Paris.", 0.5))
+    sim.add("mute", reply="I will not use the format.")
+    orchestrator = ConsortiumOrchestrator(models=["m1", "m2", "down"], arbiter="judge", max_iterations=2,
+                                          retry_backoff=0.01, observers=[RunRecorder()])
+    parent = orchestrator.orchestrate_sync("Capital of France?")["metadata"]["run_id"]
+    result = invoke("consortium", "rejudge", parent[:8], "--json")
+    meta = json.loads(result.stdout)["metadata"]
+    assert (meta["members"], meta["answered"]) == (3, 2) and meta["status"] == "partial"
+    no_answer = invoke("consortium", "rejudge", parent[:8], "--arbiter", "mute")
+    assert no_answer.exit_code == 1 and no_answer.stdout == ""
+    assert "No verdict" in no_answer.stderr

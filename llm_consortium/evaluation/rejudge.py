@@ -31,16 +31,26 @@ def in_members_order(answers: list, run) -> list:
 
 
 def reused_answers(record) -> list:
-    """(member result, the prompt it answered) for each member call of the
-    recorded run's (``RunRecord``) last round that has one; no tokens,
-    dollars or attempts: not asked again."""
+    """(member result, the prompt it answered) for each member of the
+    recorded run's (``RunRecord``) last round that has member calls; no
+    tokens, dollars or attempts: not asked again.
+
+    The panel is the round's members as the result lists them, so that one
+    not asked again after failing earlier (no call of it in that round) and
+    one a quorum cancelled still count as what they were; a run with no
+    result (its process died) has only its calls."""
     from ..core.results import MemberResult
 
     rounds = [r for r in record.rounds if any(c.role == "member" for c in r.calls)]
     if not rounds:
         return []
+    calls = {(c.model, c.instance): c for c in rounds[-1].calls if c.role == "member"}
+    members = rounds[-1].members or [
+        MemberResult(c.model, c.instance, c.text, c.error, cancelled=c.cancelled) for c in calls.values()
+    ]
     return [
-        (MemberResult(call.model, call.instance, call.text, call.error, attempts=0, cancelled=call.cancelled),
-         call.prompt)
-        for call in rounds[-1].calls if call.role == "member"
+        (MemberResult(m.model, m.instance, m.text, m.error, attempts=0, cancelled=m.cancelled,
+                      quorum_cancelled=getattr(m, "quorum_cancelled", False)),
+         calls[(m.model, m.instance)].prompt if (m.model, m.instance) in calls else "")
+        for m in members
     ]

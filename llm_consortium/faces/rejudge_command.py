@@ -7,9 +7,11 @@ llm imports this module on every command, so it imports only click at the top.
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
+from ..core.outcome import exit_code
 from .choices import MethodOption
 
 
@@ -64,6 +66,16 @@ def rejudge(run_id, method, arbiter, json_):
 
         rejudged = record_from_result(result)
         click.echo(summary(rejudged), err=True)
-        click.echo(printable(rejudged.synthesis.synthesis))
+        if result["metadata"]["has_answer"]:
+            click.echo(printable(rejudged.synthesis.synthesis))
     click.echo(f"Recorded as run {run.run_id}, a rejudging of run {record.run_id} ({config.method}, arbiter "
                f"{config.arbiter}).", err=True)
+    # The exit statuses of a run (README: What a run came to): 1 with no answer, 3 under --strict.
+    if not result["metadata"]["has_answer"]:
+        from ..core.record import record_from_result
+        from .model import no_answer_message
+
+        raise click.ClickException(no_answer_message(record_from_result(result)))
+    code = exit_code(result["metadata"]["status"], config.strict, True)
+    if code:
+        sys.exit(code)
