@@ -174,3 +174,24 @@ def test_the_interrupt_hint_reaches_the_terminal_and_the_record(sim):
     assert "3 of 3 answered" in result.stderr
     (run,) = json.loads(invoke("consortium", "runs", "--json").stdout)
     assert run["status"] == "success" and any("--interrupt_requests False" in note for note in run["notes"])
+
+
+def test_a_run_that_failed_after_a_judged_round_gives_no_answer(sim):
+    """Round 1 judged, round 2's members all failed: the run failed, and its
+    result carried round 1's synthesis as if it were the answer."""
+    import time
+
+    def slow_in_round_two(request):
+        if "<previous_synthesis>" in request.user:  # round 2
+            time.sleep(3)
+        return "It is <answer>42</answer>"
+
+    sim.add("m1", reply=slow_in_round_two)
+    sim.add("judge", reply=arbiter_xml("Round one says 42.", 0.5))
+    result = invoke("consortium", "What is 6*7?", "-m", "m1", "--arbiter", "judge", "--max-iterations", "2",
+                    "--timeout", "1", "--attempts", "1", "--json", "--no-raw")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["metadata"]["status"] == "failed" and data["metadata"]["iteration_count"] == 2
+    assert data["synthesis"]["synthesis"] == ""
+    assert data["iterations"][0]["arbiter"]["synthesis"] == "Round one says 42."  # kept where it belongs

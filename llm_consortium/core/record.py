@@ -183,8 +183,12 @@ class RunRecord(BaseModel):
 
     @property
     def synthesis(self) -> VerdictRecord:
-        """The verdict as the result reports it: an empty, unparsed one when no round was judged."""
-        return self.verdict or VerdictRecord(parse_ok=False)
+        """The verdict as the result reports it: an empty, unparsed one when
+        no round was judged, or when the run ended without a result (failed,
+        cancelled, interrupted: an earlier round's verdict is not its answer;
+        each round's stays in ``rounds``)."""
+        ended_without_result = self.outcome.status in ("failed", "cancelled", "interrupted", "running")
+        return (None if ended_without_result else self.verdict) or VerdictRecord(parse_ok=False)
 
     @property
     def last_members(self) -> list[MemberRecord]:

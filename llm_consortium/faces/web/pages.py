@@ -101,7 +101,7 @@ def run_body(record: RunRecord, conversation: dict | None, configs: list[str], c
     """Everything the page shows of a run; swapped in whole as it updates."""
     running = record.outcome.status not in FINISHED
     rounds = record.rounds
-    answer = record.verdict.synthesis if record.verdict else None
+    answer = record.synthesis.synthesis if record.outcome.has_answer else None
     return frag(
         run_header(record, conversation),
         [el("p", note, class_="notice") for note in notes(record.outcome)],
