@@ -149,6 +149,8 @@ def test_no_verdict_prints_no_answer_and_exits_1(sim):
     assert "'I think it is Paris.' (m2#1)" in last
     assert "recorded as no_verdict" in result.stderr
     assert db_rows("select status from consortium_runs") == [{"status": "no_verdict"}]
+    shown = invoke("consortium", "inspect").stdout
+    assert "No verdict this round" in shown and "No judge decided this round" not in shown
 
 
 def test_a_budget_that_left_no_answer_exits_1(sim):

@@ -333,7 +333,7 @@ class ConsortiumOrchestrator:
         (``api_base``) whose streams came back empty or cut short in this
         round. Its server (llama-cpp-python's, by default) ends the request
         in flight when another arrives, so members asked at once cancel
-        each other (each is asked again unstreamed first: see members).
+        each other (each is asked again unstreamed first: see ``calls.call_model``).
         Those that still have no answer are asked again one at a time, and
         the run's notes say how to start the server so that it does not."""
         by_server: dict[str, list] = {}

@@ -54,8 +54,6 @@ class PluginInterrupted(ConsortiumError):
     ``interrupted``, and not as a member's failure (the plugin asked for
     the whole thing to stop) nor as a Ctrl-C of the person asking."""
 
-    status = "interrupted"
-
 
 @contextmanager
 def plugin_code():

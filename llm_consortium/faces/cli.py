@@ -778,7 +778,10 @@ def inspect(run_id, json_):
             click.echo(printable(call.error or call.text or "").strip())
         verdict = round_.verdict
         if verdict is not None:
-            if not verdict.parse_ok:
+            if verdict.no_verdict:
+                click.echo(click.style("No verdict this round: no judge could be read and no answer has a "
+                                       "majority (see Analysis).", fg="yellow"))
+            elif not verdict.parse_ok:
                 click.echo(click.style("No judge decided this round: the answer is the one most members gave "
                                        "(see Analysis).", fg="yellow"))
             click.echo(click.style(f"Confidence: {verdict.confidence or 0:.2f} · "

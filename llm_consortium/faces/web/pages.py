@@ -230,6 +230,8 @@ def judgement(method: str | None, round_: RoundRecord, judging: bool) -> Markup 
         "div",
         method_details(method, verdict.details, round_.number),
         el("h3", "Synthesis"),
+        el("p", "No verdict this round: no judge could be read and no answer has a majority.", class_="notice")
+        if verdict.no_verdict else
         el("p", "No judge decided this round: the answer is the one most members gave.", class_="notice")
         if not verdict.parse_ok else None,
         el("div", markdown(verdict.synthesis), class_="markdown synthesis"),
