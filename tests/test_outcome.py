@@ -137,7 +137,8 @@ def test_runs_recorded_before_the_vocabulary_read_in_it(panel):
 def test_no_verdict_prints_no_answer_and_exits_1(sim):
     """With --max-iterations 1 and an unreadable judge, three different
     answers printed member #1's "London" as the answer, exit 0."""
-    answers = ["The capital is London.", "I think it is Paris.", "Paris is the capital of France."]
+    answers = ["The capital is London.", "I think it is Paris.",
+               "Paris is the capital of France, and always has been since the Middle Ages."]
     for i, answer in enumerate(answers, 1):
         sim.add(f"m{i}", reply=answer)
     sim.add("judge", reply="I will not use the format.")
@@ -151,6 +152,9 @@ def test_no_verdict_prints_no_answer_and_exits_1(sim):
     assert db_rows("select status from consortium_runs") == [{"status": "no_verdict"}]
     shown = invoke("consortium", "inspect").stdout
     assert "No verdict this round" in shown and "No judge decided this round" not in shown
+    # The runs table keeps each note to one line of its own (seen with a real model: every whole answer)
+    table = invoke("consortium", "runs").stdout.splitlines()
+    assert table[2].strip().startswith("no verdict: ") and table[2].endswith("…") and len(table[2]) <= 130
 
 
 def test_a_budget_that_left_no_answer_exits_1(sim):

@@ -707,8 +707,8 @@ def runs(limit, json_):
             (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0),
             short_cost(row["cost_usd"], row["priced_usd"]), who, clip(row.get("prompt") or "", 36),
         ))
-        for note in record_notes(row.get("notes"), row.get("threshold_note")):
-            click.echo(click.style(f"          {printable(note)}", fg="yellow"))
+        for note in record_notes(row.get("notes"), row.get("threshold_note")):  # one line each: inspect has them whole
+            click.echo(click.style(f"          {clip(note, 120)}", fg="yellow"))
 
 
 def panel_columns(row: dict) -> tuple[str, str]:
