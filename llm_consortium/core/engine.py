@@ -100,10 +100,15 @@ class Run:
         return result_dict(record_of(self))
 
     @property
+    def answer_round(self) -> Round | None:
+        """The round whose judgement is the run's answer: the latest judged
+        one (an earlier one when --max-cost left the latest unjudged)."""
+        return next((r for r in reversed(self.rounds) if r.judgement), None)
+
+    @property
     def last_judgement(self) -> Judgement | None:
-        """The run's answer: the latest round's judgement, or an earlier
-        round's when --max-cost left the latest one unjudged (``budget``)."""
-        return next((r.judgement for r in reversed(self.rounds) if r.judgement), None)
+        """The run's answer (``answer_round``'s judgement), None before any."""
+        return self.answer_round.judgement if self.answer_round else None
 
     def threshold_note(self, judgement: Judgement) -> str | None:
         """Why the stop rule's threshold was not reached, or None (see ``stopping``)."""

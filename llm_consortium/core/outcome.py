@@ -84,9 +84,8 @@ def largest_group(judgement) -> int | None:
 def outcome_of(run) -> Outcome:
     """The run's ``Outcome`` as it stands (``run.failure`` set when it ended
     without a result: failed, cancelled, interrupted)."""
-    # The round whose judgement is the answer (an earlier one when --max-cost
-    # kept the last from its judge), else the last round.
-    last = next((r for r in reversed(run.rounds) if r.judgement), run.rounds[-1] if run.rounds else None)
+    # The round whose judgement is the answer (``Run.answer_round``), else the last round.
+    last = run.answer_round or (run.rounds[-1] if run.rounds else None)
     judgement = last.judgement if last else None
     members = panel_size(last.members) if last else len(run.members)
     answered = sum(m.ok for m in last.members) if last else 0
