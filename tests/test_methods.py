@@ -479,5 +479,5 @@ def test_details_are_typed_per_method_and_keep_their_json():
     assert list(CouncilDetails().to_dict()) == ["ranking", "ballots", "dropped", "review_skipped", "concordance"]
     row = {"answer": "4", "count": 2, "members": ["a#1", "a#2"], "note": None}
     judgement = Judgement(details=VoteDetails(tally=[row], winner="4", share=1.0, extracted=2))
-    assert judgement.to_dict()["details"]["tally"] == [row]
-    assert json.loads(json.dumps(judgement.to_dict()))["details"]["winner"] == "4"
+    assert judgement.verdict().model_dump()["details"]["tally"] == [row]
+    assert json.loads(json.dumps(judgement.verdict().model_dump()))["details"]["winner"] == "4"

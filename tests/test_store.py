@@ -214,7 +214,7 @@ def test_records_that_cannot_be_written_are_reported_once_and_the_rest_written(s
     conn.execute("DROP TABLE consortium_calls")
     conn.close()
     recorder.run_started(run)
-    member = MemberResult("a", 1, text="t", usage=Usage(1, 2))
+    member = MemberResult(model="a", instance=1, text="t", usage=Usage(input=1, output=2))
     recorder.member_finished(run, 1, member, "p")
     recorder.member_finished(run, 1, member, "p")
     recorder.run_finished(run, run.to_dict())
@@ -246,7 +246,7 @@ def test_two_processes_record_at_once(sim, tmp_path):
         recorder.run_started(run)
         members = []
         for i in range(1, 201):
-            member = MemberResult("a", i, text=f"answer {{i}}", usage=Usage(1, 1))
+            member = MemberResult(model="a", instance=i, text=f"answer {{i}}", usage=Usage(input=1, output=1))
             members.append(member)
             run.usage.add(member.usage)
             recorder.member_finished(run, 1, member, "p")

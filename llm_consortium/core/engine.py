@@ -295,7 +295,7 @@ class ConsortiumOrchestrator:
         ask = Ask(prompt, join_system(run.system, instructions), member_messages(run.history, run.system),
                   schema=run.schema, attachments=run.attachments, tools=run.tools, chain_limit=run.chain_limit)
         results: dict[tuple[str, int], MemberResult] = {
-            key: MemberResult(*key, error=f"Not asked again: {reason}", attempts=0)
+            key: MemberResult(model=key[0], instance=key[1], error=f"Not asked again: {reason}", attempts=0)
             for key, reason in run.dropped.items()
         }
         broken_streams: set[tuple[str, int]] = set()  # members whose streamed reply came back empty or cut short
@@ -327,7 +327,8 @@ class ConsortiumOrchestrator:
             seconds = round(time.perf_counter() - started, 3)
             for task in pending:
                 task.cancel()
-                late = MemberResult(*tasks[task], error=reason, seconds=seconds, cancelled=True,
+                model, instance = tasks[task]
+                late = MemberResult(model=model, instance=instance, error=reason, seconds=seconds, cancelled=True,
                                     quorum_cancelled=by_quorum)
                 results[tasks[task]] = late
                 self._emit("member_finished", run, number, late, prompt)
@@ -379,8 +380,8 @@ class ConsortiumOrchestrator:
             on_tool_call=lambda call: self._emit("tool_called", run, number, model, instance, call),
         )
         member = MemberResult(
-            model, instance, outcome.text, outcome.error, round(outcome.seconds, 3), outcome.usage, outcome.attempts,
-            queued=round(outcome.queued, 3),
+            model=model, instance=instance, text=outcome.text, error=outcome.error, seconds=round(outcome.seconds, 3),
+            usage=outcome.usage, attempts=outcome.attempts, queued=round(outcome.queued, 3),
         )
         if outcome.broken_stream:
             broken_streams.add((model, instance))

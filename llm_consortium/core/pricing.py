@@ -111,7 +111,7 @@ def rates(model) -> tuple[float, float] | None:
 def priced(model, input_tokens: int, output_tokens: int) -> Usage:
     """One call's tokens with their dollars, counted as unpriced when its price is unknown."""
     cost = call_cost(model, input_tokens, output_tokens)
-    return Usage(input_tokens, output_tokens, cost=cost or 0.0, unpriced=int(cost is None))
+    return Usage(input=input_tokens, output=output_tokens, cost=cost or 0.0, unpriced=int(cost is None))
 
 
 # A call not made yet is estimated, never measured: its prompt at one token

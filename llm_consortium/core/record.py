@@ -1,5 +1,5 @@
-"""One run as one typed value: ``RunRecord -> RoundRecord -> MemberRecord /
-VerdictRecord``, with its usage and cost, timings, outcome and settings.
+"""One run as one typed value: ``RunRecord -> RoundRecord -> MemberResult /
+Verdict``, with its usage and cost, timings, outcome and settings.
 
 The engine's ``Run`` is the state of a run while it happens; ``record_of``
 turns it into a ``RunRecord``, the store loads recorded runs back into the
@@ -19,65 +19,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from .outcome import outcome_of
+from .results import MemberResult, Usage, Verdict
 
 SCHEMA_VERSION = 1
-
-
-class UsageRecord(BaseModel):
-    """Tokens and dollars, as ``results.Usage`` counts them: ``cost_usd`` is
-    None when any call could not be priced, or (``unpriced`` None) when
-    nothing was recorded about prices (a run recorded before they were)."""
-
-    input: int = 0
-    output: int = 0
-    unreported: int = 0
-    cost: float = 0.0
-    unpriced: int | None = 0
-
-    @property
-    def total(self) -> int:
-        return self.input + self.output
-
-    @property
-    def cost_usd(self) -> float | None:
-        return None if self.unpriced or self.unpriced is None else round(self.cost, 8)
-
-
-class MemberRecord(BaseModel):
-    """One member's call in one round; errors are data."""
-
-    model: str
-    instance: int
-    text: str | None = None
-    error: str | None = None
-    seconds: float = 0.0
-    attempts: int = 1
-    cancelled: bool = False
-    queued: float = 0.0
-    quorum_cancelled: bool = False
-    usage: UsageRecord = Field(default_factory=UsageRecord)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.text is not None
-
-
-class VerdictRecord(BaseModel):
-    """What the judging concluded about a round (``results.Judgement``);
-    ``details`` is what the method computed (a tally, a ranking), as recorded."""
-
-    synthesis: str = ""
-    confidence: float = 0.0
-    analysis: str = ""
-    dissent: str = ""
-    refinement_areas: list[str] = Field(default_factory=list)
-    parse_ok: bool = True
-    agreement: float | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
-    fallback: str | None = None
-    no_verdict: bool = False
-    candidates: list[dict[str, Any]] = Field(default_factory=list)
-    notes: list[str] = Field(default_factory=list)
 
 
 class CallRecord(BaseModel):
@@ -108,10 +52,10 @@ class RoundRecord(BaseModel):
     run's result has its members alone."""
 
     number: int
-    members: list[MemberRecord] = Field(default_factory=list)
-    verdict: VerdictRecord | None = None
+    members: list[MemberResult] = Field(default_factory=list)
+    verdict: Verdict | None = None
     raw: str = ""
-    usage: UsageRecord = Field(default_factory=UsageRecord)
+    usage: Usage = Field(default_factory=Usage)
     calls: list[CallRecord] = Field(default_factory=list)
 
 
@@ -151,7 +95,7 @@ class RunRecord(BaseModel):
     settings: SettingsRecord = Field(default_factory=SettingsRecord)
     rounds: list[RoundRecord] = Field(default_factory=list)
     outcome: OutcomeRecord
-    usage: UsageRecord = Field(default_factory=UsageRecord)
+    usage: Usage = Field(default_factory=Usage)
     started: str | None = None
     finished: str | None = None
     seconds: float | None = None
@@ -177,32 +121,23 @@ class RunRecord(BaseModel):
         return next((r for r in reversed(self.rounds) if r.verdict), None)
 
     @property
-    def verdict(self) -> VerdictRecord | None:
+    def verdict(self) -> Verdict | None:
         answer = self.answer_round
         return answer.verdict if answer else None
 
     @property
-    def synthesis(self) -> VerdictRecord:
+    def synthesis(self) -> Verdict:
         """The verdict as the result reports it: an empty, unparsed one when
         no round was judged, or when the run ended without a result (failed,
         cancelled, interrupted: an earlier round's verdict is not its answer;
         each round's stays in ``rounds``)."""
         ended_without_result = self.outcome.status in ("failed", "cancelled", "interrupted", "running")
-        return (None if ended_without_result else self.verdict) or VerdictRecord(parse_ok=False)
+        return (None if ended_without_result else self.verdict) or Verdict(parse_ok=False)
 
     @property
-    def last_members(self) -> list[MemberRecord]:
+    def last_members(self) -> list[MemberResult]:
         """The last round's members (the result's ``model_responses``)."""
         return self.rounds[-1].members if self.rounds else []
-
-
-def _usage(usage) -> UsageRecord:
-    return UsageRecord(input=usage.input, output=usage.output, unreported=usage.unreported, cost=usage.cost,
-                       unpriced=usage.unpriced)
-
-
-def _verdict(judgement) -> VerdictRecord:
-    return VerdictRecord(**judgement.to_dict())
 
 
 def record_of(run) -> RunRecord:
@@ -223,13 +158,10 @@ def record_of(run) -> RunRecord:
         rounds=[
             RoundRecord(
                 number=r.number,
-                members=[MemberRecord(model=m.model, instance=m.instance, text=m.text, error=m.error,
-                                      seconds=m.seconds, attempts=m.attempts, cancelled=m.cancelled,
-                                      queued=m.queued, quorum_cancelled=m.quorum_cancelled, usage=_usage(m.usage))
-                         for m in r.members],
-                verdict=_verdict(r.judgement) if r.judgement else None,
+                members=[m.model_copy(deep=True) for m in r.members],
+                verdict=r.judgement.verdict() if r.judgement else None,
                 raw=r.arbiter_raw,
-                usage=_usage(r.usage),
+                usage=r.usage,
             )
             for r in run.rounds
         ],
@@ -239,7 +171,7 @@ def record_of(run) -> RunRecord:
             threshold_note=run.threshold_note(judgement) if judgement else None,
             stopped_because=run.stopped_because, budget_note=run.budget_note,
         ),
-        usage=_usage(run.usage),
+        usage=run.usage.model_copy(),
         started=run.started.isoformat(),
         finished=run.finished.isoformat() if run.finished else None,
         seconds=round((end - run.started).total_seconds(), 3),
@@ -253,14 +185,14 @@ def record_of(run) -> RunRecord:
 # and read back.
 
 
-def usage_dict(usage: UsageRecord) -> dict:
+def usage_dict(usage: Usage) -> dict:
     return {
         "input": usage.input, "output": usage.output, "total": usage.total, "unreported": usage.unreported,
         "cost_usd": usage.cost_usd, "priced_usd": round(usage.cost, 8), "unpriced": usage.unpriced,
     }
 
 
-def member_dict(member: MemberRecord) -> dict:
+def member_dict(member: MemberResult) -> dict:
     return {**member.model_dump(exclude={"usage"}), "tokens": usage_dict(member.usage)}
 
 
@@ -308,23 +240,23 @@ def result_dict(record: RunRecord) -> dict:
     return result
 
 
-def usage_of(data: dict | None) -> UsageRecord:
+def usage_of(data: dict | None) -> Usage:
     """``usage_dict`` read back; a result written before costs were kept
     reads as unpriced (``unpriced`` None)."""
     data = data or {}
-    return UsageRecord(input=data.get("input") or 0, output=data.get("output") or 0,
+    return Usage(input=data.get("input") or 0, output=data.get("output") or 0,
                        unreported=data.get("unreported") or 0,
                        cost=data.get("priced_usd") or data.get("cost_usd") or 0.0,
                        unpriced=data.get("unpriced", 0 if "priced_usd" in data else None))
 
 
-def member_of(data: dict) -> MemberRecord:
-    fields = {key: value for key, value in data.items() if key in MemberRecord.model_fields and key != "usage"}
-    return MemberRecord(**fields, usage=usage_of(data.get("tokens")))
+def member_of(data: dict) -> MemberResult:
+    fields = {key: value for key, value in data.items() if key in MemberResult.model_fields and key != "usage"}
+    return MemberResult(**fields, usage=usage_of(data.get("tokens")))
 
 
-def verdict_of(data: dict) -> VerdictRecord:
-    return VerdictRecord(**{key: value for key, value in data.items() if key in VerdictRecord.model_fields})
+def verdict_of(data: dict) -> Verdict:
+    return Verdict(**{key: value for key, value in data.items() if key in Verdict.model_fields})
 
 
 def record_from_result(result: dict) -> RunRecord:

@@ -1,17 +1,19 @@
 """Result types passed between the stages of a run.
 
-Each stage returns one of these dataclasses; a finished run becomes a
-``record.RunRecord``, from which the original plugin's nested-dict shape
+Each stage returns one of these; they are also the parts of a
+``record.RunRecord`` (declared once, here), from which the original plugin's nested-dict shape
 (``result["synthesis"]["synthesis"]``) is produced once, by ``record.result_dict``.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, Field
 
 
-@dataclass
-class Usage:
+class Usage(BaseModel):
     """Tokens in and out, and dollars. ``unreported`` counts the calls whose
     model reported no usage (many local plugins): their tokens are unknown,
     not 0, so a total with ``unreported`` calls is a lower bound.
@@ -19,32 +21,32 @@ class Usage:
     ``cost`` is the dollars of the calls that could be priced (``pricing``);
     ``unpriced`` counts the others, whose price or tokens are unknown. With
     any unpriced call the total cost is unknown (``cost_usd`` is None), not
-    the priced part."""
+    the priced part. ``unpriced`` is None for a run recorded before prices
+    were: nothing is known about its cost."""
 
     input: int = 0
     output: int = 0
     unreported: int = 0
     cost: float = 0.0
-    unpriced: int = 0
+    unpriced: int | None = 0
 
     def add(self, other: "Usage") -> None:
         self.input += other.input
         self.output += other.output
         self.unreported += other.unreported
         self.cost += other.cost
-        self.unpriced += other.unpriced
+        self.unpriced = (self.unpriced or 0) + (other.unpriced or 0)
 
     @property
     def cost_usd(self) -> float | None:
-        return None if self.unpriced else self.cost
+        return None if self.unpriced or self.unpriced is None else round(self.cost, 8)
 
     @property
     def total(self) -> int:
         return self.input + self.output
 
 
-@dataclass
-class MemberResult:
+class MemberResult(BaseModel):
     """One call of one member model in one round. Errors are data."""
 
     model: str
@@ -52,7 +54,7 @@ class MemberResult:
     text: str | None = None
     error: str | None = None
     seconds: float = 0.0
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = Field(default_factory=Usage)
     attempts: int = 1
     cancelled: bool = False
     queued: float = 0.0  # seconds waiting for a turn, apart from ``seconds`` in the call
@@ -124,22 +126,22 @@ class CouncilDetails(Details):
     concordance: float | None = None
 
 
-@dataclass
-class Judgement:
-    """What a judging step concluded about one round."""
+class Verdict(BaseModel):
+    """What the judging concluded about one round, as results and records
+    keep it: ``details`` is what the method computed (a tally, a ranking),
+    as JSON (``Details.to_dict``)."""
 
     synthesis: str = ""
     confidence: float = 0.0
     analysis: str = ""
     dissent: str = ""
-    refinement_areas: list[str] = field(default_factory=list)
+    refinement_areas: list[str] = Field(default_factory=list)
     parse_ok: bool = True
     # Agreement measured from the answers themselves (vote share, ranking
     # concordance), beside the model's self-reported confidence. None when
     # it cannot be measured.
     agreement: float | None = None
-    # What the method computed on the way (a tally, a ranking).
-    details: Details = field(default_factory=Details)
+    details: dict[str, Any] = Field(default_factory=dict)
     # Why the members' agreement decided instead of a judge (the arbiter
     # failed, or its reply could not be read); None when a judge decided.
     fallback: str | None = None
@@ -147,10 +149,17 @@ class Judgement:
     # is no answer. ``candidates`` then lists every distinct answer with the
     # members that gave it ({"answer": text, "members": ["model#1", ...]}).
     no_verdict: bool = False
-    candidates: list[dict] = field(default_factory=list)
+    candidates: list[dict[str, Any]] = Field(default_factory=list)
     # What the person asking must be told about how this judgement was
     # reached (a reply cut before parsing, a verdict rejected as an echo ...).
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        return {**asdict(self), "details": self.details.to_dict()}
+
+class Judgement(Verdict):
+    """A verdict while the run is judged: its ``details`` are the method's
+    own ``Details`` (the stages read and add to them), made JSON by ``verdict()``."""
+
+    details: Any = Field(default_factory=lambda: Details())
+
+    def verdict(self) -> Verdict:
+        return Verdict(**{**dict(self), "details": self.details.to_dict()})

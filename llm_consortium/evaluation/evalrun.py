@@ -210,8 +210,8 @@ class Evaluation:
             timeout=config.timeout, attempts=config.attempts, backoff=config.retry_backoff,
             limiter=self.caller.limiter, outcome=CallOutcome(),
         )
-        return MemberResult(model, instance, outcome.text, outcome.error, round(outcome.seconds, 3),
-                            outcome.usage, outcome.attempts)
+        return MemberResult(model=model, instance=instance, text=outcome.text, error=outcome.error,
+                            seconds=round(outcome.seconds, 3), usage=outcome.usage, attempts=outcome.attempts)
 
     def member_rows(self, items: list[Item], answers) -> list:
         rows = [Row(name, "member") for name in self.member_names]

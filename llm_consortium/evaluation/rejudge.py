@@ -39,18 +39,17 @@ def reused_answers(record) -> list:
     not asked again after failing earlier (no call of it in that round) and
     one a quorum cancelled still count as what they were; a run with no
     result (its process died) has only its calls."""
-    from ..core.results import MemberResult
+    from ..core.results import MemberResult, Usage
 
     rounds = [r for r in record.rounds if any(c.role == "member" for c in r.calls)]
     if not rounds:
         return []
     calls = {(c.model, c.instance): c for c in rounds[-1].calls if c.role == "member"}
     members = rounds[-1].members or [
-        MemberResult(c.model, c.instance, c.text, c.error, cancelled=c.cancelled) for c in calls.values()
+        MemberResult(model=c.model, instance=c.instance, text=c.text, error=c.error, cancelled=c.cancelled) for c in calls.values()
     ]
     return [
-        (MemberResult(m.model, m.instance, m.text, m.error, attempts=0, cancelled=m.cancelled,
-                      quorum_cancelled=getattr(m, "quorum_cancelled", False)),
+        (m.model_copy(update={"attempts": 0, "seconds": 0.0, "queued": 0.0, "usage": Usage()}),
          calls[(m.model, m.instance)].prompt if (m.model, m.instance) in calls else "")
         for m in members
     ]

@@ -15,7 +15,8 @@ from ..core.methods import render
 from ..core.observer import Observer
 from ..core.outcome import UNANSWERED, counts_text
 from ..core.pricing import dollars
-from ..core.record import MemberRecord, OutcomeRecord, RunRecord, UsageRecord
+from ..core.record import OutcomeRecord, RunRecord
+from ..core.results import MemberResult, Usage
 from ..core.safetext import printable, single_line
 
 
@@ -23,7 +24,7 @@ def _rule(title: str) -> str:
     return click.style(f"── {title} " + "─" * max(0, 60 - len(title)), dim=True)
 
 
-def _member_line(member: MemberRecord) -> str:
+def _member_line(member: MemberResult) -> str:
     usage = member.usage
     count = "tokens unknown" if usage.unreported else f"{usage.total} tokens"
     status = "ok"
@@ -54,7 +55,7 @@ def raw_responses(record: RunRecord) -> str:
     return "\n".join(lines)
 
 
-def tokens(usage: UsageRecord) -> str:
+def tokens(usage: Usage) -> str:
     """A token count, saying so when some calls reported none (unknown, not 0)."""
     if not usage.unreported:
         return f"{usage.total:,} tokens"
@@ -89,12 +90,12 @@ def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def usage_cost(usage: UsageRecord) -> str:
+def usage_cost(usage: Usage) -> str:
     """The cost of a record's usage."""
     return cost(usage.cost_usd, round(usage.cost, 8), usage.unpriced)
 
 
-def usage_line(usage: UsageRecord) -> str:
+def usage_line(usage: Usage) -> str:
     """The ``-u`` line: tokens in and out, and dollars, unknown parts said to be unknown."""
     if usage.unreported and not usage.total:
         counted = "unknown (not reported by the model)"

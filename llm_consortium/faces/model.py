@@ -229,7 +229,7 @@ def in_chat(exc: BaseException) -> BaseException:
 
 def usage_details(usage) -> dict | None:
     """What llm logs as the usage's details (``llm logs -u`` shows them) of
-    a run's ``UsageRecord``: the dollars, where any part of them is known,
+    a run's ``Usage``: the dollars, where any part of them is known,
     and how many calls reported no tokens. A cost wholly unknown is left
     out, never 0."""
     details = {}

@@ -520,8 +520,8 @@ def record_of_row(row: dict):
     outcome vocabulary has no counts (None), and one recorded before costs
     were has no prices (``unpriced`` None).
     """
-    from ..core.record import (CallRecord, OutcomeRecord, RoundRecord, RunRecord, SettingsRecord, UsageRecord,
-                               VerdictRecord)
+    from ..core.record import CallRecord, OutcomeRecord, RoundRecord, RunRecord, SettingsRecord
+    from ..core.results import Usage, Verdict
     from ..core.record import member_of, record_from_result, verdict_of
 
     config = row["config"]
@@ -549,13 +549,13 @@ def record_of_row(row: dict):
                                                        "priced_usd": call["cost_usd"] or 0.0,
                                                        "unpriced": int(call["cost_usd"] is None)}})
                          for call in stored["calls"] if call["role"] == "member"],
-                usage=UsageRecord(input=sum(c["input_tokens"] or 0 for c in stored["calls"]),
-                                  output=sum(c["output_tokens"] or 0 for c in stored["calls"]),
-                                  cost=stored["priced_usd"], unpriced=stored["unpriced_calls"]),
+                usage=Usage(input=sum(c["input_tokens"] or 0 for c in stored["calls"]),
+                            output=sum(c["output_tokens"] or 0 for c in stored["calls"]),
+                            cost=stored["priced_usd"], unpriced=stored["unpriced_calls"]),
             )
         round_.calls = calls
         if stored["parse_ok"] is not None:  # the verdict as its row has it, with what only the result keeps
-            columns = {key: value for key, value in stored.items() if key in VerdictRecord.model_fields}
+            columns = {key: value for key, value in stored.items() if key in Verdict.model_fields}
             round_.verdict = verdict_of({**(round_.verdict.model_dump() if round_.verdict else {}), **columns})
     record.rounds = [rounds[number] for number in sorted(rounds)]
     outcome = record.outcome
@@ -563,9 +563,9 @@ def record_of_row(row: dict):
     outcome.members, outcome.answered, outcome.agreeing = row["members"], row["answered"], row["agreeing"]
     outcome.stopped_because = row["stopped_because"]
     outcome.has_answer = outcome.has_answer and record.verdict is not None and row["status"] not in UNANSWERED
-    record.usage = UsageRecord(input=row["input_tokens"] or 0, output=row["output_tokens"] or 0,
-                               unreported=record.usage.unreported, cost=row["priced_usd"] or 0.0,
-                               unpriced=row["unpriced_calls"])
+    record.usage = Usage(input=row["input_tokens"] or 0, output=row["output_tokens"] or 0,
+                         unreported=record.usage.unreported, cost=row["priced_usd"] or 0.0,
+                         unpriced=row["unpriced_calls"])
     record.config, record.name, record.error, record.rejudged_as = config, row["name"], row["error"], row["rejudged_as"]
     record.iterations = row["iterations"] or 0
     return record
