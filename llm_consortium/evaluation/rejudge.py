@@ -46,7 +46,8 @@ def reused_answers(record) -> list:
         return []
     calls = {(c.model, c.instance): c for c in rounds[-1].calls if c.role == "member"}
     members = rounds[-1].members or [
-        MemberResult(model=c.model, instance=c.instance, text=c.text, error=c.error, cancelled=c.cancelled) for c in calls.values()
+        MemberResult(model=c.model, instance=c.instance, text=c.text, error=c.error, cancelled=c.cancelled)
+        for c in calls.values()
     ]
     return [
         (m.model_copy(update={"attempts": 0, "seconds": 0.0, "queued": 0.0, "usage": Usage()}),

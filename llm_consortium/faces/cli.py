@@ -256,25 +256,24 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
         if progress:
             progress.close()
-        pointer = record_pointer(getattr(exc, "result", None), "cancelled")
+        pointer = record_pointer(getattr(exc, "record", None), "cancelled")
         click.echo("\nCancelled." + (f" {pointer}" if pointer else ""), err=True)
         sys.exit(130)
     except Exception as exc:  # a model's or plugin's failure: one line, and where it is recorded
         if progress:
             progress.close()
-        result = getattr(exc, "result", None)
-        if result:
+        record = getattr(exc, "record", None)
+        if record:
             if raw:
-                click.echo(raw_view(result), err=True)
-            deliver(result, json_, output, out)  # what had arrived, as for a success
-            pointer = record_pointer(result, result["metadata"].get("status") or "failed")
+                click.echo(raw_responses(record), err=True)
+            deliver(record, json_, output, out)  # what had arrived, as for a success
+            pointer = record_pointer(record, record.outcome.status)
             if pointer:
                 click.echo(pointer, err=True)
         fail(str(exc) if isinstance(exc, ConsortiumError) else f"{type(exc).__name__}: {exc}")
-    result = response.response_json
     from ..core.record import record_from_result
 
-    record = record_from_result(result)
+    record = record_from_result(response.response_json)
     if logged:
         log_response(response, name, config)
     if progress:
@@ -292,7 +291,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
         click.echo(click.style(usage_line(record.usage), fg="yellow", bold=True), err=True)
     if not json_ and on_terminal:
         write_answer(out, printable(answer))
-    deliver(result, json_, output, out)
+    deliver(record, json_, output, out)
     code = exit_code(record.outcome.status, config.strict, record.outcome.has_answer)
     if code:
         sys.exit(code)
@@ -318,8 +317,11 @@ def owned_stdout():
     return open(descriptor, "w", encoding=sys.stdout.encoding or "utf-8", errors="replace")
 
 
-def deliver(result: dict, json_: bool, output: str | None, out) -> None:
-    """The full result as JSON: on ``out`` (stdout) with --json, into the --output file."""
+def deliver(record, json_: bool, output: str | None, out) -> None:
+    """The run's full result as JSON: on ``out`` (stdout) with --json, into the --output file."""
+    from ..core.record import result_dict
+
+    result = result_dict(record)
     if json_:
         click.echo(json.dumps(result, indent=2), file=out)
         out.flush()
@@ -328,23 +330,15 @@ def deliver(result: dict, json_: bool, output: str | None, out) -> None:
             Path(output).write_text(json.dumps(result, indent=2))
         except OSError as exc:
             fail(f"Could not write --output file {output}: {exc.strerror or exc}"
-                 + (" (the run is recorded)" if result["metadata"].get("recorded") else ""))
+                 + (" (the run is recorded)" if record.recorded else ""))
 
 
-def record_pointer(result: dict | None, status: str) -> str | None:
-    """Where to look at a failed or cancelled run: only when its whole
-    record is in logs.db, never at a record that is missing or stale."""
-    if not (result and result["metadata"].get("recorded")):
+def record_pointer(record, status: str) -> str | None:
+    """Where to look at a failed or cancelled run (its ``RunRecord``): only
+    when its whole record is in logs.db, never at one missing or stale."""
+    if not (record and record.recorded):
         return None
-    run_id = result["metadata"]["run_id"]
-    return f"The run is recorded as {status} (llm consortium inspect {run_id[:8]})"
-
-
-def raw_view(result: dict) -> str:
-    from ..core.record import record_from_result
-    from .display import raw_responses
-
-    return raw_responses(record_from_result(result))
+    return f"The run is recorded as {status} (llm consortium inspect {record.run_id[:8]})"
 
 
 def continued(conversation_id: str | None, model):

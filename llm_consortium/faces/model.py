@@ -177,31 +177,30 @@ class _Consortium:
         try:
             yield
         except (ConsortiumError, KeyboardInterrupt) as exc:
-            exc.result = mark_recorded(getattr(exc, "result", None) or run.to_dict(), recorder, run)
+            exc.record = recorded_record(run, recorder)
             raise in_chat(exc)
         finally:
             if progress:
                 progress.close()
 
     @staticmethod
-    def _finish(response, result: dict):
-        """The answer and the run's record, with the run's result as llm's
+    def _finish(response, record):
+        """The answer of the run's record, with the run's result as llm's
         response JSON. A run that ended with no answer (no verdict, or a
         budget that stopped it before any round was judged) ends as an error
         saying why (exit status 1); for no verdict, with every distinct
         answer and who gave it."""
-        from ..core.record import record_from_result
+        from ..core.record import result_dict
 
-        record = record_from_result(result)
         usage = record.usage
         if usage.total or not usage.unreported:  # unknown is not 0: left unset
             response.set_usage(input=usage.input, output=usage.output, details=usage_details(usage))
-        response.response_json = result
+        response.response_json = result_dict(record)
         if not record.outcome.has_answer:
             error = ConsortiumError(no_answer_message(record))
-            error.result = result
+            error.record = record
             raise in_chat(error)
-        return record.synthesis.synthesis, record
+        return record.synthesis.synthesis
 
 
 def no_answer_message(record) -> str:
@@ -242,12 +241,15 @@ def usage_details(usage) -> dict | None:
     return details or None
 
 
-def mark_recorded(result: dict, recorder, run) -> dict:
-    """``result`` with ``metadata.recorded``: whether logs.db holds the run's
-    whole record, final status included. Nothing may point at the record
-    (``llm consortium inspect``) unless it is True."""
-    result["metadata"]["recorded"] = recorder is not None and recorder.recorded(run.run_id)
-    return result
+def recorded_record(run, recorder):
+    """The run's ``RunRecord``, saying whether logs.db holds all of it,
+    final status included (``recorded``): nothing may point at the record
+    (``llm consortium inspect``) unless it does."""
+    from ..core.record import record_of
+
+    record = record_of(run)
+    record.recorded = recorder is not None and recorder.recorded(run.run_id)
+    return record
 
 
 def no_log() -> bool:
@@ -338,8 +340,9 @@ class ConsortiumModel(_Consortium, llm.Model):
 
         orchestrator, run, recorder, progress = self._start(prompt)
         with self._running(run, recorder, progress):
-            result = run_coroutine(orchestrator.execute(run))
-        answer, record = self._finish(response, mark_recorded(result, recorder, run))
+            run_coroutine(orchestrator.execute(run))
+        record = recorded_record(run, recorder)
+        answer = self._finish(response, record)
         exit_if_strict(run.config, record)
         yield answer
         if progress:
@@ -350,8 +353,9 @@ class AsyncConsortiumModel(_Consortium, llm.AsyncModel):
     async def execute(self, prompt, stream, response, conversation):
         orchestrator, run, recorder, progress = self._start(prompt)
         with self._running(run, recorder, progress):
-            result = await orchestrator.execute(run)
-        answer, record = self._finish(response, mark_recorded(result, recorder, run))
+            await orchestrator.execute(run)
+        record = recorded_record(run, recorder)
+        answer = self._finish(response, record)
         exit_if_strict(run.config, record)
         yield answer
         if progress:

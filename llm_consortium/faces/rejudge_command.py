@@ -53,29 +53,29 @@ def rejudge(run_id, method, arbiter, json_):
     from ..core.runner import run_coroutine
 
     answers = in_members_order(answers, run)
+    from ..core.record import record_of, result_dict
+
     try:
-        result = run_coroutine(orchestrator.execute(run, answers))
+        run_coroutine(orchestrator.execute(run, answers))
     except ConsortiumError as exc:
         raise click.ClickException(f"{exc} (recorded as run {run.run_id})") from None
+    rejudged = record_of(run)
     if json_:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(json.dumps(result_dict(rejudged), indent=2))
     else:
         from .display import summary
-        from ..core.record import record_from_result
         from ..core.safetext import printable
 
-        rejudged = record_from_result(result)
         click.echo(summary(rejudged), err=True)
-        if result["metadata"]["has_answer"]:
+        if rejudged.outcome.has_answer:
             click.echo(printable(rejudged.synthesis.synthesis))
     click.echo(f"Recorded as run {run.run_id}, a rejudging of run {record.run_id} ({config.method}, arbiter "
                f"{config.arbiter}).", err=True)
     # The exit statuses of a run (README: What a run came to): 1 with no answer, 3 under --strict.
-    if not result["metadata"]["has_answer"]:
-        from ..core.record import record_from_result
+    if not rejudged.outcome.has_answer:
         from .model import no_answer_message
 
-        raise click.ClickException(no_answer_message(record_from_result(result)))
-    code = exit_code(result["metadata"]["status"], config.strict, True)
+        raise click.ClickException(no_answer_message(rejudged))
+    code = exit_code(rejudged.outcome.status, config.strict, True)
     if code:
         sys.exit(code)
