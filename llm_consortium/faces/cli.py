@@ -217,7 +217,6 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
             filter(None, [settings["system_prompt"] or (base.system_prompt if base else None),
                           *resolve_fragment_texts(system_fragments)])
         ) or None
-        from ..core.engine import ConsortiumOrchestrator
         from .model import configured, parse_options
 
         options = parse_options(options)
@@ -226,8 +225,6 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
 
         tools = llm_adapter.tools(tool_specs)  # as llm -T reads them: unknown ones refused
         config = configured(build_config(models, base=base, **settings), options)
-        # unknown models, empty prompt, options no member accepts, a schema that cannot work
-        ConsortiumOrchestrator(config=config).prepare(prompt, options=options.model_extra, schema=schema)
     except ConsortiumConfigError as exc:
         fail(explain_defaults(exc))
     if output:
@@ -252,7 +249,15 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     except ValueError as exc:  # llm's check: an attachment type no member or arbiter reads
         fail(str(exc))
     try:
-        answer = "".join(response)  # the checked answer, once the run is over (see model.py)
+        # The model prepares the run before any call (unknown models, an empty
+        # prompt, options no member accepts, a schema that cannot work: one
+        # line, nothing written), then runs it; the checked answer comes once
+        # the run is over (see model.py).
+        answer = "".join(response)
+    except ConsortiumConfigError as exc:
+        if progress:
+            progress.close()
+        fail(explain_defaults(exc))
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
         if progress:
             progress.close()
