@@ -282,8 +282,8 @@ def test_runs_and_inspect_show_both_numbers_and_the_shortfall(sim):
     assert cli_run(models, "--stop-on", "agreement", "--max-iterations", "2").exit_code == 0
     note = "agreement 0.67 below the 0.80 threshold after 2 rounds (max iterations)"
     (row,) = list_runs()
-    assert row["confidence"] == 0.95 and row["agreement"] == pytest.approx(2 / 3)
-    assert row["stop_on"] == "agreement" and row["threshold_note"] == note
+    assert row.confidence == 0.95 and row.agreement == pytest.approx(2 / 3)
+    assert row.stop_on == "agreement" and row.threshold_note == note
     listed = invoke("consortium", "runs").stdout
     assert re.search(r"  0\.95    2/3    3/3    2 ", listed) and f"threshold not reached: {note}" in listed
     assert json.loads(invoke("consortium", "runs", "--json").stdout)[0]["threshold_note"] == note

@@ -127,9 +127,9 @@ def test_runs_recorded_before_the_vocabulary_read_in_it(panel):
     with store.connection() as conn:  # as an earlier version left them
         conn.execute("UPDATE consortium_runs SET status = 'success', notes = NULL, members = NULL, answered = NULL, "
                      "agreeing = NULL")
-    low, high = sorted(store.list_runs(), key=lambda run: run["confidence"])
-    assert (low["status"], high["status"]) == ("below_threshold", "success")
-    assert store.get_run(low["id"])["status"] == "below_threshold"
+    low, high = sorted(store.list_runs(), key=lambda run: run.confidence)
+    assert (low.status, high.status) == ("below_threshold", "success")
+    assert store.get_run(low.id)["status"] == "below_threshold"
     table = invoke("consortium", "runs").stdout
     assert "threshold not reached: confidence 0.50" in table
 

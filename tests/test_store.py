@@ -316,19 +316,21 @@ def test_list_runs_newest_first(sim):
     sim.add("judge", reply=arbiter_xml("s", 0.75))
     ids = [recorded_run(["m1"], max_iterations=1)[0]["metadata"]["run_id"] for _ in range(3)]
     runs = list_runs()
-    assert [r["id"] for r in runs] == ids[::-1]
+    assert [r.id for r in runs] == ids[::-1]
     assert latest_run_id() == ids[-1]
-    assert runs[0]["models"] == ["m1"]
-    assert runs[0]["status"] == "below_threshold" and runs[0]["confidence"] == 0.75 and runs[0]["iterations"] == 1
-    assert runs[0]["input_tokens"] > 0 and runs[0]["output_tokens"] > 0
-    assert set(runs[0]) == {"id", "name", "prompt", "method", "models", "status", "confidence", "agreement",
-                            "stop_on", "threshold", "threshold_note", "iterations", "input_tokens", "output_tokens",
-                            "cost_usd", "priced_usd", "unpriced_calls", "stopped_because", "started", "finished",
-                            "notes", "members", "answered", "agreeing"}
-    assert runs[0]["threshold_note"] == "confidence 0.75 below the 0.80 threshold after 1 round (max iterations)"
+    assert runs[0].models == ["m1"]
+    assert runs[0].status == "below_threshold" and runs[0].confidence == 0.75 and runs[0].iterations == 1
+    assert runs[0].input_tokens > 0 and runs[0].output_tokens > 0
+    assert set(runs[0].model_dump()) == {
+        "id", "name", "prompt", "method", "models", "status", "confidence", "agreement", "stop_on", "threshold",
+        "threshold_note", "iterations", "input_tokens", "output_tokens", "cost_usd", "priced_usd",
+        "unpriced_calls", "stopped_because", "started", "finished", "notes", "members", "answered",
+        "agreeing"
+    }
+    assert runs[0].threshold_note == "confidence 0.75 below the 0.80 threshold after 1 round (max iterations)"
     # sim models without a model_name have no known price: unknown, not 0
-    assert runs[0]["cost_usd"] is None and runs[0]["unpriced_calls"] == 2 and runs[0]["priced_usd"] == 0
-    assert [r["id"] for r in list_runs(limit=2)] == ids[:0:-1]
+    assert runs[0].cost_usd is None and runs[0].unpriced_calls == 2 and runs[0].priced_usd == 0
+    assert [r.id for r in list_runs(limit=2)] == ids[:0:-1]
 
 
 def test_list_runs_filters(sim):
@@ -341,12 +343,12 @@ def test_list_runs_filters(sim):
     with conn:  # a run whose process has gone: read as interrupted
         conn.execute("UPDATE consortium_runs SET status = 'running', pid = 2147483646 WHERE id = ?", (first,))
     conn.close()
-    ids = lambda **filters: [r["id"] for r in list_runs(None, **filters)]  # noqa: E731
+    ids = lambda **filters: [r.id for r in list_runs(None, **filters)]  # noqa: E731
     assert ids(prompt="plainly") == [second] and ids(prompt="nothing like it") == []
     assert ids(name="solo") == [first] and ids(method="vote") == [second]
     assert ids(status="interrupted") == [first] and ids(status="running") == [] and ids(status="success") == [second]
     assert ids(name="pair", method="arbiter") == []
-    assert list_runs(None, method="vote")[0]["prompt"] == "What is 2+2? Say it PLAINLY."
+    assert list_runs(None, method="vote")[0].prompt == "What is 2+2? Say it PLAINLY."
     assert store.run_facets() == {"name": ["pair", "solo"], "method": ["arbiter", "vote"],
                                   "status": ["running", "success"]}
 

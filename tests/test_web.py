@@ -249,7 +249,7 @@ def test_a_run_from_another_process_updates_in_place(sim, viewer, browser):
     save("pair", ["quick", "slow"])
     process = llm_process("-m", "pair", "Live question?", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        run_id = wait(browser, lambda: next((r["id"] for r in store.list_runs(1)), None))
+        run_id = wait(browser, lambda: next((r.id for r in store.list_runs(1)), None))
         browser.get(f"{viewer}/runs/{run_id}")
         browser.execute_script("window.__sameDocument = true")
         assert "running" in text(browser, ".run-head .status")
@@ -301,8 +301,8 @@ def test_ask_watch_and_continue_the_conversation(sim, viewer, browser):
     assert [m["role"] for m in follow_up.messages if m["role"] != "system"] == ["user", "assistant", "user"]
     assert "Answer to: 0 earlier turns" in follow_up.messages[-2]["content"]
     rows = store.list_runs(None)
-    assert [r["prompt"] for r in rows] == ["And a follow-up?", "First question?"]
-    assert all(r["name"] == "team" and r["status"] == "success" for r in rows)
+    assert [r.prompt for r in rows] == ["And a follow-up?", "First question?"]
+    assert all(r.name == "team" and r.status == "success" for r in rows)
 
 
 @pytest.mark.browser
@@ -330,7 +330,7 @@ def test_hostile_model_text_runs_nothing_live_or_not(sim, viewer, browser):
     process = llm_process("-m", "mixed", "<script>window.__xss='prompt'</script>",
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        run_id = wait(browser, lambda: next((r["id"] for r in store.list_runs(1)), None))
+        run_id = wait(browser, lambda: next((r.id for r in store.list_runs(1)), None))
         browser.get(f"{viewer}/runs/{run_id}")
         wait(browser, lambda: "Careful:" in text(browser, ".member"))  # arrived through a live update
         wait(browser, lambda: browser.find_element("tag name", "main").get_attribute("data-state") == "ended")

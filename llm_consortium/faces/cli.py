@@ -682,13 +682,13 @@ def runs(limit, json_):
 
     rows = list_runs(limit or None)
     if json_:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([row.model_dump() for row in rows], indent=2))
         return
     if not rows:
         click.echo("No runs recorded yet.")
         return
     # Stored text is shown on one line, cut to its column, and never acted on.
-    whos = [clip(row.get("name") or ", ".join(row.get("models") or []), 30) for row in rows]
+    whos = [clip(row.name or ", ".join(row.models), 30) for row in rows]
     width = max(len("CONSORTIUM"), *map(len, whos))
 
     def line(*columns):
@@ -699,25 +699,24 @@ def runs(limit, json_):
     click.echo(line("ID", "STARTED", "STATUS", "CONF", "AGREE", "ANSW", "RND", "TOKENS", "COST", "CONSORTIUM",
                     "PROMPT"))
     for row, who in zip(rows, whos):
-        confidence = "-" if row.get("confidence") is None else f"{row['confidence']:.2f}"
+        confidence = "-" if row.confidence is None else f"{row.confidence:.2f}"
         click.echo(line(
-            row["id"][:8], single_line(row.get("started") or "")[:16].replace("T", " "), row["status"],
-            confidence, *panel_columns(row), row.get("iterations") or 0,
-            (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0),
-            short_cost(row["cost_usd"], row["priced_usd"]), who, clip(row.get("prompt") or "", 36),
+            row.id[:8], single_line(row.started or "")[:16].replace("T", " "), row.status,
+            confidence, *panel_columns(row), row.iterations or 0, row.tokens,
+            short_cost(row.cost_usd, row.priced_usd), who, clip(row.prompt or "", 36),
         ))
-        for note in record_notes(row.get("notes"), row.get("threshold_note")):  # one line each: inspect has them whole
+        for note in record_notes(row.notes, row.threshold_note):  # one line each: inspect has them whole
             click.echo(click.style(f"          {clip(note, 120)}", fg="yellow"))
 
 
-def panel_columns(row: dict) -> tuple[str, str]:
-    """ "k/n" agreeing and "m/n" answered for a run's row; a run recorded
-    before the counts existed shows its measured agreement, "-" when unknown."""
-    members = row.get("members")
+def panel_columns(row) -> tuple[str, str]:
+    """ "k/n" agreeing and "m/n" answered for a run's row (``RunRow``); a run
+    recorded before the counts existed shows its measured agreement, "-" when unknown."""
+    members = row.members
     if not members:
-        return ("-" if row.get("agreement") is None else f"{row['agreement']:.2f}"), "-"
-    agreeing = "-" if row.get("agreeing") is None else f"{row['agreeing']}/{members}"
-    return agreeing, f"{row.get('answered') or 0}/{members}"
+        return ("-" if row.agreement is None else f"{row.agreement:.2f}"), "-"
+    agreeing = "-" if row.agreeing is None else f"{row.agreeing}/{members}"
+    return agreeing, f"{row.answered or 0}/{members}"
 
 
 def record_notes(notes: list[str] | None, threshold_note: str | None) -> list[str]:

@@ -24,6 +24,8 @@ from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pydantic import BaseModel, Field
+
 from ..core.outcome import UNANSWERED
 from ..core.stopping import record_note
 
@@ -322,8 +324,43 @@ def _read_configs(uri: str, timeout: float) -> list[tuple]:
 # Runs, as ``recorder.RunRecorder`` wrote them.
 
 
+class RunRow(BaseModel):
+    """One run as the runs lists show it (``list_runs``): its row's columns,
+    the status as ``get_run`` reads it, and its members' models from its
+    config. A run recorded before a column existed has None there."""
+
+    id: str
+    name: str | None = None
+    prompt: str | None = None
+    method: str | None = None
+    models: list[str] = Field(default_factory=list)
+    status: str
+    notes: list[str] = Field(default_factory=list)
+    members: int | None = None
+    answered: int | None = None
+    agreeing: int | None = None
+    confidence: float | None = None
+    agreement: float | None = None
+    stop_on: str | None = "arbiter"
+    threshold: float | None = None
+    threshold_note: str | None = None
+    iterations: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+    priced_usd: float | None = None
+    unpriced_calls: int | None = None
+    stopped_because: str | None = None
+    started: str | None = None
+    finished: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        return (self.input_tokens or 0) + (self.output_tokens or 0)
+
+
 def list_runs(limit: int | None = 20, *, prompt: str | None = None, name: str | None = None,
-              method: str | None = None, status: str | None = None) -> list[dict]:
+              method: str | None = None, status: str | None = None) -> list[RunRow]:
     """The latest runs, newest first, summarised; ``limit`` None (or beyond
     what SQLite counts to) for all.
 
@@ -364,21 +401,17 @@ def list_runs(limit: int | None = 20, *, prompt: str | None = None, name: str | 
          notes, members, answered, agreeing) in rows:
         config = _json(config, {})
         note = record_note(config, confidence, agreement, iterations, stopped_because, status_)
-        runs.append({
-            "id": id_, "name": name_, "prompt": prompt_, "method": method_,
-            "models": config.get("models", []),
-            "status": _status(status_, pid, host, notes, note),
-            "notes": _json(notes, []), "members": members, "answered": answered, "agreeing": agreeing,
-            "confidence": confidence, "agreement": agreement, "stop_on": config.get("stop_on", "arbiter"),
-            "threshold": config.get("confidence_threshold"),
-            "threshold_note": note,
-            "iterations": iterations,
-            "input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost_usd,
-            "priced_usd": priced_usd, "unpriced_calls": unpriced_calls, "stopped_because": stopped_because,
-            "started": started, "finished": finished,
-        })
+        runs.append(RunRow(
+            id=id_, name=name_, prompt=prompt_, method=method_, models=config.get("models", []),
+            status=_status(status_, pid, host, notes, note), notes=_json(notes, []), members=members,
+            answered=answered, agreeing=agreeing, confidence=confidence, agreement=agreement,
+            stop_on=config.get("stop_on", "arbiter"), threshold=config.get("confidence_threshold"),
+            threshold_note=note, iterations=iterations, input_tokens=input_tokens, output_tokens=output_tokens,
+            cost_usd=cost_usd, priced_usd=priced_usd, unpriced_calls=unpriced_calls,
+            stopped_because=stopped_because, started=started, finished=finished,
+        ))
     if derived:
-        runs = [run for run in runs if run["status"] == status][:limit]
+        runs = [run for run in runs if run.status == status][:limit]
     return runs
 
 

@@ -1,8 +1,8 @@
 """The viewer's pages, as HTML built with ``html.el`` (escaped by construction).
 
 A run's page reads a ``record.RunRecord`` (``store.load_run``), whichever
-version recorded the run; the runs list reads ``store.list_runs``' rows,
-whose keys a run recorded by an older version may lack (read with ``get``).
+version recorded the run; the runs list reads ``store.list_runs``' rows
+(``store.RunRow``), None where a run recorded by an older version lacks a column.
 """
 
 from __future__ import annotations
@@ -66,18 +66,18 @@ def runs_page(runs: list[dict], facets: dict[str, list[str]], filters: dict[str,
                 "Tokens", "Cost", "Duration"]
         table = el("table", el("thead", el("tr", [el("th", h) for h in head])), el("tbody", [
             el("tr",
-               el("td", el("time", short_time(r.get("started")), datetime=r.get("started"))),
-               el("td", el("a", excerpt(r.get("prompt") or "", 120), href=f"/runs/{r['id']}"), class_="prompt"),
-               el("td", who(r)),
-               el("td", r.get("method") or "-"),
-               el("td", status_badge(r["status"])),
-               el("td", number(r.get("confidence")), class_="num"),
+               el("td", el("time", short_time(r.started), datetime=r.started)),
+               el("td", el("a", excerpt(r.prompt or "", 120), href=f"/runs/{r.id}"), class_="prompt"),
+               el("td", r.name or ", ".join(r.models) or "-"),
+               el("td", r.method or "-"),
+               el("td", status_badge(r.status)),
+               el("td", number(r.confidence), class_="num"),
                el("td", agreement(r), class_="num"),
-               el("td", r.get("iterations") or 0, class_="num"),
-               el("td", tokens(r), class_="num"),
-               el("td", cost(r.get("cost_usd"), r.get("priced_usd"), r.get("unpriced_calls")), class_="num"),
-               el("td", duration(r.get("started"), r.get("finished"), r["status"]), class_="num"),
-               data_run=r["id"])
+               el("td", r.iterations or 0, class_="num"),
+               el("td", f"{r.tokens:,}", class_="num"),
+               el("td", cost(r.cost_usd, r.priced_usd, r.unpriced_calls), class_="num"),
+               el("td", duration(r.started, r.finished, r.status), class_="num"),
+               data_run=r.id)
             for r in runs
         ]), class_="runs")
     elif any(filters.values()):
@@ -393,12 +393,12 @@ def error_page(title: str, message: str) -> Markup:
 # Formatting
 
 
-def agreement(record: dict) -> str:
-    """ "2 of 3 agree, 3 of 3 answered" (``outcome``); the measured
-    agreement of a run recorded before the counts existed."""
-    if not record.get("members"):
-        return number(record.get("agreement"))
-    return counts_text(record.get("agreeing"), record.get("answered"), record["members"])
+def agreement(run) -> str:
+    """ "2 of 3 agree, 3 of 3 answered" (``outcome``) for a runs list row;
+    the measured agreement of a run recorded before the counts existed."""
+    if not run.members:
+        return number(run.agreement)
+    return counts_text(run.agreeing, run.answered, run.members)
 
 
 def notes(outcome: OutcomeRecord) -> list[str]:
@@ -413,16 +413,8 @@ def status_badge(status: str) -> Markup:
     return el("span", status, class_=f"status status-{status}")
 
 
-def who(run: dict) -> str:
-    return run.get("name") or ", ".join(run.get("models") or []) or "-"
-
-
 def number(value) -> str:
     return "-" if value is None else f"{value:.2f}"
-
-
-def tokens(run: dict) -> str:
-    return f"{(run.get('input_tokens') or 0) + (run.get('output_tokens') or 0):,}"
 
 
 def excerpt(text: str, length: int) -> str:
