@@ -5,7 +5,8 @@ SQLite, UTF-8 streams nor HTTP bodies can encode), terminal escape
 sequences, forged tags. ``clean`` is applied once, where text enters the
 plugin (a model's reply, an error message, the prompt), so everything
 downstream can encode it. ``printable`` is applied where text is shown in
-a terminal, and only there: what is stored keeps every byte.
+a terminal, and only there: what is stored keeps every byte. ``visible``
+is what both faces apply to bidirectional controls: shown, never applied.
 """
 
 from __future__ import annotations
@@ -33,12 +34,21 @@ _TERMINAL_CONTROL = re.compile(
     r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
 )
 _WHITESPACE = re.compile(r"\s+")
+# The bidirectional embeddings, overrides and isolates: applied, they make
+# text read otherwise than it is stored (a "Trojan Source" answer).
+_BIDI_CONTROL = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """``text`` with each bidirectional control shown as its name, ``[U+202E]``, instead of applied."""
+    return _BIDI_CONTROL.sub(lambda match: f"[U+{ord(match.group()):04X}]", text)
 
 
 def printable(text: str) -> str:
     """``text`` safe to write to a terminal: escape sequences and control
-    characters removed (newlines and tabs kept), lone surrogates replaced."""
-    return _TERMINAL_CONTROL.sub("", clean(text))
+    characters removed (newlines and tabs kept), bidirectional controls
+    shown (``visible``), lone surrogates replaced."""
+    return visible(_TERMINAL_CONTROL.sub("", clean(text)))
 
 
 def single_line(text: str) -> str:

@@ -644,14 +644,19 @@ consortium.add_command(rejudge)
               help="Address to listen on (0.0.0.0: every interface, and anyone who reaches it can read and ask)")
 @click.option("-p", "--port", type=click.IntRange(0, 65535), default=8001, show_default=True,
               help="Port to listen on (0: any free one)")
-def serve(host, port):
+@click.option("--token", help="The access token every request must carry (default: beyond loopback, a new "
+                               "one, printed in the address)")
+def serve(host, port, token):
     """A local web viewer of the recorded runs, live and past, where a
-    saved consortium can also be asked. Needs the web extra."""
+    saved consortium can also be asked. Needs the web extra.
+
+    Beyond loopback (--host), every request needs the access token: open the
+    address printed, which carries it once and leaves it in a cookie."""
     from ..storage.store import db_path
     from .web import PACKAGES
 
     try:
-        from .web.app import listen, server
+        from .web.app import listen, loopback, machine_names, server
     except ImportError as exc:
         missing = (exc.name or "").split(".")[0]
         if missing not in PACKAGES:
@@ -664,9 +669,23 @@ def serve(host, port):
     except OSError as exc:
         fail(f"Cannot listen on {host}:{port}: {exc.strerror or exc}")
     bound = sock.getsockname()[1]
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else f'[{host}]' if ':' in host else host}:{bound}/"
+    exposed = not loopback(host)
+    if exposed and not token:
+        import secrets
+
+        token = secrets.token_urlsafe(24)
+    if exposed:
+        shown = min(machine_names(), key=len) if host in ("0.0.0.0", "::", "") else host
+        address = f"[{shown}]" if ":" in shown else shown
+        click.echo(click.style(
+            f"Warning: listening on {host or 'every interface'}, beyond this machine: whoever can reach port "
+            f"{bound} and has the token can read every recorded run and ask your saved consortiums, "
+            "spending your keys.", fg="yellow"), err=True)
+    else:
+        address = f"[{host}]" if ":" in host else host
+    url = f"http://{address}:{bound}/" + (f"?token={token}" if token else "")
     click.echo(f"Viewing the runs in {db_path()} at {url} (Ctrl-C stops)", err=True)
-    server(sock, host).run(sockets=[sock])
+    server(sock, host, token).run(sockets=[sock])
 
 
 @consortium.command()

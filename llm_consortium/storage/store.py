@@ -140,6 +140,11 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE consortium_runs ADD COLUMN agreeing INTEGER",
         ],
     ),
+    (
+        # The runs lists page through the runs newest first.
+        "011_runs_by_start",
+        ["CREATE INDEX IF NOT EXISTS consortium_runs_started ON consortium_runs (started)"],
+    ),
 ]
 
 
@@ -359,10 +364,10 @@ class RunRow(BaseModel):
         return (self.input_tokens or 0) + (self.output_tokens or 0)
 
 
-def list_runs(limit: int | None = 20, *, prompt: str | None = None, name: str | None = None,
+def list_runs(limit: int | None = 20, *, offset: int = 0, prompt: str | None = None, name: str | None = None,
               method: str | None = None, status: str | None = None) -> list[RunRow]:
     """The latest runs, newest first, summarised; ``limit`` None (or beyond
-    what SQLite counts to) for all.
+    what SQLite counts to) for all, after skipping ``offset`` of them.
 
     Only those whose prompt contains ``prompt`` (ignoring ASCII case), made
     by the saved consortium ``name``, with ``method``, or with ``status``,
@@ -372,28 +377,15 @@ def list_runs(limit: int | None = 20, *, prompt: str | None = None, name: str | 
     host, no process has its pid: killed with -9, or its machine lost
     power) is given as 'interrupted'; ``get_run`` does the same.
     """
-    where, params = [], []
-    for column, value in (("name", name), ("method", method)):
-        if value:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if prompt:
-        where.append("instr(lower(prompt), lower(?)) > 0")
-        params.append(prompt)
-    # 'interrupted' is a 'running' row whose process has gone: told apart below.
-    derived = status in ("running", "interrupted")
-    if status:
-        where.append("status = ?")
-        params.append("running" if derived else status)
+    where, params, derived = _run_filter(prompt, name, method, status)
     sql_limit = -1 if derived or limit is None or limit > _MAX_SQLITE_INTEGER else limit
     with connection() as conn:
         rows = conn.execute(
             "SELECT id, name, prompt, method, config, status, confidence, agreement, iterations, input_tokens, "
             "output_tokens, cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host, "
-            "notes, members, answered, agreeing "
-            f"FROM consortium_runs {'WHERE ' + ' AND '.join(where) if where else ''} "
-            "ORDER BY started DESC, rowid DESC LIMIT ?",
-            (*params, sql_limit),
+            f"notes, members, answered, agreeing FROM consortium_runs {where} "
+            "ORDER BY started DESC, rowid DESC LIMIT ? OFFSET ?",
+            (*params, sql_limit, 0 if derived else offset),
         ).fetchall()
     runs = []
     for (id_, name_, prompt_, method_, config, status_, confidence, agreement, iterations, input_tokens,
@@ -411,8 +403,40 @@ def list_runs(limit: int | None = 20, *, prompt: str | None = None, name: str | 
             stopped_because=stopped_because, started=started, finished=finished,
         ))
     if derived:
-        runs = [run for run in runs if run.status == status][:limit]
+        runs = [run for run in runs if run.status == status][offset:]
+        runs = runs if limit is None else runs[:limit]
     return runs
+
+
+def count_runs(*, prompt: str | None = None, name: str | None = None, method: str | None = None,
+               status: str | None = None) -> int:
+    """How many runs ``list_runs`` would give with these filters and no limit."""
+    where, params, derived = _run_filter(prompt, name, method, status)
+    with connection() as conn:
+        if not derived:
+            return conn.execute(f"SELECT count(*) FROM consortium_runs {where}", params).fetchone()[0]
+        rows = conn.execute(f"SELECT status, pid, host FROM consortium_runs {where}", params).fetchall()
+    return sum(_status(*row) == status for row in rows)
+
+
+def _run_filter(prompt: str | None, name: str | None, method: str | None,
+                status: str | None) -> tuple[str, list, bool]:
+    """The WHERE clause and its parameters for the runs lists' filters, and
+    whether the status asked for is told apart only after reading the rows
+    ('interrupted' is a 'running' row whose process has gone)."""
+    where, params = [], []
+    for column, value in (("name", name), ("method", method)):
+        if value:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if prompt:
+        where.append("instr(lower(prompt), lower(?)) > 0")
+        params.append(prompt)
+    derived = status in ("running", "interrupted")
+    if status:
+        where.append("status = ?")
+        params.append("running" if derived else status)
+    return ("WHERE " + " AND ".join(where) if where else ""), params, derived
 
 
 def run_facets() -> dict[str, list[str]]:

@@ -3,9 +3,16 @@
 Safe by default: it listens on 127.0.0.1; a request whose Host header is
 neither an IP address, ``localhost`` nor the ``--host`` given is refused
 (a DNS-rebinding page cannot reach it); every POST carries the server's
-CSRF token (and a cross-origin one is refused); model text is escaped and
+CSRF token (and a cross-origin one is refused); a request body over
+``MAX_BODY`` is refused before it is read; model text is escaped and
 Markdown sanitised (see ``html``); the Content-Security-Policy lets the page
 load only its own script, styles and images, which ship in the package.
+
+Listening beyond loopback (``--host``), it asks every request for the
+server's access token (``Guard``): the address ``serve`` prints carries it
+once (``?token=``), and it is then kept in an HttpOnly, SameSite=Strict
+cookie. Asks are limited to one running per client address and
+``MAX_ASKS`` in all (``asks``).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import URL, Headers, QueryParams
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -30,6 +39,7 @@ from . import pages
 from .asks import AskError, Asks
 
 STATIC = Path(__file__).parent / "static"
+PER_PAGE = 50  # runs on a page of the runs list
 POLL_SECONDS = 0.4  # how often a live page's stream looks at logs.db
 START_SECONDS = 60  # how long an ask waits for its run to start (models resolved, keys checked)
 HEADERS = {
@@ -40,22 +50,33 @@ HEADERS = {
     "X-Frame-Options": "DENY",
 }
 WILDCARDS = ("", "0.0.0.0", "::")
+MAX_BODY = 64 * 1024  # the most a request may send (the ask form: a prompt); more is refused, unread
+TOKEN_COOKIE = "consortium_token"
 
 
-def create_app(host: str = "127.0.0.1") -> Starlette:
-    """The app; ``host``: the name or address it listens on, accepted in Host headers."""
+class TooLarge(Exception):
+    """A request body over ``MAX_BODY``."""
+
+
+def create_app(host: str = "127.0.0.1", token: str | None = None):
+    """The app; ``host``: the name or address it listens on, accepted in Host
+    headers; ``token``: the access token every request must carry, if any."""
     csrf = secrets.token_urlsafe(32)
     asks = Asks()
 
     async def runs(request: Request):
         params = request.query_params
         filters = {key: params.get(key, "").strip() for key in ("q", "consortium", "method", "status")}
-        found = await run_in_threadpool(
-            store.list_runs, 500, prompt=filters["q"] or None, name=filters["consortium"] or None,
-            method=filters["method"] or None, status=filters["status"] or None,
-        )
-        facets = await run_in_threadpool(store.run_facets)
-        return page(pages.runs_page(found, facets, filters))
+        number = int(params["page"]) if params.get("page", "").isdigit() and int(params["page"]) > 0 else 1
+        chosen = dict(prompt=filters["q"] or None, name=filters["consortium"] or None,
+                      method=filters["method"] or None, status=filters["status"] or None)
+
+        def read():
+            return (store.list_runs(PER_PAGE, offset=(number - 1) * PER_PAGE, **chosen),
+                    store.count_runs(**chosen), store.run_facets())
+
+        found, total, facets = await run_in_threadpool(read)
+        return page(pages.runs_page(found, facets, filters, pages.Paging(number, PER_PAGE, total)))
 
     async def run(request: Request):
         record = await find(request)
@@ -99,17 +120,21 @@ def create_app(host: str = "127.0.0.1") -> Starlette:
                                    chosen=request.query_params.get("consortium")))
 
     async def ask(request: Request):
-        form = await posted(request)
+        try:
+            form = await posted(request)
+        except TooLarge:
+            return too_large()
         if not secrets.compare_digest(form.get("csrf", ""), csrf) or cross_origin(request):
             return PlainTextResponse("Refused: this form did not come from this viewer's page", status_code=403)
         name, prompt, after = form.get("consortium", ""), form.get("prompt", ""), form.get("after") or None
+        client = request.client.host if request.client else ""
         try:
-            started = await run_in_threadpool(asks.start, name, prompt, after)
+            started = await run_in_threadpool(asks.start, name, prompt, after, client)
             run_id = await asyncio.wait_for(asyncio.wrap_future(started), START_SECONDS)
         except (AskError, asyncio.TimeoutError) as exc:
             message = str(exc) or "The run did not start in time"
             return page(pages.ask_page(await run_in_threadpool(saved), csrf, chosen=name, prompt=prompt,
-                                       error=message), status_code=400)
+                                       error=message), status_code=getattr(exc, "status", 400))
         await recorded(run_id)
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
@@ -121,7 +146,7 @@ def create_app(host: str = "127.0.0.1") -> Starlette:
         Route("/ask", ask, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ])
-    return Guard(app, host)
+    return Guard(app, host, token)
 
 
 async def find(request: Request):
@@ -145,9 +170,21 @@ async def recorded(run_id: str, seconds: float = 5.0) -> None:
 
 
 async def posted(request: Request) -> dict[str, str]:
-    """A form the page posted (URL-encoded, as its forms send them): the first value of each field."""
-    body = (await request.body()).decode("utf-8", "replace")
-    return {key: values[0] for key, values in parse_qs(body, keep_blank_values=True).items()}
+    """A form the page posted (URL-encoded, as its forms send them): the
+    first value of each field. ``TooLarge`` as soon as the body passes
+    ``MAX_BODY`` (a chunked body has no length to check first)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise TooLarge
+    return {key: values[0] for key, values in parse_qs(body.decode("utf-8", "replace"),
+                                                       keep_blank_values=True).items()}
+
+
+def too_large() -> Response:
+    return PlainTextResponse(f"Refused: a request body may be at most {MAX_BODY // 1024} KB", status_code=413,
+                             headers={"Connection": "close"})
 
 
 def saved() -> list[str]:
@@ -165,12 +202,31 @@ def cross_origin(request: Request) -> bool:
     return bool(origin) and origin != "null" and urlsplit(origin).netloc != request.headers.get("host")
 
 
+def loopback(host: str) -> bool:
+    """Whether ``host`` (as ``--host`` takes it) is reachable from this machine alone."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def machine_names() -> set[str]:
+    """This machine's own names, by which others reach a server on every interface."""
+    name = socket.gethostname().lower()
+    return {name, socket.getfqdn(name).lower()}
+
+
 def allowed_host(header: str, host: str) -> bool:
     """Whether a Host header names this server: an IP address (which a
     rebinding attacker's page cannot send: its Host is the attacker's
-    name), ``localhost``, or the name the server was started on."""
+    name), ``localhost``, the name the server was started on, or on every
+    interface, the machine's own name."""
     name = urlsplit(f"//{header}").hostname or ""
     if name == "localhost" or (host not in WILDCARDS and name == host.lower().strip("[]")):
+        return True
+    if host in WILDCARDS and name in machine_names():
         return True
     try:
         ipaddress.ip_address(name)
@@ -180,18 +236,16 @@ def allowed_host(header: str, host: str) -> bool:
 
 
 class Guard:
-    """Refuses foreign Host headers and adds the security headers to every response."""
+    """Around the app: refuses foreign Host headers, bodies declared over
+    ``MAX_BODY``, and (with a token) requests without the token; compresses
+    every response but the event stream; adds the security headers."""
 
-    def __init__(self, app, host: str):
-        self.app, self.host = app, host
+    def __init__(self, app, host: str, token: str | None = None):
+        self.app, self.compressed, self.host, self.token = app, GZipMiddleware(app), host, token
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-        if not allowed_host(header, self.host):
-            response = PlainTextResponse("Refused: unknown Host header", status_code=400)
-            return await response(scope, receive, send)
 
         async def with_headers(message):
             if message["type"] == "http.response.start":
@@ -199,7 +253,44 @@ class Guard:
                                       *((k.lower().encode(), v.encode()) for k, v in HEADERS.items())]
             await send(message)
 
-        await self.app(scope, receive, with_headers)
+        refusal = self.refusal(scope)
+        if refusal is not None:
+            return await refusal(scope, receive, with_headers)
+        live = scope["path"].endswith("/events")  # a stream of events, sent as they happen: never buffered
+        await (self.app if live else self.compressed)(scope, receive, with_headers)
+
+    def refusal(self, scope) -> Response | None:
+        """The response refusing this request, or None to let it through."""
+        headers = Headers(scope=scope)
+        if not allowed_host(headers.get("host", ""), self.host):
+            return PlainTextResponse("Refused: unknown Host header", status_code=400)
+        length = headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            return too_large()
+        if self.token is None or secrets.compare_digest(self.cookie(headers), self.token):
+            return None
+        url = URL(scope=scope)
+        if secrets.compare_digest(QueryParams(url.query).get("token", ""), self.token):
+            # The token arrived in the address serve printed: kept in a cookie
+            # from now on, and taken out of the address (and the history).
+            rest = url.remove_query_params("token")
+            response = RedirectResponse(rest.path + (f"?{rest.query}" if rest.query else ""), status_code=303)
+            response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict", path="/")
+            return response
+        return PlainTextResponse("This viewer needs its access token: open the address that "
+                                 "'llm consortium serve' printed (it ends in ?token=...)", status_code=401)
+
+    @staticmethod
+    def cookie(headers: Headers) -> str:
+        from http.cookies import CookieError, SimpleCookie
+
+        cookies = SimpleCookie()
+        try:
+            cookies.load(headers.get("cookie", ""))
+        except CookieError:
+            return ""
+        morsel = cookies.get(TOKEN_COOKIE)
+        return morsel.value if morsel else ""
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -216,9 +307,10 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def server(sock: socket.socket, host: str):
+def server(sock: socket.socket, host: str, token: str | None = None):
     """A uvicorn server of the app on ``sock``; ``.run(sockets=[sock])`` serves until Ctrl-C."""
     import uvicorn
 
-    config = uvicorn.Config(create_app(host), log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    config = uvicorn.Config(create_app(host, token), log_level="warning", lifespan="off",
+                            timeout_graceful_shutdown=1)
     return uvicorn.Server(config)

@@ -5,6 +5,12 @@ llm model, as ``llm consortium run`` runs one: the recorder writes it to
 logs.db as it goes (so the page follows it like any run), and its answer
 is logged in an llm conversation, which ``llm -c``, ``llm logs`` and the
 page's "Continue" all continue.
+
+Asks are limited: one running at a time for each client address, and
+``MAX_ASKS`` at a time in all, so that whoever reaches the page cannot
+start runs without end on the user's keys. A saved consortium's own limits
+(``--max-cost``, and its rule that every model's price be known) hold for
+asks as for any run.
 """
 
 from __future__ import annotations
@@ -15,10 +21,21 @@ from concurrent.futures import Future
 
 from ...core.observer import Observer
 
+MAX_ASKS = 4  # runs asked from the page at one time, from every client together
+
 
 class AskError(Exception):
     """A mistake in what was asked (no such consortium, an unknown model, an
-    empty prompt): said on the page, and no model was called."""
+    empty prompt): said on the page, and no model was called. ``status``:
+    the HTTP status the page is sent with."""
+
+    status = 400
+
+
+class Busy(AskError):
+    """An ask over the limits: this client's run is still going, or too many are."""
+
+    status = 429
 
 
 class _Started(Observer):
@@ -40,16 +57,18 @@ class Asks:
     def __init__(self):
         self._lock = threading.Lock()
         self._busy: set[str] = set()
+        self._asking: dict[str, int] = {}  # client address: its asks not yet ended (0 or 1)
 
     def busy(self, run_id: str) -> bool:
         with self._lock:
             return run_id in self._busy
 
-    def start(self, name: str, prompt: str, after: str | None) -> Future:
-        """Ask the saved consortium ``name``; continue the llm conversation
-        of run ``after`` when given. Returns a future of the run's id, set
-        once the run has started; raises ``AskError`` (from the future
-        itself when a model is found missing only on the way)."""
+    def start(self, name: str, prompt: str, after: str | None, client: str = "") -> Future:
+        """Ask the saved consortium ``name`` for the client at address
+        ``client``; continue the llm conversation of run ``after`` when
+        given. Returns a future of the run's id, set once the run has
+        started; raises ``AskError`` (from the future itself when a model is
+        found missing only on the way), ``Busy`` over the limits."""
         from ...storage import store
         from ...core.config import ConsortiumConfig, ConsortiumConfigError
         from ..model import ConsortiumModel
@@ -69,9 +88,26 @@ class Asks:
         started: Future = Future()
         model = ConsortiumModel(name, config, observers=[_Started(started, self._busy, self._lock)])
         asker = self._conversation(after, model) if after else model.conversation()
-        threading.Thread(target=self._work, args=(asker, prompt, config.system_prompt, started),
-                         name="consortium-ask", daemon=True).start()
+        self._admit(client)
+        try:
+            threading.Thread(target=self._work, args=(asker, prompt, config.system_prompt, started, client),
+                             name="consortium-ask", daemon=True).start()
+        except RuntimeError:  # no thread could be started
+            self._release(client)
+            raise
         return started
+
+    def _admit(self, client: str) -> None:
+        with self._lock:
+            if self._asking.get(client):
+                raise Busy("Your last question is still running: wait for it to end, then ask again")
+            if sum(self._asking.values()) >= MAX_ASKS:
+                raise Busy(f"{MAX_ASKS} questions are running already: wait for one to end, then ask again")
+            self._asking[client] = 1
+
+    def _release(self, client: str) -> None:
+        with self._lock:
+            self._asking.pop(client, None)
 
     @staticmethod
     def _conversation(after: str, model):
@@ -89,7 +125,7 @@ class Asks:
         conversation.model = model
         return conversation
 
-    def _work(self, asker, prompt: str, system: str | None, started: Future) -> None:
+    def _work(self, asker, prompt: str, system: str | None, started: Future, client: str) -> None:
         from ...storage import store
         from ...core.config import ConsortiumConfigError
 
@@ -114,3 +150,4 @@ class Asks:
             if started.done() and started.exception() is None:
                 with self._lock:
                     self._busy.discard(started.result())
+            self._release(client)

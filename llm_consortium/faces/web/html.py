@@ -1,15 +1,16 @@
 """HTML escaped by construction.
 
 ``el`` builds an element: every child or attribute value that is not
-``Markup`` is escaped, so model text can only ever be text. ``Markup`` is
-made by ``el`` itself and by ``markdown``, whose output is sanitised.
+``Markup`` is escaped, so model text can only ever be text, and its
+bidirectional controls are shown, not applied (``safetext.visible``).
+``Markup`` is made by ``el`` itself and by ``markdown``, whose output is sanitised.
 """
 
 from __future__ import annotations
 
 from html import escape
 
-from ...core.safetext import clean
+from ...core.safetext import clean, visible
 
 _VOID = {"br", "hr", "img", "input", "link", "meta"}
 
@@ -27,7 +28,7 @@ def el(tag: str, *children, **attrs) -> Markup:
         if value is None or value is False:
             continue
         name = key.rstrip("_").replace("_", "-")
-        parts.append(f" {name}" if value is True else f' {name}="{escape(clean(str(value)))}"')
+        parts.append(f" {name}" if value is True else f' {name}="{escape(visible(clean(str(value))))}"')
     parts.append(">")
     if tag not in _VOID:
         parts += [_children(children), f"</{tag}>"]
@@ -49,7 +50,7 @@ def _children(children) -> str:
         elif isinstance(child, (list, tuple)):
             out.append(_children(child))
         else:
-            out.append(escape(clean(str(child))))
+            out.append(escape(visible(clean(str(child)))))
     return "".join(out)
 
 
@@ -67,4 +68,4 @@ def markdown(text: str | None) -> Markup:
         from markdown_it import MarkdownIt
 
         _renderer = MarkdownIt("js-default")
-    return Markup(_renderer.render(clean(text or "")))
+    return Markup(_renderer.render(visible(clean(text or ""))))

@@ -8,7 +8,9 @@ version recorded the run; the runs list reads ``store.list_runs``' rows
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from urllib.parse import urlencode
 
 from ...core.config import split_count
 from ...core.outcome import STATUSES, counts_text
@@ -42,7 +44,24 @@ def layout(title: str, body, *, live: str | None = None) -> Markup:
 # The runs list
 
 
-def runs_page(runs: list[dict], facets: dict[str, list[str]], filters: dict[str, str]) -> Markup:
+@dataclass
+class Paging:
+    """Which page of the runs list this is (from 1), of how many runs."""
+
+    number: int
+    size: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.size))
+
+    @property
+    def first(self) -> int:
+        return (self.number - 1) * self.size + 1
+
+
+def runs_page(runs: list, facets: dict[str, list[str]], filters: dict[str, str], paging: Paging) -> Markup:
     def choice(name: str, label: str, values: list[str]):
         return el("label", label, " ", el(
             "select",
@@ -80,12 +99,48 @@ def runs_page(runs: list[dict], facets: dict[str, list[str]], filters: dict[str,
                data_run=r.id)
             for r in runs
         ]), class_="runs")
+    elif paging.total:  # a page past the last
+        table = el("p", f"There are {paging.total:,} runs, on {paging.pages:,} pages. ",
+                   el("a", "First page", href=page_link(filters, 1)), class_="empty")
     elif any(filters.values()):
         table = el("p", "No run matches these filters. ", el("a", "Show all runs", href="/"), class_="empty")
     else:
         table = el("p", "No runs recorded yet. Run a consortium (llm consortium run \"…\", or llm -m NAME) "
                         "or ", el("a", "ask one here", href="/ask"), ".", class_="empty")
-    return layout("Runs", frag(el("h1", "Runs"), form, table))
+    return layout("Runs", frag(el("h1", "Runs"), form, count_line(runs, paging, filters), table,
+                               pager(paging, filters)))
+
+
+def count_line(runs: list, paging: Paging, filters: dict[str, str]) -> Markup | None:
+    """ "Runs 51–100 of 10,001 (matching the filters)", above the table."""
+    if not runs:
+        return None
+    matching = " matching the filters" if any(filters.values()) else ""
+    return el("p", f"Runs {paging.first:,}–{paging.first + len(runs) - 1:,} of {paging.total:,}{matching}",
+              class_="count")
+
+
+def pager(paging: Paging, filters: dict[str, str]) -> Markup | None:
+    """Links to the newer and older pages, and the first and last, filters kept."""
+    if paging.pages == 1:
+        return None
+    number, last = paging.number, paging.pages
+    links = [
+        el("a", "« Newest", href=page_link(filters, 1)) if number > 1 else None,
+        el("a", "‹ Newer", href=page_link(filters, number - 1), rel="prev") if number > 1 else None,
+        el("span", f"Page {number:,} of {last:,}"),
+        el("a", "Older ›", href=page_link(filters, number + 1), rel="next") if number < last else None,
+        el("a", "Oldest »", href=page_link(filters, last)) if number < last else None,
+    ]
+    return el("nav", links, class_="pager", aria_label="Pages of runs")
+
+
+def page_link(filters: dict[str, str], number: int) -> str:
+    """The runs list's address for page ``number`` with these filters."""
+    query = {key: value for key, value in filters.items() if value}
+    if number > 1:
+        query["page"] = str(number)
+    return "/?" + urlencode(query) if query else "/"
 
 
 # A run's page
