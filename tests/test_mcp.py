@@ -214,28 +214,41 @@ def test_names_the_server_cannot_ask_end_it_before_it_starts(sim):
 
 
 @pytest.mark.slow
-def test_a_failing_panel_is_a_tool_error_with_the_clis_line(sim, tmp_path):
+def test_mistakes_and_a_failing_panel_are_tool_errors_with_the_clis_line(sim, tmp_path):
     sim.add("m1", status=400, error_message="the server melted")
     sim.add("m2", status=400, error_message="the server melted")
     sim.add("judge", reply=arbiter_xml("unused", 0.9))
     save("duo", attempts=1)
+    save("broken", members=("m1", "no-such-model"))
     invoke("consortium", "default", "duo")
-    cli = invoke("consortium", "run", QUESTION, "--no-raw")
-    assert cli.exit_code == 1
+    cli = {case: invoke("consortium", "run", QUESTION, "--no-raw", *args).stderr.strip().splitlines()
+           for case, args in {"failed": (), "method": ("-o", "method", "bogus"),
+                              "model": ("-m", "m1", "-m", "no-such-model", "--arbiter", "judge")}.items()}
 
     async def body(session):
-        return await ask(session, consortium="duo"), await session.call_tool("list_consortiums", {})
+        results = {"failed": await ask(session, consortium="duo"),
+                   "method": await ask(session, method="bogus"),
+                   "model": await ask(session, consortium="broken")}
+        asked = len(sim.requests)
+        (store.user_dir() / "logs-off").touch()  # llm logs off
+        results["logs off"] = await ask(session)
+        assert len(sim.requests) == asked
+        return results, await session.call_tool("list_consortiums", {})
 
-    failed, listed = Server(tmp_path).run(body)
+    results, listed = Server(tmp_path).run(body)
 
-    cli_pointer, cli_error = cli.stderr.strip().splitlines()[-2:]
-    assert failed.is_error
+    assert all(result.is_error for result in results.values())
+    failed = results.pop("failed")
     error, pointer = text_of(failed)
-    assert error == cli_error and error.startswith("Error: ")
+    assert error == cli["failed"][-1] and error.startswith("Error: Every member failed in round 1")
     run_id = failed.structured_content["run_id"]
     assert pointer == f"The run is recorded as failed (get_run {run_id[:8]})"
-    assert cli_pointer.startswith("The run is recorded as failed (llm consortium inspect ")
+    assert cli["failed"][-2].startswith("The run is recorded as failed (llm consortium inspect ")
     assert failed.structured_content["status"] == "failed"
+    assert text_of(results["method"]) == cli["method"] and "Unknown method 'bogus'" in cli["method"][0]
+    assert text_of(results["model"]) == cli["model"]
+    assert text_of(results["logs off"]) == ["Error: Logging is off (llm logs off), so a run would not be recorded "
+                                            "for get_run: turn it on with llm logs on"]
     assert not listed.is_error  # the server goes on
 
 

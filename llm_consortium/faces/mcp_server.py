@@ -46,8 +46,9 @@ RECORDED_SECONDS = 5.0
 class AskResult(BaseModel):
     """``ask``'s structured content."""
 
-    status: str = Field(description="running (ask again with get_run), or how the run ended: success, partial, "
-                                    "below_threshold, degraded, budget")
+    status: str = Field(description="running (the answer comes later, from get_run), or how the run ended: "
+                                    "success, partial, below_threshold, degraded, budget (with an answer); "
+                                    "failed, no_verdict (without one: a tool error)")
     run_id: str = Field(description="The run's id, for get_run")
     confidence: Optional[float] = Field(None, description="The judge's confidence in the answer (0-1)")
     agreement: Optional[str] = Field(None, description='"k of n agree, m of n answered"')
@@ -104,7 +105,10 @@ class Ask(Observer):
         self.error: Optional[str] = None  # the CLI's line for a run that ended without an answer
 
     def _tell(self, message: Optional[str]) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, message)
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, message)
+        except RuntimeError:  # the server has stopped (its loop is closed): no one is listening
+            pass
 
     def run_started(self, run) -> None:
         self.run_id = run.run_id
@@ -230,15 +234,16 @@ def build(panels: Panels, max_wait: float):
         job = Ask(asyncio.get_running_loop())
         job.start(name, config, clean(prompt))
         deadline = anyio.current_time() + max_wait
-        progress = 0
-        while True:
+        progress, message = 0, ""
+        while message is not None:  # None: the run is over
             # Until the run has an id to hand out, wait for it (its models are resolved by then: milliseconds).
             with anyio.move_on_after(deadline - anyio.current_time() if job.run_id else None) as waiting:
                 message = await job.events.get()
-            if waiting.cancelled_caught or message is None:
+            if waiting.cancelled_caught:
                 break
-            progress += 1
-            await ctx.report_progress(progress, message=message)
+            if message is not None:
+                progress += 1
+                await ctx.report_progress(progress, message=message)
         if message is None:
             return ask_result(job)
         await recorded(job.run_id)
