@@ -26,13 +26,15 @@ def save(name, members=("m1", "m2"), arbiter="judge", **settings):
 class Server:
     """``llm consortium mcp ARGS`` as a client starts it: the test's
     environment (llm's user dir, PYTHONPATH, no keys) plus ``pythonpath``;
-    its stderr in a file; every line of its stdout that was not a protocol
+    its stderr in a file, and every line of its stdout that was not a protocol
     message in ``stream_errors``."""
 
     def __init__(self, tmp_path, *args, pythonpath=()):
         self.args = ["-m", "llm", "consortium", "mcp", *args]
         paths = [*map(str, pythonpath), *filter(None, [os.environ.get("PYTHONPATH")])]
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+        # Buffered as a client starts it: its stdout a pipe, and no PYTHONUNBUFFERED.
+        self.env = {**{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+                    "PYTHONPATH": os.pathsep.join(paths)}
         self.stderr_path = tmp_path / "server-stderr.txt"
         self.stream_errors = []
 
@@ -291,7 +293,7 @@ class Printer(llm.Model):
     model_id = "printer"
 
     def execute(self, prompt, stream, response, conversation):
-        print("printed by a plugin", flush=True)
+        print("printed by a plugin")  # block-buffered: stdout is a pipe
         os.write(1, b"written to descriptor 1 by native code\\n")
         yield "Printer says 42."
 

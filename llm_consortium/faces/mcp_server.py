@@ -17,7 +17,8 @@ A mistake or a failed run is a tool error holding the line the CLI prints
 for it; model text is only ever a string inside a JSON message. The SDK's
 stdio transport (2.3) serves the protocol from a duplicate of descriptor 1
 and points descriptor 1 at stderr (and 0 at the null device) while it
-serves: what a plugin or a native library writes to stdout goes to stderr.
+serves: what a plugin or a native library writes to stdout goes to stderr
+(Python's own buffer for stdout is flushed there as each run ends).
 
 The SDK (the ``mcp`` extra) is imported by ``serve`` only; this module is
 imported by the ``mcp`` command only. Its annotations are evaluated where
@@ -145,6 +146,9 @@ class Ask(Observer):
             except Exception as exc:  # noqa: BLE001 - llm's logging code, or the database: the run is recorded
                 print(f"llm consortium mcp: could not add a run's answer to llm logs: {exc}", file=sys.stderr)
         finally:
+            # What the run's plugins printed and Python holds in stdout's buffer goes to descriptor 1
+            # now, while it points at stderr; at exit the SDK has handed it back to the protocol.
+            sys.stdout.flush()
             self._tell(None)
 
 
