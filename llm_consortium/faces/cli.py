@@ -822,3 +822,19 @@ def inspect(run_id, json_):
         click.echo(click.style("\nSynthesis:", bold=True) + f"\n{printable(record.verdict.synthesis)}")
     if record.error:
         click.echo(click.style(f"Error: {printable(record.error)}", fg="red"))
+
+
+@consortium.command()
+@click.option("given", "--consortium", metavar="NAME", help="The saved consortium ask uses when given none "
+              "(default: the default consortium)")
+@click.option("allowed", "--allow", metavar="NAME", multiple=True,
+              help="A saved consortium the server may ask (repeatable; default: every saved one)")
+@click.option("--max-wait", type=click.FloatRange(min=0), default=50, show_default=True,
+              help="Seconds ask waits for a run; then it returns the run id, and get_run the answer later")
+def mcp(given, allowed, max_wait):
+    """An MCP server on stdin and stdout: agents ask saved consortiums
+    (tools ask, list_consortiums, get_run). Needs the mcp extra."""
+    from .mcp_server import serve
+
+    path = user_path(DEFAULT_FILE)
+    serve(given, path.read_text().strip() if path.exists() else None, allowed, max_wait)
