@@ -752,8 +752,11 @@ def record_notes(notes: list[str] | None, threshold_note: str | None) -> list[st
 @consortium.command()
 @click.argument("run_id", default="latest")
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
-def inspect(run_id, json_):
+@click.option("--markdown", is_flag=True, help="Output a Markdown transcript to paste into an issue or a chat")
+def inspect(run_id, json_, markdown):
     """Show one run round by round (RUN_ID or a prefix; default the latest)."""
+    if json_ and markdown:
+        fail("Give one of --json and --markdown")
     from ..storage.store import AmbiguousRunId, get_run, latest_run_id, record_of_row
 
     if run_id == "latest":
@@ -767,6 +770,11 @@ def inspect(run_id, json_):
     if row is None:
         fail(f"No run matches {run_id!r} (see 'llm consortium runs')")
     record = record_of_row(row)
+    if markdown:
+        from .markdown import transcript
+
+        click.echo(transcript(record), nl=False)
+        return
     if json_:
         from ..core.record import result_dict
 
