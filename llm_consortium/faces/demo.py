@@ -75,7 +75,7 @@ def simulated_panel(question: str | None):
         config = ConsortiumConfig(models=list(DEMO_MEMBERS), arbiter=DEMO_JUDGE, max_iterations=1)
         yield question, config, given, (
             "That was a simulated provider in this process: three scripted members and a scripted judge, "
-            "asked over 127.0.0.1 through llm's own OpenAI client; no key, no cost."
+            "asked over 127.0.0.1 through llm's own OpenAI client; no key, nothing to pay (and no price known)."
         )
     finally:
         provider.close()
