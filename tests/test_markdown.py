@@ -43,7 +43,8 @@ def shown(token) -> str:
 
 def headings(tokens) -> list[str]:
     """Each heading's text, its seconds left out (they vary)."""
-    return [re.sub(r" · \d+\.\d s$", "", shown(tokens[i + 1])) for i, t in enumerate(tokens) if t.type == "heading_open"]
+    return [re.sub(r" · \d+\.\d s$", "", shown(tokens[i + 1]))
+            for i, t in enumerate(tokens) if t.type == "heading_open"]
 
 
 def list_items(tokens) -> list[str]:

@@ -34,7 +34,8 @@ def resolve_models(names: list[str], given=()) -> dict[str, ModelHandle]:
 
     async_models, sync_models = {}, {}
     for model in given:
-        (async_models if isinstance(model, (llm.AsyncModel, llm.AsyncKeyModel)) else sync_models)[model.model_id] = model
+        is_async = isinstance(model, (llm.AsyncModel, llm.AsyncKeyModel))
+        (async_models if is_async else sync_models)[model.model_id] = model
     found = async_models.keys() | sync_models.keys()
     if any(split_count(name, found)[0] not in found for name in names):
         # What llm.get_model_aliases and get_async_model_aliases build, from

