@@ -10,7 +10,10 @@ exactly as llm's own command line does, the answer must be logged where
 ``llm logs`` shows it, and pricing must know which models are llm's own
 OpenAI models. llm keeps those in ``llm.cli``, ``llm.utils``,
 ``llm.migrations`` and its module layout, and its documentation calls its
-SQLite logging "not yet part of the stable, documented Python API". Each
+SQLite logging "not yet part of the stable, documented Python API"; and
+``llm consortium demo`` needs OpenAI-compatible models that no
+``extra-openai-models.yaml`` lists, which only llm's own OpenAI model
+classes make (``openai_compatible``). Each
 use is one name below, so that a new llm release is checked in one module:
 ``tests/test_llm_adapter.py`` drives each through llm's real objects, and
 ``.ci/run`` runs those tests under llm 0.32 (the oldest that
@@ -28,6 +31,10 @@ differences do not reach the package: 0.36 adds
 be repeated (``llm consortium -t`` takes one); 0.32 imports ``httpx``
 without declaring it (the openai releases of its day brought it; today's
 bring ``httpx2``), so llm 0.32 installed today needs ``httpx`` beside it.
+``openai_compatible`` was checked against both with the classes' source
+side by side: ``Chat`` and ``AsyncChat`` take the same keyword arguments,
+and read ``api_base``, ``model_name`` and ``needs_key`` the same way, in
+0.32 and 0.36.
 
 Nothing here is imported before it is used: importing ``llm.cli`` loads
 llm's whole command line, and doing so while llm loads its plugins
@@ -127,3 +134,21 @@ def log_response(database, response) -> None:
     its conversation (``Response.log_to_db``, after llm's migrations)."""
     migrate(database)
     response.log_to_db(database)
+
+
+def openai_compatible(model_id: str, api_base: str, model_name: str | None = None) -> tuple:
+    """(sync, async) llm models of an OpenAI-compatible server at
+    ``api_base``: the objects llm makes for an ``extra-openai-models.yaml``
+    entry with ``model_id``, ``model_name`` (default ``model_id``) and
+    ``api_base`` (``llm.default_plugins.openai_models.Chat`` and
+    ``AsyncChat``, with no key needed: llm's client sends ``DUMMY_KEY``),
+    made without writing that file, so that ``llm models`` never lists them.
+    Calls go through llm's real OpenAI client. The engine takes them as
+    ``ConsortiumOrchestrator(given_models=...)``."""
+    from llm.default_plugins.openai_models import AsyncChat, Chat
+
+    pair = tuple(cls(model_id=model_id, model_name=model_name or model_id, api_base=api_base)
+                 for cls in (Chat, AsyncChat))
+    for model in pair:
+        model.needs_key = None  # as llm sets it for an entry with an api_base
+    return pair

@@ -214,3 +214,28 @@ def test_an_unknown_conversation_is_refused_and_none_is_none(sim):
     assert llm_adapter.conversation(None, path) is None
     with pytest.raises(click.ClickException, match="No conversation found with id=nope"):
         llm_adapter.conversation("nope", path)
+
+
+def test_openai_compatible_models_reach_a_server_through_llms_client_and_stay_unlisted(sim, monkeypatch):
+    """What ``llm consortium demo`` uses: llm's own OpenAI model objects for
+    a server no extra-openai-models.yaml names. A user's OpenAI key is never
+    sent to it (llm's client sends DUMMY_KEY), and ``llm models`` never lists
+    them."""
+    import asyncio
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-this-server")
+    sim.register("loopback", reply="Hello from the loopback.")  # no YAML written
+    sync_model, async_model = llm_adapter.openai_compatible("loopback", sim.base_url)
+    assert isinstance(sync_model, llm.KeyModel) and isinstance(async_model, llm.AsyncKeyModel)
+    assert sync_model.prompt("Hi?").text() == "Hello from the loopback."
+
+    async def ask():
+        return await async_model.prompt("Hi again?").text()
+
+    assert asyncio.run(ask()) == "Hello from the loopback."
+    requests = sim.calls("loopback")
+    assert len(requests) == 2 and all(r.headers["authorization"] == "Bearer DUMMY_KEY" for r in requests)
+    assert requests[1].stream and requests[1].user == "Hi again?"
+    assert not (llm.user_dir() / "extra-openai-models.yaml").exists()
+    assert "loopback" not in llm_command("models")
+    assert type(sync_model).__module__ == llm_adapter.OPENAI_MODELS_MODULE  # priced as core/pricing.py reads it

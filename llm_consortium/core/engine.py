@@ -127,11 +127,13 @@ class ConsortiumOrchestrator:
     confidence_threshold, max_iterations, system_prompt, ...) or a ready
     ``config``; any other ``ConsortiumConfig`` field may be passed too.
     ``call`` makes every model call of the run (see ``judging.Caller``):
-    ``eval`` passes one that replays cached replies.
+    ``eval`` passes one that replays cached replies. ``given_models``: llm
+    model objects the run may use that llm's registry does not list, found
+    by their ``model_id`` (``handles.resolve_models``; the demo's).
     """
 
     def __init__(self, models=None, *, config: ConsortiumConfig | None = None, observers=(),
-                 call: Caller = real_call, **settings):
+                 call: Caller = real_call, given_models=(), **settings):
         if config is None:
             if models is not None:
                 settings["models"] = models
@@ -141,6 +143,7 @@ class ConsortiumOrchestrator:
         self.config = config
         self.observers = list(observers)
         self.call = call
+        self.given_models = list(given_models)
 
     async def orchestrate(self, prompt: str, *, history: list | None = None, system: str | None = None) -> dict:
         """Run the consortium on ``prompt``.
@@ -181,7 +184,7 @@ class ConsortiumOrchestrator:
             raise ConsortiumConfigError("The prompt is empty")
         if schema is not None:
             schemas.check(schema)
-        handles = resolve_models(self.config.models + [self.config.arbiter])
+        handles = resolve_models(self.config.models + [self.config.arbiter], self.given_models)
         members = sum(split_count(spec, set(handles))[1] for spec in self.config.models)
         if members > MAX_MEMBERS:
             raise ConsortiumConfigError(f"{members} members is more than the {MAX_MEMBERS} a run may have")

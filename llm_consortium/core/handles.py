@@ -18,24 +18,34 @@ class ModelHandle:
     is_async: bool
 
 
-def resolve_models(names: list[str]) -> dict[str, ModelHandle]:
+def resolve_models(names: list[str], given=()) -> dict[str, ModelHandle]:
     """Map every name (id or alias, with an optional ``:N`` count) to a model.
 
     Looks the registry up once, however many names: ``llm.get_model`` would
-    re-run every plugin's ``register_models`` hook on each call. Raises one
+    re-run every plugin's ``register_models`` hook on each call. ``given``:
+    llm model objects (sync or async) that llm's
+    registry does not list, found by their ``model_id`` (a registered
+    model of the same name is not used: the demo's models, which no
+    ``extra-openai-models.yaml`` names); the registry is not read when they
+    are all the run needs. Raises one
     ``ConsortiumConfigError`` naming every unknown model.
     """
     import llm
 
-    # What llm.get_model_aliases and get_async_model_aliases build, from one
-    # run of the hooks instead of one each.
     async_models, sync_models = {}, {}
-    for entry in llm.get_models_with_aliases():
-        for name in [*entry.aliases, entry.model.model_id]:
-            if entry.async_model:
-                async_models[name] = entry.async_model
-            if entry.model:
-                sync_models[name] = entry.model
+    for model in given:
+        is_async = isinstance(model, (llm.AsyncModel, llm.AsyncKeyModel))
+        (async_models if is_async else sync_models)[model.model_id] = model
+    found = async_models.keys() | sync_models.keys()
+    if any(split_count(name, found)[0] not in found for name in names):
+        # What llm.get_model_aliases and get_async_model_aliases build, from
+        # one run of the hooks instead of one each.
+        for entry in llm.get_models_with_aliases():
+            for name in {*entry.aliases, entry.model.model_id} - found:
+                if entry.async_model:
+                    async_models[name] = entry.async_model
+                if entry.model:
+                    sync_models[name] = entry.model
     known = set(async_models) | set(sync_models)
     handles, unknown = {}, []
     for name in names:

@@ -6,7 +6,8 @@ Tests and benchmarks drive llm's real OpenAI client against it: ``add()``
 registers a model here and lists it in ``extra-openai-models.yaml`` in the
 current llm user dir, so ``llm.get_model(name)`` talks to this server.
 ``python -m llm_consortium.evaluation.simulator`` serves a demo panel on its own (see
-``main``). Standard library only.
+``main``), and ``llm consortium demo`` serves it in-process (``register_demo``).
+Standard library only.
 """
 
 from __future__ import annotations
@@ -718,6 +719,36 @@ DEMO_MEMBERS = {
 DEMO_JUDGE = "demo-judge"
 
 
+def register_demo(provider: SimProvider, question: str = DEMO_QUESTION) -> None:
+    """The demo panel (``DEMO_MEMBERS`` and ``DEMO_JUDGE``) on ``provider``,
+    registered without writing any file. Its replies are scripted for
+    ``DEMO_QUESTION``; asked anything else, the members say they are
+    scripted and the judge says so, rather than pretend to an answer.
+    They take a second or so, as models do, streamed a few words at a time,
+    so that the live progress has something to show."""
+    pace = {name: {"latency": 0.3 + 0.3 * i, "chunk_delay": 0.05} for i, name in enumerate(DEMO_MEMBERS)}
+    pace[DEMO_JUDGE] = {"latency": 0.3, "chunk_delay": 0.02}
+    if question == DEMO_QUESTION:
+        for name, answer in DEMO_MEMBERS.items():
+            provider.register(name, reply=answer, **pace[name])
+        provider.register(DEMO_JUDGE, **pace[DEMO_JUDGE], reply=arbiter_xml(
+            "There are three r's in strawberry.", 0.92,
+            analysis="All three members count three r's, in different words.", dissent="None.",
+            groups=[["Response A", "Response B", "Response C"]],
+        ))
+        return
+    for name in DEMO_MEMBERS:
+        provider.register(name, **pace[name], reply=f"I am {name}, a scripted model of the simulator: I cannot "
+                                                    "read the question, so I cannot answer it.")
+    provider.register(DEMO_JUDGE, **pace[DEMO_JUDGE], reply=arbiter_xml(
+        "The simulated panel cannot answer this question: its members are scripted and did not read it. "
+        f"It answers only {DEMO_QUESTION!r}: ask yours with --local (a small real model, offline) or real models.",
+        0.9,
+        analysis="All three members say they are scripted and cannot read the question.", dissent="None.",
+        groups=[["Response A", "Response B", "Response C"]],
+    ))
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m llm_consortium.evaluation.simulator [--port N]``: a demo panel
     without a provider key or a local model server. Prints the entries to
@@ -736,13 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         provider = SimProvider(port)
     except OSError as exc:
         parser.exit(1, f"Error: cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}\n")
-    for name, answer in DEMO_MEMBERS.items():
-        provider.register(name, reply=answer)
-    provider.register(DEMO_JUDGE, reply=arbiter_xml(
-        "There are three r's in strawberry.", 0.92,
-        analysis="All three members count three r's, in different words.", dissent="None.",
-        groups=[["Response A", "Response B", "Response C"]],
-    ))
+    register_demo(provider)
     members = " ".join(f"-m {name}" for name in DEMO_MEMBERS)
     print(f"Simulated provider at {provider.base_url}: scripted models, which answer the same whatever they "
           "are asked.\n\n"

