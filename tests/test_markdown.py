@@ -11,7 +11,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from helpers import db_rows, invoke
-from llm_consortium.core.safetext import readable
+from llm_consortium.core.safetext import printable
 from llm_consortium.evaluation.simulator import arbiter_xml
 from llm_consortium.faces.markdown import fenced, inline
 
@@ -95,9 +95,10 @@ def test_hostile_model_text_stays_inside_its_fences(panel):
                 t.map and markdown.splitlines()[t.map[0]] != "---"]
     inline_children = [c.type for t in tokens if t.type == "inline" for c in t.children]
     assert not {"link_open", "image", "html_inline"} & set(inline_children)
-    # Each answer is whole in its block, less what a terminal or a reader's bidi would act on.
-    shown = readable(HOSTILE)
+    # Each answer is whole in its block, less what a terminal would act on; bidi controls shown, not applied.
+    shown = printable(HOSTILE)
     assert "\x1b" not in markdown and "\u202e" not in markdown and "\u2066" not in markdown
+    assert "[U+202E]evil[U+2066]" in markdown
     assert "\ud800" not in markdown
     assert shown + "\n" in fences(tokens)
     assert "Answer: " + shown + "\n" in fences(tokens)

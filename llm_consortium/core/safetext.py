@@ -54,15 +54,3 @@ def printable(text: str) -> str:
 def single_line(text: str) -> str:
     """``printable(text)`` on one line: each run of whitespace becomes a space."""
     return _WHITESPACE.sub(" ", printable(text)).strip()
-
-
-# The Unicode bidirectional controls: embeddings, overrides and isolates,
-# and the marks. They reorder what a reader sees without being seen
-# themselves ("Trojan Source"), so text shown to others loses them.
-_BIDI_CONTROL = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def readable(text: str) -> str:
-    """``printable(text)`` without the bidirectional controls: for text that
-    others read elsewhere (a Markdown transcript pasted into an issue)."""
-    return _BIDI_CONTROL.sub("", printable(text))

@@ -95,12 +95,11 @@ def smollm2_panel(question: str | None):
 def _run(question: str, config: ConsortiumConfig, given: list, out, write):
     """Run ``config`` on ``question`` as ``run`` shows a run; its record."""
     from ..core.engine import ConsortiumOrchestrator
-    from ..core.record import record_from_result
     from ..core.runner import run_coroutine
     from ..core.safetext import printable
     from ..storage.recorder import RunRecorder
     from .display import Progress, raw_responses, summary
-    from .model import mark_recorded
+    from .model import recorded_record
     from .terminal import is_terminal
 
     recorder = RunRecorder(DEMO_NAME)
@@ -116,7 +115,7 @@ def _run(question: str, config: ConsortiumConfig, given: list, out, write):
     except ConsortiumConfigError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        result = run_coroutine(orchestrator.execute(run))
+        run_coroutine(orchestrator.execute(run))
     except KeyboardInterrupt:
         click.echo("\nCancelled.", err=True)
         sys.exit(130)
@@ -126,7 +125,7 @@ def _run(question: str, config: ConsortiumConfig, given: list, out, write):
     finally:
         if progress:
             progress.close()
-    record = record_from_result(mark_recorded(result, recorder, run))
+    record = recorded_record(run, recorder)
     # As ``run``: a pipe gets the exact answer first, a terminal gets it last.
     on_terminal = is_terminal(out, "stdout")
     answer = record.synthesis.synthesis if record.outcome.has_answer else None

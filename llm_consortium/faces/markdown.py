@@ -8,8 +8,8 @@ change the transcript's structure: every text a model wrote (an answer, the
 analysis, the dissent) is in a fenced block whose fence is longer than any
 run of backticks inside it, and every other text from outside (model names,
 errors, notes) sits on one line with Markdown's punctuation escaped. All of
-it passes through ``safetext.readable`` first: no terminal escapes, control
-characters or bidirectional controls.
+it passes through ``safetext.printable`` first: no terminal escapes or control
+characters, and bidirectional controls shown by name, never applied.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import re
 
 import click
 
-from ..core.record import MemberRecord, RoundRecord, RunRecord, VerdictRecord
-from ..core.safetext import readable, single_line
+from ..core.record import RoundRecord, RunRecord
+from ..core.results import MemberResult, Verdict
+from ..core.safetext import printable, single_line
 from .display import agreement_text, method_details, panel_text, tokens, usage_cost
 
 _BACKTICKS = re.compile("`+")
@@ -35,18 +36,18 @@ _NO_DISSENT = ("", "none", "none.", "n/a")
 
 
 def fenced(text: str) -> str:
-    """``text`` (made readable) as a fenced code block that nothing in it can
+    """``text`` (made printable) as a fenced code block that nothing in it can
     close: the fence is a run of backticks longer than any inside."""
-    text = readable(text).strip("\n")
+    text = printable(text).strip("\n")
     longest = max((len(run) for run in _BACKTICKS.findall(text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}\n{text}\n{fence}"
 
 
 def inline(text: str) -> str:
-    """``text`` on one line (made readable), with every character Markdown
+    """``text`` on one line (made printable), with every character Markdown
     would read as structure escaped."""
-    escaped = _INLINE_SPECIAL.sub(r"\\\1", single_line(readable(text)))
+    escaped = _INLINE_SPECIAL.sub(r"\\\1", single_line(printable(text)))
     start = _BLOCK_START.match(escaped)
     if start is None:
         return escaped
@@ -99,7 +100,7 @@ def _round(round_: RoundRecord, record: RunRecord) -> list[str]:
     return lines
 
 
-def _member(member: MemberRecord) -> list[str]:
+def _member(member: MemberResult) -> list[str]:
     heading = f"#### {inline(member.model)} #{member.instance} · {member.seconds:.1f} s"
     if member.error is not None or member.text is None:
         state = "cancelled" if member.cancelled else "failed"
@@ -107,7 +108,7 @@ def _member(member: MemberRecord) -> list[str]:
     return [heading, "", fenced(member.text), ""]
 
 
-def _verdict(verdict: VerdictRecord, method: str) -> list[str]:
+def _verdict(verdict: Verdict, method: str) -> list[str]:
     lines = ["#### Verdict", ""]
     if verdict.no_verdict:
         lines += ["*No verdict this round: no judge could be read and no answer has a majority.*", ""]

@@ -102,7 +102,7 @@ class Ask(Observer):
         self.events: asyncio.Queue = asyncio.Queue()
         self.run_id: Optional[str] = None
         self.answer: Optional[str] = None
-        self.result: Optional[dict] = None  # the run's result dict, once it has one
+        self.record = None  # the run's RunRecord, once it has one
         self.error: Optional[str] = None  # the CLI's line for a run that ended without an answer
 
     def _tell(self, message: Optional[str]) -> None:
@@ -130,16 +130,17 @@ class Ask(Observer):
                          name="consortium-mcp-ask", daemon=True).start()
 
     def _work(self, model, prompt: str, system: Optional[str]) -> None:
+        from ..core.record import record_from_result
         from ..storage import store
 
         try:
             response = model.prompt(prompt, system=system)
             self.answer = "".join(response)  # the whole run; the model yields its checked answer once
-            self.result = response.response_json
+            self.record = record_from_result(response.response_json)
         except (ConsortiumConfigError, ConsortiumError) as exc:  # a mistake, or a run with no answer
-            self.result, self.error = getattr(exc, "result", None), str(exc)
+            self.record, self.error = getattr(exc, "record", None), str(exc)
         except Exception as exc:  # noqa: BLE001 - a model's or plugin's failure: said as the CLI says it
-            self.result, self.error = getattr(exc, "result", None), f"{type(exc).__name__}: {exc}"
+            self.record, self.error = getattr(exc, "record", None), f"{type(exc).__name__}: {exc}"
         else:
             try:
                 store.log_llm_response(response)
@@ -170,12 +171,11 @@ def ask_result(ask: Ask):
     from mcp.types import CallToolResult
 
     from ..core.outcome import counts_text
-    from ..core.record import record_from_result
     from .display import usage_cost
 
-    if ask.result is None:  # nothing ran: a mistake found before any model call
+    record = ask.record
+    if record is None:  # nothing ran: a mistake found before any model call
         return tool_error(ask.error)
-    record = record_from_result(ask.result)
     outcome = record.outcome
     found = AskResult(status=outcome.status, run_id=record.run_id, cost_usd=record.usage.cost_usd,
                       cost=usage_cost(record.usage),
