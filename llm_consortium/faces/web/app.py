@@ -113,7 +113,10 @@ def create_app(host: str = "127.0.0.1") -> Starlette:
         await recorded(run_id)
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
-    app = Starlette(routes=[
+    async def not_found(request: Request, exc):
+        return page(pages.error_page("Not found", f"Nothing is at {request.url.path}"), status_code=404)
+
+    app = Starlette(exception_handlers={404: not_found}, routes=[
         Route("/", runs),
         Route("/runs/{run_id}", run),
         Route("/runs/{run_id}/events", events),
@@ -130,7 +133,8 @@ async def find(request: Request):
     try:
         record = await run_in_threadpool(store.load_run, key)
     except store.AmbiguousRunId:
-        return page(pages.error_page("Ambiguous run id", f"{key!r} matches several runs"), status_code=404)
+        return page(pages.error_page("Ambiguous run id", f"{key!r} matches several runs: give more of the id"),
+                    status_code=404)
     if record is None:
         return page(pages.error_page("No such run", f"No run matches {key!r}"), status_code=404)
     return record
