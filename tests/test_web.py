@@ -267,6 +267,7 @@ def test_a_run_from_another_process_updates_in_place(sim, viewer, browser):
         assert text(browser, ".run-head .status") == "success" and text(browser, ".verdict-words") == "Answered"
         assert browser.title == "Answered · Live question? · llm-consortium"
         assert css(browser, "[data-since]") == [] and "Waiting" not in text(browser, "main")  # a clean end
+        assert css(browser, ".llm-cid") and css(browser, "section.continue")  # logged by llm -m just after it
         assert browser.execute_script("return window.__sameDocument") is True  # never reloaded
     finally:
         process.wait(30)
