@@ -485,7 +485,8 @@ def test_the_banner_says_each_status_in_words_with_its_facts(sim, viewer, browse
     assert {words: shown for words, (shown, _) in seen.items()} == {words: words for words in runs}
     facts = seen["Answered"][1]
     assert (facts["Confidence"], facts["Agreement"], facts["Answered"], facts["Cost"]) == (
-        "0.90 (threshold 0.80)", "2 of 2 agree", "2 of 2", "cost unknown: 3 calls unpriced")  # the simulator's models have no price
+        "0.90 (threshold 0.80)", "2 of 2 agree", "2 of 2",
+        "cost unknown: 3 calls unpriced")  # the simulator's models have no price
     assert re.fullmatch(r"\d+\.\d s", facts["Time"])
     assert seen["Below threshold"][1]["Confidence"] == "0.50 (threshold 0.80)"
     assert seen["Partial: 1 of 2 failed"][1]["Answered"] == "1 of 2"
@@ -602,10 +603,13 @@ def test_pages_fit_the_screen_in_light_and_dark_with_no_serious_accessibility_vi
                             arbiter_xml(f"The options:\n\n{TABLE}", 0.95)])
     save("team", ["m1", "m2", "m3"])
     run_id = record(["m1", "m2", "m3"], "team", "Which options? " + WIDE_WORDS, confidence_threshold=0.9)
+    sim.add_many(["v1", "v2"], reply="<answer>42</answer>")
+    sim.add("v3", reply=f"<answer>{WIDE_WORDS}</answer>")
+    vote = record(["v1", "v2", "v3"], "voters", "What is 6*7?", method="vote")  # its tally
     browser.set_window_size(1400, 1000)
     for dark in (False, True):
         screens(browser, width, dark)
-        for path in ("/", f"/runs/{run_id}", "/ask", "/runs/nosuchrun"):
+        for path in ("/", f"/runs/{run_id}", f"/runs/{vote}", "/ask", "/runs/nosuchrun"):
             browser.get(viewer + path)
             assert browser.execute_script("return window.innerWidth") == width
             overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
@@ -615,7 +619,7 @@ def test_pages_fit_the_screen_in_light_and_dark_with_no_serious_accessibility_vi
             level = sum(map(int, re.findall(r"\d+", background)[:3])) / 3
             assert (level < 60) if dark else (level > 200), f"{path}: {background} ({dark=})"
             assert axe_violations(browser) == [], f"{path} at {width} px ({dark=})"
-            if path.startswith("/runs/") and path != "/runs/nosuchrun":
+            if path == f"/runs/{run_id}":
                 # the markdown table scrolls inside its box (which a keyboard can focus), its words whole
                 cell = browser.find_element("css selector", "section.answer .markdown table td:last-child")
                 assert cell.text.split()[0] == "Supercalifragilisticexpialidocious"

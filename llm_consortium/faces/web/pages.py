@@ -189,11 +189,11 @@ def progress(record: RunRecord) -> str | None:
     if not record.rounds:
         return "Starting"
     current = record.rounds[-1]
-    asked = expected_members(record, current.number)
     answered = len(member_calls(record, current))
-    if answered >= len(asked) and current.verdict is None:
+    asked = max(len(expected_members(record, current.number)), answered)
+    if answered == asked and current.verdict is None:
         return f"Round {current.number}: judging"
-    return f"Round {current.number}: {answered} of {len(asked)} answered"
+    return f"Round {current.number}: {answered} of {asked} answered"
 
 
 def confidence_chart(record: RunRecord) -> Markup | None:
