@@ -1,6 +1,6 @@
 """Record a few simulated runs and photograph the web viewer's pages.
 
-    python docs/screenshots.py            # writes docs/viewer-runs.png and docs/viewer-council.png
+    python docs/screenshots.py     # writes docs/viewer-runs.png, viewer-council.png, viewer-phone*.png
 
 Needs the web extra and selenium (``pip install -e '.[test]'``), and
 Debian's ``chromium`` and ``chromium-driver`` (``apt-get install chromium
@@ -42,11 +42,16 @@ def main() -> None:
         "2. `PRAGMA busy_timeout=10000`\n\nMove to PostgreSQL only when writes outgrow one machine.",
         0.9, analysis="Two members agree on WAL; one prefers a server database.",
         dissent="gemini-sim recommends PostgreSQL for concurrent writers."))
+    sim.add("careful-sim", latency=0.4, reply=[
+        arbiter_xml("SQLite, probably.", 0.6, analysis="Two for SQLite, one for PostgreSQL.",
+                    refinement_areas=["Say how concurrent writers are handled"]),
+        arbiter_xml("Use **SQLite in WAL mode** with `busy_timeout`; PostgreSQL only when writes outgrow it.", 0.9,
+                    analysis="The members now agree on the conditions.")])
     sim.add("voter-a", reply="It is <answer>42</answer>.")
     sim.add("voter-b", reply="6 × 7 = <answer>42</answer>")
     sim.add("voter-c", reply="<answer>41</answer>")
     members = ["-m", "gpt-sim", "-m", "claude-sim", "-m", "gemini-sim", "--arbiter", "judge-sim"]
-    llm(["consortium", "save", "trio", *members])
+    llm(["consortium", "save", "trio", *members[:-1], "careful-sim", "--confidence-threshold", "0.85"])
     llm(["consortium", "save", "council", *members, "--method", "council"])
     llm(["consortium", "save", "voters", "-m", "voter-a", "-m", "voter-b", "-m", "voter-c", "--arbiter",
          "judge-sim", "--method", "vote", "--confidence-threshold", "0.6"])
@@ -67,14 +72,24 @@ def main() -> None:
         browser.set_window_size(1400, 620)
         browser.get(url)
         browser.save_screenshot(str(ROOT / "docs" / "viewer-runs.png"))
-        browser.find_element("link text", "Which database should a small local tool use to record its runs?").click()
-        height = browser.execute_script("return document.body.scrollHeight")
-        browser.set_window_size(1400, min(height + 140, 2600))
+        council, trio = [link.get_attribute("href") for link in browser.find_elements(
+            "link text", "Which database should a small local tool use to record its runs?")]
+        browser.set_window_size(1400, 1300)
+        browser.get(council)
         browser.save_screenshot(str(ROOT / "docs" / "viewer-council.png"))
+        # A phone: the runs list in light, a run of two rounds in dark (prefers-color-scheme)
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                {"width": 360, "height": 800, "deviceScaleFactor": 1, "mobile": True})
+        browser.get(url)
+        browser.save_screenshot(str(ROOT / "docs" / "viewer-phone-runs.png"))
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                                {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        browser.get(trio)
+        browser.save_screenshot(str(ROOT / "docs" / "viewer-phone-dark.png"))
     finally:
         browser.quit()
         sim.close()
-    print("wrote docs/viewer-runs.png and docs/viewer-council.png")
+    print("wrote docs/viewer-runs.png, viewer-council.png, viewer-phone-runs.png and viewer-phone-dark.png")
 
 
 def reviewer(answer: str):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from helpers import invoke, llm_process, python_run
+from helpers import db_rows, invoke, llm_process, python_run
 from llm_consortium import ConsortiumOrchestrator, RunRecorder
 from llm_consortium.storage import store
 from llm_consortium.evaluation.simulator import arbiter_xml
@@ -255,11 +255,19 @@ def test_a_run_from_another_process_updates_in_place(sim, viewer, browser):
         assert "running" in text(browser, ".run-head .status")
         wait(browser, lambda: "The quick answer." in text(browser, ".member"))
         assert "The slow answer." not in text(browser, ".member")  # it arrived while the other was still out
-        assert "Waiting for 1 more member" in text(browser, "#round-1")
+        assert "Waiting for slow #1" in text(browser, "#round-1")  # pending members, by name
+        words, facts = banner(browser)  # the banner too, which updates with each change
+        assert (words, facts["Progress"], facts["Waiting for"]) == ("Running", "Round 1: 1 of 2 answered", "slow #1")
+        assert browser.title.startswith("Round 1: 1 of 2 answered · Live question?")
+        clock = browser.find_element("css selector", ".verdict .elapsed").text
+        wait(browser, lambda: browser.find_element("css selector", ".verdict .elapsed").text != clock, 3)  # it ticks
         wait(browser, lambda: "The slow answer." in text(browser, ".member"))
         wait(browser, lambda: "Both agree." in text(browser, "section.answer"))
         wait(browser, lambda: browser.find_element("tag name", "main").get_attribute("data-state") == "ended")
-        assert text(browser, ".run-head .status") == "success"
+        assert text(browser, ".run-head .status") == "success" and text(browser, ".verdict-words") == "Answered"
+        assert browser.title == "Answered · Live question? · llm-consortium"
+        assert css(browser, "[data-since]") == [] and "Waiting" not in text(browser, "main")  # a clean end
+        assert css(browser, ".llm-cid") and css(browser, "section.continue")  # logged by llm -m just after it
         assert browser.execute_script("return window.__sameDocument") is True  # never reloaded
     finally:
         process.wait(30)
@@ -276,6 +284,7 @@ def test_ask_watch_and_continue_the_conversation(sim, viewer, browser):
     sim.add("judge", reply=lambda request: arbiter_xml(f"Answer to: {request.user.count('[user]')} earlier turns",
                                                        0.9))
     save("team", ["m1", "m2"])
+    save("alpha", ["m2"])  # listed first: the Continue form offered it, not the run's own (issue 23)
     from selenium.webdriver.support.ui import Select
 
     browser.get(viewer + "/ask")
@@ -288,6 +297,8 @@ def test_ask_watch_and_continue_the_conversation(sim, viewer, browser):
     wait(browser, lambda: "Answer to: 0 earlier turns" in text(browser, "section.answer"))
     wait(browser, lambda: css(browser, ".llm-cid"))  # logged in llm's conversation
     cid = browser.find_element("css selector", ".llm-cid").text.split()[-1]
+    chosen = Select(browser.find_element("css selector", "section.continue select"))
+    assert chosen.first_selected_option.get_attribute("value") == "team"
 
     browser.find_element("css selector", "section.continue textarea").send_keys("And a follow-up?")
     browser.find_element("css selector", "section.continue button").click()
@@ -416,3 +427,252 @@ def test_serve_says_so_when_the_port_is_taken(sim):
         taken.close()
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: Cannot listen on 127.0.0.1:{port}: ") and result.stderr.count("\n") == 1
+
+
+# Verdict first (issue 23)
+
+
+def record_ended(models, **settings):
+    """``record``, for a run that may end without an answer (it raises): the id it was recorded under."""
+    from llm_consortium.core.config import ConsortiumError
+
+    try:
+        return record(models, **settings)
+    except ConsortiumError:
+        return store.list_runs(1)[0].id
+
+
+def banner(browser):
+    """The banner's status words, and its facts as {label: value}."""
+    facts = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.verdict-facts > div'),"
+        " d => [d.querySelector('dt').innerText, d.querySelector('dd').innerText])")
+    return text(browser, ".verdict-words"), dict(facts)
+
+
+@pytest.mark.browser
+def test_the_banner_says_each_status_in_words_with_its_facts(sim, viewer, browser):
+    sim.add_many(["a1", "a2"], reply="Paris.")
+    sim.add("judge", reply=arbiter_xml("Paris.", 0.9))
+    sim.add("unsure", reply=arbiter_xml("Paris?", 0.5))
+    sim.add("mute", reply="I will not use the format.")
+    sim.add("lyon", reply="Lyon, I believe, and nothing else.")
+    sim.add("broken", status=401, error_message="bad key")
+    sim.add("pricey", model_name="gpt-4o-2024-08-06", reply="42")  # priced as gpt-4o
+    sim.add("pricey-judge", model_name="gpt-4o", reply=arbiter_xml("42", 0.9))
+    one_round = {"max_iterations": 1, "attempts": 1}
+    runs = {
+        "Answered": record_ended(["a1", "a2"]),
+        "Below threshold": record_ended(["a1", "a2"], arbiter="unsure", confidence_threshold=0.8, **one_round),
+        "Partial: 1 of 2 failed": record_ended(["a1", "broken"]),
+        "No verdict": record_ended(["a1", "lyon"], arbiter="mute", **one_round),
+        "Fallback decided": record_ended(["a1", "a2"], arbiter="mute", **one_round),
+        "Failed": record_ended(["broken"], **one_round),
+        "Budget stop": record_ended(["pricey"], arbiter="pricey-judge", max_cost=0.038,
+                                    prompt=" ".join(["a"] * 8000)),
+    }
+    statuses = {"Answered": "success", "Below threshold": "below_threshold", "Partial: 1 of 2 failed": "partial",
+                "No verdict": "no_verdict", "Fallback decided": "degraded", "Failed": "failed",
+                "Budget stop": "budget"}
+    seen = {}
+    for words, run_id in runs.items():
+        browser.get(f"{viewer}/runs/{run_id}")
+        seen[words] = banner(browser)
+        assert text(browser, ".verdict .status") == statuses[words]  # the word `runs --status` filters by
+        assert browser.title.startswith(f"{words} · ")
+        assert browser.find_element("css selector", ".verdict").get_attribute("class") == \
+            f"verdict verdict-{statuses[words]}"
+    assert {words: shown for words, (shown, _) in seen.items()} == {words: words for words in runs}
+    facts = seen["Answered"][1]
+    assert (facts["Confidence"], facts["Agreement"], facts["Answered"], facts["Cost"]) == (
+        "0.90 (threshold 0.80)", "2 of 2 agree", "2 of 2",
+        "cost unknown: 3 calls unpriced")  # the simulator's models have no price
+    assert re.fullmatch(r"\d+\.\d s", facts["Time"])
+    assert seen["Below threshold"][1]["Confidence"] == "0.50 (threshold 0.80)"
+    assert seen["Partial: 1 of 2 failed"][1]["Answered"] == "1 of 2"
+    assert seen["Budget stop"][1]["Cost"].startswith("$")  # priced: dollars, not "unknown"
+    assert seen["Failed"][1]["Agreement"] == "agreement unknown"
+
+
+@pytest.mark.browser
+def test_members_carry_agree_and_dissent_badges_and_rounds_a_confidence_chart(sim, viewer, browser):
+    sim.add_many(["m1", "m2"], reply="Paris.")
+    sim.add("m3", reply="Lyon.")
+    sim.add("m4", status=401, error_message="bad key")
+    sim.add("quiet", reply="Paris.", no_usage=True)  # a model that reports no tokens
+    sim.add("judge", reply=[arbiter_xml("Paris, maybe.", 0.5), arbiter_xml("Paris.", 0.95)])
+    run_id = record(["m1", "m2", "m3", "m4", "quiet"], confidence_threshold=0.9, max_iterations=3)
+
+    browser.get(f"{viewer}/runs/{run_id}")
+    badges = {p.find_element("css selector", "h3").text: p.find_element("css selector", ".badge").text
+              for p in css(browser, "#round-1 .member")}
+    assert badges == {"m1 #1": "agrees · with m2 #1, quiet #1", "m2 #1": "agrees · with m1 #1, quiet #1",
+                      "quiet #1": "agrees · with m1 #1, m2 #1", "m3 #1": "dissents · alone", "m4 #1": "failed"}
+    assert len(css(browser, "#round-1 .badge-agrees")) == 3 and len(css(browser, "#round-1 .badge-dissents")) == 1
+    quiet = browser.find_element("css selector", '#round-1 .member[data-panel="quiet #1"] .meta').text
+    assert "tokens unknown" in quiet and "0 tokens" not in quiet  # unknown, as the CLI says, not 0
+    assert "calls reported none" in browser.find_element("css selector", ".facts").text
+    # recorded as unknown (NULL), so a run still going, read from its rows, says so too
+    assert {row["input_tokens"] for row in db_rows("select input_tokens from consortium_calls where model = 'quiet'")} \
+        == {None}
+    _, facts = banner(browser)
+    assert facts["Agreement"] == "3 of 5 agree" and facts["Confidence"] == "0.95 (threshold 0.90)"
+    chart = browser.find_element("css selector", ".verdict svg.confidence-chart")
+    assert chart.get_attribute("aria-label") == "Confidence by round: round 1: 0.50, round 2: 0.95 (threshold 0.90)"
+    assert len(chart.find_elements("css selector", "circle")) == 2
+    assert len(chart.find_elements("css selector", "line.threshold")) == 1
+    assert css(browser, "script[src]")[0].get_attribute("src").endswith("/static/viewer.js")  # the chart needs none
+
+    one = record(["m1"], max_iterations=1)
+    browser.get(f"{viewer}/runs/{one}")
+    assert css(browser, ".confidence-chart") == []  # one round: nothing to chart
+
+
+@pytest.mark.browser
+def test_missing_and_ambiguous_pages_are_styled_with_a_way_back(sim, viewer, browser):
+    sim.add("m1", reply="Paris.")
+    sim.add("judge", reply=arbiter_xml("Paris.", 0.9))
+    ids = []
+    while len({run_id[0] for run_id in ids}) == len(ids):  # until two ids share a first character
+        ids.append(record(["m1"], max_iterations=1))
+    shared = next(run_id[0] for run_id in ids if [i[0] for i in ids].count(run_id[0]) > 1)
+    for path, title, said in (("/runs/nosuchrun", "No such run", "No run matches 'nosuchrun'"),
+                              (f"/runs/{shared}", "Ambiguous run id", "matches several runs"),
+                              ("/no/such/page", "Not found", "Nothing is at /no/such/page")):
+        status, body, headers = request(int(viewer.rsplit(":", 1)[1]), "GET", path)
+        assert status == 404 and headers["content-type"].startswith("text/html")
+        browser.get(viewer + path)
+        assert browser.find_element("css selector", "main h1").text == title and said in text(browser, "main")
+        assert css(browser, 'link[href="/static/viewer.css"]')  # styled like every page
+        browser.find_element("link text", "Back to the runs").click()
+        wait(browser, lambda: browser.current_url == viewer + "/")
+
+
+# Phone and desktop, light and dark; accessibility (issue 23)
+
+WIDE_WORDS = "Supercalifragilisticexpialidocious " * 3
+TABLE = "| Option | What it does |\n|---|---|\n" + "".join(
+    f"| `--option-number-{i}` | {WIDE_WORDS} |\n" for i in range(4))
+AXE = os.environ.get("AXE_CORE_JS") or os.path.join(os.path.dirname(__file__), "..", ".ci-node", "node_modules",
+                                                     "axe-core", "axe.min.js")
+
+
+# What sticks out furthest to the right, to say why a page scrolls sideways.
+WIDEST = ("return Array.from(document.querySelectorAll('body *')).map(e => [e.getBoundingClientRect().right,"
+          " e.tagName + '.' + e.className]).sort((a, b) => b[0] - a[0]).slice(0, 3).join(' | ')")
+
+
+def emulate(browser, width, dark):
+    """A ``width`` × 800 viewport (a phone's, below 760), light or dark (prefers-color-scheme)."""
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": 800, "deviceScaleFactor": 1, "mobile": width < 760})
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": "dark" if dark else "light"}]})
+
+
+@pytest.fixture
+def screens(browser):
+    yield emulate
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+def axe_violations(browser) -> list[str]:
+    """axe-core's serious and critical violations on the page, as "rule: where"."""
+    if not browser.execute_script("return !!window.axe"):
+        with open(AXE, encoding="utf-8") as source:
+            browser.execute_script(source.read())
+    found = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations.filter("
+        "v => v.impact === 'serious' || v.impact === 'critical').map("
+        "v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '))));")
+    return found
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [360, 1280])
+def test_pages_fit_the_screen_in_light_and_dark_with_no_serious_accessibility_violation(sim, viewer, browser,
+                                                                                        screens, width):
+    if "AXE_CORE_JS" not in os.environ and not os.path.exists(AXE):  # CI sets it (.ci/run): there it must be
+        pytest.skip(f"axe-core is not installed at {AXE} (npm install --prefix .ci-node axe-core@4, as .ci/run "
+                    "does, or set AXE_CORE_JS)")
+    sim.add_many(["m1", "m2"], reply=f"A table:\n\n{TABLE}")
+    sim.add("m3", reply="Something else entirely.")
+    sim.add("judge", reply=[arbiter_xml(f"Round one.\n\n{TABLE}", 0.5, dissent="m3 differs."),
+                            arbiter_xml(f"The options:\n\n{TABLE}", 0.95)])
+    save("team", ["m1", "m2", "m3"])
+    run_id = record(["m1", "m2", "m3"], "team", "Which options? " + WIDE_WORDS, confidence_threshold=0.9)
+    sim.add_many(["v1", "v2"], reply="<answer>42</answer>")
+    sim.add("v3", reply=f"<answer>{WIDE_WORDS}</answer>")
+    vote = record(["v1", "v2", "v3"], "voters", "What is 6*7?", method="vote")  # its tally
+    browser.set_window_size(1400, 1000)
+    for dark in (False, True):
+        screens(browser, width, dark)
+        for path in ("/", f"/runs/{run_id}", f"/runs/{vote}", "/ask", "/runs/nosuchrun"):
+            browser.get(viewer + path)
+            assert browser.execute_script("return window.innerWidth") == width
+            overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{path} scrolls sideways by {overflow} px at {width} px ({dark=}): " + \
+                browser.execute_script(WIDEST)
+            background = browser.execute_script("return getComputedStyle(document.documentElement).backgroundColor")
+            level = sum(map(int, re.findall(r"\d+", background)[:3])) / 3
+            assert (level < 60) if dark else (level > 200), f"{path}: {background} ({dark=})"
+            assert axe_violations(browser) == [], f"{path} at {width} px ({dark=})"
+            if path == f"/runs/{run_id}":
+                # the markdown table scrolls inside its box (which a keyboard can focus), its words whole
+                cell = browser.find_element("css selector", "section.answer .markdown table td:last-child")
+                assert cell.text.split()[0] == "Supercalifragilisticexpialidocious"
+                box = browser.execute_script(
+                    "const t = document.querySelector('section.answer .markdown .scrolls');"
+                    " return [t.scrollWidth, t.clientWidth, getComputedStyle(t).overflowX]")
+                assert box[2] == "auto" and (width > 760 or box[0] > box[1])  # on a phone wider than its box
+    # the runs list: cards on a phone, every column of the table on a desktop
+    browser.get(viewer + "/")
+    shape = browser.execute_script("return getComputedStyle(document.querySelector('table.runs tbody tr')).display")
+    assert shape == ("table-row" if width >= 760 else "flex")
+    assert browser.find_element("css selector", "table.runs td.prompt").is_displayed()
+
+
+@pytest.mark.browser
+def test_a_keyboard_reader_can_skip_to_the_content_and_sees_where_it_is(sim, viewer, browser):
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(viewer + "/ask")
+    body = browser.find_element("tag name", "body")
+    body.send_keys(Keys.TAB)
+    skip = browser.switch_to.active_element
+    assert skip.text == "Skip to content" and skip.is_displayed()
+    outline = browser.execute_script("return getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"  # focus is visible
+    skip.send_keys(Keys.ENTER)
+    assert browser.switch_to.active_element.get_attribute("id") == "content"
+
+
+@pytest.mark.browser
+def test_continuing_a_run_of_no_saved_consortium_asks_which(sim, viewer, browser):
+    """The Continue form chose the first saved consortium for a run that used none (issue 23)."""
+    sim.add("m1", reply="Paris.")
+    sim.add("judge", reply=arbiter_xml("Paris.", 0.9))
+    save("alpha", ["m1"])
+    assert invoke("consortium", "Capital of France?", "-m", "m1", "--arbiter", "judge").exit_code == 0
+    browser.get(f"{viewer}/runs/{store.list_runs(1)[0].id}")
+    choice = browser.find_element("css selector", "section.continue select")
+    assert choice.get_attribute("value") == "" and choice.get_attribute("required") == "true"
+    browser.find_element("css selector", "section.continue textarea").send_keys("And Germany?")
+    browser.find_element("css selector", "section.continue button").click()
+    assert "/runs/" in browser.current_url and len(store.list_runs(None)) == 1  # the browser would not send it
+
+
+def test_the_banner_words_every_status():
+    """Each status of the outcome vocabulary in words, as the banner and the page title say it."""
+    from llm_consortium.core.outcome import STATUSES
+    from llm_consortium.core.record import OutcomeRecord
+    from llm_consortium.faces.web.pages import status_words
+
+    said = {status: status_words(OutcomeRecord(status=status, members=3, answered=1)) for status in
+            (*STATUSES, "running")}
+    assert said == {"failed": "Failed", "cancelled": "Cancelled", "interrupted": "Interrupted",
+                    "no_verdict": "No verdict", "degraded": "Fallback decided", "budget": "Budget stop",
+                    "partial": "Partial: 2 of 3 failed", "below_threshold": "Below threshold",
+                    "success": "Answered", "running": "Running"}

@@ -263,10 +263,12 @@ def _identity(path: Path) -> tuple[int, int] | None:
 def _call(run: Run, round_number: int, role: str, model: str, instance: int, prompt: str,
           text: str | None, error: str | None, usage: Usage, seconds: float, attempts: int,
           cancelled: bool) -> tuple[str, tuple]:
-    """The statement recording one call, under its role."""
+    """The statement recording one call, under its role; a call whose model
+    reported no usage has its tokens NULL (unknown, not 0)."""
+    counted = (None, None) if usage.unreported else (usage.input, usage.output)
     return _INSERT_CALL, (
         run.run_id, round_number, role, model, instance, prompt, text, error,
-        usage.input, usage.output, usage.cost_usd, seconds, attempts, int(cancelled), store.now(),
+        *counted, usage.cost_usd, seconds, attempts, int(cancelled), store.now(),
     )
 
 

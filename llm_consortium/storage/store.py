@@ -603,6 +603,7 @@ def record_of_row(row: dict):
             round_ = rounds[stored["round"]] = RoundRecord(
                 number=stored["round"],
                 members=[member_of({**call, "tokens": {"input": call["input_tokens"], "output": call["output_tokens"],
+                                                       "unreported": int(call["input_tokens"] is None),
                                                        "priced_usd": call["cost_usd"] or 0.0,
                                                        "unpriced": int(call["cost_usd"] is None)}})
                          for call in stored["calls"] if call["role"] == "member"],
@@ -621,7 +622,9 @@ def record_of_row(row: dict):
     outcome.stopped_because = row["stopped_because"]
     outcome.has_answer = outcome.has_answer and record.verdict is not None and row["status"] not in UNANSWERED
     record.usage = Usage(input=row["input_tokens"] or 0, output=row["output_tokens"] or 0,
-                         unreported=record.usage.unreported, cost=row["priced_usd"] or 0.0,
+                         unreported=record.usage.unreported or sum(call["input_tokens"] is None
+                                                                   for r in row["rounds"] for call in r["calls"]),
+                         cost=row["priced_usd"] or 0.0,
                          unpriced=row["unpriced_calls"])
     record.config, record.name, record.error, record.rejudged_as = config, row["name"], row["error"], row["rejudged_as"]
     record.iterations = row["iterations"] or 0

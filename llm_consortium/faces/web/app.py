@@ -41,6 +41,7 @@ from .asks import AskError, Asks
 STATIC = Path(__file__).parent / "static"
 PER_PAGE = 50  # runs on a page of the runs list
 POLL_SECONDS = 0.4  # how often a live page's stream looks at logs.db
+LOGGED_SECONDS = 3.0  # how long an ended run's stream waits for llm to log its answer (llm -m logs it after)
 START_SECONDS = 60  # how long an ask waits for its run to start (models resolved, keys checked)
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -87,14 +88,16 @@ def create_app(host: str = "127.0.0.1", token: str | None = None):
 
     async def events(request: Request):
         """Server-sent events: the run's page body each time it changes, then
-        ``end`` once it has ended (and its answer is logged, for a run asked here)."""
+        ``end`` once it has ended and its answer is in llm's log (for a run
+        asked here; from another process, at most ``LOGGED_SECONDS`` later:
+        a run llm does not log has no conversation to show)."""
         record = await find(request)
         if isinstance(record, Response):
             return record
         run_id = record.run_id
 
         async def stream():
-            seen = None
+            seen, ended_at = None, None
             while not await request.is_disconnected():
                 record = await run_in_threadpool(store.load_run, run_id)
                 if record is None:  # deleted meanwhile
@@ -108,7 +111,8 @@ def create_app(host: str = "127.0.0.1", token: str | None = None):
                     body = pages.run_body(record, conversation, configs, csrf)
                     yield f"event: update\ndata: {json.dumps({'html': body, 'status': record.outcome.status})}\n\n"
                     seen = state
-                if ended:
+                ended_at = (ended_at or asyncio.get_running_loop().time()) if ended else None
+                if ended and (conversation or asyncio.get_running_loop().time() - ended_at >= LOGGED_SECONDS):
                     yield "event: end\ndata: {}\n\n"
                     return
                 await asyncio.sleep(POLL_SECONDS)
@@ -138,7 +142,10 @@ def create_app(host: str = "127.0.0.1", token: str | None = None):
         await recorded(run_id)
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
-    app = Starlette(routes=[
+    async def not_found(request: Request, exc):
+        return page(pages.error_page("Not found", f"Nothing is at {request.url.path}"), status_code=404)
+
+    app = Starlette(exception_handlers={404: not_found}, routes=[
         Route("/", runs),
         Route("/runs/{run_id}", run),
         Route("/runs/{run_id}/events", events),
@@ -155,7 +162,8 @@ async def find(request: Request):
     try:
         record = await run_in_threadpool(store.load_run, key)
     except store.AmbiguousRunId:
-        return page(pages.error_page("Ambiguous run id", f"{key!r} matches several runs"), status_code=404)
+        return page(pages.error_page("Ambiguous run id", f"{key!r} matches several runs: give more of the id"),
+                    status_code=404)
     if record is None:
         return page(pages.error_page("No such run", f"No run matches {key!r}"), status_code=404)
     return record

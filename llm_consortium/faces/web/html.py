@@ -68,4 +68,16 @@ def markdown(text: str | None) -> Markup:
         from markdown_it import MarkdownIt
 
         _renderer = MarkdownIt("js-default")
+        _renderer.add_render_rule("table_open", lambda *_: SCROLLS + "<table>\n")
+        _renderer.add_render_rule("table_close", lambda *_: "</table>\n</div>\n")
     return Markup(_renderer.render(visible(clean(text or ""))))
+
+
+# Around a table, a box that scrolls sideways when the table is wider than
+# the screen (the page itself never does); focusable, so a keyboard scrolls it.
+SCROLLS = '<div class="scrolls" tabindex="0" role="region" aria-label="Table, scrolls sideways">'
+
+
+def scrolls(table: Markup) -> Markup:
+    """``table`` in the box that scrolls it sideways (``SCROLLS``)."""
+    return Markup(SCROLLS + table + "</div>")

@@ -16,8 +16,8 @@ from ...core.config import split_count
 from ...core.outcome import STATUSES, counts_text
 from ...core.methods import render
 from ...core.record import CallRecord, OutcomeRecord, RoundRecord, RunRecord
-from ..display import cost
-from .html import Markup, el, frag, markdown
+from ..display import cost, tokens
+from .html import Markup, el, frag, markdown, scrolls
 
 FINISHED = STATUSES  # every status but running
 
@@ -34,9 +34,10 @@ def layout(title: str, body, *, live: str | None = None) -> Markup:
            el("link", rel="stylesheet", href="/static/viewer.css"),
            el("script", src="/static/viewer.js", defer=True)),
         el("body",
+           el("a", "Skip to content", href="#content", class_="skip"),
            el("nav", el("a", "llm-consortium", href="/", class_="brand"),
-              el("a", "Runs", href="/"), el("a", "Ask", href="/ask")),
-           el("main", body, data_live=live)),
+              el("a", "Runs", href="/"), el("a", "Ask", href="/ask"), aria_label="Site"),
+           el("main", body, id="content", tabindex="-1", data_live=live)),
         lang="en",
     ))
 
@@ -143,13 +144,25 @@ def page_link(filters: dict[str, str], number: int) -> str:
     return "/?" + urlencode(query) if query else "/"
 
 
-# A run's page
+# A run's page: one function per section, so a section is added in one place.
+
+# The status in words, in the outcome vocabulary (``core.outcome``); a partial
+# run says how many members failed (``status_words``).
+STATUS_WORDS = {
+    "success": "Answered", "below_threshold": "Below threshold", "partial": "Partial", "no_verdict": "No verdict",
+    "degraded": "Fallback decided", "budget": "Budget stop", "cancelled": "Cancelled",
+    "interrupted": "Interrupted", "running": "Running", "failed": "Failed",
+}
 
 
 def run_page(record: RunRecord, conversation: dict | None, configs: list[str], csrf: str) -> Markup:
     live = f"/runs/{record.run_id}/events" if record.outcome.status not in FINISHED else None
-    return layout(excerpt(record.prompt or "Run", 60),
-                  el("div", run_body(record, conversation, configs, csrf), id="run"), live=live)
+    return layout(page_title(record), el("div", run_body(record, conversation, configs, csrf), id="run"), live=live)
+
+
+def page_title(record: RunRecord) -> str:
+    """The tab's title: the run's progress or status, then its prompt."""
+    return f"{progress(record) or status_words(record.outcome)} · {excerpt(record.prompt or 'Run', 60)}"
 
 
 def run_body(record: RunRecord, conversation: dict | None, configs: list[str], csrf: str) -> Markup:
@@ -164,27 +177,122 @@ def run_body(record: RunRecord, conversation: dict | None, configs: list[str], c
         el("section", el("h2", "Answer"), el("div", markdown(answer), class_="markdown"),
            class_="answer") if answer else None,
         [round_section(record, r, running and r is rounds[-1]) for r in rounds],
-        el("p", "Waiting for the members' first answers…", class_="waiting") if running and not rounds else None,
+        el("p", "Waiting for the members' first answers: ", ", ".join(expected_members(record, 1)), class_="waiting")
+        if running and not rounds else None,
         timeline(record),
         continue_form(record, conversation, configs, csrf) if not running else None,
     )
 
 
+def verdict_banner(record: RunRecord) -> Markup:
+    """What the run came to, at a glance: its status in words, then the
+    facts that say how sure it is (``verdict_facts``); a run of several
+    rounds adds its confidence per round."""
+    status = record.outcome.status
+    return el(
+        "section",
+        el("p", el("strong", status_words(record.outcome), class_="verdict-words"), " ", status_badge(status),
+           class_="verdict-status"),
+        el("dl", [el("div", el("dt", label), el("dd", value)) for label, value in verdict_facts(record)],
+           class_="verdict-facts"),
+        confidence_chart(record),
+        class_=f"verdict verdict-{status}", aria_label="Verdict", data_title=page_title(record),
+    )
+
+
+def status_words(outcome: OutcomeRecord) -> str:
+    """ "Answered", "Partial: 1 of 3 failed", ...: the status as a person reads it."""
+    words = STATUS_WORDS.get(outcome.status, outcome.status)
+    if outcome.status == "partial" and outcome.members:
+        return f"{words}: {outcome.members - (outcome.answered or 0)} of {outcome.members} failed"
+    return words
+
+
+def verdict_facts(record: RunRecord) -> list[tuple[str, object]]:
+    """The banner's (label, value) pairs: confidence, agreement, cost, time;
+    while the run runs, its progress and the members it waits for."""
+    outcome, verdict, settings = record.outcome, record.verdict, record.settings
+    running = outcome.status not in FINISHED
+    threshold = settings.confidence_threshold
+    confidence = number(verdict.confidence if verdict else None)
+    if verdict and threshold is not None:
+        confidence += f" (threshold {threshold:.2f})"
+    facts = [("Confidence", confidence)]
+    if running:
+        current = record.rounds[-1] if record.rounds else None
+        facts.append(("Progress", progress(record)))
+        waiting = pending(record, current) if current else expected_members(record, 1)
+        if waiting:
+            facts.append(("Waiting for", ", ".join(waiting)))
+    elif outcome.members:
+        agree = "agreement unknown" if outcome.agreeing is None else f"{outcome.agreeing} of {outcome.members} agree"
+        facts.append(("Agreement", agree))
+        facts.append(("Answered", f"{outcome.answered} of {outcome.members}"))
+    else:  # recorded before the counts were
+        facts.append(("Agreement", number(verdict.agreement if verdict else None)))
+    facts.append(("Cost", cost(record.usage.cost_usd, round(record.usage.cost, 8), record.usage.unpriced)))
+    facts.append(("Time", el("span", duration(record.started, record.finished, outcome.status),
+                             data_since=record.started if running else None, class_="elapsed")))
+    return facts
+
+
+def progress(record: RunRecord) -> str | None:
+    """A running run's progress ("Round 1: 2 of 3 answered", "Round 1:
+    judging"); None once it has ended."""
+    if record.outcome.status in FINISHED:
+        return None
+    if not record.rounds:
+        return "Starting"
+    current = record.rounds[-1]
+    answered = len(member_calls(record, current))
+    asked = max(len(expected_members(record, current.number)), answered)
+    if answered == asked and current.verdict is None:
+        return f"Round {current.number}: judging"
+    return f"Round {current.number}: {answered} of {asked} answered"
+
+
+def confidence_chart(record: RunRecord) -> Markup | None:
+    """The judged rounds' confidence as a small line chart (inline SVG,
+    drawn here: no script), with the threshold dashed; None for one round."""
+    points = [(r.number, r.verdict.confidence) for r in record.rounds if r.verdict]
+    if len(points) < 2:
+        return None
+    width, height, pad = 200, 60, 6
+
+    def x(i: int) -> float:
+        return pad + i * (width - 2 * pad) / (len(points) - 1)
+
+    def y(value: float) -> float:
+        return pad + (1 - min(max(value, 0.0), 1.0)) * (height - 2 * pad)
+
+    threshold = record.settings.confidence_threshold
+    said = ", ".join(f"round {n}: {c:.2f}" for n, c in points)
+    label = f"Confidence by round: {said}" + (f" (threshold {threshold:.2f})" if threshold is not None else "")
+    return el(
+        "figure",
+        el("svg",
+           el("line", x1=str(pad), x2=str(width - pad), y1=f"{y(threshold):.1f}", y2=f"{y(threshold):.1f}",
+              class_="threshold") if threshold is not None else None,
+           el("polyline", points=" ".join(f"{x(i):.1f},{y(c):.1f}" for i, (_, c) in enumerate(points)),
+              class_="line"),
+           [el("circle", el("title", f"Round {n}: {c:.2f}"), cx=f"{x(i):.1f}", cy=f"{y(c):.1f}", r="3")
+            for i, (n, c) in enumerate(points)],
+           viewBox=f"0 0 {width} {height}", width=str(width), height=str(height), role="img", aria_label=label,
+           class_="confidence-chart"),
+        el("figcaption", "Confidence by round: ", said),
+        class_="confidence",
+    )
+
+
 def run_header(record: RunRecord, conversation: dict | None) -> Markup:
-    settings, outcome, verdict = record.settings, record.outcome, record.verdict
+    settings = record.settings
     facts = [
-        ("Status", status_badge(outcome.status)),
         ("Consortium", record.name or "unsaved"),
         ("Method", settings.method or "-"),
         ("Members", ", ".join(settings.models)),
         ("Arbiter", settings.arbiter or "-"),
-        ("Confidence", number(verdict.confidence if verdict else None)),
-        ("Agreement", counts_text(outcome.agreeing, outcome.answered, outcome.members) if outcome.members
-         else number(verdict.agreement if verdict else None)),
         ("Rounds", record.iterations),
-        ("Tokens", f"{record.usage.total:,}"),
-        ("Cost", cost(record.usage.cost_usd, round(record.usage.cost, 8), record.usage.unpriced)),
-        ("Duration", duration(record.started, record.finished, outcome.status)),
+        ("Tokens", tokens(record.usage)),
         ("Started", short_time(record.started)),
     ]
     ids = [el("span", "Run ", el("code", record.run_id, class_="run-id")),
@@ -192,7 +300,7 @@ def run_header(record: RunRecord, conversation: dict | None) -> Markup:
     if conversation:
         ids.append(el("span", "In llm logs: ", el("code", f"llm logs --cid {conversation['id']}",
                                                     class_="llm-cid")))
-    elif outcome.status not in FINISHED:
+    elif record.outcome.status not in FINISHED:
         ids.append(el("span", "llm logs: once it ends", class_="muted"))
     else:
         ids.append(el("span", "Not in llm logs (--no-log, a failed run, or the Python API)", class_="muted"))
@@ -206,32 +314,56 @@ def run_header(record: RunRecord, conversation: dict | None) -> Markup:
     return el(
         "header",
         el("h1", record.prompt, class_="prompt"),
+        verdict_banner(record),
         el("details", el("summary", "System prompt"), el("pre", settings.system)) if settings.system else None,
-        el("dl", [frag(el("dt", k), el("dd", v)) for k, v in facts], class_="facts"),
+        el("dl", [el("div", el("dt", k), el("dd", v)) for k, v in facts], class_="facts"),
         el("p", ids, class_="ids"),
         turns,
         class_="run-head",
     )
 
 
+def member_calls(record: RunRecord, round_: RoundRecord) -> list[CallRecord]:
+    """The round's member calls, in the panel's order."""
+    order = [split_count(spec)[0] for spec in record.settings.models]
+    return sorted((c for c in round_.calls if c.role == "member"), key=lambda c: (
+        order.index(c.model) if c.model in order else len(order), c.instance or 0))
+
+
+def expected_members(record: RunRecord, number_: int) -> list[str]:
+    """The members round ``number_`` asks, by name: every instance of the
+    panel, less those that failed in an earlier round (never asked again)."""
+    failed = {member_name(c) for r in record.rounds if r.number < number_
+              for c in member_calls(record, r) if c.error and not c.cancelled}
+    panel = [f"{model} #{i}" for model, count in map(split_count, record.settings.models) for i in range(1, count + 1)]
+    return [name for name in panel if name not in failed]
+
+
+def pending(record: RunRecord, round_: RoundRecord) -> list[str]:
+    """The members round ``round_`` still waits for, by name."""
+    if round_.verdict is not None:
+        return []
+    arrived = {member_name(c) for c in member_calls(record, round_)}
+    return [name for name in expected_members(record, round_.number) if name not in arrived]
+
+
 def round_section(record: RunRecord, round_: RoundRecord, current: bool) -> Markup:
     calls = round_.calls
-    specs = record.settings.models
-    order = [split_count(spec)[0] for spec in specs]
-    members = sorted((c for c in calls if c.role == "member"), key=lambda c: (
-        order.index(c.model) if c.model in order else len(order), c.instance or 0))
-    expected = sum(split_count(spec)[1] for spec in specs)
+    members = member_calls(record, round_)
     verdict = round_.verdict
-    waiting = expected - len(members) if current and verdict is None else 0
+    waiting = pending(record, round_) if current else []
     number_ = round_.number
+    badges = agreement_badges(verdict)
+    unreported = {f"{m.model} #{m.instance}" for m in round_.members if m.usage.unreported}
     tabs = el("div", [
         el("button", member_name(c), type="button", role="tab", class_="tab" + (" failed" if c.error else ""),
            aria_selected="true" if i == 0 else "false", data_tab=member_name(c))
         for i, c in enumerate(members)
     ], role="tablist", class_="tabs")
-    panels = el("div", [member_panel(c, i) for i, c in enumerate(members)],
-                el("p", f"Waiting for {waiting} more member{'s' if waiting != 1 else ''}…", class_="waiting")
-                if waiting > 0 else None, class_="panels")
+    panels = el("div", [member_panel(c, i, badges.get(member_name(c)), member_name(c) in unreported)
+                        for i, c in enumerate(members)],
+                el("p", "Waiting for ", ", ".join(waiting), "…", class_="waiting") if waiting else None,
+                class_="panels")
     costs = [call.cost_usd for call in calls]
     priced = sum(c for c in costs if c is not None)
     summary = " · ".join(filter(None, [
@@ -243,21 +375,44 @@ def round_section(record: RunRecord, round_: RoundRecord, current: bool) -> Mark
         "section",
         el("h2", f"Round {number_} ", el("span", summary, class_="muted")),
         el("div", tabs, panels, class_="members", data_key=f"members-{number_}"),
-        judgement(record.settings.method, round_, current and waiting <= 0),
+        judgement(record.settings.method, round_, current and not waiting),
         raw_calls(calls, number_),
         class_="round", id=f"round-{number_}",
     )
+
+
+def agreement_badges(verdict) -> dict[str, Markup]:
+    """Each grouped member's badge, by name, from the verdict's groups of
+    equivalent answers (``details["agreement"]["groups"]``): "agrees" in the
+    largest group, "dissents" in a smaller one, "split" in one of several
+    largest; each says whom it answered alike with."""
+    groups = (((verdict.details or {}).get("agreement") or {}).get("groups") or []) if verdict else []
+    names = [[f"{m.get('model')} #{m.get('instance')}" for m in group] for group in groups if group]
+    largest = max((len(group) for group in names), default=0)
+    tied = sum(len(group) == largest for group in names) > 1
+    badges = {}
+    for group in names:
+        kind = "dissents" if len(group) < largest else "split" if tied else "agrees"
+        for name in group:
+            others = [other for other in group if other != name]
+            alike = f"with {', '.join(others)}" if others else "alone" if len(names) > 1 else None
+            badges[name] = el("span", kind, f" · {alike}" if alike else None, class_=f"badge badge-{kind}")
+    return badges
 
 
 def member_name(call: CallRecord) -> str:
     return f"{call.model} #{call.instance}"
 
 
-def member_panel(call: CallRecord, index: int) -> Markup:
+def member_panel(call: CallRecord, index: int, badge: Markup | None, unreported: bool) -> Markup:
+    if call.error:
+        badge = el("span", "failed", class_="badge badge-failed")
+    elif call.cancelled:
+        badge = el("span", "cancelled", class_="badge badge-cancelled")
     return el(
         "article",
-        el("h3", member_name(call)),
-        el("p", call_facts(call), class_="meta"),
+        el("div", el("h3", member_name(call)), badge, class_="member-head"),
+        el("p", call_facts(call, unreported), class_="meta"),
         el("p", call.error, class_="error") if call.error else None,
         el("p", "Cancelled (a quorum had answered, or the run was stopped)", class_="notice")
         if call.cancelled else None,
@@ -266,12 +421,17 @@ def member_panel(call: CallRecord, index: int) -> Markup:
     )
 
 
-def call_facts(call: CallRecord) -> str:
+def call_facts(call: CallRecord, unreported: bool = False) -> str:
+    """Seconds, tokens (unknown when the model reported none: not 0), cost, attempts."""
     attempts = call.attempts or 1
-    input_tokens, output_tokens = call.input_tokens or 0, call.output_tokens or 0
+    if unreported or call.input_tokens is None:
+        counted = "tokens unknown"
+    else:
+        input_tokens, output_tokens = call.input_tokens, call.output_tokens or 0
+        counted = f"{input_tokens + output_tokens} tokens ({input_tokens} in, {output_tokens} out)"
     return " · ".join(filter(None, [
         f"{call.seconds or 0:.2f} s",
-        f"{input_tokens + output_tokens} tokens ({input_tokens} in, {output_tokens} out)",
+        counted,
         cost(call.cost_usd, None, None),
         f"{attempts} attempts" if attempts > 1 else None,
     ]))
@@ -329,7 +489,7 @@ def tally_table(tally: list[dict]) -> Markup:
            class_="winner" if row.get("winner") else None)
         for row in sorted(tally, key=lambda row: -row["count"])
     ]
-    return el("table", el("tbody", rows), class_="tally")
+    return scrolls(el("table", el("tbody", rows), class_="tally"))
 
 
 def ranking_table(ranking: list[dict]) -> Markup:
@@ -341,7 +501,7 @@ def ranking_table(ranking: list[dict]) -> Markup:
            el("td", entry.get("ballots"), class_="num"))
         for entry in ranking
     ]
-    return el("table", el("thead", head), el("tbody", rows), class_="ranking")
+    return scrolls(el("table", el("thead", head), el("tbody", rows), class_="ranking"))
 
 
 def interval(value) -> str:
@@ -391,7 +551,7 @@ def timeline(record: RunRecord) -> Markup | None:
                        class_="span"))
     svg = el("svg", bars, class_="timeline-chart", height=str(len(spans) * row), width="100%",
              role="img", aria_label="Timeline of the run's calls")
-    table = el("table", el("thead", el("tr", [el("th", h) for h in
+    table = scrolls(el("table", el("thead", el("tr", [el("th", h) for h in
                                                ("Round", "Role", "Model", "Start", "End", "Seconds", "Retries",
                                                 "Outcome")])),
                el("tbody", [el("tr",
@@ -401,7 +561,7 @@ def timeline(record: RunRecord) -> Markup | None:
                                el("td", max(0, (call.attempts or 1) - 1), class_="num"),
                                el("td", "error: " + excerpt(call.error, 80) if call.error
                                   else "cancelled" if call.cancelled else "ok"))
-                            for begin, end, number_, call in spans]), class_="calls")
+                            for begin, end, number_, call in spans]), class_="calls"))
     return el("section", el("h2", "Timeline"), el("div", el("div", svg, class_="chart"), table,
                                                  class_="timeline"), class_="timeline-section")
 
@@ -410,9 +570,11 @@ def continue_form(record: RunRecord, conversation: dict | None, configs: list[st
     """Continue the run's llm conversation: only a run whose answer llm logged has one."""
     if not conversation or not configs:
         return None
-    default = record.name if record.name in configs else configs[0]
+    # The run's own consortium; a run of no saved one asks the reader to choose (never another, silently).
+    own = record.name if record.name in configs else None
     return el("section", el("h2", "Continue the conversation"), el(
-        "form", ask_fields(configs, default, csrf, ""), el("input", type="hidden", name="after", value=record.run_id),
+        "form", ask_fields(configs, own, csrf, "", choose=own is None),
+        el("input", type="hidden", name="after", value=record.run_id),
         el("button", "Continue", type="submit"), method="post", action="/ask", class_="ask",
     ), class_="continue")
 
@@ -432,17 +594,28 @@ def ask_page(configs: list[str], csrf: str, *, chosen: str | None = None, prompt
                               el("p", error, class_="error", role="alert") if error else None, body))
 
 
-def ask_fields(configs: list[str], chosen: str | None, csrf: str, prompt: str) -> Markup:
+def ask_fields(configs: list[str], chosen: str | None, csrf: str, prompt: str, choose: bool = False) -> Markup:
+    """The consortium and prompt fields; ``choose``: no consortium chosen
+    until the reader picks one (the form cannot be sent before)."""
     return frag(
         el("input", type="hidden", name="csrf", value=csrf),
-        el("label", "Consortium ", el("select", [el("option", name, value=name, selected=name == chosen)
-                                                 for name in configs], name="consortium")),
+        el("label", "Consortium ", el("select",
+                                      el("option", "Choose a consortium", value="", selected=True) if choose else None,
+                                      [el("option", name, value=name, selected=name == chosen) for name in configs],
+                                      name="consortium", required=choose)),
         el("label", "Prompt", el("textarea", prompt, name="prompt", rows="4", required=True), class_="prompt-field"),
     )
 
 
 def error_page(title: str, message: str) -> Markup:
-    return layout(title, frag(el("h1", title), el("p", message, class_="error")))
+    """A page saying what went wrong, with the way back."""
+    return layout(title, el(
+        "section",
+        el("h1", title),
+        el("p", message),
+        el("p", el("a", "Back to the runs", href="/"), " · ", el("a", "Ask a consortium", href="/ask")),
+        class_="error-page",
+    ))
 
 
 # Formatting

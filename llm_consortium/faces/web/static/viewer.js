@@ -40,10 +40,25 @@
     });
   }
 
+  // A running run's clock, as the server words a duration (pages.duration).
+  function tick() {
+    document.querySelectorAll("[data-since]").forEach(function (clock) {
+      var seconds = (Date.now() - Date.parse(clock.dataset.since)) / 1000;
+      if (seconds >= 0) clock.textContent = seconds < 120 ? seconds.toFixed(1) + " s" : (seconds / 60).toFixed(1) + " min";
+    });
+  }
+
+  // The tab's title, as the banner of the run swapped in says it.
+  function retitle(run) {
+    var banner = run.querySelector("[data-title]");
+    if (banner) document.title = banner.dataset.title + " · llm-consortium";
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var main = document.querySelector("main[data-live]");
     if (!main || !window.EventSource) return;
     main.dataset.state = "live";
+    var clock = setInterval(tick, 1000);
     var source = new EventSource(main.dataset.live);
     source.addEventListener("update", function (event) {
       var data = JSON.parse(event.data);
@@ -51,9 +66,11 @@
       var state = remember(run);
       run.innerHTML = data.html;
       restore(run, state);
+      retitle(run);
     });
     source.addEventListener("end", function () {
       source.close();
+      clearInterval(clock);
       main.dataset.state = "ended";
     });
   });
