@@ -133,7 +133,7 @@ def pager(paging: Paging, filters: dict[str, str]) -> Markup | None:
         el("a", "Older ›", href=page_link(filters, number + 1), rel="next") if number < last else None,
         el("a", "Oldest »", href=page_link(filters, last)) if number < last else None,
     ]
-    return el("nav", links, class_="pager", aria_label="Pages of runs")
+    return el("div", links, class_="pager", role="navigation", aria_label="Pages of runs")
 
 
 def page_link(filters: dict[str, str], number: int) -> str:
