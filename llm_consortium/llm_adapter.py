@@ -28,6 +28,10 @@ differences do not reach the package: 0.36 adds
 be repeated (``llm consortium -t`` takes one); 0.32 imports ``httpx``
 without declaring it (the openai releases of its day brought it; today's
 bring ``httpx2``), so llm 0.32 installed today needs ``httpx`` beside it.
+The toolbox of ``faces/tool.py`` needs nothing here: ``llm.Toolbox``,
+``llm.Tool.function`` and the ``register_tools`` hook are llm's published
+plugin API, the same in 0.32 and 0.36 (``tests/test_tool.py`` passes under
+both), and both run an async tool in a sync chain with ``asyncio.run``.
 
 Nothing here is imported before it is used: importing ``llm.cli`` loads
 llm's whole command line, and doing so while llm loads its plugins
