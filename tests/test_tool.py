@@ -10,11 +10,13 @@ import json
 import threading
 import time
 
+import click
 import llm
 import pytest
 from llm.plugins import pm
 
 from helpers import db_rows, invoke
+from llm_consortium.core.pricing import dollars
 from llm_consortium.evaluation.simulator import arbiter_xml
 from llm_consortium.faces.tool import Consortium
 
@@ -84,8 +86,6 @@ def test_the_description_gives_the_recent_average_cost(sim):
         assert invoke("-m", "priced", question).exit_code == 0
     costs = [r["cost_usd"] for r in db_rows("SELECT cost_usd FROM consortium_runs")]
     assert len(costs) == 2 and all(costs)
-    from llm_consortium.core.pricing import dollars
-
     description = next(iter(Consortium("priced").tools())).description
     assert description.endswith(f"Its recent runs cost {dollars(sum(costs) / 2)} each on average.")
 
@@ -234,7 +234,7 @@ def hostile_run(sim):
 def test_inspect_shows_the_tools_a_member_called_made_safe(hostile_run):
     result = invoke("consortium", "inspect", hostile_run, color=True)
     assert result.exit_code == 0, result.stderr
-    out = click_unstyle(result.stdout)
+    out = click.unstyle(result.stdout)
     assert "\x1b" not in out and "\x07" not in out
     # The arguments as JSON (which writes control characters as escapes), the output with them removed.
     assert ('Tool call: lookup({"query": "q \\u001b]0;pwned\\u0007\\u001b[2J<script>alert(1)</script>\u202eevil"})\n'
@@ -248,12 +248,6 @@ def test_inspect_shows_the_tools_a_member_called_made_safe(hostile_run):
     assert calls["caller"]["tool_calls"] == [{"name": "lookup", "arguments": {"query": "q " + HOSTILE},
                                               "output": "found: " + HOSTILE, "error": None}]
     assert calls["plain"]["tool_calls"] == calls["judge"]["tool_calls"] == []
-
-
-def click_unstyle(text):
-    import click
-
-    return click.unstyle(text)
 
 
 @pytest.fixture
