@@ -61,3 +61,12 @@ def register_models(register):
         except Exception:  # noqa: BLE001 - a broken saved row must never break every llm command
             continue
         register(ConsortiumModel(name, config), AsyncConsortiumModel(name, config))
+
+
+@llm.hookimpl
+def register_tools(register):
+    """``llm -T 'Consortium("NAME")'``: a saved consortium as a tool. llm
+    calls this on every prompt; the module holds only the class."""
+    from .faces.tool import Consortium
+
+    register(Consortium)

@@ -35,6 +35,10 @@ bring ``httpx2``), so llm 0.32 installed today needs ``httpx`` beside it.
 side by side: ``Chat`` and ``AsyncChat`` take the same keyword arguments,
 and read ``api_base``, ``model_name`` and ``needs_key`` the same way, in
 0.32 and 0.36.
+The toolbox of ``faces/tool.py`` needs nothing here: ``llm.Toolbox``,
+``llm.Tool.function`` and the ``register_tools`` hook are llm's published
+plugin API, the same in 0.32 and 0.36 (``tests/test_tool.py`` passes under
+both), and both run an async tool in a sync chain with ``asyncio.run``.
 
 Nothing here is imported before it is used: importing ``llm.cli`` loads
 llm's whole command line, and doing so while llm loads its plugins

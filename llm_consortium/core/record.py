@@ -24,9 +24,18 @@ from .results import MemberResult, Usage, Verdict
 SCHEMA_VERSION = 1
 
 
+class ToolCallRecord(BaseModel):
+    """One tool a member called (llm -T): its arguments, and its output or error."""
+
+    name: str
+    arguments: Any = None
+    output: str | None = None
+    error: str | None = None
+
+
 class CallRecord(BaseModel):
     """One recorded call, of any role (a member, the arbiter, a council
-    reviewer), as the store keeps it."""
+    reviewer), as the store keeps it; a member's with the tools it called."""
 
     id: int | None = None
     role: str
@@ -42,6 +51,7 @@ class CallRecord(BaseModel):
     output_tokens: int | None = None
     cost_usd: float | None = None
     created: str | None = None  # when the call ended
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
 
 
 class RoundRecord(BaseModel):

@@ -10,6 +10,7 @@ calls overlap, and two copies of a local model only fight over the CPU.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -48,7 +49,10 @@ async def in_daemon_thread(function, then=None):
         except RuntimeError:  # the loop has closed: nobody is waiting any more
             pass
 
-    threading.Thread(target=worker, name="consortium-sync-model", daemon=True).start()
+    # In a copy of the caller's context, as a task or asyncio.to_thread would
+    # run it: a context variable set around the run holds in the model too.
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(worker,), name="consortium-sync-model", daemon=True).start()
     return await future
 
 

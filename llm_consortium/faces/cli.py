@@ -798,7 +798,7 @@ def inspect(run_id, json_, markdown):
         # Its "result" is the run in --json's shape, whichever version recorded it.
         click.echo(json.dumps({**row, "result": result_dict(record)}, indent=2))
         return
-    from .display import agreement_text, cost, groups_line, method_details, note_line, usage_cost
+    from .display import agreement_text, cost, groups_line, method_details, note_line, tool_call_text, usage_cost
 
     outcome = record.outcome
     # Recorded text is shown as it was received, less what a terminal would act on.
@@ -820,6 +820,9 @@ def inspect(run_id, json_, markdown):
         for call in round_.calls:
             who = single_line(f"{call.role} {call.model}") + (f" #{call.instance}" if call.role == "member" else "")
             click.echo(click.style(f"[{who}] {call.seconds or 0:.1f} s · {cost(call.cost_usd, None, None)}", bold=True))
+            for tool in call.tool_calls:
+                click.echo(tool_call_text("Tool call", tool.name, tool.arguments, tool.error or tool.output),
+                           nl=False)
             click.echo(printable(call.error or call.text or "").strip())
         verdict = round_.verdict
         if verdict is not None:

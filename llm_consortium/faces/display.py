@@ -426,17 +426,20 @@ class ToolLog(Observer):
         self.progress = progress
 
     def tool_called(self, run, round_number, model, instance, call):
-        heading = click.style(
-            f"Tool call by {single_line(model)} #{instance} (round {round_number}): "
-            f"{single_line(call['name'])}({single_line(json.dumps(call['arguments'], ensure_ascii=False))})",
-            fg="yellow", bold=True,
-        )
-        result = call["error"] or call["output"] or ""
-        body = "\n".join("  " + printable(line) for line in str(result).splitlines() or [""])
-        text = f"{heading}\n{body}\n"
+        text = tool_call_text(f"Tool call by {single_line(model)} #{instance} (round {round_number})",
+                              call["name"], call["arguments"], call["error"] or call["output"])
         if self.progress is not None:
             self.progress.write_above(text)
         else:
             self.stream.write(text)
             self.stream.flush()
 
+
+def tool_call_text(label: str, name: str, arguments, result: str | None) -> str:
+    """One tool call as ``--td`` and ``inspect`` show it: ``label: name(arguments)``
+    on one line, then its output (or error) indented, a line each. The name,
+    arguments and output come from models and tools: only printable text."""
+    call = f"{single_line(name)}({single_line(json.dumps(arguments, ensure_ascii=False))})"
+    heading = click.style(f"{label}: {call}", fg="yellow", bold=True)
+    body = "\n".join("  " + printable(line) for line in str(result or "").splitlines() or [""])
+    return f"{heading}\n{body}\n"

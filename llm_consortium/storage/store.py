@@ -501,7 +501,8 @@ def get_run(run_id_or_prefix: str) -> dict | None:
     (``stopping.record_note``). Each round is {round, synthesis, confidence,
     analysis, dissent, refinement_areas, parse_ok,
     agreement, details (the groups of equivalent answers in
-    ``details["agreement"]``), calls,
+    ``details["agreement"]``), calls (a member's with the tools it called
+    that round, ``tool_calls``: {name, arguments, output, error}),
     cost_usd, priced_usd, unpriced_calls}: the round's dollars summed from
     its calls', ``cost_usd`` None when any call's is unknown;
     a round whose judgement never arrived (every member failed, or the run
@@ -526,6 +527,10 @@ def get_run(run_id_or_prefix: str) -> dict | None:
         calls = conn.execute(
             "SELECT * FROM consortium_calls WHERE run_id = ? ORDER BY id", (run["id"],)
         ).fetchall()
+        tool_calls = conn.execute(
+            "SELECT round, model, instance, name, arguments, output, error FROM consortium_tool_calls "
+            "WHERE run_id = ? ORDER BY id", (run["id"],)
+        ).fetchall()
         run["rejudged_as"] = [row[0] for row in conn.execute(
             "SELECT id FROM consortium_runs WHERE parent_run_id = ? ORDER BY started, rowid", (run["id"],)
         )]
@@ -543,10 +548,19 @@ def get_run(run_id_or_prefix: str) -> dict | None:
             "refinement_areas": _json(row["refinement_areas"], []), "parse_ok": bool(row["parse_ok"]),
             "agreement": row["agreement"], "details": _json(row["details"], {}), "calls": [],
         }
+    # Each member's tools, by (round, model, instance): the member's call in that round.
+    tools_of: dict[tuple, list[dict]] = {}
+    for row in tool_calls:
+        tools_of.setdefault((row["round"], row["model"], row["instance"]), []).append({
+            "name": row["name"], "arguments": _json(row["arguments"], row["arguments"]),
+            "output": row["output"], "error": row["error"],
+        })
     for row in calls:
         call = dict(row)
         del call["run_id"]
         call["cancelled"] = bool(call["cancelled"])
+        key = (call["round"], call["model"], call["instance"])
+        call["tool_calls"] = tools_of.pop(key, []) if call["role"] == "member" else []
         rounds.setdefault(call["round"], _empty_round(call["round"]))["calls"].append(call)
     run["rounds"] = [rounds[number] for number in sorted(rounds)]
     for round_ in run["rounds"]:

@@ -416,9 +416,24 @@ def member_panel(call: CallRecord, index: int, badge: Markup | None, unreported:
         el("p", call.error, class_="error") if call.error else None,
         el("p", "Cancelled (a quorum had answered, or the run was stopped)", class_="notice")
         if call.cancelled else None,
+        tool_calls(call),
         el("div", markdown(call.text), class_="markdown") if call.text else None,
         role="tabpanel", class_="member" + (" active" if index == 0 else ""), data_panel=member_name(call),
     )
+
+
+def tool_calls(call: CallRecord) -> Markup | None:
+    """The tools a member called (llm -T) before it answered: each one's
+    name and arguments, and its output or error, as text."""
+    if not call.tool_calls:
+        return None
+    return el("details", el("summary", f"Tool calls ({len(call.tool_calls)})"), [
+        el("div",
+           el("code", tool.name, "(", json.dumps(tool.arguments, ensure_ascii=False), ")"),
+           el("pre", tool.error, class_="error") if tool.error else el("pre", tool.output or ""),
+           class_="tool-call")
+        for tool in call.tool_calls
+    ], class_="tool-calls", data_key=f"tools-{call.id}")
 
 
 def call_facts(call: CallRecord, unreported: bool = False) -> str:
