@@ -18,6 +18,7 @@ from .choices import MethodOption
 from ..core.safetext import printable, single_line
 from .eval_command import eval_command
 from .rejudge_command import rejudge
+from .audit_command import audit, audit_lines
 
 DEFAULT_FILE = "consortium-default.txt"
 # The model id every unsaved run is logged under, saved with the latest
@@ -637,6 +638,7 @@ def default(name, clear):
 
 consortium.add_command(eval_command)
 consortium.add_command(rejudge)
+consortium.add_command(audit)
 
 
 @consortium.command()
@@ -765,6 +767,9 @@ def inspect(run_id, json_):
                    f"not asked again ({record.settings.method})")
     for child in record.rejudged_as:
         click.echo(f"Rejudged as run {child}")
+    for audited in record.audits:
+        for line in audit_lines(audited):
+            click.echo(click.style(line, fg="yellow" if (audited.flip_rate or 0) > 0 else None))
     for round_ in record.rounds:
         costs = [call.cost_usd for call in round_.calls]
         priced = sum(c for c in costs if c is not None)
