@@ -162,3 +162,34 @@ def test_wilson_interval():
     assert low == 0.0 and round(high, 3) == 0.278
     low, high = wilson(5, 10)
     assert round(low, 3) == 0.237 and round(high, 3) == 0.763
+
+
+# Self-preference: an arbiter of a member's family is warned of
+
+
+def test_saving_an_arbiter_of_a_members_family_warns_in_one_line(sim):
+    sim.add_many(["fam-big", "fam-small", "other", "judge"], reply="<answer>42</answer>")
+    saved = invoke("consortium", "save", "c", "-m", "fam-small", "-m", "other:2", "--arbiter", "fam-big")
+    assert saved.exit_code == 0, saved.output
+    assert saved.stderr.strip().splitlines() == [
+        "Warning: the arbiter fam-big is of the same family (fam) as fam-small: judges favour their own "
+        "family's answers; an arbiter of another family is fairer"]
+    fair = invoke("consortium", "save", "d", "-m", "other", "-m", "fam-small", "--arbiter", "judge")
+    assert fair.exit_code == 0 and fair.stderr == ""
+
+    sim.add("fam-big", reply=arbiter_xml("<answer>42</answer>", 0.9))
+    run_id = ConsortiumOrchestrator(models=["fam-small", "other"], arbiter="fam-big", observers=[RunRecorder()]
+                                    ).orchestrate_sync("6*7?")["metadata"]["run_id"]
+    shown = invoke("consortium", "inspect", run_id).stdout.splitlines()
+    assert sum(line.startswith("Warning: the arbiter fam-big is of the same family (fam)") for line in shown) == 1
+
+
+def test_families_by_provider_and_name(sim):
+    import llm
+
+    from llm_consortium.core.families import family
+
+    assert family(llm.get_model("gpt-4o")) == family(llm.get_model("gpt-4o-mini")) == ("openai", "gpt")
+    assert family(llm.get_model("o3")) == ("openai", "o")  # another family of the same provider
+    sim.add("gpt-sim", reply="ok")
+    assert family(llm.get_model("gpt-sim")) == (sim.base_url, "gpt")  # the same name at another provider

@@ -525,6 +525,11 @@ def save(name, models, **settings):
     verb = "Updated" if existing is not None else "Saved"
     save_config(name, config.to_dict())
     click.echo(f"{verb} consortium {name}: llm -m {name} \"your prompt\"")
+    from ..core.families import family_warning
+
+    warning = family_warning(config.models, config.arbiter)
+    if warning:
+        click.echo(click.style(single_line(warning), fg="yellow"), err=True)
 
 
 def includes(config: ConsortiumConfig, target: str, seen: tuple = ()) -> bool:
@@ -762,6 +767,11 @@ def inspect(run_id, json_):
         click.echo("Panel: " + counts_text(outcome.agreeing, outcome.answered, outcome.members))
     click.echo(f"Prompt: {printable(record.prompt)}")
     click.echo(f"Cost: {usage_cost(record.usage)}")
+    from ..core.families import family_warning
+
+    warning = family_warning(record.settings.models, record.settings.arbiter) if record.settings.arbiter else None
+    if warning:
+        click.echo(click.style(single_line(warning), fg="yellow"))
     if record.parent_run_id:
         click.echo(f"Rejudged from run {record.parent_run_id}: its member answers judged again, "
                    f"not asked again ({record.settings.method})")
