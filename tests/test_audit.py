@@ -193,3 +193,32 @@ def test_families_by_provider_and_name(sim):
     assert family(llm.get_model("o3")) == ("openai", "o")  # another family of the same provider
     sim.add("gpt-sim", reply="ok")
     assert family(llm.get_model("gpt-sim")) == (sim.base_url, "gpt")  # the same name at another provider
+
+
+def test_eval_reports_the_self_preference_gap(sim, tmp_path):
+    """fam-small is always wrong and its family's arbiter always chooses its answer."""
+    from click.testing import CliRunner
+
+    from llm_consortium.faces.eval_command import eval_command
+
+    truth = {"What is 2+2?": "4", "What is 3+3?": "6", "What is 3*3?": "9"}
+    path = tmp_path / "sums.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in truth.items()))
+
+    def right(request):
+        return "<answer>" + next(a for p, a in truth.items() if p in request.user) + "</answer>"
+
+    sim.add("fam-small", reply="<answer>0</answer>")
+    sim.add_many(["x1", "x2"], reply=right)
+    sim.add("fam-big", reply=arbiter_xml("<answer>0</answer>", 0.9))
+    result = CliRunner().invoke(eval_command, [str(path), "-m", "fam-small", "-m", "x1", "-m", "x2", "--arbiter",
+                                               "fam-big", "--methods", "arbiter", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (arbiter,) = [row for row in json.loads(result.stdout)["results"] if row["name"] == "arbiter"]
+    assert arbiter["self_preference"] == {
+        "arbiter": "fam-big", "family": ["fam-small"], "items": 3, "chose_family": 3, "family_right": 0,
+        "choice_rate": 1.0, "right_rate": 0.0, "gap": 1.0}
+    text = CliRunner().invoke(eval_command, [str(path), "-m", "fam-small", "-m", "x1", "-m", "x2", "--arbiter",
+                                             "fam-big", "--methods", "arbiter"], catch_exceptions=False).stdout
+    assert ("arbiter, arbiter fam-big (family of fam-small): on 3 items where its family's answer differed, chose it "
+            "on 3 (100 %); it was right on 0 (0 %): gap +100.0 points") in text

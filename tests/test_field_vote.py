@@ -99,3 +99,70 @@ def test_a_field_name_from_a_member_is_shown_safely(sim):
     assert "\x1b" not in shown and "\x1b" not in result.stderr
     (line,) = [line for line in shown.splitlines() if line.startswith("Field ")]
     assert "Field red" + "x" * 40 in line and "x" * 100 not in line.split(":")[0]
+
+
+# Structured items in an eval: a line with a schema and an object answer, scored field by field
+
+ITEMS = [("Who is the first person?", {"name": "Ann", "age": 30}), ("Who is the second?", {"name": "Bob", "age": 40})]
+
+
+def structured_dataset(tmp_path):
+    path = tmp_path / "people.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "answer": a, "schema": json.loads(PERSON)}) + "\n"
+                            for p, a in ITEMS))
+    return path
+
+
+def person(wrong: str | None):
+    """A member that gets ``wrong`` ("name", "age" or None) wrong on every item."""
+    def reply(request):
+        answer = dict(next(a for p, a in ITEMS if p in request.user))
+        if wrong == "name":
+            answer["name"] = "Zed"
+        elif wrong == "age":
+            answer["age"] += 1
+        return json.dumps(answer)
+    return reply
+
+
+def test_a_structured_eval_scores_each_field(sim, tmp_path):
+    from click.testing import CliRunner
+
+    from llm_consortium.faces.eval_command import eval_command
+
+    sim.add("right", reply=person(None))
+    sim.add("bad-name", reply=person("name"))
+    sim.add("bad-age", reply=person("age"))
+    sim.add("judge", reply=arbiter_xml("unused", 0.9))
+    saved = invoke("consortium", "save", "people", "-m", "right", "-m", "bad-name", "-m", "bad-age", "--arbiter",
+                   "judge", "--confidence-threshold", "0.6")
+    assert saved.exit_code == 0, saved.output
+    args = [str(structured_dataset(tmp_path)), "--consortium", "people", "--methods", "vote"]
+    result = CliRunner().invoke(eval_command, [*args, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.stdout)["results"]}
+    assert {name: (row["accuracy"], row["field_accuracy"]) for name, row in rows.items()} == {
+        "right": (1.0, 1.0), "bad-name": (0.0, 0.5), "bad-age": (0.0, 0.5), "right×3": (1.0, 1.0),
+        "oracle": (1.0, None), "vote": (1.0, 1.0)}  # each field has 2 of 3: the vote by field is right
+    assert sim.calls("judge") == []
+    asked = sim.calls("right")[0].user
+    assert '"required": ["name", "age"]' in asked and "<answer>" not in sim.calls("right")[0].system
+    text = CliRunner().invoke(eval_command, args, catch_exceptions=False).stdout
+    assert "Structured items (2), scored per field: the share of the expected fields right:" in text
+    assert "  bad-name  50 %" in text
+
+
+def test_a_structured_line_with_a_bad_schema_or_answer_names_its_line(sim, tmp_path):
+    from llm_consortium.evaluation.evaluate import DatasetError, read_dataset
+
+    path = tmp_path / "bad.jsonl"
+    for line, error in [({"prompt": "p", "answer": {"a": 1}, "schema": {"type": "objekt"}}, "line 1: its schema is not"),
+                        ({"prompt": "p", "answer": "a", "schema": {"type": "object"}}, "line 1: with a schema, the "
+                                                                                       "answer must be a JSON object")]:
+        path.write_text(json.dumps(line) + "\n")
+        try:
+            read_dataset(path)
+        except DatasetError as exc:
+            assert error in str(exc)
+        else:
+            raise AssertionError("accepted")
