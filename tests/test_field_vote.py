@@ -14,7 +14,8 @@ PERSON = json.dumps({"type": "object", "properties": {"name": {"type": "string"}
 # A unit and a distance that must agree: a distance in miles is at most 10.
 TRIP = json.dumps({"type": "object", "properties": {"unit": {"enum": ["km", "mi"]}, "distance": {"type": "number"}},
                    "required": ["unit", "distance"],
-                   "if": {"properties": {"unit": {"const": "mi"}}}, "then": {"properties": {"distance": {"maximum": 10}}}})
+                   "if": {"properties": {"unit": {"const": "mi"}}},
+                   "then": {"properties": {"distance": {"maximum": 10}}}})
 
 
 def vote(sim, answers, judge, schema=PERSON, threshold="0.6", *extra):
@@ -156,7 +157,8 @@ def test_a_structured_line_with_a_bad_schema_or_answer_names_its_line(sim, tmp_p
     from llm_consortium.evaluation.evaluate import DatasetError, read_dataset
 
     path = tmp_path / "bad.jsonl"
-    for line, error in [({"prompt": "p", "answer": {"a": 1}, "schema": {"type": "objekt"}}, "line 1: its schema is not"),
+    for line, error in [({"prompt": "p", "answer": {"a": 1}, "schema": {"type": "objekt"}},
+                         "line 1: its schema is not"),
                         ({"prompt": "p", "answer": "a", "schema": {"type": "object"}}, "line 1: with a schema, the "
                                                                                        "answer must be a JSON object")]:
         path.write_text(json.dumps(line) + "\n")

@@ -171,7 +171,11 @@ def counted(result):
     return result
 
 
-def confidence_spread(result) -> tuple[float, float] | None:
-    """The lowest and highest confidence of the audit's judgings; None without any."""
+def confidence_spread(result) -> str:
+    """The confidence of the audit's judgings, lowest to highest ("confidence
+    0.60–0.90", or one number when they are all one); "" without any."""
     values = [s.confidence for s in result.shuffles if s.confidence is not None]
-    return (min(values), max(values)) if values else None
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    return f"confidence {low:.2f}" + (f"–{high:.2f}" if high > low else "")

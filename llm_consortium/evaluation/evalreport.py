@@ -344,7 +344,8 @@ def self_preference_lines(rows: list[Row]) -> list[str]:
             continue
         lines.append(f"  {who}: on {found['items']} items where its family's answer differed, chose it on "
                      f"{found['chose_family']} ({found['choice_rate'] * 100:.0f} %); it was right on "
-                     f"{found['family_right']} ({found['right_rate'] * 100:.0f} %): gap {signed_points(found['gap'])} points")
+                     f"{found['family_right']} ({found['right_rate'] * 100:.0f} %): "
+                     f"gap {signed_points(found['gap'])} points")
     return ["Self-preference: the arbiter's choice of its own family's answer, against that answer's accuracy "
             "(a gap above 0 favours the family):"] + lines if lines else []
 

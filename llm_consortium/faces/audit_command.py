@@ -82,7 +82,7 @@ def audit_lines(result) -> list[str]:
     from ..evaluation.audit import confidence_spread
 
     spread = confidence_spread(result)
-    confidence = "" if spread is None else f"; confidence {spread[0]:.2f}–{spread[1]:.2f}"
+    confidence = f"; {spread}" if spread else ""
     head = f"Judge audit ({len(result.shuffles)} orders, {result.method}, arbiter {result.arbiter})"
     if result.flip_rate is None:
         lines = [f"{head}: the winning answer could not be identified in any order{confidence}"]

@@ -17,7 +17,10 @@ answers with no short answer, vote for nothing; 2 of 3 members agreeing is
 value, and only answers valid against the schema count: an invalid answer
 votes for nothing, so one valid answer of three is 33 %, below any usual
 threshold, and the arbiter decides (and its answer must be valid too).
-When no answer is valid the run fails: nothing valid could win.
+When no answer is valid the run fails: nothing valid could win. Under an
+object schema the vote is by field instead (``judge_fields``, at the end):
+each top-level field is voted on among the valid objects, and the arbiter
+settles only the fields the vote could not decide.
 
 Confidence is the measured vote share when the vote decides, and the
 arbiter's own confidence when it does not. ``agreement`` is measured as
@@ -280,7 +283,8 @@ def field_votes(objects: dict[int, dict], schema: dict, members: int, threshold:
         if len(values) > 1 and len(values[1][1]) == top:
             reason = f"{shown}: tied, {top} of {members} each"
         elif top / members < threshold:
-            reason = f"{shown}: {top} of {members} agree ({percent(top / members)}), below the {percent(threshold)} threshold"
+            reason = (f"{shown}: {top} of {members} agree ({percent(top / members)}), "
+                      f"below the {percent(threshold)} threshold")
         else:
             reason = None
         votes.append(FieldVote(name, values, reason is None, reason, values[0][0] if reason is None else None))
@@ -388,7 +392,8 @@ async def whole_object(panel, groups: list[Group], wrong: str) -> tuple[Judgemen
 def field_analysis(votes: list[FieldVote], members: int, arbiter: Judgement | None) -> str:
     by_vote = [f"{v.name} ({len(v.values[0][1])} of {members})" for v in votes if v.settled_by == "vote"]
     other = [f"{v.name} ({SETTLED[v.settled_by]})" for v in votes if v.settled_by != "vote"]
-    text = "Vote by field: " + ("; ".join(by_vote) + " decided by the vote" if by_vote else "no field decided by the vote")
+    text = "Vote by field: " + ("; ".join(by_vote) + " decided by the vote" if by_vote
+                                else "no field decided by the vote")
     if other:
         text += "; " + "; ".join(other)
     return text + (f".\n\n{arbiter.analysis}" if arbiter and arbiter.analysis else ".")

@@ -186,7 +186,7 @@ def audits_section(audits: list) -> Markup | None:
             "div",
             el("p", el("strong", f"{len(audit.shuffles)} orders, {audit.method}, arbiter {audit.arbiter}"),
                f" ({short_time(audit.created)}): {result}",
-               "" if spread is None else f"; confidence {spread[0]:.2f}–{spread[1]:.2f}",
+               f"; {spread}" if spread else "",
                class_="notice" if audit.flip_rate else None),
             el("table", el("thead", head), el("tbody", rows), class_="audit"),
             class_="audit",
