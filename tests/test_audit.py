@@ -222,3 +222,12 @@ def test_eval_reports_the_self_preference_gap(sim, tmp_path):
                                              "fam-big", "--methods", "arbiter"], catch_exceptions=False).stdout
     assert ("arbiter, arbiter fam-big (family of fam-small): on 3 items where its family's answer differed, chose it "
             "on 3 (100 %); it was right on 0 (0 %): gap +100.0 points") in text
+
+
+def test_with_llm_logs_off_the_audit_is_printed_not_recorded(sim):
+    parent = past_run(sim, first_shown)
+    assert invoke("logs", "off").exit_code == 0
+    result = invoke("consortium", "audit", parent, "--shuffles", "1")
+    assert result.exit_code == 0, result.output
+    assert "Judge audit (1 order, arbiter" in result.stdout and "Not recorded: llm logs are off." in result.stderr
+    assert load_run(parent).audits == []

@@ -141,7 +141,10 @@ def test_a_structured_eval_scores_each_field(sim, tmp_path):
     args = [str(structured_dataset(tmp_path)), "--consortium", "people", "--methods", "vote"]
     result = CliRunner().invoke(eval_command, [*args, "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    rows = {row["name"]: row for row in json.loads(result.stdout)["results"]}
+    data = json.loads(result.stdout)
+    rows = {row["name"]: row for row in data["results"]}
+    # 3 members' answers to 2 items, and 2 more samples of the best: the vote's runs reuse the members' answers
+    assert data["new_calls"] == 3 * 2 + 2 * 2
     assert {name: (row["accuracy"], row["field_accuracy"]) for name, row in rows.items()} == {
         "right": (1.0, 1.0), "bad-name": (0.0, 0.5), "bad-age": (0.0, 0.5), "right×3": (1.0, 1.0),
         "oracle": (1.0, None), "vote": (1.0, 1.0)}  # each field has 2 of 3: the vote by field is right

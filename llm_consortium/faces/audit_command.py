@@ -83,7 +83,8 @@ def audit_lines(result) -> list[str]:
 
     spread = confidence_spread(result)
     confidence = f"; {spread}" if spread else ""
-    head = f"Judge audit ({len(result.shuffles)} orders, {result.method}, arbiter {result.arbiter})"
+    count = len(result.shuffles)
+    head = f"Judge audit ({count} order{'s' if count != 1 else ''}, {result.method}, arbiter {result.arbiter})"
     if result.flip_rate is None:
         lines = [f"{head}: the winning answer could not be identified in any order{confidence}"]
     else:

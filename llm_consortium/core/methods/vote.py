@@ -342,6 +342,8 @@ async def judge_fields(panel, groups: list[Group]):
         analysis=whole.analysis if whole else field_analysis(votes, members, arbiter),
         dissent=field_dissent(votes),
         notes=whole.notes if whole else [],
+        # the arbiter could not settle the disputed fields and the members' majority did (``members_verdict``)
+        fallback=arbiter.fallback if arbiter and not whole else None,
     )
     judgement.details = FieldVoteDetails(
         tally=[tally_row(g, answered) for g in groups],

@@ -184,7 +184,8 @@ def audits_section(audits: list) -> Markup | None:
                 for s in audit.shuffles]
         parts.append(el(
             "div",
-            el("p", el("strong", f"{len(audit.shuffles)} orders, {audit.method}, arbiter {audit.arbiter}"),
+            el("p", el("strong", f"{len(audit.shuffles)} order{'s' if len(audit.shuffles) != 1 else ''}, "
+                                 f"{audit.method}, arbiter {audit.arbiter}"),
                f" ({short_time(audit.created)}): {result}",
                f"; {spread}" if spread else "",
                class_="notice" if audit.flip_rate else None),
