@@ -34,7 +34,6 @@ from collections import Counter
 from itertools import permutations
 
 DEFAULT_SHUFFLES = 5
-MAX_SHUFFLES = 100
 # Orders are enumerated (and drawn without repeats) up to this many answers: 6! = 720.
 ENUMERATED = 6
 Z95 = 1.959963984540054

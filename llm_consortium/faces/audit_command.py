@@ -10,6 +10,9 @@ import json
 
 import click
 
+#: The most characters of a winning answer shown on an order's line (an arbiter's answer can be long).
+ANSWER_CHARS = 60
+
 
 @click.command()
 @click.argument("run_id")
@@ -70,7 +73,8 @@ def shuffle_line(number: int, shuffle) -> str:
     if shuffle.error:
         return single_line(f"Order {number} ({order}): failed: {shuffle.error}")
     won = ", ".join(shuffle.winner) if shuffle.winner else "not identified"
-    answer = f" ({shuffle.answer})" if shuffle.answer else ""
+    answer = f" ({shuffle.answer[:ANSWER_CHARS]}{'…' if len(shuffle.answer) > ANSWER_CHARS else ''})" \
+        if shuffle.answer else ""
     confidence = "-" if shuffle.confidence is None else f"{shuffle.confidence:.2f}"
     fallback = " · the members' majority decided" if shuffle.fallback else ""
     return single_line(f"Order {number} ({order}): winner {won}{answer} · confidence {confidence}{fallback}")
