@@ -177,7 +177,8 @@ def test_vote_under_a_schema_counts_only_valid_answers(sim):
     synthesis = json.loads(result.stdout)["synthesis"]
     assert json.loads(synthesis["synthesis"]) == {"age": 30}
     details = synthesis["details"]
-    assert details["fallback_reason"] == "only 1 of 3 answers are valid against the schema"
+    assert details["fallback_reason"] == ("fields the vote did not decide: age: 1 of 3 agree (33 %), below the 60 % "
+                                          "threshold; 2 of 3 answers not valid against the schema")  # voted by field
     assert details["tally"][0]["answer"] == '{"age": -5}' and details["tally"][0]["members"] == ["a#1", "b#1"]
     assert details["tally"][0]["note"] == "not valid against the schema: -5 is less than the minimum of 0 (at age)"
     (request,) = sim.calls("judge")

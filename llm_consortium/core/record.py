@@ -96,6 +96,36 @@ class SettingsRecord(BaseModel):
     system: str | None = None
 
 
+class ShuffleRecord(BaseModel):
+    """One judging of a judge audit: the answers in another order."""
+
+    order: list[str]  # the members as the judge saw them, "model#instance", Response A first
+    winner: list[str] | None = None  # the members whose answer won; None: not identified
+    answer: str | None = None  # the winning answer, short, as the verdict wrote it
+    confidence: float | None = None
+    fallback: str | None = None  # why the members' majority decided instead of the judge
+    error: str | None = None  # the judging failed: no verdict
+
+
+class AuditRecord(BaseModel):
+    """A judge audit of a run (``evaluation.audit``): its answers judged
+    again in several orders, and how often the winner changed."""
+
+    created: str | None = None
+    method: str
+    arbiter: str
+    seed: int
+    original: list[str]  # the members in the order the run's own judge saw them
+    reference: list[str] | None = None  # the winner flips are counted against
+    reference_from: str = "run"  # "run": the run's own verdict; "shuffles": the most common winner
+    shuffles: list[ShuffleRecord] = Field(default_factory=list)
+    flips: int | None = None  # None: no winner could be identified
+    judged: int = 0  # the shuffles whose winner was identified
+    flip_rate: float | None = None
+    interval: tuple[float, float] | None = None  # Wilson 95 % interval of the flip rate
+    usage: Usage = Field(default_factory=Usage)
+
+
 class RunRecord(BaseModel):
     """One run, as it happened or as it was recorded."""
 
@@ -118,11 +148,13 @@ class RunRecord(BaseModel):
     recorded: bool | None = None
     # What only the store knows: every setting as recorded
     # (``ConsortiumConfig.to_dict``), the saved consortium that made the run,
-    # the error it ended with, and the runs that judged its answers again (rejudge).
+    # the error it ended with, the runs that judged its answers again (rejudge)
+    # and its judge audits (audit).
     config: dict[str, Any] = Field(default_factory=dict)
     name: str | None = None
     error: str | None = None
     rejudged_as: list[str] = Field(default_factory=list)
+    audits: list[AuditRecord] = Field(default_factory=list)  # judge audits of the run, oldest first
 
     @property
     def answer_round(self) -> RoundRecord | None:

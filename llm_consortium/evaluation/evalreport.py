@@ -57,6 +57,9 @@ class Row:
     rounds: list[int] = field(default_factory=list)  # methods: rounds per item
     confidence: list[float | None] = field(default_factory=list)  # methods: the final judgement's
     agreement: list[float | None] = field(default_factory=list)  # methods: measured agreement
+    fields: list[float | None] = field(default_factory=list)  # structured items: the share of fields right
+    # methods whose arbiter shares a family with a member: ``evalrun.self_preference``
+    self_preference: dict | None = None
     problems: list[Problem] = field(default_factory=list)
     # filled by ``compare``: the difference from the best member and its 95 % interval
     difference: float | None = None
@@ -106,7 +109,15 @@ class Row:
             "failed": self.failed, "fallback": self.fallback,
             "problems": [vars(p) for p in self.problems],
             "correct_items": [int(c) for c in self.correct],
+            "field_accuracy": None if self.field_accuracy is None else round(self.field_accuracy, 4),
+            "self_preference": self.self_preference,
         }
+
+    @property
+    def field_accuracy(self) -> float | None:
+        """The mean share of fields right over the structured items; None without any."""
+        shares = [share for share in self.fields if share is not None]
+        return sum(shares) / len(shares) if shares else None
 
 
 def best_member(rows: list[Row]) -> Row:
@@ -307,6 +318,38 @@ def diversity_lines(members: list[Row]) -> list[str]:
     return lines
 
 
+def field_lines(rows: list[Row]) -> list[str]:
+    """For structured items: the share of the expected fields each row got right."""
+    scored = [r for r in rows if r.field_accuracy is not None]
+    if not scored:
+        return []
+    width = max(len(r.name) for r in scored)
+    count = sum(share is not None for share in scored[0].fields)
+    lines = [f"Structured items ({count}), scored per field: the share of the expected fields right:"]
+    lines += [f"  {r.name:<{width}}  {r.field_accuracy * 100:.0f} %" for r in scored]
+    return lines
+
+
+def self_preference_lines(rows: list[Row]) -> list[str]:
+    """A line per method whose arbiter shares a family with a member: how
+    often it chose its family's answer, against how often that was right."""
+    lines = []
+    for r in rows:
+        found = r.self_preference
+        if not found:
+            continue
+        who = f"{r.name}, arbiter {found['arbiter']} (family of {', '.join(found['family'])})"
+        if not found["items"]:
+            lines.append(f"  {who}: no item where its family's answer differed from another member's")
+            continue
+        lines.append(f"  {who}: on {found['items']} items where its family's answer differed, chose it on "
+                     f"{found['chose_family']} ({found['choice_rate'] * 100:.0f} %); it was right on "
+                     f"{found['family_right']} ({found['right_rate'] * 100:.0f} %): "
+                     f"gap {signed_points(found['gap'])} points")
+    return ["Self-preference: the arbiter's choice of its own family's answer, against that answer's accuracy "
+            "(a gap above 0 favours the family):"] + lines if lines else []
+
+
 def report(rows: list[Row]) -> tuple[str, Row]:
     """The whole text report, and the best member."""
     best = compare(rows)
@@ -315,6 +358,9 @@ def report(rows: list[Row]) -> tuple[str, Row]:
     diversity = diversity_lines(members)
     if diversity:
         parts.append("\n".join(diversity))
+    for lines in (field_lines(rows), self_preference_lines(rows)):
+        if lines:
+            parts.append("\n".join(lines))
     parts.append("Recommendation: " + recommendation(rows, best))
     return "\n\n".join(parts), best
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -13,14 +14,17 @@ from pathlib import Path
 from ..core.answers import extract_answer, is_correct, tally
 from ..core.config import ConsortiumConfigError, ConsortiumError
 from ..core.engine import ConsortiumOrchestrator, join_system, members_of
+from ..core.families import same_family
 from .evalreport import Problem, Row, best_member
-from .evaluate import Item
+from .evaluate import Item, field_hits, item_right
 from ..core.judging import real_call
 from ..core.calls import CallOutcome
 from ..core.observer import Observer
 from ..core.methods import answer, member_instructions
 from ..core.methods.vote import MEMBER_INSTRUCTIONS
 from ..core.pricing import priced
+from ..core.responses import Ask, fit
+from ..core.schemas import canonical
 from ..core.results import MemberResult, Usage
 
 EVERY_MEMBER_FAILED = "every member failed"
@@ -89,6 +93,8 @@ class CachingCaller:
     async def __call__(self, handle, *, role: str, instance: int, prompt: str, system: str | None = None,
                        **kwargs):
         asked = prompt if system is None else f"{system}\n\n{prompt}"
+        if kwargs.get("schema") is not None:  # a model that enforces the schema itself is asked more than its prompt
+            asked += "\n\nschema: " + json.dumps(kwargs["schema"], sort_keys=True)
         key = (handle.model_id, asked, f"{role}:{instance}")
         if key not in self.replies:
             self.replies[key] = asyncio.ensure_future(
@@ -180,8 +186,16 @@ class Evaluation:
             self.samples = self.samples or len(members)
             rows.append(await self.self_moa(items, best))
             rows.append(self.oracle(items, answers))
+            arbiter = self.config.arbiter
+            models = [model for model, _ in members]
+            family = same_family(arbiter, models, self.handles) if methods and arbiter in self.handles else []
+            if set(family) >= set(models):
+                family = []  # the whole panel is the arbiter's family: there is no other family's answer to choose
             for method in methods:
-                rows.append(await self.method_row(method, items))
+                row, chosen = await self.method_row(method, items)
+                if family:
+                    row.self_preference = self_preference(items, answers, chosen, arbiter, family)
+                rows.append(row)
         finally:
             cache.close()
         return rows
@@ -205,8 +219,13 @@ class Evaluation:
         call a run's first round makes, so the runs replay it."""
 
         config = self.config
+        handle = self.handles[model]
+        # A structured item is asked as a run asks it: in its schema, with no <answer> block.
+        ask = fit(handle, Ask(item.prompt, config.system_prompt, schema=item.schema)) if item.schema is not None \
+            else Ask(item.prompt, self.system)
         outcome = await self.caller(
-            self.handles[model], role="member", instance=instance, prompt=item.prompt, system=self.system,
+            handle, role="member", instance=instance, prompt=ask.prompt, system=ask.system,
+            **({"schema": ask.schema} if ask.schema is not None else {}),
             timeout=config.timeout, attempts=config.attempts, backoff=config.retry_backoff,
             limiter=self.caller.limiter, outcome=CallOutcome(),
         )
@@ -218,6 +237,7 @@ class Evaluation:
         for number, (item, item_answers) in enumerate(zip(items, answers), 1):
             for row, member in zip(rows, item_answers):
                 row.correct.append(right(member, item))
+                row.fields.append(fields_share(item, member.text if member.ok else None))
                 spend(row, [member])
                 if not member.ok:
                     note(row, number, item, "failed", member.error)
@@ -240,18 +260,30 @@ class Evaluation:
             asyncio.gather(*(self.answer(item, model, k) for k in range(1, self.samples + 1))) for item in items
         ])
         for number, (item, answers) in enumerate(zip(items, sampled), 1):
-            winner = tally([extract_answer(m.text) if m.ok else None for m in answers]).winner
-            row.correct.append(is_correct(winner, item.answer))
+            if item.structured:  # the plurality of the samples' objects, compared as JSON values
+                texts = {canonical(m.text): m.text for m in answers if m.ok}
+                winner = tally([canonical(m.text) if m.ok else None for m in answers]).winner
+                row.correct.append(item_right(item, texts.get(winner), None))
+                row.fields.append(fields_share(item, texts.get(winner)))
+            else:
+                winner = tally([extract_answer(m.text) if m.ok else None for m in answers]).winner
+                row.correct.append(is_correct(winner, item.answer))
+                row.fields.append(None)
             spend(row, answers)
             if not any(m.ok for m in answers):
                 note(row, number, item, "failed", "every sample failed")
         return row
 
     async def method_row(self, method: str, items: list[Item]):
+        """The method's row, and its answer to each item (``chosen``: (text, short), None with no answer)."""
         row = Row(method, "method")
+        chosen = []
         runs = await self.each(f"{method}: ran", [self.whole_run(method, item) for item in items])
         for number, (item, (judgement, problem, run, times)) in enumerate(zip(items, runs), 1):
-            row.correct.append(judgement is not None and is_correct(answer(method, judgement), item.answer))
+            text = judgement.synthesis if judgement is not None else None
+            chosen.append(None if judgement is None else (text, answer(method, judgement)))
+            row.correct.append(judgement is not None and item_right(item, text, answer(method, judgement)))
+            row.fields.append(fields_share(item, text))
             row.confidence.append(judgement.confidence if judgement else None)
             row.agreement.append(judgement.agreement if judgement else None)
             usage = run.usage if run else Usage()  # no run: refused before any call
@@ -263,7 +295,7 @@ class Evaluation:
             row.output_tokens += usage.output
             if problem:
                 note(row, number, item, *problem)
-        return row
+        return row, chosen
 
     async def whole_run(self, method: str, item: Item):
         """One consortium run of ``method`` on ``item``, every round, through
@@ -275,9 +307,9 @@ class Evaluation:
                                               call=self.caller)
         # A method that gives the members instructions of its own (the vote: the <answer>
         # block) adds them itself; the others get the eval's in the system prompt.
-        system = self.config.system_prompt if member_instructions(method) else self.system
+        system = self.config.system_prompt if member_instructions(method) or item.schema is not None else self.system
         try:
-            run = orchestrator.prepare(item.prompt, system=system)
+            run = orchestrator.prepare(item.prompt, system=system, schema=item.schema)
         except ConsortiumConfigError as exc:  # --max-cost below the first round's estimate
             return None, ("failed", str(exc)), None, times
         # Derived from the item, so that every prompt of a replay is the same.
@@ -298,7 +330,15 @@ def digest(text: str) -> str:
 
 
 def right(member, item: Item) -> bool:
-    return member.ok and is_correct(extract_answer(member.text), item.answer)
+    return member.ok and item_right(item, member.text, extract_answer(member.text))
+
+
+def fields_share(item: Item, text: str | None) -> float | None:
+    """The share of a structured item's fields ``text`` gives right; None for another item."""
+    if not item.structured:
+        return None
+    hits = field_hits(item, text)
+    return sum(hits) / len(hits)
 
 
 def spend(row, answers) -> None:
@@ -320,3 +360,41 @@ def note(row, number: int, item: Item, kind: str, reason: str) -> None:
         excerpt = excerpt[:PROMPT_EXCERPT_CHARS].rstrip() + "…"
     row.problems.append(Problem(number, excerpt, kind, reason))
 
+
+
+def self_preference(items: list[Item], answers, chosen: list, arbiter: str, family: list[str]) -> dict:
+    """How often a method chose the answer of the arbiter's own family,
+    against how often that answer was right (self-preference, arXiv
+    2404.13076), on the items where there was a choice: a member of the
+    arbiter's family gave an answer that another member did not.
+
+    ``answers``: each item's member answers; ``chosen``: each item's
+    (text, short answer) from the method, None when it had none. The gap is
+    the choice rate less the right rate: above 0, the family is chosen more
+    often than it is right."""
+    picked = right_ = considered = 0
+    for item, item_answers, choice in zip(items, answers, chosen):
+        own = next((m for m in item_answers if m.model in family and m.ok), None)
+        if own is None or choice is None:
+            continue
+        others = [m for m in item_answers if m.model not in family and m.ok]
+        if not others or all(same_answer(item, own.text, m.text) for m in others):
+            continue  # no choice to make
+        considered += 1
+        right_ += right(own, item)
+        picked += same_answer(item, own.text, choice[0], choice[1])
+    pick_rate = picked / considered if considered else None
+    right_rate = right_ / considered if considered else None
+    return {"arbiter": arbiter, "family": family, "items": considered, "chose_family": picked,
+            "family_right": right_, "choice_rate": pick_rate, "right_rate": right_rate,
+            "gap": None if not considered else pick_rate - right_rate}
+
+
+def same_answer(item: Item, text: str, other: str | None, other_short: str | None = None) -> bool:
+    """Whether two answers to ``item`` are one: the same JSON value for a
+    structured item, else the same short answer (``other_short``, when the
+    method gave one, for ``other``)."""
+    if item.structured:
+        return canonical(text) is not None and canonical(text) == canonical(other or "")
+    short = other_short if other_short is not None else extract_answer(other or "")
+    return is_correct(short, extract_answer(text) or "")

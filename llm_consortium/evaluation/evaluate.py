@@ -60,7 +60,66 @@ class DatasetError(ValueError):
 @dataclass
 class Item:
     prompt: str
-    answer: str
+    answer: str | dict  # a dict: a structured item, scored field by field
+    schema: dict | None = None  # members answer in it (--schema)
+
+    @property
+    def structured(self) -> bool:
+        return isinstance(self.answer, dict)
+
+
+def field_hits(item: Item, text: str | None) -> list[bool]:
+    """For a structured item: whether ``text`` (JSON) gives each of the
+    expected object's top-level fields right, in its order. A value is right
+    when it is the same JSON value, or, for a string or a number, the same
+    short answer (``answers.is_correct``: "Paris" is "paris", 30 is 30.0)."""
+    from ..core import schemas
+
+    try:
+        value = schemas.read_json(text or "")
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        return [False] * len(item.answer)
+    return [key in value and same_value(value[key], expected) for key, expected in item.answer.items()]
+
+
+def same_value(got, expected) -> bool:
+    from ..core.answers import is_correct
+
+    if got == expected and type(got) is type(expected):
+        return True
+    scalar = (str, int, float)
+    if isinstance(got, scalar) and isinstance(expected, scalar) and not isinstance(got, bool) \
+            and not isinstance(expected, bool):
+        return is_correct(str(got), str(expected))
+    return False
+
+
+def item_right(item: Item, text: str | None, short: str | None) -> bool:
+    """Whether an answer is right: a structured item's ``text`` every field
+    right (``field_hits``), another item's ``short`` answer by exact match."""
+    from ..core.answers import is_correct
+
+    if item.structured:
+        return all(field_hits(item, text))
+    return is_correct(short, item.answer)
+
+
+def structured_item(data: dict, where: str) -> Item:
+    """A line with a ``schema``: an object schema, checked as --schema is,
+    and an object ``answer`` to score its fields against."""
+    from ..core import schemas
+    from ..core.config import ConsortiumConfigError
+
+    schema, answer = data["schema"], data["answer"]
+    try:
+        schemas.check(schema)
+    except ConsortiumConfigError as exc:
+        raise DatasetError(f"{where}: {str(exc).replace('--schema', 'its schema', 1)}") from None
+    if not isinstance(answer, dict) or not answer:
+        raise DatasetError(f'{where}: with a schema, the answer must be a JSON object of the fields expected')
+    return Item(data["prompt"], answer, schema)
 
 
 def needs_arbiter(methods: list[str]) -> bool:
@@ -89,7 +148,8 @@ def read_dataset(path: Path) -> list[Item]:
                 raise DatasetError(f"{path}, line {number}: not JSON ({exc})") from None
             if not isinstance(data, dict) or not isinstance(data.get("prompt"), str) or data.get("answer") is None:
                 raise DatasetError(f'{path}, line {number}: expected {{"prompt": "...", "answer": "..."}}')
-            items.append(Item(data["prompt"], str(data["answer"])))
+            items.append(structured_item(data, f"{path}, line {number}") if "schema" in data
+                         else Item(data["prompt"], str(data["answer"])))
     if not items:
         raise DatasetError(f"{path} has no items")
     return items

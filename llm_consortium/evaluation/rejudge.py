@@ -13,12 +13,14 @@ The command itself is ``faces.rejudge_command``.
 from __future__ import annotations
 
 
-def prepared(config, record):
-    """The orchestrator, recording, and the run, validated and with its models resolved, before any call."""
+def prepared(config, record, *, recorded: bool = True):
+    """The orchestrator, recording unless ``recorded`` is False (an audit's
+    judgings), and the run, validated and with its models resolved, before any call."""
     from ..core.engine import ConsortiumOrchestrator
     from ..storage.recorder import RunRecorder
 
-    orchestrator = ConsortiumOrchestrator(config=config, observers=[RunRecorder(record.name)])
+    observers = [RunRecorder(record.name)] if recorded else []
+    orchestrator = ConsortiumOrchestrator(config=config, observers=observers)
     run = orchestrator.prepare(record.prompt, system=record.settings.system)
     run.parent_run_id = record.run_id
     return orchestrator, run

@@ -18,6 +18,7 @@ from .choices import MethodOption
 from ..core.safetext import printable, single_line
 from .eval_command import eval_command
 from .rejudge_command import rejudge
+from .audit_command import audit, audit_lines
 
 DEFAULT_FILE = "consortium-default.txt"
 # The model id every unsaved run is logged under, saved with the latest
@@ -524,6 +525,11 @@ def save(name, models, **settings):
     verb = "Updated" if existing is not None else "Saved"
     save_config(name, config.to_dict())
     click.echo(f"{verb} consortium {name}: llm -m {name} \"your prompt\"")
+    from ..core.families import family_warning
+
+    warning = family_warning(config.models, config.arbiter)
+    if warning:
+        click.echo(click.style(single_line(warning), fg="yellow"), err=True)
 
 
 def includes(config: ConsortiumConfig, target: str, seen: tuple = ()) -> bool:
@@ -637,6 +643,7 @@ def default(name, clear):
 
 consortium.add_command(eval_command)
 consortium.add_command(rejudge)
+consortium.add_command(audit)
 
 
 @consortium.command()
@@ -807,11 +814,19 @@ def inspect(run_id, json_, markdown):
         click.echo("Panel: " + counts_text(outcome.agreeing, outcome.answered, outcome.members))
     click.echo(f"Prompt: {printable(record.prompt)}")
     click.echo(f"Cost: {usage_cost(record.usage)}")
+    from ..core.families import family_warning
+
+    warning = family_warning(record.settings.models, record.settings.arbiter) if record.settings.arbiter else None
+    if warning:
+        click.echo(click.style(single_line(warning), fg="yellow"))
     if record.parent_run_id:
         click.echo(f"Rejudged from run {record.parent_run_id}: its member answers judged again, "
                    f"not asked again ({record.settings.method})")
     for child in record.rejudged_as:
         click.echo(f"Rejudged as run {child}")
+    for audited in record.audits:
+        for line in audit_lines(audited):
+            click.echo(click.style(line, fg="yellow" if (audited.flip_rate or 0) > 0 else None))
     for round_ in record.rounds:
         costs = [call.cost_usd for call in round_.calls]
         priced = sum(c for c in costs if c is not None)

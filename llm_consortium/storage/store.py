@@ -145,6 +145,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "011_runs_by_start",
         ["CREATE INDEX IF NOT EXISTS consortium_runs_started ON consortium_runs (started)"],
     ),
+    (
+        # Judge audits (``evaluation.audit``): a run's answers judged again in
+        # other orders, one row an audit, its shuffles in ``audit`` (JSON).
+        "012_audits",
+        [
+            """CREATE TABLE IF NOT EXISTS consortium_audits (
+                id INTEGER PRIMARY KEY, run_id TEXT, created TEXT, method TEXT, arbiter TEXT,
+                shuffles INTEGER, flip_rate REAL, audit TEXT)""",
+            "CREATE INDEX IF NOT EXISTS consortium_audits_run_id ON consortium_audits (run_id)",
+        ],
+    ),
 ]
 
 
@@ -496,7 +507,8 @@ def get_run(run_id_or_prefix: str) -> dict | None:
     Returns None when nothing matches; raises ``AmbiguousRunId`` when the
     prefix matches several runs. ``config`` and ``result`` come back parsed;
     ``parent_run_id`` is the run a ``rejudge`` judged again, and
-    ``rejudged_as`` the runs that judged this one's answers again.
+    ``rejudged_as`` the runs that judged this one's answers again, and
+    ``audits`` its judge audits (``save_audit``), oldest first.
     ``threshold_note`` says when the stop rule's threshold was not reached
     (``stopping.record_note``). Each round is {round, synthesis, confidence,
     analysis, dissent, refinement_areas, parse_ok,
@@ -533,6 +545,9 @@ def get_run(run_id_or_prefix: str) -> dict | None:
         ).fetchall()
         run["rejudged_as"] = [row[0] for row in conn.execute(
             "SELECT id FROM consortium_runs WHERE parent_run_id = ? ORDER BY started, rowid", (run["id"],)
+        )]
+        run["audits"] = [_json(row[0], None) for row in conn.execute(
+            "SELECT audit FROM consortium_audits WHERE run_id = ? ORDER BY id", (run["id"],)
         )]
     run["config"] = _json(run["config"], {})
     run["threshold_note"] = record_note(run["config"], run["confidence"], run["agreement"], run["iterations"],
@@ -591,7 +606,7 @@ def record_of_row(row: dict):
     outcome vocabulary has no counts (None), and one recorded before costs
     were has no prices (``unpriced`` None).
     """
-    from ..core.record import CallRecord, OutcomeRecord, RoundRecord, RunRecord, SettingsRecord
+    from ..core.record import AuditRecord, CallRecord, OutcomeRecord, RoundRecord, RunRecord, SettingsRecord
     from ..core.results import Usage, Verdict
     from ..core.record import member_of, record_from_result, verdict_of
 
@@ -642,7 +657,19 @@ def record_of_row(row: dict):
                          unpriced=row["unpriced_calls"])
     record.config, record.name, record.error, record.rejudged_as = config, row["name"], row["error"], row["rejudged_as"]
     record.iterations = row["iterations"] or 0
+    record.audits = [AuditRecord.model_validate(audit) for audit in row["audits"] if isinstance(audit, dict)]
     return record
+
+
+def save_audit(run_id: str, audit) -> None:
+    """Record a judge audit (``record.AuditRecord``) of run ``run_id``."""
+    with connection() as conn, conn:
+        conn.execute(
+            "INSERT INTO consortium_audits (run_id, created, method, arbiter, shuffles, flip_rate, audit) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (run_id, audit.created, audit.method, audit.arbiter, len(audit.shuffles), audit.flip_rate,
+             audit.model_dump_json()),
+        )
 
 
 def _empty_round(number: int) -> dict:

@@ -177,6 +177,7 @@ def run_body(record: RunRecord, conversation: dict | None, configs: list[str], c
         el("section", el("h2", "Answer"), el("div", markdown(answer), class_="markdown"),
            class_="answer") if answer else None,
         [round_section(record, r, running and r is rounds[-1]) for r in rounds],
+        audits_section(record.audits),
         el("p", "Waiting for the members' first answers: ", ", ".join(expected_members(record, 1)), class_="waiting")
         if running and not rounds else None,
         timeline(record),
@@ -345,6 +346,41 @@ def pending(record: RunRecord, round_: RoundRecord) -> list[str]:
         return []
     arrived = {member_name(c) for c in member_calls(record, round_)}
     return [name for name in expected_members(record, round_.number) if name not in arrived]
+
+
+def audits_section(audits: list) -> Markup | None:
+    """The run's judge audits (``llm consortium audit``): each one's flip
+    rate, and the winner of each order the answers were judged in."""
+    if not audits:
+        return None
+    from ...evaluation.audit import confidence_spread
+
+    parts = [el("h2", "Judge audits")]
+    head = el("tr", [el("th", h) for h in ("Order shown (Response A first)", "Winner", "Confidence")])
+    for audit in audits:
+        spread = confidence_spread(audit)
+        if audit.flip_rate is None:
+            result = "the winning answer could not be identified in any order"
+        else:
+            against = "the run's own" if audit.reference_from == "run" else "the most common"
+            result = (f"the winner differed from {against} in {audit.flips} of {audit.judged} orders: flip rate "
+                      f"{audit.flip_rate:.2f}, 95 % interval {interval(audit.interval)}")
+        rows = [el("tr", el("td", ", ".join(s.order)),
+                   el("td", f"failed: {s.error}" if s.error else ", ".join(s.winner or []) or "not identified"),
+                   el("td", number(s.confidence), class_="num"),
+                   class_="flipped" if s.winner and audit.reference and s.winner != audit.reference else None)
+                for s in audit.shuffles]
+        parts.append(el(
+            "div",
+            el("p", el("strong", f"{len(audit.shuffles)} order{'s' if len(audit.shuffles) != 1 else ''}, "
+                                 f"{audit.method}, arbiter {audit.arbiter}"),
+               f" ({short_time(audit.created)}): {result}",
+               f"; {spread}" if spread else "",
+               class_="notice" if audit.flip_rate else None),
+            el("table", el("thead", head), el("tbody", rows), class_="audit"),
+            class_="audit",
+        ))
+    return el("section", parts, class_="audits")
 
 
 def round_section(record: RunRecord, round_: RoundRecord, current: bool) -> Markup:
