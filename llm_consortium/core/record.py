@@ -71,6 +71,8 @@ class OutcomeRecord(BaseModel):
     threshold_note: str | None = None
     stopped_because: str | None = None
     budget_note: str | None = None
+    not_asked: int | None = None  # --adaptive: members never asked (``outcome``)
+    decisive: bool = False
 
 
 class SettingsRecord(BaseModel):
@@ -167,8 +169,8 @@ def record_of(run) -> RunRecord:
         ],
         outcome=OutcomeRecord(
             status=outcome.status, notes=outcome.notes, members=outcome.members, answered=outcome.answered,
-            agreeing=outcome.agreeing, has_answer=outcome.has_answer,
-            threshold_note=run.threshold_note(judgement) if judgement else None,
+            agreeing=outcome.agreeing, has_answer=outcome.has_answer, not_asked=outcome.not_asked,
+            decisive=outcome.decisive, threshold_note=run.threshold_note(judgement) if judgement else None,
             stopped_because=run.stopped_because, budget_note=run.budget_note,
         ),
         usage=run.usage.model_copy(),
@@ -215,6 +217,8 @@ def result_dict(record: RunRecord) -> dict:
             "members": outcome.members,
             "answered": outcome.answered,
             "agreeing": outcome.agreeing,
+            "not_asked": outcome.not_asked,
+            "decisive": outcome.decisive,
             "has_answer": outcome.has_answer,
             "models": settings.models,
             "arbiter": settings.arbiter,
@@ -285,6 +289,7 @@ def record_from_result(result: dict) -> RunRecord:
         outcome=OutcomeRecord(
             status=meta.get("status") or "success", notes=meta.get("notes") or [], members=meta.get("members"),
             answered=meta.get("answered"), agreeing=meta.get("agreeing"), has_answer=meta.get("has_answer", True),
+            not_asked=meta.get("not_asked"), decisive=meta.get("decisive", False),
             threshold_note=meta.get("threshold_note"), stopped_because=meta.get("stopped_because"),
             budget_note=meta.get("budget_note"),
         ),

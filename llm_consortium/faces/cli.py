@@ -757,7 +757,8 @@ def inspect(run_id, json_):
     # Recorded text is shown as it was received, less what a terminal would act on.
     click.echo(printable(f"Run {record.run_id}  {outcome.status}  {record.started}"))
     if outcome.members:
-        click.echo("Panel: " + counts_text(outcome.agreeing, outcome.answered, outcome.members))
+        click.echo("Panel: " + counts_text(outcome.agreeing, outcome.answered, outcome.members, outcome.not_asked,
+                                           outcome.decisive))
     click.echo(f"Prompt: {printable(record.prompt)}")
     click.echo(f"Cost: {usage_cost(record.usage)}")
     if record.parent_run_id:

@@ -124,7 +124,8 @@ def run_header(record: RunRecord, conversation: dict | None) -> Markup:
         ("Members", ", ".join(settings.models)),
         ("Arbiter", settings.arbiter or "-"),
         ("Confidence", number(verdict.confidence if verdict else None)),
-        ("Agreement", counts_text(outcome.agreeing, outcome.answered, outcome.members) if outcome.members
+        ("Agreement", counts_text(outcome.agreeing, outcome.answered, outcome.members, outcome.not_asked,
+                                  outcome.decisive) if outcome.members
          else number(verdict.agreement if verdict else None)),
         ("Rounds", record.iterations),
         ("Tokens", f"{record.usage.total:,}"),
@@ -398,7 +399,7 @@ def agreement(run) -> str:
     the measured agreement of a run recorded before the counts existed."""
     if not run.members:
         return number(run.agreement)
-    return counts_text(run.agreeing, run.answered, run.members)
+    return counts_text(run.agreeing, run.answered, run.members, run.not_asked, run.decisive)
 
 
 def notes(outcome: OutcomeRecord) -> list[str]:
