@@ -80,7 +80,8 @@ def majority_probability(leading: int, asked: int, panel: int, prior: tuple[floa
     if need > left:
         return 0.0
     alpha, beta = prior[0] + leading, prior[1] + asked - leading
-    return min(1.0, sum(_beta_binomial(x, left, alpha, beta) for x in range(need, left + 1)))
+    total = sum(_beta_binomial(x, left, alpha, beta) for x in range(need, left + 1))
+    return min(1.0, round(total, 12))  # rounded: an exact 0.8 must not read 0.7999999999999985
 
 
 def _beta_binomial(x: int, n: int, alpha: float, beta: float) -> float:
@@ -189,7 +190,8 @@ async def ask_in_stages(run, number: int, asked_text: str, results: dict, ask_so
         if leading and probability >= config.confidence_threshold:
             staging.decisive = bool(waiting)
             break
-        size = next_stage_size(leading, asked, staging.panel, config.confidence_threshold)
+        # Sized for the largest group (one of those tied, on a tie): the fewest that could make it lead.
+        size = next_stage_size(sizes[0], asked, staging.panel, config.confidence_threshold)
     for key in waiting:
         results[key] = MemberResult(model=key[0], instance=key[1], attempts=0, not_asked=True)
     return staging
