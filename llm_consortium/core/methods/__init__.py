@@ -41,10 +41,7 @@ def method(name: str):
 
 
 async def judge(name: str, panel):
-    """Judge with method ``name``; a decisive adaptive panel with a short answer needs no judge (``adaptive``)."""
-    from ..adaptive import decided
-
-    return decided(name, panel) or await method(name).judge(panel)
+    return await method(name).judge(panel)
 
 
 def member_instructions(name: str) -> str | None:
