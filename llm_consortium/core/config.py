@@ -236,8 +236,6 @@ class ConsortiumConfig:
         self.adaptive = _flag("adaptive", self.adaptive)
         if self.adaptive and self.method == "council":
             raise ConsortiumConfigError("--adaptive works with the vote and arbiter methods, not council")
-        if self.adaptive and self.quorum is not None:
-            raise ConsortiumConfigError("--adaptive and --quorum cannot be combined: each decides when to stop asking")
         self.embed = str(self.embed or "").strip() or None
         self.embed_threshold = _finite("embed threshold", self.embed_threshold)
         if not -1 <= self.embed_threshold <= 1:

@@ -192,6 +192,8 @@ class ConsortiumOrchestrator:
         if self.config.arbiter not in handles:
             raise ConsortiumConfigError(f"The arbiter is a single model: {self.config.arbiter!r} is not one")
         check_keys(handles)
+        if self.config.adaptive and self.config.quorum:
+            raise ConsortiumConfigError("--adaptive and --quorum cannot be combined: each decides when to stop asking")
         if self.config.adaptive and self.config.embed:
             adaptive.check_embedding_model(self.config.embed)
         pricing.warm()
