@@ -118,6 +118,18 @@ def test_stages_go_on_until_decisive_priced_cheapest_first_then_unpriced_in_list
     assert [m["model"] for m in data["model_responses"] if m["not_asked"]] == ["u2"]
 
 
+def test_a_member_that_fails_counts_against_the_lead_and_makes_the_run_partial(sim):
+    args = five_priced(sim)
+    sim.add("m5", model_name="gpt-4.1-nano", status=400, error_message="bad request")  # the cheapest fails
+    data, result = run_json(*args, "--method", "vote", "--adaptive")
+    # 1 of 2 asked gave 42 (0.5), then one more: 2 of 3 (0.80), decisive with two never asked.
+    assert sorted(asked(sim)) == ["gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o-mini"]
+    meta = data["metadata"]
+    assert meta["status"] == "partial" and meta["decisive"] and (meta["answered"], meta["not_asked"]) == (2, 2)
+    assert "2 of 5 agree, 2 of 3 asked answered, 2 not asked: decisive" in result.stderr
+    assert "1 of 5 members failed (m5#1)" in " ".join(meta["notes"])
+
+
 def test_a_panel_that_never_decides_asks_everyone_and_judges_as_usual(sim):
     args = five_priced(sim, reply=lambda name: f"<answer>{ord(name[-1])}</answer>")  # five different answers
     data, _ = run_json(*args, "--method", "vote", "--adaptive", "--max-iterations", "1")
@@ -131,6 +143,16 @@ def test_the_arbiter_method_skips_the_arbiter_only_for_a_decisive_short_answer(s
     data, _ = run_json(*five_priced(sim), "--adaptive")
     assert sim.calls(JUDGE) == [] and data["synthesis"]["synthesis"] == "42"
     assert data["metadata"]["method"] == "arbiter" and data["metadata"]["status"] == "success"
+
+
+def test_rejudging_an_adaptive_run_asks_no_member_and_keeps_the_not_asked(sim):
+    data, _ = run_json(*five_priced(sim), "--method", "vote", "--adaptive")
+    before = len(sim.requests)
+    again = invoke("consortium", "rejudge", data["metadata"]["run_id"], "--method", "arbiter", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert asked(sim)[before:] == [JUDGE]  # the arbiter alone: no member asked again
+    meta = json.loads(again.stdout)["metadata"]
+    assert (meta["members"], meta["answered"], meta["not_asked"], meta["decisive"]) == (5, 2, 3, False)
 
 
 # Free text: embeddings, else one grouping call
