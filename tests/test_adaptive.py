@@ -171,12 +171,20 @@ class WordsEmbedding(llm.EmbeddingModel):
             yield vector
 
 
+class BrokenEmbedding(llm.EmbeddingModel):
+    model_id = "test-broken"
+
+    def embed_batch(self, texts):
+        raise RuntimeError("embedding server down")
+
+
 class EmbeddingPlugin:
     __name__ = "test-embedding-plugin"
 
     @llm.hookimpl
     def register_embedding_models(self, register):
         register(WordsEmbedding())
+        register(BrokenEmbedding())
 
 
 @pytest.fixture
@@ -237,6 +245,19 @@ def test_without_an_embedding_model_one_grouping_call_measures_free_text(sim):
     assert "measured by a grouping call to the arbiter" in " ".join(meta["notes"])
     # The grouping call is paid for and recorded like any other call of the round.
     assert data["iterations"][0]["usage"]["total"] > sum(m["tokens"]["total"] for m in data["model_responses"])
+
+
+def test_an_embedding_model_that_fails_is_a_note_and_the_grouping_call_measures_instead(sim, embedding_model):
+    def judge(request):
+        if GROUPING_MARK in request.text:
+            return "<groups>\nResponse A, Response B\n</groups>"
+        return arbiter_xml("Paris.", 0.9)
+
+    data, _ = run_json(*free_text_panel(sim, judge), "--adaptive", "--embed", "test-broken")
+    (note,) = [n for n in data["metadata"]["notes"] if n.startswith("adaptive:")]
+    assert "measured by a grouping call to the arbiter" in note
+    assert "the embedding model test-broken failed: RuntimeError: embedding server down" in note
+    assert data["metadata"]["decisive"] and len(sim.calls(JUDGE)) == 2
 
 
 # Mistakes refused before any call
