@@ -60,6 +60,7 @@ from .ballots import label
 from .budget import JUDGE_MIN_TOKENS, BudgetStop, reserve
 from .calls import CallOutcome
 from .config import ConsortiumConfigError
+from .errors import describe
 from .results import Details, Judgement, MemberResult, Usage, VoteDetails
 
 #: Members asked in the first stage.
@@ -182,7 +183,7 @@ async def ask_in_stages(run, number: int, asked_text: str, results: dict, ask_so
         answered = [key for key in run.members if key in results and results[key].ok]
         staging.groups = await group(run, number, [results[k] for k in answered], answered, staging, embeddings,
                                      call=call, limiter=limiter, emit=emit)
-        asked = sum(1 for key in results if not results[key].not_asked)
+        asked = len(results)  # every member asked so far, and those dropped in earlier rounds (they failed)
         sizes = sorted(map(len, staging.groups), reverse=True) or [0]
         leading = sizes[0] if len(sizes) == 1 or sizes[0] > sizes[1] else 0  # a tie leads nothing
         probability = majority_probability(leading, asked, staging.panel) if leading else 0.0
@@ -212,8 +213,6 @@ async def group(run, number, answered: list[MemberResult], keys: list[Key], stag
             staging.measured_by, staging.source = f"embeddings ({run.config.embed})", "embedding"
             return groups
         except Exception as exc:  # the embedding model's plugin failed: a model error is data
-            from .errors import describe
-
             staging.note = f"the embedding model {run.config.embed} failed: {describe(exc)}"
     groups, why = await grouping_call(run, number, answered, staging, call=call, limiter=limiter, emit=emit)
     if groups is None:
