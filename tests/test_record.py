@@ -17,7 +17,7 @@ from llm_consortium.storage.recorder import RunRecorder
 USAGE = {"input": None, "output": None, "total": None, "unreported": None, "cost_usd": None, "priced_usd": None,
          "unpriced": None}
 MEMBER = {"model": None, "instance": None, "text": None, "error": None, "seconds": None, "attempts": None,
-          "cancelled": None, "queued": None, "quorum_cancelled": None, "tokens": USAGE}
+          "cancelled": None, "queued": None, "quorum_cancelled": None, "not_asked": None, "tokens": USAGE}
 DETAILS = {"agreement": {"share": None, "source": None, "groups": [[{"label": None, "model": None, "instance": None}]],
                          "note": None}}
 VERDICT = {"synthesis": None, "confidence": None, "analysis": None, "dissent": None, "refinement_areas": [],
@@ -32,6 +32,7 @@ RESULT = {
     "iterations": [{"round": None, "usage": USAGE, "model_responses": [MEMBER], "arbiter": {"raw": None, **VERDICT}}],
     "metadata": {
         "run_id": None, "status": None, "notes": [], "members": None, "answered": None, "agreeing": None,
+        "not_asked": None, "decisive": None,
         "has_answer": None, "models": [None], "arbiter": None, "method": None, "confidence_threshold": None,
         "stop_on": None, "threshold_note": None, "max_iterations": None, "iteration_count": None,
         "system_prompt": None, "start_time": None, "end_time": None, "seconds": None, "usage": USAGE,

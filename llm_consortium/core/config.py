@@ -179,6 +179,17 @@ class ConsortiumConfig:
         False, "Exit with status 3 when the answer comes with any status but success (partial, "
         "below_threshold, degraded, budget): for scripts that must not take a doubtful answer", bool,
     )
+    adaptive: bool = setting(
+        False, "Ask the members in stages, the cheapest first, and stop once the answer the panel leads with is "
+        "probably the whole panel's majority (at the confidence threshold); vote and arbiter methods only", bool,
+    )
+    embed: str | None = setting(
+        None, "With --adaptive: the llm embedding model that groups free-text answers between stages (else one "
+        "grouping call to the arbiter)", metavar="MODEL",
+    )
+    embed_threshold: float = setting(
+        0.9, "With --embed: the cosine similarity at which two answers count as the same", float,
+    )
 
     def __post_init__(self):
         if isinstance(self.models, str):
@@ -222,6 +233,13 @@ class ConsortiumConfig:
         self.allow_unpriced = _flag("allow unpriced", self.allow_unpriced)
         self.system_prompt = self.system_prompt or None
         self.strict = _flag("strict", self.strict)
+        self.adaptive = _flag("adaptive", self.adaptive)
+        if self.adaptive and self.method == "council":
+            raise ConsortiumConfigError("--adaptive works with the vote and arbiter methods, not council")
+        self.embed = str(self.embed or "").strip() or None
+        self.embed_threshold = _finite("embed threshold", self.embed_threshold)
+        if not -1 <= self.embed_threshold <= 1:
+            raise ConsortiumConfigError(f"embed threshold must be a cosine similarity, -1 to 1, got {self.embed_threshold}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-from . import pricing, prompts, schemas
+from . import adaptive, pricing, prompts, schemas
 from .budget import BudgetStop, over_budget, with_max_tokens
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
 from .errors import PluginInterrupted, describe
@@ -89,6 +89,8 @@ class Run:
     failure: tuple[str, str] | None = None
     # What the person asking must be told that no status says (a hint about a server).
     notes: list[str] = field(default_factory=list)
+    # Each round's stages under --adaptive, by round number (``adaptive.Staging``).
+    stages: dict[int, "adaptive.Staging"] = field(default_factory=dict)
 
     @property
     def members(self) -> list[tuple[str, int]]:
@@ -112,8 +114,8 @@ class Run:
 
     def threshold_note(self, judgement: Judgement) -> str | None:
         """Why the stop rule's threshold was not reached, or None (see ``stopping``)."""
-        if self.last_judgement is None:
-            return None
+        if self.last_judgement is None or adaptive.decisive(self, self.answer_round.number):
+            return None  # a decisive adaptive panel is its own stop rule
         ended = ended_by(len(self.rounds), self.config.max_iterations, self.stopped_because,
                          judgement.fallback is not None)
         return threshold_note(self.config.stop_on, self.config.confidence_threshold, judgement.confidence,
@@ -193,6 +195,10 @@ class ConsortiumOrchestrator:
         if self.config.arbiter not in handles:
             raise ConsortiumConfigError(f"The arbiter is a single model: {self.config.arbiter!r} is not one")
         check_keys(handles)
+        if self.config.adaptive and self.config.quorum:
+            raise ConsortiumConfigError("--adaptive and --quorum cannot be combined: each decides when to stop asking")
+        if self.config.adaptive and self.config.embed:
+            adaptive.check_embedding_model(self.config.embed)
         pricing.warm()
         member_ids = dict.fromkeys(split_count(spec, set(handles))[0] for spec in self.config.models)
         run = Run(
@@ -255,12 +261,15 @@ class ConsortiumOrchestrator:
                 return  # with the last round's answer, the best so far
             self._emit("round_started", run, number)
             current = Round(number, await self._ask_members(run, number, member_prompt, limiter))
+            if number in run.stages:  # --adaptive: its grouping calls between stages
+                current.judging_usage.add(run.stages[number].usage)
             await self._judge(run, current, limiter)
             if run.stopped_because:
                 return  # the judge was not called for budget: the answer is an earlier round's, if any
             if not current.judgement.parse_ok:
                 return  # an arbiter that failed or cannot keep to the format won't do better in another round
-            if should_stop(config, current.judgement, number):
+            if number >= config.min_iterations and adaptive.decisive(run, number) \
+                    or should_stop(config, current.judgement, number):
                 return
 
     async def _judge_given(self, run: Run, answers: list[tuple[MemberResult, str]], limiter) -> None:
@@ -288,10 +297,8 @@ class ConsortiumOrchestrator:
         self._emit("round_finished", run, current)
 
     async def _ask_members(self, run: Run, number: int, prompt: str, limiter) -> list[MemberResult]:
-        """Every member still in the run at once; with a quorum, stop waiting
-        once enough answered. A member that fails is dropped for later rounds.
-        Members of one server that cut each other off are asked again one at
-        a time (``_one_at_a_time``)."""
+        """Every member still in the run (at once, or under --adaptive in
+        stages: ``adaptive``). A member that fails is dropped for later rounds."""
         config = self.config
         # With a schema the answer is the JSON, so no <answer> block is asked for.
         instructions = None if run.schema is not None else member_instructions(config.method)
@@ -301,12 +308,28 @@ class ConsortiumOrchestrator:
             key: MemberResult(model=key[0], instance=key[1], error=f"Not asked again: {reason}", attempts=0)
             for key, reason in run.dropped.items()
         }
+
+        async def ask_some(keys: list[tuple[str, int]]) -> None:
+            await self._ask_some(run, number, ask, limiter, results, keys)
+
+        if config.adaptive:
+            await adaptive.ask_in_stages(run, number, join_system(ask.system, prompt), results, ask_some,
+                                         call=self.call, limiter=limiter, emit=self._emit)
+        else:
+            await ask_some([key for key in run.members if key not in run.dropped])
+        return [results[key] for key in run.members]
+
+    async def _ask_some(self, run: Run, number: int, ask: Ask, limiter, results: dict, keys: list) -> None:
+        """``keys``' members at once, into ``results``; with a quorum, stop
+        waiting once enough answered. Members of one server that cut each
+        other off are asked again one at a time (``_one_at_a_time``)."""
+        config = self.config
+        prompt = ask.prompt
         broken_streams: set[tuple[str, int]] = set()  # members whose streamed reply came back empty or cut short
         tasks = {
             asyncio.create_task(self._ask_one(run, number, model, instance, ask, limiter, broken_streams)):
                 (model, instance)
-            for model, instance in run.members
-            if (model, instance) not in run.dropped
+            for model, instance in keys
         }
         pending = set(tasks)
         quorum = config.quorum or len(run.members)
@@ -335,7 +358,6 @@ class ConsortiumOrchestrator:
                                     quorum_cancelled=by_quorum)
                 results[tasks[task]] = late
                 self._emit("member_finished", run, number, late, prompt)
-        return [results[key] for key in run.members]
 
     async def _one_at_a_time(self, run, number, ask: Ask, limiter, results: dict, broken_streams: set) -> None:
         """llama.cpp's interrupt pattern: several members of one server

@@ -49,12 +49,16 @@ async def judge_round(run, number: int, answered: list[MemberResult], *, limiter
                       emit: Emit = no_events, method: str | None = None) -> tuple[Judgement, str]:
     """Judge round ``number`` of ``run`` on the members' ``answered`` results
     with ``method`` (the run's own by default): (the judgement, the arbiter's
-    raw reply, "" when none was asked). Its calls' usage is added to the run's
+    raw reply, "" when none was asked; a decisive --adaptive panel asks
+    none, see ``adaptive.decided``). Its calls' usage is added to the run's
     and to its last round's ``judging_usage``."""
+    from .adaptive import decided
     from .methods import judge
 
     panel = Panel(run, number, answered, limiter=limiter, call=call, emit=emit)
-    return await judge(method or run.config.method, panel)
+    method = method or run.config.method
+    # A decisive adaptive panel whose answer is a short answer needs no judge (``adaptive``).
+    return decided(method, panel) or await judge(method, panel)
 
 
 class Panel:

@@ -22,7 +22,9 @@ below its threshold says both. The counts are over the panel: ``n`` is
 every member instance of the last round less those a ``--quorum``
 cancelled once enough had answered; failed, empty and timed-out members
 answered nothing and agree with no one; ``k`` is the size of the largest
-group of equivalent answers (``agreement``), None when unknown.
+group of equivalent answers (``agreement``), None when unknown. Under
+``--adaptive`` the members never asked are part of ``n`` too, agreeing
+with no one, and counted apart: "2 of 5 agree, 3 not asked: decisive".
 """
 
 from __future__ import annotations
@@ -49,14 +51,25 @@ class Outcome:
     # Whether there is an answer to print: never for the unanswered statuses,
     # nor for a budget that stopped the run before any round was judged.
     has_answer: bool = True
+    # --adaptive: members of the panel never asked, and whether the panel was
+    # decisive (it stopped asking because its answer was clear, not for the budget).
+    not_asked: int = 0
+    decisive: bool = False
 
 
-def counts_text(agreeing: int | None, answered: int | None, members: int | None) -> str:
-    """ "2 of 3 agree, 3 of 3 answered"; "agreement unknown, 1 of 3 answered"."""
+def counts_text(agreeing: int | None, answered: int | None, members: int | None, not_asked: int | None = 0,
+                decisive: bool | None = False) -> str:
+    """ "2 of 3 agree, 3 of 3 answered"; "agreement unknown, 1 of 3 answered";
+    under --adaptive "2 of 5 agree, 3 not asked: decisive" (with "1 of 2
+    asked answered" when an asked member failed)."""
     if not members:
         return ""
     agree = "agreement unknown" if agreeing is None else f"{agreeing} of {members} agree"
-    return f"{agree}, {answered} of {members} answered"
+    if not not_asked:
+        return f"{agree}, {answered} of {members} answered"
+    asked = members - not_asked
+    failed = f", {answered} of {asked} asked answered" if answered != asked else ""
+    return f"{agree}{failed}, {not_asked} not asked" + (": decisive" if decisive else "")
 
 
 def exit_code(status: str, strict: bool, has_answer: bool = True) -> int:
@@ -89,8 +102,11 @@ def outcome_of(run) -> Outcome:
     judgement = last.judgement if last else None
     members = panel_size(last.members) if last else len(run.members)
     answered = sum(m.ok for m in last.members) if last else 0
-    counts = dict(members=members, answered=answered, agreeing=largest_group(judgement))
-    notes = list(run.notes)
+    staging = run.stages.get(last.number) if last else None
+    counts = dict(members=members, answered=answered, agreeing=largest_group(judgement),
+                  not_asked=sum(m.not_asked for m in last.members) if last else 0,
+                  decisive=bool(staging and staging.decisive))
+    notes = list(run.notes) + ([staging.summary()] if staging else [])
     if run.failure:
         status, error = run.failure
         return Outcome(status, [error] + notes, **counts, has_answer=False)
@@ -107,9 +123,10 @@ def outcome_of(run) -> Outcome:
                                        "most members gave"))
     if run.stopped_because:
         conditions.append(("budget", f"stopped early: {run.stopped_because}; the answer is the last judged round's"))
-    if answered < members:
-        failed = [f"{m.model}#{m.instance}" for m in last.members if not m.ok and not m.quorum_cancelled]
-        conditions.append(("partial", f"{members - answered} of {members} members failed ({', '.join(failed)})"))
+    failed = [f"{m.model}#{m.instance}" for m in last.members if not m.ok and not m.quorum_cancelled
+              and not m.not_asked]
+    if failed:
+        conditions.append(("partial", f"{len(failed)} of {members} members failed ({', '.join(failed)})"))
     threshold = run.threshold_note(judgement)
     if threshold and not judgement.no_verdict:
         conditions.append(("below_threshold", f"threshold not reached: {threshold}"))

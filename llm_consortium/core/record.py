@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .outcome import outcome_of
+from .outcome import counts_text, outcome_of
 from .results import MemberResult, Usage, Verdict
 
 SCHEMA_VERSION = 1
@@ -81,6 +81,13 @@ class OutcomeRecord(BaseModel):
     threshold_note: str | None = None
     stopped_because: str | None = None
     budget_note: str | None = None
+    not_asked: int | None = None  # --adaptive: members never asked (``outcome``)
+    decisive: bool = False
+
+    @property
+    def counts(self) -> str:
+        """ "2 of 3 agree, 3 of 3 answered" (``outcome.counts_text``); "" when not recorded."""
+        return counts_text(self.agreeing, self.answered, self.members, self.not_asked, self.decisive)
 
 
 class SettingsRecord(BaseModel):
@@ -209,8 +216,8 @@ def record_of(run) -> RunRecord:
         ],
         outcome=OutcomeRecord(
             status=outcome.status, notes=outcome.notes, members=outcome.members, answered=outcome.answered,
-            agreeing=outcome.agreeing, has_answer=outcome.has_answer,
-            threshold_note=run.threshold_note(judgement) if judgement else None,
+            agreeing=outcome.agreeing, has_answer=outcome.has_answer, not_asked=outcome.not_asked,
+            decisive=outcome.decisive, threshold_note=run.threshold_note(judgement) if judgement else None,
             stopped_because=run.stopped_because, budget_note=run.budget_note,
         ),
         usage=run.usage.model_copy(),
@@ -257,6 +264,8 @@ def result_dict(record: RunRecord) -> dict:
             "members": outcome.members,
             "answered": outcome.answered,
             "agreeing": outcome.agreeing,
+            "not_asked": outcome.not_asked,
+            "decisive": outcome.decisive,
             "has_answer": outcome.has_answer,
             "models": settings.models,
             "arbiter": settings.arbiter,
@@ -327,6 +336,7 @@ def record_from_result(result: dict) -> RunRecord:
         outcome=OutcomeRecord(
             status=meta.get("status") or "success", notes=meta.get("notes") or [], members=meta.get("members"),
             answered=meta.get("answered"), agreeing=meta.get("agreeing"), has_answer=meta.get("has_answer", True),
+            not_asked=meta.get("not_asked"), decisive=meta.get("decisive", False),
             threshold_note=meta.get("threshold_note"), stopped_because=meta.get("stopped_because"),
             budget_note=meta.get("budget_note"),
         ),

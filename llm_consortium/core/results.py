@@ -61,6 +61,9 @@ class MemberResult(BaseModel):
     # Cancelled because a --quorum had answered: not part of the panel that
     # agreement and "m of n answered" count (a member that failed is).
     quorum_cancelled: bool = False
+    # Never asked: an adaptive panel (--adaptive) was decisive, or its
+    # budget ran out, before this member's stage. Part of the panel, agreeing with no one.
+    not_asked: bool = False
 
     @property
     def ok(self) -> bool:

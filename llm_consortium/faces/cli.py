@@ -13,7 +13,7 @@ from click_default_group import DefaultGroup
 from ..core.config import (
     DEFAULT_ARBITER, DEFAULT_MODELS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError, UnknownModelsError,
 )
-from ..core.outcome import counts_text, exit_code
+from ..core.outcome import exit_code
 from .choices import MethodOption
 from ..core.safetext import printable, single_line
 from .eval_command import eval_command
@@ -811,7 +811,7 @@ def inspect(run_id, json_, markdown):
     # Recorded text is shown as it was received, less what a terminal would act on.
     click.echo(printable(f"Run {record.run_id}  {outcome.status}  {record.started}"))
     if outcome.members:
-        click.echo("Panel: " + counts_text(outcome.agreeing, outcome.answered, outcome.members))
+        click.echo("Panel: " + outcome.counts)
     click.echo(f"Prompt: {printable(record.prompt)}")
     click.echo(f"Cost: {usage_cost(record.usage)}")
     from ..core.families import family_warning

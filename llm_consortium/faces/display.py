@@ -13,7 +13,7 @@ import click
 
 from ..core.methods import render
 from ..core.observer import Observer
-from ..core.outcome import UNANSWERED, counts_text
+from ..core.outcome import UNANSWERED
 from ..core.pricing import dollars
 from ..core.record import OutcomeRecord, RunRecord
 from ..core.results import MemberResult, Usage
@@ -28,7 +28,9 @@ def _member_line(member: MemberResult) -> str:
     usage = member.usage
     count = "tokens unknown" if usage.unreported else f"{usage.total} tokens"
     status = "ok"
-    if member.cancelled:
+    if member.not_asked:
+        status = "not asked (the adaptive panel stopped before it)"
+    elif member.cancelled:
         status = "cancelled (quorum reached)"
     elif member.error:
         status = click.style("failed", fg="red")
@@ -46,7 +48,7 @@ def raw_responses(record: RunRecord) -> str:
         lines.append(_rule(f"Round {round_.number} · {usage_cost(round_.usage)}"))
         for member in round_.members:
             lines.append(_member_line(member))
-            lines.append(printable(member.error if member.error else member.text.strip()))
+            lines.append(printable(member.error if member.error else (member.text or "").strip()))
             lines.append("")
         if round_.raw:
             lines.append(click.style(f"[arbiter {single_line(record.settings.arbiter)}]", bold=True))
@@ -106,7 +108,7 @@ def usage_line(usage: Usage) -> str:
     return f"Token usage: {counted} · {usage_cost(usage)}"
 
 
-SOURCES = {"exact": "by short answers", "arbiter": "by the arbiter's groups"}
+SOURCES = {"exact": "by short answers", "arbiter": "by the arbiter's groups", "embedding": "by embeddings"}
 
 
 def agreement_text(agreement: float | None, details: dict | None) -> str:
@@ -132,8 +134,7 @@ def panel_text(record: RunRecord) -> str:
     arbiter's own confidence."""
     outcome = record.outcome
     source = SOURCES.get((record.synthesis.details.get("agreement") or {}).get("source"))
-    text = counts_text(outcome.agreeing, outcome.answered, outcome.members)
-    return text + (f" ({source})" if source and outcome.agreeing is not None else "")
+    return outcome.counts + (f" ({source})" if source and outcome.agreeing is not None else "")
 
 
 def outcome_lines(outcome: OutcomeRecord) -> list[str]:

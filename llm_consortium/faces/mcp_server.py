@@ -170,7 +170,6 @@ def ask_result(ask: Ask):
     """What ``ask`` returns for a run that ended."""
     from mcp.types import CallToolResult
 
-    from ..core.outcome import counts_text
     from .display import usage_cost
 
     record = ask.record
@@ -179,7 +178,7 @@ def ask_result(ask: Ask):
     outcome = record.outcome
     found = AskResult(status=outcome.status, run_id=record.run_id, cost_usd=record.usage.cost_usd,
                       cost=usage_cost(record.usage),
-                      agreement=counts_text(outcome.agreeing, outcome.answered, outcome.members) or None)
+                      agreement=outcome.counts or None)
     if ask.error is not None:
         pointer = f"The run is recorded as {outcome.status} (get_run {record.run_id[:8]})" if record.recorded else ""
         failed = tool_error(ask.error, *filter(None, [pointer]))

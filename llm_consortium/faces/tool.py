@@ -130,7 +130,6 @@ def tool_result(name: str, record, error: str | None = None) -> dict:
     none, with the reason as ``error``), status, confidence, agreement,
     cost and the run's id (None when the run was not recorded: ``--no-log``
     or ``llm logs off``)."""
-    from ..core.outcome import counts_text
     from .model import no_answer_message
 
     outcome = record.outcome
@@ -141,7 +140,7 @@ def tool_result(name: str, record, error: str | None = None) -> dict:
         "answer": record.synthesis.synthesis if outcome.has_answer else None,
         "status": outcome.status,
         "confidence": record.verdict.confidence if record.verdict else None,
-        "agreement": counts_text(outcome.agreeing, outcome.answered, outcome.members) or None,
+        "agreement": outcome.counts or None,
         "cost_usd": record.usage.cost_usd,
         "run_id": record.run_id if record.recorded else None,
         **({"error": error} if error else {}),

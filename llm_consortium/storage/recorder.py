@@ -126,9 +126,10 @@ class RunRecorder(Observer):
             _progress(run),
             (
                 "UPDATE consortium_runs SET status = ?, error = ?, finished = ?, result = ?, notes = ?, "
-                "members = ?, answered = ?, agreeing = ? WHERE id = ?",
+                "members = ?, answered = ?, agreeing = ?, not_asked = ?, decisive = ? WHERE id = ?",
                 (meta["status"], error, finished, json.dumps(result, default=str), json.dumps(meta["notes"]),
-                 meta["members"], meta["answered"], meta["agreeing"], run.run_id),
+                 meta["members"], meta["answered"], meta["agreeing"], meta["not_asked"], meta["decisive"],
+                 run.run_id),
             ),
         ])
         writer = self._writers.pop(run.run_id, None)

@@ -156,6 +156,14 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX IF NOT EXISTS consortium_audits_run_id ON consortium_audits (run_id)",
         ],
     ),
+    (
+        # --adaptive: members never asked, and whether the panel was decisive.
+        "013_adaptive",
+        [
+            "ALTER TABLE consortium_runs ADD COLUMN not_asked INTEGER",
+            "ALTER TABLE consortium_runs ADD COLUMN decisive INTEGER",
+        ],
+    ),
 ]
 
 
@@ -355,6 +363,8 @@ class RunRow(BaseModel):
     members: int | None = None
     answered: int | None = None
     agreeing: int | None = None
+    not_asked: int | None = None
+    decisive: bool = False
     confidence: float | None = None
     agreement: float | None = None
     stop_on: str | None = "arbiter"
@@ -394,20 +404,21 @@ def list_runs(limit: int | None = 20, *, offset: int = 0, prompt: str | None = N
         rows = conn.execute(
             "SELECT id, name, prompt, method, config, status, confidence, agreement, iterations, input_tokens, "
             "output_tokens, cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host, "
-            f"notes, members, answered, agreeing FROM consortium_runs {where} "
+            "notes, members, answered, agreeing, not_asked, decisive "
+            f"FROM consortium_runs {where} "
             "ORDER BY started DESC, rowid DESC LIMIT ? OFFSET ?",
             (*params, sql_limit, 0 if derived else offset),
         ).fetchall()
     runs = []
     for (id_, name_, prompt_, method_, config, status_, confidence, agreement, iterations, input_tokens,
          output_tokens, cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host,
-         notes, members, answered, agreeing) in rows:
+         notes, members, answered, agreeing, not_asked, decisive) in rows:
         config = _json(config, {})
-        note = record_note(config, confidence, agreement, iterations, stopped_because, status_)
+        note = None if decisive else record_note(config, confidence, agreement, iterations, stopped_because, status_)
         runs.append(RunRow(
             id=id_, name=name_, prompt=prompt_, method=method_, models=config.get("models", []),
             status=_status(status_, pid, host, notes, note), notes=_json(notes, []), members=members,
-            answered=answered, agreeing=agreeing, confidence=confidence, agreement=agreement,
+            answered=answered, agreeing=agreeing, not_asked=not_asked, decisive=bool(decisive), confidence=confidence, agreement=agreement,
             stop_on=config.get("stop_on", "arbiter"), threshold=config.get("confidence_threshold"),
             threshold_note=note, iterations=iterations, input_tokens=input_tokens, output_tokens=output_tokens,
             cost_usd=cost_usd, priced_usd=priced_usd, unpriced_calls=unpriced_calls,
@@ -550,8 +561,8 @@ def get_run(run_id_or_prefix: str) -> dict | None:
             "SELECT audit FROM consortium_audits WHERE run_id = ? ORDER BY id", (run["id"],)
         )]
     run["config"] = _json(run["config"], {})
-    run["threshold_note"] = record_note(run["config"], run["confidence"], run["agreement"], run["iterations"],
-                                        run["stopped_because"], run["status"])
+    run["threshold_note"] = None if run["decisive"] else record_note(
+        run["config"], run["confidence"], run["agreement"], run["iterations"], run["stopped_because"], run["status"])
     run["status"] = _status(run["status"], run["pid"], run["host"], run["notes"], run["threshold_note"])
     run["notes"] = _json(run["notes"], [])
     run["result"] = _json(run["result"], None)
@@ -648,6 +659,7 @@ def record_of_row(row: dict):
     outcome = record.outcome
     outcome.status, outcome.notes, outcome.threshold_note = row["status"], row["notes"], row["threshold_note"]
     outcome.members, outcome.answered, outcome.agreeing = row["members"], row["answered"], row["agreeing"]
+    outcome.not_asked, outcome.decisive = row["not_asked"], bool(row["decisive"])
     outcome.stopped_because = row["stopped_because"]
     outcome.has_answer = outcome.has_answer and record.verdict is not None and row["status"] not in UNANSWERED
     record.usage = Usage(input=row["input_tokens"] or 0, output=row["output_tokens"] or 0,

@@ -225,6 +225,8 @@ def verdict_facts(record: RunRecord) -> list[tuple[str, object]]:
         waiting = pending(record, current) if current else expected_members(record, 1)
         if waiting:
             facts.append(("Waiting for", ", ".join(waiting)))
+    elif outcome.not_asked:  # --adaptive: "2 of 5 agree, 3 not asked: decisive"
+        facts.append(("Agreement", outcome.counts))
     elif outcome.members:
         agree = "agreement unknown" if outcome.agreeing is None else f"{outcome.agreeing} of {outcome.members} agree"
         facts.append(("Agreement", agree))
@@ -677,7 +679,7 @@ def agreement(run) -> str:
     the measured agreement of a run recorded before the counts existed."""
     if not run.members:
         return number(run.agreement)
-    return counts_text(run.agreeing, run.answered, run.members)
+    return counts_text(run.agreeing, run.answered, run.members, run.not_asked, run.decisive)
 
 
 def notes(outcome: OutcomeRecord) -> list[str]:
