@@ -158,6 +158,8 @@ def consortium():
 @click.option("json_", "--json", is_flag=True, help="Print the full result as JSON on stdout")
 @click.option("-u", "--usage", is_flag=True, help="Show token usage")
 @click.option("-q", "--quiet", is_flag=True, help="Only the answer: no progress, raw responses or summary")
+@click.option("--no-stream", is_flag=True, help="On a terminal, show the answer once it is checked, not as "
+              "the judge writes it (a pipe, --json and --schema always get it once)")
 @click.option("--no-log", is_flag=True, help="Store nothing: no run record, no entry in llm logs")
 @click.option("attachments", "-a", "--attachment", type=AttachmentParam(), multiple=True,
               help="A file, URL or - (stdin) for the members and arbiter whose models read its type; "
@@ -184,9 +186,9 @@ def consortium():
 @click.option("tool_specs", "-T", "--tool", multiple=True,
               help="A tool (as llm -T) the members whose models support tools may call; the others are "
                    "told they had none")
-def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachments, continue_, conversation_id,
-        template_name, params, fragments, system_fragments, schema_input, options, tools_debug, chain_limit,
-        tool_specs, **settings):
+def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_stream, no_log, attachments, continue_,
+        conversation_id, template_name, params, fragments, system_fragments, schema_input, options, tools_debug,
+        chain_limit, tool_specs, **settings):
     """Run a consortium on PROMPT (the default command).
 
     The answer goes to stdout; confidence, analysis and (with --raw) the raw
@@ -234,7 +236,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
         check_writable(output)
     out = owned_stdout()
 
-    from .display import Progress, raw_responses, summary, usage_line
+    from .display import Progress, raw_responses, summary, usage_line, write_streamed
     from .model import ConsortiumModel
     from .terminal import is_terminal
     from ..storage.store import logging_enabled
@@ -243,16 +245,20 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     logged = logging_enabled() and not no_log
     raw = raw and not quiet
     progress = Progress(sys.stderr, config.arbiter) if is_terminal(sys.stderr, "stderr") and not quiet else None
+    on_terminal = is_terminal(out, "stdout")
+    # On a terminal the answer streams as the judge writes it (model.streams); a pipe gets it once.
+    streaming = on_terminal and not (json_ or no_stream or schema is not None)
     model = ConsortiumModel(name, config, saved=False, observers=[progress] if progress else [])
     # Continuing: the earlier turns reach the members as llm gives them to any model.
     asker = continued(conversation_id, model) if continue_ or conversation_id else model
     try:
         response = asker.prompt(prompt, system=config.system_prompt, schema=schema, attachments=list(attachments),
-                                tools=tools, **options.model_extra)
+                                tools=tools, stream=streaming, **options.model_extra)
     except ValueError as exc:  # llm's check: an attachment type no member or arbiter reads
         fail(str(exc))
     try:
-        answer = "".join(response)  # the checked answer, once the run is over (see model.py)
+        # the checked answer, once the run is over; or streamed, then checked (see model.py)
+        answer = write_streamed(out, response) if streaming else "".join(response)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
         if progress:
             progress.close()
@@ -281,7 +287,6 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
         progress.close()
     # A pipe gets the exact text first; a terminal gets it last, where the
     # eye lands after the raw responses and summary, shown and never acted on.
-    on_terminal = is_terminal(out, "stdout")
     if not json_ and not on_terminal:
         write_answer(out, answer)
     if raw:
@@ -290,7 +295,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
         click.echo(summary(record), err=True)
     if usage:
         click.echo(click.style(usage_line(record.usage), fg="yellow", bold=True), err=True)
-    if not json_ and on_terminal:
+    if not json_ and on_terminal and not streaming:
         write_answer(out, printable(answer))
     deliver(result, json_, output, out)
     code = exit_code(record.outcome.status, config.strict, record.outcome.has_answer)
