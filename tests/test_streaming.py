@@ -5,17 +5,18 @@ a tag of the judge's format, forged or not; a stream the run does not keep
 ends in a note and the answer after a separator, never in a fake answer; a
 pipe, --json, --schema and --no-stream get the checked answer once."""
 
+import asyncio
 import json
+import os
 import random
-import string
+import subprocess
 import sys
 import time
 
-import click
 import llm
 import pytest
 
-from helpers import TerminalRunner, invoke
+from helpers import TerminalRunner, db_rows, invoke, llm_process
 from llm.cli import cli
 from llm_consortium import ConsortiumOrchestrator
 from llm_consortium.core.observer import Observer
@@ -73,7 +74,7 @@ def members(sim):
 @pytest.fixture
 def saved(members):
     """A saved consortium `c` whose judge writes its reply over about a second."""
-    members.add("judge", reply=arbiter_xml(ANSWER, 0.9, analysis="Both agree."), chunk_delay=0.02)
+    members.add("judge", reply=arbiter_xml(ANSWER, 0.9, analysis="Both agree."), chunk_delay=0.04)
     assert invoke("consortium", "save", "c", "-m", "m1", "-m", "m2", "--arbiter", "judge").exit_code == 0
     return members
 
@@ -107,6 +108,18 @@ def test_chunks_reach_the_face_before_the_judge_reply_ends(saved):
     assert first_heard - tag_sent < 0.5  # (the benchmark measures it: within 0.1 s)
     assert "".join(chunk for _, chunk in chunks) == response.text() == ANSWER
     assert response.response_json["synthesis"]["synthesis"] == ANSWER
+
+
+def test_the_async_model_streams_too(saved):
+    async def ask():
+        response = llm.get_async_model("c").prompt("What is 6*7?")
+        chunks = [(time.perf_counter(), chunk) async for chunk in response]
+        return chunks, await response.text()
+
+    chunks, text = asyncio.run(ask())
+    judge = saved.calls("judge")[0]
+    assert len(chunks) > 5 and chunks[0][0] < judge.sent[-1][0] - 0.3
+    assert "".join(chunk for _, chunk in chunks) == text == ANSWER
 
 
 def test_llm_m_streams_on_a_terminal(saved):
@@ -370,3 +383,23 @@ def test_a_schema_answer_is_not_streamed(sim):
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout) == {"n": 42}
         assert "withdrawn" not in result.stderr
+
+
+@pytest.mark.slow  # signals
+def test_a_run_stopped_mid_stream_is_cancelled_and_the_stream_withdrawn(members):
+    """SIGTERM while the answer streams: the run is cancelled and recorded
+    so, and the part shown is withdrawn, in one line on stderr."""
+    long = "The answer is 42. " + " ".join(["slowly"] * 200)
+    members.add("judge", reply=arbiter_xml(long, 0.9), chunk_delay=0.05)
+    proc = llm_process("consortium", "q", "-m", "m1", "-m", "m2", "--arbiter", "judge", "--no-raw", "-q",
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env={**os.environ, "LLM_CONSORTIUM_TERMINAL": "stdout"})
+    shown = proc.stdout.read1(100)  # the answer has begun
+    assert shown and b"The answer".startswith(shown[:10])
+    proc.terminate()
+    assert proc.wait(timeout=30) == 130
+    err = proc.stderr.read().decode()
+    assert "Traceback" not in err
+    assert "The answer streamed was withdrawn: the run ended with no answer" in err and "Cancelled." in err
+    (run,) = db_rows("SELECT status, notes FROM consortium_runs")
+    assert run["status"] == "cancelled" and "the answer streamed was withdrawn" in run["notes"]
