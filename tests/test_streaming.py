@@ -163,6 +163,17 @@ def test_consortium_run_streams_on_a_terminal_and_shows_the_summary_after(saved)
     assert result.output.index(ANSWER) < result.output.index("Confidence 0.90")  # the summary follows it
 
 
+def test_with_the_raw_view_run_writes_the_streamed_answer_again_last(saved):
+    """The raw view pushes the streamed answer off the screen: the checked
+    answer is written again below it, where the eye lands (issue 10)."""
+    result = invoke("consortium", "What is 6*7?", "-m", "m1", "-m", "m2", "--arbiter", "judge",
+                    terminal="stdout,stderr", color=True)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ANSWER + "\n" + ANSWER + "\n"
+    shown = result.output
+    assert shown.index(ANSWER) < shown.index("Member one says") < shown.index("Confidence 0.90") < shown.rindex(ANSWER)
+
+
 def test_only_the_last_round_is_streamed(members):
     """A round that the stop rule will not end is not streamed; the one that does is."""
     members.add("judge", reply=[arbiter_xml("First try.", 0.3, refinement_areas=["check"]),

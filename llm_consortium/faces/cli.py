@@ -295,8 +295,8 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_stream, no_l
         click.echo(summary(record), err=True)
     if usage:
         click.echo(click.style(usage_line(record.usage), fg="yellow", bold=True), err=True)
-    if not json_ and on_terminal and not streaming:
-        write_answer(out, printable(answer))
+    if not json_ and on_terminal and (raw or not streaming):  # streamed, it is written again below the raw view
+        write_answer(out, printable(record.synthesis.synthesis if streaming else answer))
     deliver(result, json_, output, out)
     code = exit_code(record.outcome.status, config.strict, record.outcome.has_answer)
     if code:
