@@ -29,8 +29,9 @@ from .config import ConsortiumError
 from .calls import CallOutcome, call_model
 from .errors import is_context_overflow
 from .outcome import panel_size
-from .parsing import SynthesisReader, parse_arbiter
+from .parsing import SynthesisReader, parse_arbiter, parse_confidence, read_sections
 from .results import Judgement, MemberResult
+from .stopping import last_round
 
 Caller = Callable[..., Awaitable[CallOutcome]]
 Emit = Callable[..., None]
@@ -150,8 +151,6 @@ class Panel:
         rule reads have arrived, the confidence, and the groups when it
         reads agreement, and meet it (or this is the last round allowed)."""
         from .agreement import measure, short_answers
-        from .parsing import parse_confidence, read_sections
-        from .stopping import last_round
 
         sections = read_sections(reply)
         confidence = parse_confidence(sections["confidence"])
