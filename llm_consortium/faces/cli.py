@@ -186,9 +186,9 @@ def consortium():
 @click.option("tool_specs", "-T", "--tool", multiple=True,
               help="A tool (as llm -T) the members whose models support tools may call; the others are "
                    "told they had none")
-def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_stream, no_log, attachments, continue_,
-        conversation_id, template_name, params, fragments, system_fragments, schema_input, options, tools_debug,
-        chain_limit, tool_specs, **settings):
+def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachments, continue_, conversation_id,
+        template_name, params, fragments, system_fragments, schema_input, options, tools_debug, chain_limit,
+        tool_specs, no_stream, **settings):
     """Run a consortium on PROMPT (the default command).
 
     The answer goes to stdout; confidence, analysis and (with --raw) the raw
