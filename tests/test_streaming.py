@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -437,3 +438,16 @@ def test_a_run_stopped_mid_stream_is_cancelled_and_the_stream_withdrawn(members)
     assert "The answer streamed was withdrawn: the run ended with no answer" in err and "Cancelled." in err
     (run,) = db_rows("SELECT status, notes FROM consortium_runs")
     assert run["status"] == "cancelled" and "the answer streamed was withdrawn" in run["notes"]
+
+
+def test_a_streamed_answer_reaches_the_terminal_only_as_text(members):
+    """Escape sequences in the judge's synthesis, split across chunks as
+    they stream: `run` writes each piece made printable, so nothing a
+    terminal would act on gets through (``safetext.printable``)."""
+    hostile = "Answer \x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07 one \x9b2J two\rFORGED \x1b]0;title\x1b\\ end"
+    members.add("judge", reply=arbiter_xml(" ".join([hostile] * 5), 0.9), chunk_delay=0.001)
+    result = invoke("consortium", "q", "-m", "m1", "-m", "m2", "--arbiter", "judge", "--no-raw", "-q",
+                    terminal="stdout,stderr", color=True)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Answer ") and "FORGED" in result.stdout
+    assert re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", result.stdout) is None, repr(result.stdout)
