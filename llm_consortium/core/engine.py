@@ -91,6 +91,14 @@ class Run:
     notes: list[str] = field(default_factory=list)
     # Each round's stages under --adaptive, by round number (``adaptive.Staging``).
     stages: dict[int, "adaptive.Staging"] = field(default_factory=dict)
+    # Whether the answer is streamed as the judge writes it (``answer_chunk``:
+    # see ``judging.Panel.answer_reader``), what was, why the reply it came
+    # from was not used (if it was not), and the note when the run's answer
+    # does not begin with what was streamed (``settle_stream``).
+    stream: bool = False
+    streamed: str = ""
+    stream_problem: str | None = None
+    stream_withdrawn: str | None = None
 
     @property
     def members(self) -> list[tuple[str, int]]:
@@ -240,6 +248,7 @@ class ConsortiumOrchestrator:
         except BaseException as exc:  # a bug of ours or a plugin's, whatever its type: still leave a record
             self._fail(run, "failed", describe(exc))
             raise
+        settle_stream(run)
         run.finished = datetime.now(timezone.utc)
         result = run.to_dict()
         self._emit("run_finished", run, result)
@@ -248,6 +257,7 @@ class ConsortiumOrchestrator:
     def _fail(self, run: Run, status: str, error: str) -> None:
         run.finished = datetime.now(timezone.utc)
         run.failure = (status, error)
+        settle_stream(run)
         self._emit("run_failed", run, status, error)
 
     async def _rounds(self, run: Run, limiter) -> None:
@@ -417,6 +427,23 @@ class ConsortiumOrchestrator:
     def _emit(self, event: str, *args) -> None:
         for observer in self.observers:
             getattr(observer, event)(*args)
+
+
+def settle_stream(run: Run) -> None:
+    """Once the run has ended: if an answer was streamed and the run's answer
+    does not begin with it (the judge's reply was rejected or cut, a later
+    block or round replaced it, or there is no answer), the streamed text is
+    withdrawn, and the run's notes say so and why."""
+    if not run.streamed:
+        return
+    judgement = None if run.failure else run.last_judgement
+    answer = judgement.synthesis if judgement and not judgement.no_verdict else None
+    if answer is not None and answer.startswith(run.streamed):
+        return
+    why = run.stream_problem or ("the run ended with no answer" if answer is None
+                                 else "the judge's final answer is not the one streamed")
+    run.stream_withdrawn = f"the answer streamed was withdrawn: {why}"
+    run.notes.append(run.stream_withdrawn)
 
 
 def members_of(models: list[str], handles: dict) -> list[tuple[str, int]]:

@@ -6,8 +6,8 @@ What it needs from outside is passed in:
 * ``call``, the function that makes a model call (a ``Caller``): the engine
   and ``rejudge`` pass ``real_call``, ``eval`` a caching one;
 * ``emit(event, *args)``, told of each judging call as ``Observer`` events
-  (``call_started``, ``arbiter_chunk``, ``call_finished``), with the run
-  and the round number first;
+  (``call_started``, ``arbiter_chunk``, ``answer_chunk``, ``call_finished``),
+  with the run and the round number first;
 * ``limiter``, the semaphore that bounds the calls in flight.
 
 A ``Caller`` is ``async call(handle, *, role, instance, **kwargs) ->
@@ -29,8 +29,9 @@ from .config import ConsortiumError
 from .calls import CallOutcome, call_model
 from .errors import is_context_overflow
 from .outcome import panel_size
-from .parsing import parse_arbiter
+from .parsing import SynthesisReader, parse_arbiter, parse_confidence, read_sections
 from .results import Judgement, MemberResult
+from .stopping import last_round
 
 Caller = Callable[..., Awaitable[CallOutcome]]
 Emit = Callable[..., None]
@@ -78,13 +79,20 @@ class Panel:
         self._call = call
         self._emit = emit
 
-    async def call(self, model: str, prompt: str, *, role: str, instance: int = 1, on_chunk=None) -> CallOutcome:
+    async def call(self, model: str, prompt: str, *, role: str, instance: int = 1, on_chunk=None,
+                   answer: SynthesisReader | None = None) -> CallOutcome:
         """One call of any of the run's models; ``role`` names it in the records
-        and in the events, also when the run is cancelled while it is in flight."""
+        and in the events, also when the run is cancelled while it is in flight.
+        ``answer``: the reader that streams the synthesis of its reply (``answer_reader``)."""
         outcome = CallOutcome()
 
         def on_attempt(_):
+            if answer is not None:
+                answer.restart()
             self._emit("call_started", self.run, self.number, role, model, instance)
+
+        if answer is not None:
+            on_chunk = self._streaming(answer, outcome, on_chunk)
 
         try:
             budget = reserve(self.run, model, prompt, role, self.number, self.answered)  # --max-cost: its max_tokens
@@ -116,6 +124,54 @@ class Panel:
             self._record(model, prompt, role, instance, outcome)
         return outcome
 
+    def _streaming(self, answer: SynthesisReader, outcome: CallOutcome, on_chunk):
+        """``on_chunk`` that also passes the synthesis on as it is written
+        (``answer_chunk``), until the stream breaks: a reply asked for again
+        unstreamed (``calls``) arrives whole after the part already read."""
+        def told(chunk: str) -> None:
+            if on_chunk:
+                on_chunk(chunk)
+            if outcome.broken_stream:
+                answer.stop()
+            text = answer.feed(chunk)
+            if text:
+                self.run.streamed += text
+                self._emit("answer_chunk", self.run, self.number, text)
+
+        return told
+
+    def answer_reader(self) -> SynthesisReader | None:
+        """The reader that streams this judging call's synthesis, when the
+        run streams its answer (``Run.stream``; never under a schema, whose
+        answer is the JSON rewritten) and none has been streamed yet."""
+        run = self.run
+        if not run.stream or run.schema is not None or run.streamed:
+            return None
+        return SynthesisReader(self.is_last_round)
+
+    def is_last_round(self, reply: str) -> bool:
+        """Whether the reply so far, up to its ``<synthesis>``, shows this is
+        the run's last round (``stopping.last_round``): the fields the stop
+        rule reads have arrived, the confidence, and the groups when it
+        reads agreement, and meet it (or this is the last round allowed)."""
+        from .agreement import measure, short_answers
+
+        sections = read_sections(reply)
+        confidence = parse_confidence(sections["confidence"])
+        if confidence is None:
+            return False
+        agreement = None
+        if self.config.stop_on != "arbiter":
+            if not sections["groups"]:
+                return False
+            agreement = measure(self.answered, short_answers(self.answered, None), reply, self.size).share
+        return last_round(self.config, self.number, confidence, agreement)
+
+    def _withdraws(self, why: str) -> None:
+        """The reply whose synthesis was streamed is not used: say why, once."""
+        if self.run.streamed and self.run.stream_problem is None:
+            self.run.stream_problem = why
+
     def _record(self, model: str, prompt: str, role: str, instance: int, outcome: CallOutcome) -> None:
         self.run.usage.add(outcome.usage)
         self.run.rounds[-1].judging_usage.add(outcome.usage)
@@ -136,15 +192,20 @@ class Panel:
             prompt = prompts.compact_arbiter_prompt(self.run.prompt, self.answer_texts(), self.run.fence)
             outcome = await self._ask_arbiter(prompt)
         if outcome.error:
+            self._withdraws(f"the arbiter failed: {outcome.error}")
             return await members_verdict(self, f"the arbiter failed: {outcome.error}", "")
         judgement = parse_arbiter(outcome.text, material=self.material())
         problem = self.problem(judgement)
         if problem:
+            self._withdraws(f"the arbiter's reply could not be used: {problem}")
             outcome = await self._ask_arbiter(prompt + prompts.reminder(problem))
             if outcome.error:
+                self._withdraws(f"the arbiter failed: {outcome.error}")
                 return await members_verdict(self, f"the arbiter failed: {outcome.error}", "")
             judgement = parse_arbiter(outcome.text, material=self.material())
             problem = self.problem(judgement)
+            if problem:
+                self._withdraws(f"the arbiter's reply could not be used: {problem}")
         if not problem:
             if self.run.schema is not None:
                 judgement.synthesis = json.dumps(schemas.read_json(judgement.synthesis), ensure_ascii=False)
@@ -184,6 +245,7 @@ class Panel:
             prompt,
             role="arbiter",
             on_chunk=lambda chunk: self._emit("arbiter_chunk", self.run, self.number, chunk),
+            answer=self.answer_reader(),
         )
 
 

@@ -408,3 +408,168 @@ def _area_items(content: str) -> list[str]:
         close_start, position = closes[name][following]
         items.append(content[opening.end() : close_start])
     return items
+
+
+# The streamed reply (``SynthesisReader``): any tag of the arbiter's format,
+# opening or closing; the head of a tag, to tell early that a "<" starts none.
+_STRUCTURE = re.compile(rf"<\s*(/)?\s*({'|'.join(_ALL_TAGS)})\b[^<>]*>", re.IGNORECASE)
+_TAG_HEAD = re.compile(r"<\s*/?\s*(\w*)")
+_LT_GT = re.compile("[<>]")
+# The most characters the reader holds back at once (a tag not yet closed,
+# spaces not yet followed by text): past it, it passes nothing more on.
+HOLD_CHARS = 1000
+
+
+class SynthesisReader:
+    """Reads an arbiter's reply as it streams, and passes on the text of its
+    synthesis as it is written, once ``decide`` allows it.
+
+    When a ``<synthesis>`` opens outside every other block, ``decide(reply
+    so far)`` is asked once whether to pass it on. ``feed(chunk)`` then
+    returns the synthesis text that chunk completed; "" otherwise.
+
+    What it passes on is only text that ``parse_arbiter`` would read as
+    the start of that block's content: leading and trailing spaces are held
+    back (the content is stripped), and it stops for good at the block's
+    ``</synthesis>``, at any other tag of the format (so no tag, forged or
+    not, is ever passed on), at a fence that may wrap the whole synthesis
+    (which the parser removes), past ``HOLD_CHARS`` held back, or past
+    ``MAX_REPLY_CHARS``. A "<" that may still become a tag is held back
+    until the text after it tells. Whether the block is the verdict only
+    the whole reply tells (a later block may replace it, the reply may be
+    cut off): the caller compares what was passed on with the verdict.
+
+    Each character is read a bounded number of times (linear time).
+    """
+
+    def __init__(self, decide: Callable[[str], bool]):
+        self._decide = decide
+        self.state = "sections"  # then "synthesis" (passing it on), or "done"
+        self._parts: list[str] = []  # the reply so far, while in "sections"
+        self._buf = ""  # what is not read yet
+        self._offset = 0  # where ``_buf`` starts in the reply
+        self._length = 0
+        self._open: str | None = None  # the block open outside every other, in "sections"
+        self._looked = (-1, 0)  # (a pending "<", where the search for "<" or ">" after it reached)
+        self._started = False  # some of the synthesis was passed on
+
+    def stop(self) -> None:
+        """Pass nothing more on."""
+        self.state = "done"
+
+    def restart(self) -> None:
+        """A new attempt of the call begins: its reply is read afresh, unless
+        some of the last one's synthesis was passed on (then nothing more is)."""
+        if self._started:
+            self.stop()
+        else:
+            self.__init__(self._decide)
+
+    def feed(self, chunk: str) -> str:
+        if self.state == "done" or not chunk:
+            return ""
+        self._length += len(chunk)
+        if self._length > MAX_REPLY_CHARS:  # the parser reads no further
+            self.stop()
+            return ""
+        if self.state == "sections":
+            self._parts.append(chunk)
+        self._buf += chunk
+        if self.state == "sections":
+            self._read_sections()
+        text = self._read_synthesis() if self.state == "synthesis" else ""
+        if len(self._buf) > HOLD_CHARS:
+            self.stop()
+        return text
+
+    def _read_sections(self) -> None:
+        buf, position = self._buf, 0
+        while self.state == "sections":
+            lt = buf.find("<", position)
+            if lt == -1:
+                position = len(buf)
+                break
+            tag = self._tag(lt)
+            if tag is None:
+                position = lt
+                break
+            position = tag.end() if tag else lt + 1
+            if tag:
+                self._section_tag(tag, lt)
+        self._consume(position)
+
+    def _section_tag(self, tag: re.Match, lt: int) -> None:
+        closing, name = tag.group(1), tag.group(2).lower()
+        if self._open is not None:  # tags inside a block are its text
+            if closing and _CLOSE[self._open].fullmatch(tag.group(0)):
+                self._open = None
+            return
+        if closing or tag.group(0).endswith("/>"):
+            return
+        if name != "synthesis":
+            self._open = name
+            return
+        prefix = "".join(self._parts)[: self._offset + lt]
+        self._parts = []
+        self.state = "synthesis" if self._decide(prefix) else "done"
+
+    def _read_synthesis(self) -> str:
+        buf, position, stop, ended = self._buf, 0, len(self._buf), False
+        while True:
+            lt = buf.find("<", position)
+            if lt == -1:
+                break
+            tag = self._tag(lt)
+            if tag is not False:  # a tag of the format ends it; one that may become one waits
+                stop, ended = lt, tag is not None
+                break
+            position = lt + 1
+        region = buf[:stop]
+        start = 0 if self._started else len(region) - len(region.lstrip())
+        head = region[start:]
+        if not self._started and head[:1] == "`":
+            wraps = _fence_wraps(head)
+            if wraps or (wraps is None and ended):
+                self.stop()
+                return ""
+            if wraps is None:
+                self._consume(start)
+                return ""
+        text = head.rstrip()
+        self._started = self._started or bool(text)
+        self._consume(start + len(text))
+        if ended:
+            self.stop()
+        return text
+
+    def _tag(self, lt: int) -> re.Match | bool | None:
+        """At the "<" at ``lt`` of the unread text: the format's tag that
+        starts there, False if none does, None if only more text can tell."""
+        buf, where = self._buf, self._offset + lt
+        start = lt + 1
+        if self._looked[0] == where:
+            start = max(start, self._looked[1] - self._offset)
+        if _LT_GT.search(buf, start) is None:  # the tag, if it is one, is not closed yet
+            self._looked = (where, self._offset + len(buf))
+            end = min(len(buf), lt + 64)
+            head = _TAG_HEAD.match(buf, lt, end)
+            return None if head.end() == end or head.group(1).lower() in _ALL_TAGS else False
+        return _STRUCTURE.match(buf, lt) or False
+
+    def _consume(self, count: int) -> None:
+        self._buf = self._buf[count:]
+        self._offset += count
+
+
+def _fence_wraps(head: str) -> bool | None:
+    """Whether the text starting a synthesis opens a fence that
+    ``_unwrap_fence`` may remove (its first line a markup language or
+    none); None until its first line is whole."""
+    if len(head) < 3:
+        return None if "```".startswith(head) else False
+    if not head.startswith("```"):
+        return False
+    first_line, newline, _ = head[3:].partition("\n")
+    if not newline:
+        return None
+    return first_line.strip(" \t").lower() in _WRAPPING_FENCE_LANGUAGES

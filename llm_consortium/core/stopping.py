@@ -19,9 +19,21 @@ from .outcome import UNANSWERED
 
 def should_stop(config, judgement, round_number: int) -> bool:
     """Whether the run stops after round ``round_number``, whose judgement is ``judgement``."""
+    return rule_met(config, round_number, judgement.confidence, judgement.agreement)
+
+
+def rule_met(config, round_number: int, confidence: float | None, agreement: float | None) -> bool:
+    """Whether the stop rule is met after round ``round_number``, judged with these numbers."""
     return round_number >= config.min_iterations and not shortfalls(
-        config.stop_on, config.confidence_threshold, judgement.confidence, judgement.agreement
+        config.stop_on, config.confidence_threshold, confidence, agreement
     )
+
+
+def last_round(config, round_number: int, confidence: float | None, agreement: float | None) -> bool:
+    """Whether round ``round_number``, judged with these numbers, is the
+    run's last: the stop rule is met, or it is the ``max_iterations``th.
+    (A judge that cannot be read, or ``--max-cost``, may end a run sooner.)"""
+    return round_number >= config.max_iterations or rule_met(config, round_number, confidence, agreement)
 
 
 def shortfalls(rule: str, threshold: float, confidence: float | None, agreement: float | None) -> list[str]:

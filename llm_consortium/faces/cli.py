@@ -159,6 +159,8 @@ def consortium():
 @click.option("json_", "--json", is_flag=True, help="Print the full result as JSON on stdout")
 @click.option("-u", "--usage", is_flag=True, help="Show token usage")
 @click.option("-q", "--quiet", is_flag=True, help="Only the answer: no progress, raw responses or summary")
+@click.option("--no-stream", is_flag=True, help="On a terminal, show the answer once it is checked, not as "
+              "the judge writes it (a pipe, --json and --schema always get it once)")
 @click.option("--no-log", is_flag=True, help="Store nothing: no run record, no entry in llm logs")
 @click.option("attachments", "-a", "--attachment", type=AttachmentParam(), multiple=True,
               help="A file, URL or - (stdin) for the members and arbiter whose models read its type; "
@@ -187,7 +189,7 @@ def consortium():
                    "told they had none")
 def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachments, continue_, conversation_id,
         template_name, params, fragments, system_fragments, schema_input, options, tools_debug, chain_limit,
-        tool_specs, **settings):
+        tool_specs, no_stream, **settings):
     """Run a consortium on PROMPT (the default command).
 
     The answer goes to stdout; confidence, analysis and (with --raw) the raw
@@ -232,7 +234,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
         check_writable(output)
     out = owned_stdout()
 
-    from .display import Progress, raw_responses, summary, usage_line
+    from .display import Progress, raw_responses, summary, usage_line, write_streamed
     from .model import ConsortiumModel
     from .terminal import is_terminal
     from ..storage.store import logging_enabled
@@ -241,20 +243,23 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     logged = logging_enabled() and not no_log
     raw = raw and not quiet
     progress = Progress(sys.stderr, config.arbiter) if is_terminal(sys.stderr, "stderr") and not quiet else None
+    on_terminal = is_terminal(out, "stdout")
+    # On a terminal the answer streams as the judge writes it (model.streams); a pipe gets it once.
+    streaming = on_terminal and not (json_ or no_stream or schema is not None)
     model = ConsortiumModel(name, config, saved=False, observers=[progress] if progress else [])
     # Continuing: the earlier turns reach the members as llm gives them to any model.
     asker = continued(conversation_id, model) if continue_ or conversation_id else model
     try:
         response = asker.prompt(prompt, system=config.system_prompt, schema=schema, attachments=list(attachments),
-                                tools=tools, **options.model_extra)
+                                tools=tools, stream=streaming, **options.model_extra)
     except ValueError as exc:  # llm's check: an attachment type no member or arbiter reads
         fail(str(exc))
     try:
         # The model prepares the run before any call (unknown models, an empty
         # prompt, options no member accepts, a schema that cannot work: one
         # line, nothing written), then runs it; the checked answer comes once
-        # the run is over (see model.py).
-        answer = "".join(response)
+        # the run is over, or is streamed, then checked (see model.py).
+        answer = write_streamed(out, response) if streaming else "".join(response)
     except ConsortiumConfigError as exc:
         if progress:
             progress.close()
@@ -286,7 +291,6 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
         progress.close()
     # A pipe gets the exact text first; a terminal gets it last, where the
     # eye lands after the raw responses and summary, shown and never acted on.
-    on_terminal = is_terminal(out, "stdout")
     if not json_ and not on_terminal:
         write_answer(out, answer)
     if raw:
@@ -295,8 +299,8 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
         click.echo(summary(record), err=True)
     if usage:
         click.echo(click.style(usage_line(record.usage), fg="yellow", bold=True), err=True)
-    if not json_ and on_terminal:
-        write_answer(out, printable(answer))
+    if not json_ and on_terminal and (raw or not streaming):  # streamed, it is written again below the raw view
+        write_answer(out, printable(record.synthesis.synthesis if streaming else answer))
     deliver(record, json_, output, out)
     code = exit_code(record.outcome.status, config.strict, record.outcome.has_answer)
     if code:

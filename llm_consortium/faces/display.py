@@ -293,6 +293,9 @@ class Progress(Observer):
         self.arbiter_state = "writing"
         self._changed()
 
+    def answer_chunk(self, run, number, text):
+        self.close()  # the answer starts on stdout, on the same terminal
+
     def round_finished(self, run, round_):
         judgement = round_.judgement
         self.arbiter_state = f"confidence {judgement.confidence:.2f} · " + agreement_text(judgement.agreement, None)
@@ -350,6 +353,24 @@ class Progress(Observer):
         if self.lines_drawn:
             self.stream.write(f"\x1b[{self.lines_drawn}F\x1b[J")
             self.lines_drawn = 0
+
+
+def write_streamed(out, chunks) -> str:
+    """Each chunk of a streamed answer written to ``out`` (a terminal) as it
+    arrives, made printable piece by piece (a sequence split between two
+    pieces cannot be completed: see ``safetext``), then a newline; returns
+    the chunks' text as they came."""
+    pieces = []
+    try:
+        for chunk in chunks:
+            pieces.append(chunk)
+            out.write(printable(chunk))
+            out.flush()
+    finally:
+        if pieces:
+            out.write("\n")
+            out.flush()
+    return "".join(pieces)
 
 
 def method_details(method: str | None, details: dict) -> list[str]:

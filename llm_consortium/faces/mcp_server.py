@@ -134,7 +134,7 @@ class Ask(Observer):
         from ..storage import store
 
         try:
-            response = model.prompt(prompt, system=system)
+            response = model.prompt(prompt, system=system, stream=False)  # the checked answer, once
             self.answer = "".join(response)  # the whole run; the model yields its checked answer once
             self.record = record_from_result(response.response_json)
         except (ConsortiumConfigError, ConsortiumError) as exc:  # a mistake, or a run with no answer

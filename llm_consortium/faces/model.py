@@ -5,7 +5,13 @@ The model runs the engine and yields the final synthesis once, when the
 arbiter's reply that holds it is complete and parsed: a reply cut short and
 retried, a round that a later one replaces, or a synthesis a member tried
 to forge never reaches llm's output or logs, so what is printed, what
-``llm logs`` stores and the recorded answer are always the same text.
+``llm logs`` stores and the recorded answer are the same text. Except when
+it streams (llm's default, ``streams``: on a terminal or through the Python
+API, never under ``--schema``): then the last round's synthesis is yielded
+as the judge writes it (``judging.Panel.answer_reader``), and the rest of
+the answer once it is checked; if the run's answer turns out not to begin
+with what was streamed, a note goes to stderr and the answer follows a
+``SEPARATOR``, and llm's output and log hold all three.
 Under llm's own ``prompt`` and ``chat`` commands, with stderr a terminal,
 the run's live progress is shown on stderr and collapsed before the answer
 is yielded; a one-line summary follows once llm has printed the answer.
@@ -30,6 +36,7 @@ import llm
 from pydantic import ConfigDict, Field, create_model
 
 from ..core.config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError
+from ..core.observer import Observer
 
 
 class _OptionsBase(llm.Options):
@@ -202,6 +209,19 @@ class _Consortium:
             raise in_chat(error)
         return record.synthesis.synthesis
 
+    def _end(self, response, run, recorder, progress):
+        """After the run: its record and llm's response JSON (``_finish``),
+        what is left of the answer to yield (``rest_of_answer``), and the
+        summary line when the live progress was shown."""
+        record = recorded_record(run, recorder)
+        answer = self._finish(response, record)
+        exit_if_strict(run.config, record)
+        rest = rest_of_answer(run, answer)
+        if rest:
+            yield rest
+        if progress:
+            show_summary(record)
+
 
 def no_answer_message(record) -> str:
     """One line: there is no answer, why, and (no verdict) the distinct answers the members gave."""
@@ -334,29 +354,104 @@ def show_summary(record) -> None:
         context.call_on_close(lambda: click.echo(line, err=True))
 
 
+# Between an answer streamed and then withdrawn, and the run's answer.
+SEPARATOR = "\n\n---\n\n"
+
+
+def streams(stream: bool) -> bool:
+    """Whether a call streams its answer as the judge writes it: llm asked
+    for a stream (``--no-stream`` did not), and, on the command line,
+    stdout is a terminal (a pipe gets the checked answer once)."""
+    from .terminal import is_terminal
+
+    return stream and (cli_command() is None or is_terminal(sys.stdout, "stdout"))
+
+
+class AnswerChunks(Observer):
+    """Hands each ``answer_chunk`` to ``put`` (a queue the model's
+    ``execute`` yields from)."""
+
+    def __init__(self, put):
+        self.put = put
+
+    def answer_chunk(self, run, round_number, text):
+        self.put(text)
+
+
+def streamed(orchestrator, run):
+    """Run ``run`` on the shared loop (``runner``), yielding its answer's
+    chunks as they come; returns the run's result."""
+    import queue
+
+    from ..core.runner import Submitted, signals_interrupt
+
+    chunks = queue.Queue()
+    orchestrator.observers.append(AnswerChunks(chunks.put))
+    with signals_interrupt():
+        submitted = Submitted(orchestrator.execute(run))
+        submitted.future.add_done_callback(lambda _: chunks.put(None))
+        try:
+            while (text := chunks.get()) is not None:
+                yield text
+            return submitted.future.result()
+        finally:
+            if not submitted.future.done():  # Ctrl-C, or the reader stopped reading
+                submitted.cancel()
+            tell_withdrawn(run)
+
+
+def tell_withdrawn(run) -> None:
+    """The note on stderr, on a line of its own, when the answer streamed was withdrawn."""
+    if run.stream_withdrawn:
+        from .display import note_line
+
+        click.echo("\n" + note_line(run.stream_withdrawn), err=True)
+
+
+def rest_of_answer(run, answer: str) -> str:
+    """What is left to yield of ``answer``: all of it when nothing was
+    streamed, the rest of it when the stream began it, or all of it after
+    ``SEPARATOR`` when the stream was withdrawn."""
+    if run.stream_withdrawn:
+        return SEPARATOR + answer
+    return answer[len(run.streamed):]
+
+
 class ConsortiumModel(_Consortium, llm.Model):
     def execute(self, prompt, stream, response, conversation):
         from ..core.runner import run_coroutine
 
         orchestrator, run, recorder, progress = self._start(prompt)
+        run.stream = streams(stream)
         with self._running(run, recorder, progress):
-            run_coroutine(orchestrator.execute(run))
-        record = recorded_record(run, recorder)
-        answer = self._finish(response, record)
-        exit_if_strict(run.config, record)
-        yield answer
-        if progress:
-            show_summary(record)
+            if run.stream:
+                yield from streamed(orchestrator, run)
+            else:
+                run_coroutine(orchestrator.execute(run))
+        yield from self._end(response, run, recorder, progress)
 
 
 class AsyncConsortiumModel(_Consortium, llm.AsyncModel):
     async def execute(self, prompt, stream, response, conversation):
+        import asyncio
+
         orchestrator, run, recorder, progress = self._start(prompt)
+        run.stream = streams(stream)
         with self._running(run, recorder, progress):
-            await orchestrator.execute(run)
-        record = recorded_record(run, recorder)
-        answer = self._finish(response, record)
-        exit_if_strict(run.config, record)
-        yield answer
-        if progress:
-            show_summary(record)
+            if run.stream:
+                chunks = asyncio.Queue()
+                orchestrator.observers.append(AnswerChunks(chunks.put_nowait))
+                task = asyncio.ensure_future(orchestrator.execute(run))
+                task.add_done_callback(lambda _: chunks.put_nowait(None))
+                try:
+                    while (text := await chunks.get()) is not None:
+                        yield text
+                finally:
+                    if not task.done():  # cancelled, or the reader stopped reading
+                        task.cancel()
+                    tell_withdrawn(run)
+                task.result()  # the run's failure, if it failed
+            else:
+                await orchestrator.execute(run)
+        for text in self._end(response, run, recorder, progress):
+            yield text

@@ -131,7 +131,7 @@ class Asks:
 
         try:
             try:
-                response = asker.prompt(prompt, system=system)
+                response = asker.prompt(prompt, system=system, stream=False)  # the page shows the record
                 for _ in response:  # the whole run; the model yields its answer once it ends
                     pass
             except ConsortiumConfigError as exc:  # before any model was called
