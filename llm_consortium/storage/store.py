@@ -141,9 +141,16 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     (
-        # The runs lists page through the runs newest first.
-        "011_runs_by_start",
-        ["CREATE INDEX IF NOT EXISTS consortium_runs_started ON consortium_runs (started)"],
+        # The runs lists page through the runs newest first and offer the
+        # names, methods and statuses recorded; a run's page lists its rejudgings.
+        "011_runs_indexes",
+        [
+            "CREATE INDEX IF NOT EXISTS consortium_runs_started ON consortium_runs (started)",
+            "CREATE INDEX IF NOT EXISTS consortium_runs_name ON consortium_runs (name)",
+            "CREATE INDEX IF NOT EXISTS consortium_runs_method ON consortium_runs (method)",
+            "CREATE INDEX IF NOT EXISTS consortium_runs_status ON consortium_runs (status)",
+            "CREATE INDEX IF NOT EXISTS consortium_runs_parent ON consortium_runs (parent_run_id)",
+        ],
     ),
     (
         # Judge audits (``evaluation.audit``): a run's answers judged again in
@@ -535,9 +542,11 @@ def get_run(run_id_or_prefix: str) -> dict | None:
         return None
     with connection() as conn:
         conn.row_factory = sqlite3.Row
+        # A prefix as a range of the primary key: every id from the prefix up
+        # to (not including) the prefix with its last character one higher.
+        after = run_id_or_prefix[:-1] + chr(min(ord(run_id_or_prefix[-1]) + 1, 0x10FFFF))
         rows = conn.execute(
-            "SELECT * FROM consortium_runs WHERE substr(id, 1, ?) = ? LIMIT 2",
-            (len(run_id_or_prefix), run_id_or_prefix),
+            "SELECT * FROM consortium_runs WHERE id >= ? AND id < ? LIMIT 2", (run_id_or_prefix, after),
         ).fetchall()
         if len(rows) > 1:
             raise AmbiguousRunId(f"Run id prefix {run_id_or_prefix!r} matches more than one run")
