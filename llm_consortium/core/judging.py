@@ -191,21 +191,18 @@ class Panel:
         if outcome.error and is_context_overflow(outcome.error):
             prompt = prompts.compact_arbiter_prompt(self.run.prompt, self.answer_texts(), self.run.fence)
             outcome = await self._ask_arbiter(prompt)
-        if outcome.error:
-            self._withdraws(f"the arbiter failed: {outcome.error}")
-            return await members_verdict(self, f"the arbiter failed: {outcome.error}", "")
-        judgement = parse_arbiter(outcome.text, material=self.material())
-        problem = self.problem(judgement)
-        if problem:
-            self._withdraws(f"the arbiter's reply could not be used: {problem}")
-            outcome = await self._ask_arbiter(prompt + prompts.reminder(problem))
+        problem = None
+        for reminded in (False, True):
+            if reminded:  # once more, reminded of the format and of what was wrong
+                outcome = await self._ask_arbiter(prompt + prompts.reminder(problem))
             if outcome.error:
                 self._withdraws(f"the arbiter failed: {outcome.error}")
                 return await members_verdict(self, f"the arbiter failed: {outcome.error}", "")
             judgement = parse_arbiter(outcome.text, material=self.material())
             problem = self.problem(judgement)
-            if problem:
-                self._withdraws(f"the arbiter's reply could not be used: {problem}")
+            if not problem:
+                break
+            self._withdraws(f"the arbiter's reply could not be used: {problem}")
         if not problem:
             if self.run.schema is not None:
                 judgement.synthesis = json.dumps(schemas.read_json(judgement.synthesis), ensure_ascii=False)

@@ -34,14 +34,12 @@ def audit(run_id, shuffles, arbiter, seed, json_):
     """
     from ..core.config import ConsortiumConfig, ConsortiumConfigError
     from ..evaluation.audit import AuditError, audit as run_audit
-    from ..storage.store import AmbiguousRunId, load_run, logging_enabled, save_audit
+    from ..storage.store import RunNotFound, find_run, logging_enabled, record_of_row, save_audit
 
     try:
-        record = load_run(run_id)
-    except AmbiguousRunId:
-        raise click.ClickException(f"{run_id!r} matches several runs: give more of the id") from None
-    if record is None:
-        raise click.ClickException(f"No run matches {run_id!r} (see 'llm consortium runs')")
+        record = record_of_row(find_run(run_id))
+    except RunNotFound as exc:
+        raise click.ClickException(str(exc)) from None
 
     def progress(number, shuffle):
         click.echo(shuffle_line(number, shuffle), err=True)

@@ -785,18 +785,16 @@ def inspect(run_id, json_, markdown):
     """Show one run round by round (RUN_ID or a prefix; default the latest)."""
     if json_ and markdown:
         fail("Give one of --json and --markdown")
-    from ..storage.store import AmbiguousRunId, get_run, latest_run_id, record_of_row
+    from ..storage.store import RunNotFound, find_run, latest_run_id, record_of_row
 
     if run_id == "latest":
         run_id = latest_run_id()
         if run_id is None:
             fail("No runs recorded yet")
     try:
-        row = get_run(run_id)
-    except AmbiguousRunId:
-        fail(f"{run_id!r} matches several runs: give more of the id")
-    if row is None:
-        fail(f"No run matches {run_id!r} (see 'llm consortium runs')")
+        row = find_run(run_id)
+    except RunNotFound as exc:
+        fail(str(exc))
     record = record_of_row(row)
     if markdown:
         from .markdown import transcript

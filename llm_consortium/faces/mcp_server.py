@@ -270,11 +270,9 @@ def build(panels: Panels, max_wait: float):
         from ..storage import store
 
         try:
-            row = await anyio.to_thread.run_sync(store.get_run, run_id)
-        except store.AmbiguousRunId:
-            return tool_error(f"{run_id!r} matches several runs: give more of the id")
-        if row is None:
-            return tool_error(f"No run matches {run_id!r}")
+            row = await anyio.to_thread.run_sync(store.find_run, run_id)
+        except store.RunNotFound as exc:
+            return tool_error(str(exc))
         if panels.allowed and row.get("name") not in panels.allowed:
             return tool_error(f"Run {run_id!r} is not a run of a consortium this server may ask "
                               f"({', '.join(panels.allowed)})")

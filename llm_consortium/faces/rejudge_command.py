@@ -31,14 +31,12 @@ def rejudge(run_id, method, arbiter, json_):
     """
     from ..core.config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError
     from ..evaluation.rejudge import in_members_order, prepared, reused_answers
-    from ..storage.store import AmbiguousRunId, load_run
+    from ..storage.store import RunNotFound, find_run, record_of_row
 
     try:
-        record = load_run(run_id)
-    except AmbiguousRunId:
-        raise click.ClickException(f"{run_id!r} matches several runs: give more of the id") from None
-    if record is None:
-        raise click.ClickException(f"No run matches {run_id!r} (see 'llm consortium runs')")
+        record = record_of_row(find_run(run_id))
+    except RunNotFound as exc:
+        raise click.ClickException(str(exc)) from None
     answers = reused_answers(record)
     if not answers:
         raise click.ClickException(f"Run {record.run_id[:8]} has no member answers to judge")

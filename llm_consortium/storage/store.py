@@ -515,8 +515,21 @@ def latest_run_id() -> str | None:
     return row[0] if row else None
 
 
-class AmbiguousRunId(LookupError):
+class RunNotFound(LookupError):
+    """No recorded run matches an id or prefix (``find_run``), or several
+    do (``AmbiguousRunId``); the message says which, in one line."""
+
+
+class AmbiguousRunId(RunNotFound):
     """A run id prefix that matches more than one run."""
+
+
+def find_run(run_id_or_prefix: str) -> dict:
+    """``get_run``'s run, or ``RunNotFound`` saying why there is none."""
+    row = get_run(run_id_or_prefix)
+    if row is None:
+        raise RunNotFound(f"No run matches {run_id_or_prefix!r} (see 'llm consortium runs')")
+    return row
 
 
 def get_run(run_id_or_prefix: str) -> dict | None:
@@ -549,7 +562,7 @@ def get_run(run_id_or_prefix: str) -> dict | None:
             "SELECT * FROM consortium_runs WHERE id >= ? AND id < ? LIMIT 2", (run_id_or_prefix, after),
         ).fetchall()
         if len(rows) > 1:
-            raise AmbiguousRunId(f"Run id prefix {run_id_or_prefix!r} matches more than one run")
+            raise AmbiguousRunId(f"{run_id_or_prefix!r} matches several runs: give more of the id")
         if not rows:
             return None
         run = dict(rows[0])
