@@ -41,6 +41,20 @@ def pytest_cmdline_main(config):
         config.option.numprocesses = 2 * len(os.sched_getaffinity(0))
 
 
+@pytest.fixture(autouse=True)
+def _no_click_context_left():
+    """Each test starts with no click context on its thread. An in-process
+    CLI run that ends with ``-o strict 1`` exits from one of click's close
+    callbacks (``faces.model.exit_if_strict``), and click then leaves that
+    context pushed: a real ``llm`` process exits there, but in this process
+    the next test would look like it runs under llm's ``prompt`` command."""
+    import click
+
+    while click.get_current_context(silent=True) is not None:
+        click.globals.pop_context()
+    yield
+
+
 def pytest_collection_modifyitems(items):
     """The longest tests first (the Quick Start's install, the real model,
     the browser), so that under pytest-xdist they run beside the many short
