@@ -179,6 +179,11 @@ class ConsortiumConfig:
         False, "Exit with status 3 when the answer comes with any status but success (partial, "
         "below_threshold, degraded, budget): for scripts that must not take a doubtful answer", bool,
     )
+    min_p: float | None = setting(
+        None, "Mark the answer below_threshold, with a 'not confident enough' line, when its calibrated "
+        "p(right) is below this (0-1); needs a calibration: llm consortium eval DATA --consortium NAME "
+        "--calibrate", float | str, metavar="P",
+    )
 
     def __post_init__(self):
         if isinstance(self.models, str):
@@ -222,6 +227,10 @@ class ConsortiumConfig:
         self.allow_unpriced = _flag("allow unpriced", self.allow_unpriced)
         self.system_prompt = self.system_prompt or None
         self.strict = _flag("strict", self.strict)
+        if self.min_p is not None:
+            self.min_p = _finite("min p", self.min_p)
+            if not 0 <= self.min_p <= 1:
+                raise ConsortiumConfigError(f"min p must be a probability between 0 and 1, got {self.min_p}")
 
     def to_dict(self) -> dict:
         return asdict(self)

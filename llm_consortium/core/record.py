@@ -71,6 +71,9 @@ class OutcomeRecord(BaseModel):
     threshold_note: str | None = None
     stopped_because: str | None = None
     budget_note: str | None = None
+    # The calibrated probability that the answer is right, and the items its map was fitted on (``calibrated``).
+    p_right: float | None = None
+    calibrated_items: int | None = None
 
 
 class SettingsRecord(BaseModel):
@@ -170,6 +173,7 @@ def record_of(run) -> RunRecord:
             agreeing=outcome.agreeing, has_answer=outcome.has_answer,
             threshold_note=run.threshold_note(judgement) if judgement else None,
             stopped_because=run.stopped_because, budget_note=run.budget_note,
+            p_right=run.p_right, calibrated_items=run.calibration["items"] if run.calibration else None,
         ),
         usage=run.usage.model_copy(),
         started=run.started.isoformat(),
@@ -232,6 +236,8 @@ def result_dict(record: RunRecord) -> dict:
             "max_cost": settings.max_cost,
             "stopped_because": outcome.stopped_because,
             "budget_note": outcome.budget_note,
+            "p_right": outcome.p_right,
+            "calibrated_items": outcome.calibrated_items,
             "parent_run_id": record.parent_run_id,
         },
     }
@@ -286,7 +292,8 @@ def record_from_result(result: dict) -> RunRecord:
             status=meta.get("status") or "success", notes=meta.get("notes") or [], members=meta.get("members"),
             answered=meta.get("answered"), agreeing=meta.get("agreeing"), has_answer=meta.get("has_answer", True),
             threshold_note=meta.get("threshold_note"), stopped_because=meta.get("stopped_because"),
-            budget_note=meta.get("budget_note"),
+            budget_note=meta.get("budget_note"), p_right=meta.get("p_right"),
+            calibrated_items=meta.get("calibrated_items"),
         ),
         usage=usage_of(meta.get("usage")),
         started=meta.get("start_time"),

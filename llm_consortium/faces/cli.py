@@ -13,7 +13,7 @@ from click_default_group import DefaultGroup
 from ..core.config import (
     DEFAULT_ARBITER, DEFAULT_MODELS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError, UnknownModelsError,
 )
-from ..core.outcome import counts_text, exit_code
+from ..core.outcome import below_min_p, counts_text, exit_code
 from .choices import MethodOption
 from ..core.safetext import printable, single_line
 from .eval_command import eval_command
@@ -240,7 +240,8 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     logged = logging_enabled() and not no_log
     raw = raw and not quiet
     progress = Progress(sys.stderr, config.arbiter) if is_terminal(sys.stderr, "stderr") and not quiet else None
-    model = ConsortiumModel(name, config, saved=False, observers=[progress] if progress else [])
+    model = ConsortiumModel(name, config, saved=False, observers=[progress] if progress else [],
+                            calibrated_as=default_name() if base else None)  # the default's p(right)
     # Continuing: the earlier turns reach the members as llm gives them to any model.
     asker = continued(conversation_id, model) if continue_ or conversation_id else model
     try:
@@ -297,7 +298,8 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     if not json_ and on_terminal:
         write_answer(out, printable(answer))
     deliver(record, json_, output, out)
-    code = exit_code(record.outcome.status, config.strict, record.outcome.has_answer)
+    code = exit_code(record.outcome.status, config.strict, record.outcome.has_answer,
+                     below_min_p(config.min_p, record.outcome.p_right))
     if code:
         sys.exit(code)
 
@@ -439,8 +441,7 @@ def default_config() -> ConsortiumConfig | None:
     run that names its members is that run's own, and a threshold or round
     count taken from the default would change it unseen.
     """
-    path = user_path(DEFAULT_FILE)
-    name = path.read_text().strip() if path.exists() else ""
+    name = default_name()
     if not name:
         return None
     from ..storage.store import load_config
@@ -449,6 +450,12 @@ def default_config() -> ConsortiumConfig | None:
     if saved is None:
         fail(f"The default consortium {name!r} no longer exists: run 'llm consortium default --clear'")
     return ConsortiumConfig.from_dict(saved)
+
+
+def default_name() -> str:
+    """The name set with ``llm consortium default NAME``, or ""."""
+    path = user_path(DEFAULT_FILE)
+    return path.read_text().strip() if path.exists() else ""
 
 
 def explain_defaults(error: ConsortiumConfigError) -> str:
@@ -522,8 +529,10 @@ def save(name, models, **settings):
     if includes(config, name):
         fail(f"A consortium cannot include itself, directly or through another saved consortium: {name}")
     verb = "Updated" if existing is not None else "Saved"
-    save_config(name, config.to_dict())
+    calibration_note = save_config(name, config.to_dict())
     click.echo(f"{verb} consortium {name}: llm -m {name} \"your prompt\"")
+    if calibration_note:  # p(right) is no longer shown: say so, and how to calibrate again
+        click.echo(f"Note: {calibration_note} (llm consortium eval DATA --consortium {name} --calibrate)", err=True)
 
 
 def includes(config: ConsortiumConfig, target: str, seen: tuple = ()) -> bool:

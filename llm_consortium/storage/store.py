@@ -140,6 +140,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE consortium_runs ADD COLUMN agreeing INTEGER",
         ],
     ),
+    (
+        # A saved consortium's calibration (``eval --calibrate``): a column of
+        # its own, not a key of the config JSON, so that it is read only when
+        # a run starts (not by register_models on every llm command), is not
+        # taken for a setting by list, show or save, and outlives a save that
+        # leaves its members and arbiter as they were.
+        "011_calibration",
+        ["ALTER TABLE consortium_configs ADD COLUMN calibration TEXT"],
+    ),
 ]
 
 
@@ -250,13 +259,40 @@ def _pending_migrations(conn: sqlite3.Connection) -> list[tuple[str, list[str]]]
 # Saved configurations. They are not logs: ``llm logs off`` does not stop them.
 
 
-def save_config(name: str, config: dict) -> None:
-    """Save (or replace) a named configuration."""
+def save_config(name: str, config: dict) -> str | None:
+    """Save (or replace) a named configuration. Its calibration is kept
+    while its members and arbiter stay the same, and dropped otherwise;
+    returns why the calibration no longer applies (dropped, or no map for
+    its method), or None when it applies or there is none."""
+    from ..core.calibrated import fingerprint, for_run
+
+    models, arbiter = config.get("models") or [], config.get("arbiter")
     with connection() as conn, conn:
+        row = conn.execute("SELECT calibration FROM consortium_configs WHERE name = ?", (name,)).fetchone()
+        stored = _json(row[0], None) if row else None
+        drop = bool(stored) and stored.get("fingerprint") != fingerprint(models, arbiter)
         conn.execute(
-            "INSERT OR REPLACE INTO consortium_configs (name, config, created_at) VALUES (?, ?, ?)",
+            "INSERT INTO consortium_configs (name, config, created_at) VALUES (?, ?, ?) ON CONFLICT (name) "
+            "DO UPDATE SET config = excluded.config, created_at = excluded.created_at"
+            + (", calibration = NULL" if drop else ""),
             (name, json.dumps(config), now()),
         )
+    if drop:
+        return "its calibration was dropped: the members or the arbiter changed"
+    return for_run(stored, models, arbiter, config.get("method", "arbiter"))[1] if stored else None
+
+
+def save_calibration(name: str, calibration: dict) -> None:
+    """Store ``calibration`` ({"fingerprint", "methods": {method: map}}) with the saved consortium ``name``."""
+    with connection() as conn, conn:
+        conn.execute("UPDATE consortium_configs SET calibration = ? WHERE name = ?", (json.dumps(calibration), name))
+
+
+def load_calibration(name: str) -> dict | None:
+    """The calibration stored with the saved consortium ``name``, or None."""
+    with connection() as conn:
+        row = conn.execute("SELECT calibration FROM consortium_configs WHERE name = ?", (name,)).fetchone()
+    return _json(row[0], None) if row else None
 
 
 def load_config(name: str) -> dict | None:
