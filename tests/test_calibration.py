@@ -83,9 +83,24 @@ def test_saturated_confidence_is_miscalibrated_and_agreement_calibrates():
     assert fit.after[fit.score].value < 0.05
     assert fit.after[fit.score].interval[1] < 0.05  # (an ECE near 0 resamples above it: the interval may not hold it)
     assert fit.before["confidence"].interval[0] > 0.15
+    assert fit.score == "agreement"  # the confidence is noise: adding it makes a worse forecast
     assert calibrated.p_right(fit.map, 1.0, 0.9) == pytest.approx(0.95, abs=0.05)
     assert calibrated.p_right(fit.map, 1 / 3, 0.9) == pytest.approx(0.2, abs=0.08)
     assert calibrated.p_right(fit.map, None, 0.9) is None
+
+
+def test_the_combination_is_kept_when_the_confidence_carries_signal():
+    rng = random.Random(13)
+    agreement, confidence, correct = [], [], []
+    for _ in range(800):
+        a, c = rng.choice([0.4, 0.6, 0.8, 1.0]), rng.uniform(0.5, 1.0)
+        agreement.append(a)
+        confidence.append(c)
+        correct.append(rng.random() < calibrated.sigmoid(-12 + 4 * a + 10 * c))
+    fit = calibration.fit_method("arbiter", correct, confidence, agreement)
+    assert fit.score == "logistic" and fit.brier["logistic"] < fit.brier["agreement"]
+    assert fit.map["weights"][2] > 5
+    assert calibrated.p_right(fit.map, 0.8, 0.95) > calibrated.p_right(fit.map, 0.8, 0.6)
 
 
 def test_too_few_items_are_not_calibrated():
@@ -139,7 +154,8 @@ def test_calibrate_stores_a_map_with_the_consortium_and_reports_before_and_after
     assert result.exit_code == 0, result.output
     assert "Calibrated p(right)" in result.stdout
     line = next(line for line in result.stdout.splitlines() if line.strip().startswith("vote  before"))
-    assert "confidence 0." in line and "after: 0." in line and f"{len(ITEMS)} items" in line
+    assert "confidence 0." in line and "after, held out: agreement 0." in line and f"{len(ITEMS)} items" in line
+    assert line.count("(kept)") == 1
     assert "Calibration stored with trio: vote on 40 items" in result.stderr
 
     stored = store.load_calibration("trio")

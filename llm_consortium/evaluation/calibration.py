@@ -3,8 +3,10 @@ one score to the observed accuracy on the user's labelled items, measure it
 on held-out folds, and make the map that a saved consortium stores (applied
 at run time by ``core.calibrated``).
 
-Two scores are tried, and the one whose held-out ECE is lower is kept (the
-agreement on a tie, the simpler):
+Two scores are tried, and the one whose held-out ECE is lower is kept; the
+combination must also have a held-out Brier score no worse than the
+agreement's (else the agreement, the simpler, is kept: a confidence that is
+noise can lower a binned ECE by chance while making the forecast worse):
 
 * ``agreement``: the measured agreement alone;
 * ``logistic``: a logistic regression of being right on the agreement and
@@ -157,6 +159,11 @@ def ece_with_interval(probabilities: list[float], correct: list[bool], samples: 
     return Ece(calibration(probabilities, correct).ece, (percentile(resampled, 0.025), percentile(resampled, 0.975)))
 
 
+def brier(probabilities: list[float], correct: list[bool]) -> float:
+    """The mean squared difference between p(right) and being right."""
+    return sum((p - ok) ** 2 for p, ok in zip(probabilities, correct)) / len(correct)
+
+
 @dataclass
 class MethodFit:
     """One method's calibration: how it was before and after, on held-out folds, and its map."""
@@ -165,6 +172,7 @@ class MethodFit:
     items: int  # items it was fitted on (an answer with a measured agreement)
     before: dict[str, Ece] = field(default_factory=dict)  # "confidence", "agreement": read as probabilities
     after: dict[str, Ece] = field(default_factory=dict)  # per score, on held-out folds
+    brier: dict[str, float] = field(default_factory=dict)  # per score, on held-out folds
     score: str | None = None  # the score kept
     map: dict | None = None  # None: too few items
     skipped: str | None = None
@@ -174,6 +182,7 @@ class MethodFit:
             "method": self.method, "items": self.items, "skipped": self.skipped, "score": self.score,
             "before": {k: v.to_dict() for k, v in self.before.items()},
             "after_held_out": {k: v.to_dict() for k, v in self.after.items()},
+            "brier_held_out": {k: round(v, 4) for k, v in self.brier.items()},
             "map": self.map,
         }
 
@@ -190,8 +199,14 @@ def fit_method(method: str, correct: list[bool], confidence: list[float | None],
     c = [confidence[i] for i in kept]
     y = [bool(correct[i]) for i in kept]
     fit.before = {"confidence": ece_with_interval(c, y), "agreement": ece_with_interval(a, y)}
-    fit.after = {kind: ece_with_interval(out_of_fold(kind, a, c, y, folds), y) for kind in SCORES}
-    fit.score = min(SCORES, key=lambda kind: (fit.after[kind].value, SCORES.index(kind)))
+    predictions = {kind: out_of_fold(kind, a, c, y, folds) for kind in SCORES}
+    fit.after = {kind: ece_with_interval(predictions[kind], y) for kind in SCORES}
+    fit.brier = {kind: brier(predictions[kind], y) for kind in SCORES}
+    # The combination must be better calibrated and no worse a forecast: a confidence
+    # that is noise only reorders items within the agreement's bins, which ECE barely sees.
+    better = fit.after["logistic"].value < fit.after["agreement"].value and \
+        fit.brier["logistic"] <= fit.brier["agreement"]
+    fit.score = "logistic" if better else "agreement"
     fit.map = {**fit_map(fit.score, a, c, y), "items": len(kept), "date": date.today().isoformat()}
     return fit
 
@@ -212,21 +227,16 @@ def stored(fits: list[MethodFit], models: list[str], arbiter: str) -> dict | Non
 
 def report_lines(fits: list[MethodFit]) -> list[str]:
     """A line per method: ECE before and after (held out), with the score kept."""
-    lines = [f"Calibrated p(right), ECE with a 95% bootstrap interval; after: on {FOLDS} held-out folds, "
-             "never on the items a map was fitted on:"]
+    lines = [f"Calibrated p(right): ECE with a 95% bootstrap interval, before (the raw numbers) and after (on "
+             f"{FOLDS} held-out folds, never on the items a map was fitted on; agreement alone, or the logistic of "
+             "agreement and confidence):"]
     width = max(len(fit.method) for fit in fits)
     for fit in fits:
         if fit.skipped:
             lines.append(f"  {fit.method:<{width}}  not calibrated: {fit.skipped}")
             continue
-        lines.append(
-            f"  {fit.method:<{width}}  before: confidence {fit.before['confidence'].text()}, agreement "
-            f"{fit.before['agreement'].text()}; after: {fit.after[fit.score].text()} ({fit.score}"
-            f"{', the logistic of agreement and confidence' if fit.score == 'logistic' else ''}; "
-            f"other score: {fit.after[other(fit.score)].text()}); {fit.items} items"
-        )
+        after = ", ".join(f"{kind} {fit.after[kind].text()}{' (kept)' if kind == fit.score else ''}"
+                          for kind in SCORES)
+        lines.append(f"  {fit.method:<{width}}  before: confidence {fit.before['confidence'].text()}, agreement "
+                     f"{fit.before['agreement'].text()}; after, held out: {after}; {fit.items} items")
     return lines
-
-
-def other(score: str) -> str:
-    return next(kind for kind in SCORES if kind != score)
