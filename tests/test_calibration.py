@@ -235,6 +235,13 @@ def test_changing_the_members_drops_the_map_with_a_note(trio):
     assert "no calibration" in invoke("-m", "trio", ITEMS[0].prompt, "-o", "min_p", "0.5").stderr
 
 
+def test_removing_the_consortium_removes_its_map(trio):
+    assert calibrate().exit_code == 0
+    assert invoke("consortium", "remove", "trio").exit_code == 0
+    assert invoke(*SAVE).exit_code == 0  # the same name, members and arbiter: a new consortium, uncalibrated
+    assert store.load_calibration("trio") is None
+
+
 def test_calibrate_needs_the_saved_consortium_as_saved(trio):
     alone = invoke("consortium", "eval", "--sample", "-m", "sim-strong", "--arbiter", "sim-judge", "--calibrate")
     assert alone.exit_code == 2 and "--calibrate needs --consortium NAME" in alone.stderr

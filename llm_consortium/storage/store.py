@@ -141,13 +141,16 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     (
-        # A saved consortium's calibration (``eval --calibrate``): a column of
-        # its own, not a key of the config JSON, so that it is read only when
-        # a run starts (not by register_models on every llm command), is not
-        # taken for a setting by list, show or save, and outlives a save that
-        # leaves its members and arbiter as they were.
-        "011_calibration",
-        ["ALTER TABLE consortium_configs ADD COLUMN calibration TEXT"],
+        # A saved consortium's calibration (``eval --calibrate``), by its name.
+        # A table of its own: not a key of the config JSON, so that it is read
+        # only when a run starts (not by register_models on every llm command),
+        # is not taken for a setting by list, show or save, and outlives a save
+        # that leaves the members and arbiter as they were; and not a column of
+        # consortium_configs, which keeps exactly the columns 0.3 created (0.3
+        # inserts rows without naming them).
+        "011_calibrations",
+        ["CREATE TABLE IF NOT EXISTS consortium_calibrations (name TEXT PRIMARY KEY, calibration TEXT, "
+         "created_at TEXT)"],
     ),
 ]
 
@@ -268,13 +271,12 @@ def save_config(name: str, config: dict) -> str | None:
 
     models, arbiter = config.get("models") or [], config.get("arbiter")
     with connection() as conn, conn:
-        row = conn.execute("SELECT calibration FROM consortium_configs WHERE name = ?", (name,)).fetchone()
-        stored = _json(row[0], None) if row else None
+        stored = _calibration(conn, name)
         drop = bool(stored) and stored.get("fingerprint") != fingerprint(models, arbiter)
+        if drop:
+            conn.execute("DELETE FROM consortium_calibrations WHERE name = ?", (name,))
         conn.execute(
-            "INSERT INTO consortium_configs (name, config, created_at) VALUES (?, ?, ?) ON CONFLICT (name) "
-            "DO UPDATE SET config = excluded.config, created_at = excluded.created_at"
-            + (", calibration = NULL" if drop else ""),
+            "INSERT OR REPLACE INTO consortium_configs (name, config, created_at) VALUES (?, ?, ?)",
             (name, json.dumps(config), now()),
         )
     if drop:
@@ -282,24 +284,29 @@ def save_config(name: str, config: dict) -> str | None:
     return for_run(stored, models, arbiter, config.get("method", "arbiter"))[1] if stored else None
 
 
-def save_calibration(name: str, calibration: dict) -> None:
-    """Store ``calibration`` ({"fingerprint", "methods": {method: map}}) with the saved consortium ``name``."""
-    with connection() as conn, conn:
-        conn.execute("UPDATE consortium_configs SET calibration = ? WHERE name = ?", (json.dumps(calibration), name))
-
-
-def load_calibration(name: str) -> dict | None:
-    """The calibration stored with the saved consortium ``name``, or None."""
-    with connection() as conn:
-        row = conn.execute("SELECT calibration FROM consortium_configs WHERE name = ?", (name,)).fetchone()
-    return _json(row[0], None) if row else None
-
-
 def load_config(name: str) -> dict | None:
     """The configuration saved as ``name``, or None."""
     with connection() as conn:
         row = conn.execute("SELECT config FROM consortium_configs WHERE name = ?", (name,)).fetchone()
     return json.loads(row[0]) if row else None
+
+
+def save_calibration(name: str, calibration: dict) -> None:
+    """Store ``calibration`` ({"fingerprint", "methods": {method: map}}) for the saved consortium ``name``."""
+    with connection() as conn, conn:
+        conn.execute("INSERT OR REPLACE INTO consortium_calibrations (name, calibration, created_at) VALUES (?, ?, ?)",
+                     (name, json.dumps(calibration), now()))
+
+
+def load_calibration(name: str) -> dict | None:
+    """The calibration stored for the saved consortium ``name``, or None."""
+    with connection() as conn:
+        return _calibration(conn, name)
+
+
+def _calibration(conn: sqlite3.Connection, name: str) -> dict | None:
+    row = conn.execute("SELECT calibration FROM consortium_calibrations WHERE name = ?", (name,)).fetchone()
+    return _json(row[0], None) if row else None
 
 
 def list_configs() -> list[tuple[str, dict, str]]:
@@ -313,6 +320,7 @@ def remove_config(name: str) -> bool:
     """Delete a saved configuration; False if there was none by that name."""
     with connection() as conn, conn:
         cursor = conn.execute("DELETE FROM consortium_configs WHERE name = ?", (name,))
+        conn.execute("DELETE FROM consortium_calibrations WHERE name = ?", (name,))
     return cursor.rowcount > 0
 
 
