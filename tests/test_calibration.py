@@ -110,14 +110,29 @@ def test_too_few_items_are_not_calibrated():
 
 
 def test_a_map_applies_only_to_its_members_arbiter_and_method():
-    stored = {"fingerprint": calibrated.fingerprint(["a", "b:2"], "j"), "methods": {"vote": {"score": "agreement"}}}
-    assert calibrated.for_run(stored, ["b:2", "a"], "j", "vote")[0] == {"score": "agreement"}  # order is no matter
+    fitted = {"score": "agreement", "points": [[0.5, 0.4], [1.0, 0.9]], "items": 30}
+    stored = {"fingerprint": calibrated.fingerprint(["a", "b:2"], "j"), "methods": {"vote": fitted}}
+    assert calibrated.for_run(stored, ["b:2", "a"], "j", "vote")[0] == fitted  # the order is no matter
     assert calibrated.for_run(stored, ["a", "b"], "j", "vote") == (
         None, "its calibration was fitted for other members or another arbiter")
     assert calibrated.for_run(stored, ["a", "b:2"], "k", "vote")[0] is None
     assert calibrated.for_run(stored, ["a", "b:2"], "j", "arbiter") == (
         None, "its calibration has no map for the arbiter method")
     assert calibrated.for_run(None, ["a"], "j", "vote") == (None, "the consortium has no calibration")
+
+
+@pytest.mark.parametrize("broken", [
+    [1, 2], {"fingerprint": calibrated.fingerprint(["a"], "j")},
+    {"fingerprint": calibrated.fingerprint(["a"], "j"), "methods": {"vote": {"score": "agreement"}}},
+    {"fingerprint": calibrated.fingerprint(["a"], "j"),
+     "methods": {"vote": {"score": "agreement", "points": [[0.5, "x"]], "items": 3}}},
+    {"fingerprint": calibrated.fingerprint(["a"], "j"),
+     "methods": {"vote": {"score": "logistic", "points": [[0.5, 0.5]], "items": 3, "weights": [1, 2]}}},
+    {"fingerprint": calibrated.fingerprint(["a"], "j"),
+     "methods": {"vote": {"score": "agreement", "points": [[0.5, 7]], "items": 3}}},
+])
+def test_a_map_that_cannot_be_read_is_not_applied(broken):
+    assert calibrated.for_run(broken, ["a"], "j", "vote") == (None, "its calibration cannot be read")
 
 
 # Through the real CLI, against the simulator
@@ -233,6 +248,17 @@ def test_changing_the_members_drops_the_map_with_a_note(trio):
             "(llm consortium eval DATA --consortium trio --calibrate)") in changed.stderr
     assert store.load_calibration("trio") is None
     assert "no calibration" in invoke("-m", "trio", ITEMS[0].prompt, "-o", "min_p", "0.5").stderr
+
+
+def test_a_broken_stored_map_is_never_a_crash(trio):
+    assert calibrate().exit_code == 0
+    stored = store.load_calibration("trio")
+    stored["methods"]["vote"]["points"] = "nonsense"
+    store.save_calibration("trio", stored)
+    result = invoke("-m", "trio", ITEMS[0].prompt)
+    assert result.exit_code == 0 and result.stdout.strip()
+    refused = invoke("-m", "trio", ITEMS[0].prompt, "-o", "min_p", "0.5")
+    assert refused.exit_code == 1 and "its calibration cannot be read" in refused.stderr
 
 
 def test_removing_the_consortium_removes_its_map(trio):

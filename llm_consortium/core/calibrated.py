@@ -68,9 +68,26 @@ def for_run(stored: dict | None, models: list[str], arbiter: str, method: str) -
     "methods": {method: map}}), or None and why not."""
     if not stored:
         return None, "the consortium has no calibration"
+    if not isinstance(stored, dict) or not isinstance(stored.get("methods"), dict):
+        return None, "its calibration cannot be read"
     if stored.get("fingerprint") != fingerprint(models, arbiter):
         return None, "its calibration was fitted for other members or another arbiter"
-    fitted = (stored.get("methods") or {}).get(method)
+    fitted = stored["methods"].get(method)
     if fitted is None:
         return None, f"its calibration has no map for the {method} method"
+    if not readable(fitted):
+        return None, "its calibration cannot be read"
     return fitted, None
+
+
+def readable(fitted) -> bool:
+    """Whether a stored map (written by hand, or broken) has what ``p_right`` reads."""
+    try:
+        points = [(float(x), float(p)) for x, p in fitted["points"]]
+        weights = [float(w) for w in fitted["weights"]] if fitted["score"] == "logistic" else [0.0] * 3
+        int(fitted["items"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    numbers = [v for point in points for v in point] + weights
+    return (fitted["score"] in ("agreement", "logistic") and len(weights) == 3 and bool(points)
+            and all(math.isfinite(v) for v in numbers) and all(0 <= p <= 1 for _, p in points))
