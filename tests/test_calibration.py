@@ -201,6 +201,8 @@ def test_runs_of_the_calibrated_consortium_show_p_right_and_min_p_acts_on_it(tri
     assert meta["p_right"] == pytest.approx(expected) and meta["calibrated_items"] == 40
     assert f"p(right) ≈ {expected:.2f} (calibrated on 40 items)" in result.stderr
     assert verdict["agreement"] < 1 and expected < 1  # the members disagree
+    inspected = invoke("consortium", "inspect", meta["run_id"][:8]).stdout
+    assert f"p(right) ≈ {expected:.2f} (calibrated on 40 items)" in inspected
 
     # above every p(right): printed, marked, exit 3 from llm consortium
     prompt = disagreeing(trio.panel)

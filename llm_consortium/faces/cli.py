@@ -760,13 +760,15 @@ def inspect(run_id, json_):
         # Its "result" is the run in --json's shape, whichever version recorded it.
         click.echo(json.dumps({**row, "result": result_dict(record)}, indent=2))
         return
-    from .display import agreement_text, cost, groups_line, method_details, note_line, usage_cost
+    from .display import agreement_text, cost, groups_line, method_details, note_line, p_right_text, usage_cost
 
     outcome = record.outcome
     # Recorded text is shown as it was received, less what a terminal would act on.
     click.echo(printable(f"Run {record.run_id}  {outcome.status}  {record.started}"))
     if outcome.members:
         click.echo("Panel: " + counts_text(outcome.agreeing, outcome.answered, outcome.members))
+    for line in p_right_text(outcome):
+        click.echo(line)
     click.echo(f"Prompt: {printable(record.prompt)}")
     click.echo(f"Cost: {usage_cost(record.usage)}")
     if record.parent_run_id:
