@@ -10,7 +10,7 @@ import random
 import pytest
 
 from helpers import invoke
-from llm_consortium.core import calibrated
+from llm_consortium.core import calibrated, outcome
 from llm_consortium.evaluation import calibration
 from llm_consortium.evaluation.evaluate import read_dataset, sample_path
 from llm_consortium.evaluation.simeval import SimulatedPanel
@@ -101,6 +101,15 @@ def test_the_combination_is_kept_when_the_confidence_carries_signal():
     assert fit.score == "logistic" and fit.brier["logistic"] < fit.brier["agreement"]
     assert fit.map["weights"][2] > 5
     assert calibrated.p_right(fit.map, 0.8, 0.95) > calibrated.p_right(fit.map, 0.8, 0.6)
+
+
+def test_min_p_counts_an_unknown_p_right_as_not_confident_enough():
+    assert outcome.min_p_note(0.5, None) == ("not confident enough: p(right) unknown (agreement was not "
+                                              "measured), below the minimum of 0.50")
+    assert outcome.below_min_p(0.5, None) and outcome.below_min_p(0.5, 0.49)
+    assert not outcome.below_min_p(0.5, 0.5) and not outcome.below_min_p(None, 0.1)
+    assert outcome.exit_code("below_threshold", False, True, doubtful=True) == 3
+    assert outcome.exit_code("below_threshold", False, True) == 0
 
 
 def test_too_few_items_are_not_calibrated():
