@@ -36,7 +36,8 @@ RESULT = {
         "has_answer": None, "models": [None], "arbiter": None, "method": None, "confidence_threshold": None,
         "stop_on": None, "threshold_note": None, "max_iterations": None, "iteration_count": None,
         "system_prompt": None, "start_time": None, "end_time": None, "seconds": None, "usage": USAGE,
-        "max_cost": None, "stopped_because": None, "budget_note": None, "parent_run_id": None,
+        "max_cost": None, "stopped_because": None, "budget_note": None, "p_right": None, "calibrated_items": None,
+        "parent_run_id": None,
     },
 }
 

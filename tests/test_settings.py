@@ -26,7 +26,7 @@ def test_every_setting_set_by_flags_is_saved_shown_and_an_o_option(sim):
     values = {"confidence_threshold": "0.7", "max_iterations": "4", "min_iterations": "2", "method": "vote",
               "timeout": "12.5", "attempts": "2", "max_concurrency": "5", "quorum": "1", "max_cost": "0.25", "stop_on": "both",
               "allow_unpriced": True, "strict": True, "adaptive": True, "embed": "some-embedder",
-              "embed_threshold": "0.85"}
+              "embed_threshold": "0.85", "min_p": "0.8"}
     flags = [part for name, value in values.items()
              for part in ("--" + name.replace("_", "-"), value)[:1 if value is True else 2]]  # True: a flag
     result = invoke("consortium", "save", "c", "-m", "m1", "--arbiter", "judge", "--system", "Be brief.", *flags)

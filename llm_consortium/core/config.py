@@ -190,6 +190,11 @@ class ConsortiumConfig:
     embed_threshold: float = setting(
         0.9, "With --embed: the cosine similarity at which two answers count as the same", float,
     )
+    min_p: float | None = setting(
+        None, "Mark the answer below_threshold, with a 'not confident enough' line, when its calibrated "
+        "p(right) is below this (0-1); needs a calibration: llm consortium eval DATA --consortium NAME "
+        "--calibrate", float | str, metavar="P",
+    )
 
     def __post_init__(self):
         if isinstance(self.models, str):
@@ -240,6 +245,10 @@ class ConsortiumConfig:
         self.embed_threshold = _finite("embed threshold", self.embed_threshold)
         if not -1 <= self.embed_threshold <= 1:
             raise ConsortiumConfigError(f"embed threshold must be a cosine similarity, -1 to 1, got {self.embed_threshold}")
+        if self.min_p is not None:
+            self.min_p = _finite("min p", self.min_p)
+            if not 0 <= self.min_p <= 1:
+                raise ConsortiumConfigError(f"min p must be a probability between 0 and 1, got {self.min_p}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-from . import adaptive, pricing, prompts, schemas
+from . import adaptive, calibrated, pricing, prompts, schemas
 from .budget import BudgetStop, over_budget, with_max_tokens
 from .config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError, split_count
 from .errors import PluginInterrupted, describe
@@ -99,6 +99,8 @@ class Run:
     streamed: str = ""
     stream_problem: str | None = None
     stream_withdrawn: str | None = None
+    # The calibrated map of this consortium and method (``calibrated``), None when there is none.
+    calibration: dict | None = None
 
     @property
     def members(self) -> list[tuple[str, int]]:
@@ -119,6 +121,14 @@ class Run:
     def last_judgement(self) -> Judgement | None:
         """The run's answer (``answer_round``'s judgement), None before any."""
         return self.answer_round.judgement if self.answer_round else None
+
+    @property
+    def p_right(self) -> float | None:
+        """The answer's calibrated probability of being right; None without a map or a judgement."""
+        judgement = self.last_judgement
+        if self.calibration is None or judgement is None:
+            return None
+        return calibrated.p_right(self.calibration, judgement.agreement, judgement.confidence)
 
     def threshold_note(self, judgement: Judgement) -> str | None:
         """Why the stop rule's threshold was not reached, or None (see ``stopping``)."""
@@ -173,7 +183,7 @@ class ConsortiumOrchestrator:
 
     def prepare(self, prompt: str, *, history: list | None = None, system: str | None = None,
                 options: dict | None = None, schema: dict | None = None, attachments=(), tools=(),
-                chain_limit: int | None = None) -> Run:
+                chain_limit: int | None = None, calibration: dict | None = None) -> Run:
         """Validate everything and resolve every model, calling none of them.
 
         ``schema``: members answer in it and the final answer must validate
@@ -184,6 +194,9 @@ class ConsortiumOrchestrator:
         none. The arbiter judges the members' final answers, without tools.
         ``chain_limit`` caps the responses in one member's tool chain, as
         llm's ``--cl`` does (0: no limit; None: llm's default of 5).
+        ``calibration``: the saved consortium's calibration, as stored
+        (``calibrated.for_run`` picks the map that applies, if any); a
+        ``min_p`` without one that applies is refused.
 
         ``options`` (``-o`` options the consortium does not define) go to
         every member whose model accepts them; not to the arbiter, whose
@@ -202,6 +215,13 @@ class ConsortiumOrchestrator:
             raise ConsortiumConfigError(f"quorum {self.config.quorum} is more than the {members} members")
         if self.config.arbiter not in handles:
             raise ConsortiumConfigError(f"The arbiter is a single model: {self.config.arbiter!r} is not one")
+        fitted, why_not = calibrated.for_run(calibration, self.config.models, self.config.arbiter,
+                                             self.config.method)
+        if self.config.min_p is not None and fitted is None:
+            raise ConsortiumConfigError(
+                f"min p needs a calibrated consortium, and {why_not}: run llm consortium eval DATA "
+                "--consortium NAME --calibrate"
+            )
         check_keys(handles)
         if self.config.adaptive and self.config.quorum:
             raise ConsortiumConfigError("--adaptive and --quorum cannot be combined: each decides when to stop asking")
@@ -221,6 +241,7 @@ class ConsortiumOrchestrator:
             attachments=list(attachments),
             tools=list(tools),
             chain_limit=CHAIN_LIMIT if chain_limit is None else chain_limit,
+            calibration=fitted,
         )
         refused = over_budget(run, 1)
         if refused:

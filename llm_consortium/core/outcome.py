@@ -13,7 +13,8 @@ no_verdict         no judge could be read and the members had no majority:
 degraded           a fallback (the members' majority), not a judge, decided
 budget             --max-cost stopped the run (or kept its judge from a call)
 partial            some members failed: fewer answers than the panel has
-below_threshold    the stop rule's threshold was not reached
+below_threshold    the stop rule's threshold was not reached, or the
+                   calibrated p(right) is below --min-p
 success            none of the above
 =================  ==========================================================
 
@@ -72,12 +73,18 @@ def counts_text(agreeing: int | None, answered: int | None, members: int | None,
     return f"{agree}{failed}, {not_asked} not asked" + (": decisive" if decisive else "")
 
 
-def exit_code(status: str, strict: bool, has_answer: bool = True) -> int:
+def exit_code(status: str, strict: bool, has_answer: bool = True, doubtful: bool = False) -> int:
     """0 when an answer is printed, 1 when there is none; with ``strict``, 3
-    for an answer whose status is not ``success``."""
+    for an answer whose status is not ``success``; 3 for one ``doubtful``
+    (its p(right) below --min-p, ``below_min_p``)."""
     if status in UNANSWERED or not has_answer:
         return EXIT_NO_ANSWER
-    return EXIT_NOT_SUCCESS if strict and status != "success" else EXIT_ANSWER
+    return EXIT_NOT_SUCCESS if doubtful or (strict and status != "success") else EXIT_ANSWER
+
+
+def below_min_p(min_p: float | None, p_right: float | None) -> bool:
+    """Whether --min-p is set and p(right) is below it, or unknown."""
+    return min_p is not None and (p_right is None or p_right < min_p)
 
 
 def panel_size(members) -> int:
@@ -92,6 +99,14 @@ def largest_group(judgement) -> int | None:
         return None
     groups = (judgement.details.agreement or {}).get("groups") or []
     return max((len(g) for g in groups), default=None)
+
+
+def min_p_note(min_p: float | None, p_right: float | None) -> str | None:
+    """ "not confident enough: ..." when ``--min-p`` is set and p(right) is below it or unknown."""
+    if not below_min_p(min_p, p_right):
+        return None
+    known = "unknown (agreement was not measured)" if p_right is None else f"≈ {p_right:.2f}"
+    return f"not confident enough: p(right) {known}, below the minimum of {min_p:.2f}"
 
 
 def outcome_of(run) -> Outcome:
@@ -130,6 +145,9 @@ def outcome_of(run) -> Outcome:
     threshold = run.threshold_note(judgement)
     if threshold and not judgement.no_verdict:
         conditions.append(("below_threshold", f"threshold not reached: {threshold}"))
+    doubt = min_p_note(run.config.min_p, run.p_right)
+    if doubt and not judgement.no_verdict:
+        conditions.append(("below_threshold", doubt))
     status = conditions[0][0] if conditions else "success"
     return Outcome(status, [note for _, note in conditions] + judgement.notes + notes, **counts,
                    has_answer=status not in UNANSWERED)

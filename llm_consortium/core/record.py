@@ -81,6 +81,9 @@ class OutcomeRecord(BaseModel):
     threshold_note: str | None = None
     stopped_because: str | None = None
     budget_note: str | None = None
+    # The calibrated probability that the answer is right, and the items its map was fitted on (``calibrated``).
+    p_right: float | None = None
+    calibrated_items: int | None = None
     not_asked: int | None = None  # --adaptive: members never asked (``outcome``)
     decisive: bool = False
 
@@ -219,6 +222,7 @@ def record_of(run) -> RunRecord:
             agreeing=outcome.agreeing, has_answer=outcome.has_answer, not_asked=outcome.not_asked,
             decisive=outcome.decisive, threshold_note=run.threshold_note(judgement) if judgement else None,
             stopped_because=run.stopped_because, budget_note=run.budget_note,
+            p_right=run.p_right, calibrated_items=run.calibration["items"] if run.calibration else None,
         ),
         usage=run.usage.model_copy(),
         started=run.started.isoformat(),
@@ -283,6 +287,8 @@ def result_dict(record: RunRecord) -> dict:
             "max_cost": settings.max_cost,
             "stopped_because": outcome.stopped_because,
             "budget_note": outcome.budget_note,
+            "p_right": outcome.p_right,
+            "calibrated_items": outcome.calibrated_items,
             "parent_run_id": record.parent_run_id,
         },
     }
@@ -338,7 +344,8 @@ def record_from_result(result: dict) -> RunRecord:
             answered=meta.get("answered"), agreeing=meta.get("agreeing"), has_answer=meta.get("has_answer", True),
             not_asked=meta.get("not_asked"), decisive=meta.get("decisive", False),
             threshold_note=meta.get("threshold_note"), stopped_because=meta.get("stopped_because"),
-            budget_note=meta.get("budget_note"),
+            budget_note=meta.get("budget_note"), p_right=meta.get("p_right"),
+            calibrated_items=meta.get("calibrated_items"),
         ),
         usage=usage_of(meta.get("usage")),
         started=meta.get("start_time"),

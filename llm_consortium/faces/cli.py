@@ -13,7 +13,7 @@ from click_default_group import DefaultGroup
 from ..core.config import (
     DEFAULT_ARBITER, DEFAULT_MODELS, ConsortiumConfig, ConsortiumConfigError, ConsortiumError, UnknownModelsError,
 )
-from ..core.outcome import exit_code
+from ..core.outcome import below_min_p, exit_code
 from .choices import MethodOption
 from ..core.safetext import printable, single_line
 from .eval_command import eval_command
@@ -246,7 +246,8 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     on_terminal = is_terminal(out, "stdout")
     # On a terminal the answer streams as the judge writes it (model.streams); a pipe gets it once.
     streaming = on_terminal and not (json_ or no_stream or schema is not None)
-    model = ConsortiumModel(name, config, saved=False, observers=[progress] if progress else [])
+    model = ConsortiumModel(name, config, saved=False, observers=[progress] if progress else [],
+                            calibrated_as=default_name() if base else None)  # the default's p(right)
     # Continuing: the earlier turns reach the members as llm gives them to any model.
     asker = continued(conversation_id, model) if continue_ or conversation_id else model
     try:
@@ -302,7 +303,8 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     if not json_ and on_terminal and (raw or not streaming):  # streamed, it is written again below the raw view
         write_answer(out, printable(record.synthesis.synthesis if streaming else answer))
     deliver(record, json_, output, out)
-    code = exit_code(record.outcome.status, config.strict, record.outcome.has_answer)
+    code = exit_code(record.outcome.status, config.strict, record.outcome.has_answer,
+                     below_min_p(config.min_p, record.outcome.p_right))
     if code:
         sys.exit(code)
 
@@ -444,8 +446,7 @@ def default_config() -> ConsortiumConfig | None:
     run that names its members is that run's own, and a threshold or round
     count taken from the default would change it unseen.
     """
-    path = user_path(DEFAULT_FILE)
-    name = path.read_text().strip() if path.exists() else ""
+    name = default_name()
     if not name:
         return None
     from ..storage.store import load_config
@@ -454,6 +455,12 @@ def default_config() -> ConsortiumConfig | None:
     if saved is None:
         fail(f"The default consortium {name!r} no longer exists: run 'llm consortium default --clear'")
     return ConsortiumConfig.from_dict(saved)
+
+
+def default_name() -> str:
+    """The name set with ``llm consortium default NAME``, or ""."""
+    path = user_path(DEFAULT_FILE)
+    return path.read_text().strip() if path.exists() else ""
 
 
 def explain_defaults(error: ConsortiumConfigError) -> str:
@@ -527,13 +534,15 @@ def save(name, models, **settings):
     if includes(config, name):
         fail(f"A consortium cannot include itself, directly or through another saved consortium: {name}")
     verb = "Updated" if existing is not None else "Saved"
-    save_config(name, config.to_dict())
+    calibration_note = save_config(name, config.to_dict())
     click.echo(f"{verb} consortium {name}: llm -m {name} \"your prompt\"")
     from ..core.families import family_warning
 
     warning = family_warning(config.models, config.arbiter)
     if warning:
         click.echo(click.style(single_line(warning), fg="yellow"), err=True)
+    if calibration_note:  # p(right) is no longer shown: say so, and how to calibrate again
+        click.echo(f"Note: {calibration_note} (llm consortium eval DATA --consortium {name} --calibrate)", err=True)
 
 
 def includes(config: ConsortiumConfig, target: str, seen: tuple = ()) -> bool:
@@ -807,13 +816,16 @@ def inspect(run_id, json_, markdown):
         # Its "result" is the run in --json's shape, whichever version recorded it.
         click.echo(json.dumps({**row, "result": result_dict(record)}, indent=2))
         return
-    from .display import agreement_text, cost, groups_line, method_details, note_line, tool_call_text, usage_cost
+    from .display import (agreement_text, cost, groups_line, method_details, note_line, p_right_text,
+                          tool_call_text, usage_cost)
 
     outcome = record.outcome
     # Recorded text is shown as it was received, less what a terminal would act on.
     click.echo(printable(f"Run {record.run_id}  {outcome.status}  {record.started}"))
     if outcome.members:
         click.echo("Panel: " + outcome.counts)
+    for line in p_right_text(outcome):
+        click.echo(line)
     click.echo(f"Prompt: {printable(record.prompt)}")
     click.echo(f"Cost: {usage_cost(record.usage)}")
     from ..core.families import family_warning

@@ -137,6 +137,14 @@ def panel_text(record: RunRecord) -> str:
     return outcome.counts + (f" ({source})" if source and outcome.agreeing is not None else "")
 
 
+def p_right_text(outcome: OutcomeRecord) -> list[str]:
+    """ "p(right) ≈ 0.83 (calibrated on 120 items)" when the run had a calibration, else nothing."""
+    if outcome.calibrated_items is None:
+        return []
+    known = "unknown" if outcome.p_right is None else f"≈ {outcome.p_right:.2f}"
+    return [f"p(right) {known} (calibrated on {outcome.calibrated_items} items)"]
+
+
 def outcome_lines(outcome: OutcomeRecord) -> list[str]:
     """The run's status when it is not a plain success, and each of its
     notes (a failed member, no judge, a budget stop, a threshold not
@@ -159,7 +167,7 @@ def summary(record: RunRecord) -> str:
     synthesis, outcome = record.synthesis, record.outcome
     rounds = len(record.rounds)
     failed = [m for m in record.last_members if m.error and not m.cancelled]
-    parts = [f"Confidence {synthesis.confidence:.2f}", panel_text(record)]
+    parts = [f"Confidence {synthesis.confidence:.2f}", *p_right_text(outcome), panel_text(record)]
     parts += [
         f"{rounds} round{'s' if rounds != 1 else ''}",
         tokens(record.usage),
@@ -196,7 +204,7 @@ def summary_line(record: RunRecord) -> str:
     failed, the threshold not reached, ...)."""
     outcome = record.outcome
     rounds = len(record.rounds)
-    parts = [f"Confidence {record.synthesis.confidence:.2f}", panel_text(record)]
+    parts = [f"Confidence {record.synthesis.confidence:.2f}", *p_right_text(outcome), panel_text(record)]
     parts += [f"{rounds} round{'s' if rounds != 1 else ''}", tokens(record.usage), usage_cost(record.usage),
               f"{record.seconds:.1f} s"]
     if record.recorded:  # never a pointer to a record that is missing or stale

@@ -38,8 +38,11 @@ from ..evaluation.evaluate import CACHE_FILE, DatasetError, needs_arbiter, read_
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Save a chart of accuracy (95% intervals) against dollars per item (needs matplotlib: "
                    "llm install matplotlib)")
+@click.option("--calibrate", is_flag=True,
+              help="Fit each method's p(right) on these items (needs --consortium NAME, as saved) and store it "
+                   "with the consortium: its runs then show p(right), and --min-p can act on it")
 def eval_command(dataset, sample, consortium_name, models, arbiter, methods, limit, samples, max_concurrency,
-                 json_, plot):
+                 json_, plot, calibrate):
     """Is the consortium worth it on DATASET? Score each member, the best
     member sampled N times with a majority vote (Self-MoA), the oracle and
     whole runs of each judging method.
@@ -60,9 +63,18 @@ def eval_command(dataset, sample, consortium_name, models, arbiter, methods, lim
     llm consortium eval data.jsonl -m model-a -m model-b -m model-c --arbiter model-d
     llm consortium eval data.jsonl --consortium NAME --methods vote,council --json
     llm consortium eval --sample --consortium NAME --limit 10 --plot eval.png
+    llm consortium eval data.jsonl --consortium NAME --calibrate
+
+    With --calibrate, each method's calibrated probability of being right
+    is fitted and stored with the saved consortium, and its ECE is reported
+    before and after, on held-out folds.
     """
     if bool(dataset) == sample:
         raise click.UsageError("Give a DATASET file or --sample (the dataset that ships with the plugin), not both")
+    if calibrate and not consortium_name:
+        raise click.UsageError("--calibrate needs --consortium NAME: the map is stored with a saved consortium")
+    if calibrate and (models or arbiter):
+        raise click.UsageError("--calibrate fits the saved consortium as saved: leave out -m and --arbiter")
     if sample:
         dataset = sample_path()
     if plot:
@@ -87,6 +99,7 @@ def eval_command(dataset, sample, consortium_name, models, arbiter, methods, lim
     evaluation = Evaluation(config, handles, user_dir() / CACHE_FILE, progress=EvalProgress(), samples=samples)
     rows = run_coroutine(evaluation.run(items, chosen))
     text, best = evalreport.report(rows)
+    fits = calibrated(rows, consortium_name, config) if calibrate else None
     if json_:
         click.echo(json.dumps({
             "dataset": str(dataset),
@@ -99,9 +112,14 @@ def eval_command(dataset, sample, consortium_name, models, arbiter, methods, lim
             "max_concurrency": config.max_concurrency,
             "results": [r.to_dict() for r in rows],
             **evalreport.summary_dict(rows, best),
+            **({"calibrated": [fit.to_dict() for fit in fits]} if calibrate else {}),
         }, indent=2))
     else:
         click.echo(text)
+        if fits:
+            from ..evaluation.calibration import report_lines
+
+            click.echo("\n" + "\n".join(report_lines(fits)))
         if any(r.problems for r in rows):
             click.echo("\n" + evalreport.problem_list(rows))
     failed_calls = ""
@@ -112,6 +130,32 @@ def eval_command(dataset, sample, consortium_name, models, arbiter, methods, lim
     if plot:
         evalreport.save_plot(rows, plot)
         click.echo(f"Plot saved to {plot}", err=True)
+    if calibrate:
+        stored_as(fits, consortium_name, config)
+
+
+def calibrated(rows, name: str, config) -> list:
+    """Each method's calibration (``evaluation.calibration``), stored with the
+    saved consortium ``name`` for the methods that had enough items."""
+    from ..evaluation.calibration import fit_rows, stored
+    from ..storage.store import save_calibration
+
+    fits = fit_rows(rows)
+    data = stored(fits, config.models, config.arbiter)
+    if data:
+        save_calibration(name, data)
+    return fits
+
+
+def stored_as(fits: list, name: str, config) -> None:
+    """Say on stderr what was stored; no method calibrated is an error (exit 1)."""
+    done = [fit for fit in fits if fit.map]
+    if not done:
+        raise click.ClickException(f"No method could be calibrated, so nothing was stored with {name}: "
+                                   + "; ".join(f"{fit.method}: {fit.skipped}" for fit in fits))
+    maps = ", ".join(f"{fit.method} on {fit.items} items" for fit in done)
+    note = "" if config.method in {fit.method for fit in done} else f"; none for {config.method}, its method"
+    click.echo(f"Calibration stored with {name}: {maps}{note}", err=True)
 
 
 def parse_methods(text: str) -> list[str]:
@@ -150,6 +194,7 @@ def resolve(consortium_name, models, arbiter, max_concurrency, with_arbiter: boo
         settings["arbiter"] = arbiter
     if max_concurrency is not None:
         settings["max_concurrency"] = max_concurrency
+    settings.pop("min_p", None)  # the eval scores every answer; it refuses none
     if not settings.get("models"):
         raise click.ClickException("Give the members: --consortium NAME, or -m MODEL (repeatable)")
     if not settings.get("arbiter"):

@@ -111,11 +111,14 @@ class _Consortium:
     supports_tools = True  # members that can call them do (llm -T); the consortium itself never asks for one
     Options = ConsortiumOptions
 
-    def __init__(self, model_id: str, config: ConsortiumConfig, *, saved: bool = True, observers=()):
+    def __init__(self, model_id: str, config: ConsortiumConfig, *, saved: bool = True, observers=(),
+                 calibrated_as: str | None = None):
         self.model_id = model_id
         self.config = config
         self.saved = saved
         self.observers = list(observers)
+        # The saved consortium whose calibration (p(right)) a run uses: its own, when saved.
+        self.calibrated_as = model_id if saved else calibrated_as
 
     def __str__(self):
         return f"Consortium: {self.model_id}"
@@ -170,7 +173,7 @@ class _Consortium:
             run = orchestrator.prepare(prompt.prompt, history=history, system=system,
                                        options=prompt.options.model_extra, schema=prompt.schema,
                                        attachments=prompt.attachments, tools=prompt.tools,
-                                       chain_limit=cli_param("chain_limit"))
+                                       chain_limit=cli_param("chain_limit"), calibration=calibration_of(self))
         except ConsortiumConfigError as exc:
             raise in_chat(exc)
         return orchestrator, run, recorder, progress
@@ -221,6 +224,15 @@ class _Consortium:
             yield rest
         if progress:
             show_summary(record)
+
+
+def calibration_of(model: _Consortium) -> dict | None:
+    """The calibration stored with the saved consortium the model runs as, if any."""
+    if not model.calibrated_as:
+        return None
+    from ..storage.store import load_calibration
+
+    return load_calibration(model.calibrated_as)
 
 
 def no_answer_message(record) -> str:

@@ -41,6 +41,7 @@ def rejudge(run_id, method, arbiter, json_):
     if not answers:
         raise click.ClickException(f"Run {record.run_id[:8]} has no member answers to judge")
     settings = dict(record.config)
+    settings.pop("min_p", None)  # a rejudge has no calibration: it reports no p(right) and refuses nothing
     settings.update({k: v for k, v in (("method", method), ("arbiter", arbiter)) if v})
     try:
         config = ConsortiumConfig.from_dict(settings)

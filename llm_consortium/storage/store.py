@@ -171,6 +171,18 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE consortium_runs ADD COLUMN decisive INTEGER",
         ],
     ),
+    (
+        # A saved consortium's calibration (``eval --calibrate``), by its name.
+        # A table of its own: not a key of the config JSON, so that it is read
+        # only when a run starts (not by register_models on every llm command),
+        # is not taken for a setting by list, show or save, and outlives a save
+        # that leaves the members and arbiter as they were; and not a column of
+        # consortium_configs, which keeps exactly the columns 0.3 created (0.3
+        # inserts rows without naming them).
+        "014_calibrations",
+        ["CREATE TABLE IF NOT EXISTS consortium_calibrations (name TEXT PRIMARY KEY, calibration TEXT, "
+         "created_at TEXT)"],
+    ),
 ]
 
 
@@ -281,13 +293,26 @@ def _pending_migrations(conn: sqlite3.Connection) -> list[tuple[str, list[str]]]
 # Saved configurations. They are not logs: ``llm logs off`` does not stop them.
 
 
-def save_config(name: str, config: dict) -> None:
-    """Save (or replace) a named configuration."""
+def save_config(name: str, config: dict) -> str | None:
+    """Save (or replace) a named configuration. Its calibration is kept
+    while its members and arbiter stay the same, and dropped otherwise;
+    returns why the calibration no longer applies (dropped, or no map for
+    its method), or None when it applies or there is none."""
+    from ..core.calibrated import fingerprint, for_run
+
+    models, arbiter = config.get("models") or [], config.get("arbiter")
     with connection() as conn, conn:
+        stored = _calibration(conn, name)
+        drop = bool(stored) and stored.get("fingerprint") != fingerprint(models, arbiter)
+        if drop:
+            conn.execute("DELETE FROM consortium_calibrations WHERE name = ?", (name,))
         conn.execute(
             "INSERT OR REPLACE INTO consortium_configs (name, config, created_at) VALUES (?, ?, ?)",
             (name, json.dumps(config), now()),
         )
+    if drop:
+        return "its calibration was dropped: the members or the arbiter changed"
+    return for_run(stored, models, arbiter, config.get("method", "arbiter"))[1] if stored else None
 
 
 def load_config(name: str) -> dict | None:
@@ -295,6 +320,24 @@ def load_config(name: str) -> dict | None:
     with connection() as conn:
         row = conn.execute("SELECT config FROM consortium_configs WHERE name = ?", (name,)).fetchone()
     return json.loads(row[0]) if row else None
+
+
+def save_calibration(name: str, calibration: dict) -> None:
+    """Store ``calibration`` ({"fingerprint", "methods": {method: map}}) for the saved consortium ``name``."""
+    with connection() as conn, conn:
+        conn.execute("INSERT OR REPLACE INTO consortium_calibrations (name, calibration, created_at) VALUES (?, ?, ?)",
+                     (name, json.dumps(calibration), now()))
+
+
+def load_calibration(name: str) -> dict | None:
+    """The calibration stored for the saved consortium ``name``, or None."""
+    with connection() as conn:
+        return _calibration(conn, name)
+
+
+def _calibration(conn: sqlite3.Connection, name: str) -> dict | None:
+    row = conn.execute("SELECT calibration FROM consortium_calibrations WHERE name = ?", (name,)).fetchone()
+    return _json(row[0], None) if row else None
 
 
 def list_configs() -> list[tuple[str, dict, str]]:
@@ -308,6 +351,7 @@ def remove_config(name: str) -> bool:
     """Delete a saved configuration; False if there was none by that name."""
     with connection() as conn, conn:
         cursor = conn.execute("DELETE FROM consortium_configs WHERE name = ?", (name,))
+        conn.execute("DELETE FROM consortium_calibrations WHERE name = ?", (name,))
     return cursor.rowcount > 0
 
 
