@@ -340,3 +340,30 @@ def test_runs_inspect_and_the_viewer_count_the_whole_panel(sim):
     listing = str(pages.runs_page(store.list_runs(), store.run_facets(), {"q": "", "consortium": "", "method": "",
                                                                           "status": ""}, pages.Paging(1, 50, 1)))
     assert "2 of 5 agree, 3 not asked: decisive" in listing
+
+
+# --min-p: a calibrated p(right) below the minimum asks more members first
+
+
+def test_under_min_p_an_adaptive_panel_asks_more_members_before_it_stops(sim):
+    from llm_consortium.core import calibrated
+    from llm_consortium.storage import store
+
+    five_priced(sim)
+    saved = invoke("consortium", "save", "fast", *members_args(PRICED), "--arbiter", "judge", "--method", "vote",
+                   "--adaptive")
+    assert saved.exit_code == 0, saved.stderr
+    # Fitted (by hand here) so that 2 of 5 agreeing is right half the time, 3 of 5 nine times in ten.
+    fitted = {"score": "agreement", "points": [[0.4, 0.5], [0.6, 0.9], [1.0, 0.95]], "items": 100,
+              "date": "2026-12-06"}
+    store.save_calibration("fast", {"fingerprint": calibrated.fingerprint(list(PRICED), "judge"),
+                                    "methods": {"vote": fitted}})
+    plain = invoke("-m", "fast", QUESTION)
+    assert plain.exit_code == 0 and len(sim.requests) == 2  # decisive at 2 of 2: p(right) 0.50, shown
+    sim.requests.clear()
+    doubting = invoke("-m", "fast", QUESTION, "-o", "min_p", "0.8")
+    assert doubting.exit_code == 0 and doubting.output.strip() == "42"
+    assert len(sim.requests) == 3  # one more member, then 3 of 5 agree: p(right) 0.90
+    last = json.loads(invoke("logs", "--json", "-n", "1").stdout)[0]["response_json"]["metadata"]
+    assert last["status"] == "success" and last["p_right"] == pytest.approx(0.9)
+    assert (last["agreeing"], last["not_asked"]) == (3, 2)

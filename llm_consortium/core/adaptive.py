@@ -53,7 +53,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from . import pricing, prompts
+from . import calibrated, pricing, prompts
 from .agreement import Agreement, answer_key, described, exact_enough, exact_groups, parse_groups, short_answers
 from .answers import without_answer_tags
 from .ballots import label
@@ -188,7 +188,8 @@ async def ask_in_stages(run, number: int, asked_text: str, results: dict, ask_so
         leading = sizes[0] if len(sizes) == 1 or sizes[0] > sizes[1] else 0  # a tie leads nothing
         probability = majority_probability(leading, asked, staging.panel) if leading else 0.0
         staging.stages.append(Stage(asked, leading, probability))
-        if leading and probability >= config.confidence_threshold:
+        if leading and probability >= config.confidence_threshold and confident_enough(run, leading, staging.panel,
+                                                                                        probability):
             staging.decisive = bool(waiting)
             break
         # Sized for the largest group (one of those tied, on a tie): the fewest that could make it lead.
@@ -310,6 +311,18 @@ def over_budget(run, number: int, stage: list[Key], asked_text: str, results: di
     return (f"stage {len(run.stages[number].stages) + 1} of round {number} ({names}) would cost about "
             f"{pricing.dollars(cost)}, taking the run to about {pricing.dollars(total)}, past the max cost of "
             f"{pricing.dollars(budget, exact=True)}: the round was judged on the members asked")
+
+
+def confident_enough(run, leading: int, panel: int, probability: float) -> bool:
+    """Under --min-p, whether the answer the panel leads with would have a
+    calibrated p(right) at or above it, scored as a decisive stop reports it
+    (agreement ``leading`` of the whole ``panel``, confidence the posterior);
+    if not, more members are asked before the panel stops. True without
+    --min-p or a calibration."""
+    if run.config.min_p is None or run.calibration is None:
+        return True
+    p_right = calibrated.p_right(run.calibration, leading / panel, probability)
+    return p_right is not None and p_right >= run.config.min_p
 
 
 def decisive(run, number: int) -> bool:
