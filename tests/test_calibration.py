@@ -212,6 +212,10 @@ def test_runs_of_the_calibrated_consortium_show_p_right_and_min_p_acts_on_it(tri
     assert verdict["agreement"] < 1 and expected < 1  # the members disagree
     inspected = invoke("consortium", "inspect", meta["run_id"][:8]).stdout
     assert f"p(right) ≈ {expected:.2f} (calibrated on 40 items)" in inspected
+    from llm_consortium.faces.web import pages
+
+    page = str(pages.run_page(store.load_run(meta["run_id"]), None, [], "token"))
+    assert f"<dt>Calibrated</dt><dd>p(right) ≈ {expected:.2f} (calibrated on 40 items)</dd>" in page
 
     # above every p(right): printed, marked, exit 3 from llm consortium
     prompt = disagreeing(trio.panel)

@@ -16,7 +16,7 @@ from ...core.config import split_count
 from ...core.outcome import STATUSES, counts_text
 from ...core.methods import render
 from ...core.record import CallRecord, OutcomeRecord, RoundRecord, RunRecord
-from ..display import cost, tokens
+from ..display import cost, p_right_text, tokens
 from .html import Markup, el, frag, markdown, scrolls
 
 FINISHED = STATUSES  # every status but running
@@ -233,6 +233,8 @@ def verdict_facts(record: RunRecord) -> list[tuple[str, object]]:
         facts.append(("Answered", f"{outcome.answered} of {outcome.members}"))
     else:  # recorded before the counts were
         facts.append(("Agreement", number(verdict.agreement if verdict else None)))
+    for line in p_right_text(outcome):  # a calibrated consortium's: "p(right) ≈ 0.83 (calibrated on 120 items)"
+        facts.append(("Calibrated", line))
     facts.append(("Cost", cost(record.usage.cost_usd, round(record.usage.cost, 8), record.usage.unpriced)))
     facts.append(("Time", el("span", duration(record.started, record.finished, outcome.status),
                              data_since=record.started if running else None, class_="elapsed")))
