@@ -337,6 +337,8 @@ def test_runs_inspect_and_the_viewer_count_the_whole_panel(sim):
 
     page = str(pages.run_page(store.load_run(run_id), None, [], "token"))
     assert "2 of 5 agree, 3 not asked: decisive" in page
+    assert re.search(r'<span class="badge badge-not-asked">not asked</span> (m\d #1, ){2}m\d #1: the adaptive panel '
+                     r'stopped before them', page)
     listing = str(pages.runs_page(store.list_runs(), store.run_facets(), {"q": "", "consortium": "", "method": "",
                                                                           "status": ""}, pages.Paging(1, 50, 1)))
     assert "2 of 5 agree, 3 not asked: decisive" in listing

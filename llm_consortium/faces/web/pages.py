@@ -403,6 +403,7 @@ def round_section(record: RunRecord, round_: RoundRecord, current: bool) -> Mark
     panels = el("div", [member_panel(c, i, badges.get(member_name(c)), member_name(c) in unreported)
                         for i, c in enumerate(members)],
                 el("p", "Waiting for ", ", ".join(waiting), "…", class_="waiting") if waiting else None,
+                not_asked_line(round_),
                 class_="panels")
     costs = [call.cost_usd for call in calls]
     priced = sum(c for c in costs if c is not None)
@@ -419,6 +420,15 @@ def round_section(record: RunRecord, round_: RoundRecord, current: bool) -> Mark
         raw_calls(calls, number_),
         class_="round", id=f"round-{number_}",
     )
+
+
+def not_asked_line(round_: RoundRecord) -> Markup | None:
+    """The members an adaptive panel never asked in this round (``--adaptive``), by name."""
+    skipped = [f"{m.model} #{m.instance}" for m in round_.members if m.not_asked]
+    if not skipped:
+        return None
+    return el("p", el("span", "not asked", class_="badge badge-not-asked"), " ", ", ".join(skipped),
+              ": the adaptive panel stopped before them", class_="not-asked")
 
 
 def agreement_badges(verdict) -> dict[str, Markup]:
