@@ -324,8 +324,8 @@ def test_list_runs_newest_first(sim):
     assert set(runs[0].model_dump()) == {
         "id", "name", "prompt", "method", "models", "status", "confidence", "agreement", "stop_on", "threshold",
         "threshold_note", "iterations", "input_tokens", "output_tokens", "cost_usd", "priced_usd",
-        "unpriced_calls", "stopped_because", "started", "finished", "notes", "members", "answered",
-        "agreeing", "not_asked", "decisive"
+        "unpriced_calls", "unreported_calls", "stopped_because", "started", "finished", "notes", "members",
+        "answered", "agreeing", "not_asked", "decisive"
     }
     assert runs[0].threshold_note == "confidence 0.75 below the 0.80 threshold after 1 round (max iterations)"
     # sim models without a model_name have no known price: unknown, not 0

@@ -753,7 +753,7 @@ def runs(limit, json_):
     def line(*columns):
         id_, started, status, confidence, agree, answered, rounds, tokens, spent, who, prompt = columns
         return (f"{id_:<8}  {started:<16}  {status:<15}  {confidence:>4}  {agree:>5}  {answered:>5}  {rounds:>3}  "
-                f"{tokens:>6}  {spent:>9}  {who:<{width}}  {prompt}")
+                f"{tokens:>7}  {spent:>9}  {who:<{width}}  {prompt}")
 
     click.echo(line("ID", "STARTED", "STATUS", "CONF", "AGREE", "ANSW", "RND", "TOKENS", "COST", "CONSORTIUM",
                     "PROMPT"))
@@ -761,7 +761,7 @@ def runs(limit, json_):
         confidence = "-" if row.confidence is None else f"{row.confidence:.2f}"
         click.echo(line(
             row.id[:8], single_line(row.started or "")[:16].replace("T", " "), row.status,
-            confidence, *panel_columns(row), row.iterations or 0, row.tokens,
+            confidence, *panel_columns(row), row.iterations or 0, row.tokens_text,
             short_cost(row.cost_usd, row.priced_usd), who, clip(row.prompt or "", 36),
         ))
         for note in record_notes(row.notes, row.threshold_note):  # one line each: inspect has them whole

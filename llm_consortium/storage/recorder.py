@@ -278,9 +278,9 @@ def _progress(run: Run) -> tuple[str, tuple]:
     last = run.last_judgement
     return (
         "UPDATE consortium_runs SET iterations = ?, synthesis = ?, confidence = ?, agreement = ?, "
-        "input_tokens = ?, output_tokens = ?, cost_usd = ?, priced_usd = ?, unpriced_calls = ?, "
-        "stopped_because = ? WHERE id = ?",
+        "input_tokens = ?, output_tokens = ?, unreported_calls = ?, cost_usd = ?, priced_usd = ?, "
+        "unpriced_calls = ?, stopped_because = ? WHERE id = ?",
         (len(run.rounds), last.synthesis if last else None, last.confidence if last else None,
-         last.agreement if last else None, run.usage.input, run.usage.output, run.usage.cost_usd,
-         run.usage.cost, run.usage.unpriced, run.stopped_because, run.run_id),
+         last.agreement if last else None, run.usage.input, run.usage.output, run.usage.unreported,
+         run.usage.cost_usd, run.usage.cost, run.usage.unpriced, run.stopped_because, run.run_id),
     )

@@ -183,6 +183,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ["CREATE TABLE IF NOT EXISTS consortium_calibrations (name TEXT PRIMARY KEY, calibration TEXT, "
          "created_at TEXT)"],
     ),
+    (
+        # How many of a run's calls reported no tokens: its token count is then
+        # a lower bound (unknown, when no call reported any), never shown as 0.
+        "015_unreported",
+        ["ALTER TABLE consortium_runs ADD COLUMN unreported_calls INTEGER"],
+    ),
 ]
 
 
@@ -424,6 +430,7 @@ class RunRow(BaseModel):
     iterations: int | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    unreported_calls: int | None = None  # calls that reported no tokens (None: recorded before this was)
     cost_usd: float | None = None
     priced_usd: float | None = None
     unpriced_calls: int | None = None
@@ -434,6 +441,14 @@ class RunRow(BaseModel):
     @property
     def tokens(self) -> int:
         return (self.input_tokens or 0) + (self.output_tokens or 0)
+
+    @property
+    def tokens_text(self) -> str:
+        """The token count for a runs list: "1,234", "≥1,234" when some calls
+        reported none, "unknown" when none reported any."""
+        if not self.unreported_calls:
+            return f"{self.tokens:,}"
+        return f"≥{self.tokens:,}" if self.tokens else "unknown"
 
 
 def list_runs(limit: int | None = 20, *, offset: int = 0, prompt: str | None = None, name: str | None = None,
@@ -455,7 +470,7 @@ def list_runs(limit: int | None = 20, *, offset: int = 0, prompt: str | None = N
         rows = conn.execute(
             "SELECT id, name, prompt, method, config, status, confidence, agreement, iterations, input_tokens, "
             "output_tokens, cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host, "
-            "notes, members, answered, agreeing, not_asked, decisive "
+            "notes, members, answered, agreeing, not_asked, decisive, unreported_calls "
             f"FROM consortium_runs {where} "
             "ORDER BY started DESC, rowid DESC LIMIT ? OFFSET ?",
             (*params, sql_limit, 0 if derived else offset),
@@ -463,7 +478,7 @@ def list_runs(limit: int | None = 20, *, offset: int = 0, prompt: str | None = N
     runs = []
     for (id_, name_, prompt_, method_, config, status_, confidence, agreement, iterations, input_tokens,
          output_tokens, cost_usd, priced_usd, unpriced_calls, stopped_because, started, finished, pid, host,
-         notes, members, answered, agreeing, not_asked, decisive) in rows:
+         notes, members, answered, agreeing, not_asked, decisive, unreported_calls) in rows:
         config = _json(config, {})
         note = None if decisive else record_note(config, confidence, agreement, iterations, stopped_because, status_)
         runs.append(RunRow(
@@ -472,6 +487,7 @@ def list_runs(limit: int | None = 20, *, offset: int = 0, prompt: str | None = N
             answered=answered, agreeing=agreeing, not_asked=not_asked, decisive=bool(decisive), confidence=confidence, agreement=agreement,
             stop_on=config.get("stop_on", "arbiter"), threshold=config.get("confidence_threshold"),
             threshold_note=note, iterations=iterations, input_tokens=input_tokens, output_tokens=output_tokens,
+            unreported_calls=unreported_calls,
             cost_usd=cost_usd, priced_usd=priced_usd, unpriced_calls=unpriced_calls,
             stopped_because=stopped_because, started=started, finished=finished,
         ))
