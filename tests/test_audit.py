@@ -102,6 +102,25 @@ def test_a_rewritten_answer_reports_only_the_spread_of_confidence(sim):
         "the winning answer could not be identified in any order; confidence 0.60–0.70")
 
 
+def test_a_run_made_with_min_p_is_audited_and_rejudged_without_it(sim):
+    from llm_consortium.core import calibrated
+    from llm_consortium.storage import store
+
+    sim.add_many(["m1", "m2"], reply="<answer>42</answer>")
+    sim.add("judge", reply=arbiter_xml("<answer>42</answer>", 0.9))
+    assert invoke("consortium", "save", "sure", "-m", "m1", "-m", "m2", "--arbiter", "judge",
+                  "--min-p", "0.5").exit_code == 0
+    store.save_calibration("sure", {"fingerprint": calibrated.fingerprint(["m1", "m2"], "judge"), "methods": {
+        "arbiter": {"score": "agreement", "points": [[0.0, 0.5], [1.0, 0.9]], "items": 50, "date": "2026-12-06"}}})
+    assert invoke("-m", "sure", "What is 6*7?").exit_code == 0
+    run_id = store.latest_run_id()
+    assert store.load_run(run_id).config["min_p"] == 0.5
+    audited = invoke("consortium", "audit", run_id[:8], "--shuffles", "1")
+    assert audited.exit_code == 0, audited.stderr  # the audit has no calibration, and needs none
+    rejudged = invoke("consortium", "rejudge", run_id[:8])
+    assert rejudged.exit_code == 0, rejudged.stderr
+
+
 def test_the_run_page_shows_the_audit(sim):
     from llm_consortium.faces.web import pages
 

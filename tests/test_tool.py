@@ -278,3 +278,21 @@ def test_the_viewer_shows_the_tools_a_member_called_escaped(hostile_run, viewer_
     # The arguments as JSON (control characters escaped by it), the output as text; both escaped as HTML.
     assert ('<div class="tool-call"><code>lookup({&quot;query&quot;: &quot;q \\u001b]0;pwned\\u0007\\u001b[2J'
             f'{escaped}&quot;}})</code><pre>found: \x1b]0;pwned\x07\x1b[2J{escaped}</pre></div>') in page
+
+
+def test_a_calibrated_consortium_asked_as_a_tool_keeps_its_min_p_and_says_its_p_right(panel):
+    from llm_consortium.core import calibrated
+    from llm_consortium.storage import store
+
+    save("sure", "m1", "m2", extra=("--min-p", "0.8"))
+    fitted = {"score": "agreement", "points": [[0.0, 0.3], [1.0, 0.9]], "items": 50, "date": "2026-12-06"}
+    store.save_calibration("sure", {"fingerprint": calibrated.fingerprint(["m1", "m2"], "judge"),
+                                    "methods": {"arbiter": fitted}})
+    panel.add("asker", supports_tools=True, tool_calls=[("Consortium_sure", {"prompt": "What is 6 x 7?"})],
+              reply="Done.")
+    result = invoke("-m", "asker", "-T", 'Consortium("sure")', "Ask the panel.")
+    assert result.exit_code == 0, result.stderr
+    (message,) = tool_messages(panel.calls("asker")[-1])
+    answer = json.loads(message["content"])
+    assert "error" not in answer, answer  # the saved --min-p found the saved calibration
+    assert answer["status"] == "below_threshold" and answer["p_right"] == pytest.approx(0.6)

@@ -13,6 +13,18 @@ The command itself is ``faces.rejudge_command``.
 from __future__ import annotations
 
 
+def judging_config(record, **chosen):
+    """The settings a recorded run (``RunRecord``) was made with, to judge
+    its answers again: with ``chosen`` ones (method, arbiter) where given,
+    and without --min-p (judging again has no calibration: it reports no
+    p(right) and refuses nothing)."""
+    from ..core.config import ConsortiumConfig
+
+    settings = {key: value for key, value in record.config.items() if key != "min_p"}
+    settings.update({key: value for key, value in chosen.items() if value})
+    return ConsortiumConfig.from_dict(settings)
+
+
 def prepared(config, record, *, recorded: bool = True):
     """The orchestrator, recording unless ``recorded`` is False (an audit's
     judgings), and the run, validated and with its models resolved, before any call."""

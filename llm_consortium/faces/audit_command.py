@@ -32,8 +32,9 @@ def audit(run_id, shuffles, arbiter, seed, json_):
     llm consortium audit 3f2a
     llm consortium audit 3f2a --shuffles 10
     """
-    from ..core.config import ConsortiumConfig, ConsortiumConfigError
+    from ..core.config import ConsortiumConfigError
     from ..evaluation.audit import AuditError, audit as run_audit
+    from ..evaluation.rejudge import judging_config
     from ..storage.store import RunNotFound, find_run, logging_enabled, record_of_row, save_audit
 
     try:
@@ -45,10 +46,7 @@ def audit(run_id, shuffles, arbiter, seed, json_):
         click.echo(shuffle_line(number, shuffle), err=True)
 
     try:
-        settings = dict(record.config)
-        if arbiter:
-            settings["arbiter"] = arbiter
-        result = run_audit(record, shuffles=shuffles, seed=seed, config=ConsortiumConfig.from_dict(settings),
+        result = run_audit(record, shuffles=shuffles, seed=seed, config=judging_config(record, arbiter=arbiter),
                            on_shuffle=None if json_ else progress)
     except (AuditError, ConsortiumConfigError) as exc:
         raise click.ClickException(str(exc)) from None

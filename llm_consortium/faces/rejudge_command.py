@@ -29,8 +29,8 @@ def rejudge(run_id, method, arbiter, json_):
     llm consortium rejudge 3f2a --method council
     llm consortium rejudge 3f2a --arbiter gpt-4o
     """
-    from ..core.config import ConsortiumConfig, ConsortiumConfigError, ConsortiumError
-    from ..evaluation.rejudge import in_members_order, prepared, reused_answers
+    from ..core.config import ConsortiumConfigError, ConsortiumError
+    from ..evaluation.rejudge import in_members_order, judging_config, prepared, reused_answers
     from ..storage.store import RunNotFound, find_run, record_of_row
 
     try:
@@ -40,11 +40,8 @@ def rejudge(run_id, method, arbiter, json_):
     answers = reused_answers(record)
     if not answers:
         raise click.ClickException(f"Run {record.run_id[:8]} has no member answers to judge")
-    settings = dict(record.config)
-    settings.pop("min_p", None)  # a rejudge has no calibration: it reports no p(right) and refuses nothing
-    settings.update({k: v for k, v in (("method", method), ("arbiter", arbiter)) if v})
     try:
-        config = ConsortiumConfig.from_dict(settings)
+        config = judging_config(record, method=method, arbiter=arbiter)
         orchestrator, run = prepared(config, record)
     except ConsortiumConfigError as exc:
         raise click.ClickException(str(exc)) from None

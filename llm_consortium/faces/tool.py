@@ -88,11 +88,14 @@ class Consortium(llm.Toolbox):
         from ..core.engine import ConsortiumOrchestrator
         from ..core.runner import background_loop
         from ..storage.recorder import RunRecorder
+        from ..storage.store import load_calibration
         from .model import no_log, recorded_record
 
         recorder = None if no_log() else RunRecorder(self._name)
         orchestrator = ConsortiumOrchestrator(config=self._settings, observers=[recorder] if recorder else [])
-        run = orchestrator.prepare(prompt)  # a ConsortiumConfigError is the tool's error, before any call
+        # A ConsortiumConfigError is the tool's error, before any call; the
+        # saved consortium's calibration gives p(right) (and --min-p its map).
+        run = orchestrator.prepare(prompt, calibration=load_calibration(self._name))
         token = _CONSULTING.set(self._name)
         try:
             # On the loop every sync caller of the engine shares (the HTTP
@@ -140,6 +143,7 @@ def tool_result(name: str, record, error: str | None = None) -> dict:
         "answer": record.synthesis.synthesis if outcome.has_answer else None,
         "status": outcome.status,
         "confidence": record.verdict.confidence if record.verdict else None,
+        **({"p_right": outcome.p_right} if outcome.calibrated_items is not None else {}),
         "agreement": outcome.counts or None,
         "cost_usd": record.usage.cost_usd,
         "run_id": record.run_id if record.recorded else None,
