@@ -415,3 +415,21 @@ def test_members_reading_conversation_see_the_history(sim, reads_conversation):
     assert invoke("-m", "c", "First question").exit_code == 0
     assert invoke("-c", "Follow-up").exit_code == 0
     assert reads_conversation.seen == [[], [("First question", "The answer is 42.")]]
+
+
+HOSTILE_ERROR = "boom \x1b]0;pwned\x07 \u202eevil \x1b[2J"
+
+
+@pytest.mark.parametrize("command", [["-m", "errs", "q"], ["consortium", "run", "q", "-m", "m1", "-m", "m2",
+                                                          "--arbiter", "judge"]])
+def test_a_servers_hostile_error_text_never_reaches_the_terminal_raw(sim, command):
+    sim.add_many(["m1", "m2"], status=400, error_message=HOSTILE_ERROR)
+    sim.add("judge", reply=arbiter_xml("x", 0.9))
+    assert invoke("consortium", "save", "errs", "-m", "m1", "-m", "m2", "--arbiter", "judge").exit_code == 0
+    result = invoke(*command, terminal="stdout,stderr", color=True)
+    assert result.exit_code == 1
+    assert "Every member failed" in result.output
+    # Only the command's own styles (CSI ... m) may reach the terminal: none of the server's sequences.
+    assert "\x1b]0;pwned" not in result.output and "\x1b[2J" not in result.output
+    assert "\x07" not in result.output and "\u202e" not in result.output
+    assert "[U+202E]evil" in result.output

@@ -45,11 +45,15 @@ class ConsortiumError(RuntimeError):
     """A run could not produce an answer (every member failed, or the arbiter did).
 
     ``result`` holds what had arrived before the failure, in the same shape
-    as a successful result, so nothing is lost.
+    as a successful result, so nothing is lost. The message, which quotes
+    what models and servers said, is one printable line: llm prints it as it
+    is (``Error: ...``), and so may any caller.
     """
 
     def __init__(self, message: str, result: dict | None = None):
-        super().__init__(message)
+        from .safetext import single_line
+
+        super().__init__(single_line(message))
         self.result = result
 
 
