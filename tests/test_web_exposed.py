@@ -164,7 +164,10 @@ def test_beyond_loopback_every_request_needs_the_token_which_a_cookie_keeps(sim)
             assert response.status == 401 and b"access token" in body, path
             response, _ = get(port, path, {"Cookie": "consortium_token=wrong"})
             assert response.status == 401, path
-        response, _ = get(port, "/?token=wrong")
+        for wrong in ("wrong", "%C3%A9t%C3%A9", "%F0%9F%94%91"):  # not ASCII either: refused, never a 500
+            response, _ = get(port, f"/?token={wrong}")
+            assert response.status == 401, wrong
+        response, _ = get(port, "/", {"Cookie": "consortium_token=\u00e9"})
         assert response.status == 401
         response, _ = get(port, f"/runs/{run_id}?token=s3cret-token")
         assert response.status == 303 and response.getheader("Location") == f"/runs/{run_id}"
@@ -215,6 +218,12 @@ def test_asks_are_limited_per_client_and_in_all(sim):
                     for s in sources]
         assert statuses == [303] * (MAX_ASKS - 1) + [429]
     assert len(sim.calls("slow")) == MAX_ASKS
+
+
+def test_a_csrf_value_that_is_not_ascii_is_refused_not_an_error(sim):
+    with serving() as port:
+        response, page = post_ask(port, {"csrf": "\u00e9t\u00e9", "consortium": "x", "prompt": "q"})
+    assert response.status == 403 and "did not come from this viewer's page" in page
 
 
 def test_an_ask_keeps_the_budget_rule_of_every_run(sim):

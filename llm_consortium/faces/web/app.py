@@ -128,7 +128,7 @@ def create_app(host: str = "127.0.0.1", token: str | None = None):
             form = await posted(request)
         except TooLarge:
             return too_large()
-        if not secrets.compare_digest(form.get("csrf", ""), csrf) or cross_origin(request):
+        if not same_secret(form.get("csrf", ""), csrf) or cross_origin(request):
             return PlainTextResponse("Refused: this form did not come from this viewer's page", status_code=403)
         name, prompt, after = form.get("consortium", ""), form.get("prompt", ""), form.get("after") or None
         client = request.client.host if request.client else ""
@@ -188,6 +188,12 @@ async def posted(request: Request) -> dict[str, str]:
             raise TooLarge
     return {key: values[0] for key, values in parse_qs(body.decode("utf-8", "replace"),
                                                        keep_blank_values=True).items()}
+
+
+def same_secret(given: str, secret: str) -> bool:
+    """Whether ``given`` is ``secret``, in constant time; any text may be
+    given (``compare_digest`` refuses strings that are not ASCII)."""
+    return secrets.compare_digest(given.encode("utf-8", "surrogatepass"), secret.encode())
 
 
 def too_large() -> Response:
@@ -275,10 +281,10 @@ class Guard:
         length = headers.get("content-length", "0")
         if not length.isdigit() or int(length) > MAX_BODY:
             return too_large()
-        if self.token is None or secrets.compare_digest(self.cookie(headers), self.token):
+        if self.token is None or same_secret(self.cookie(headers), self.token):
             return None
         url = URL(scope=scope)
-        if secrets.compare_digest(QueryParams(url.query).get("token", ""), self.token):
+        if same_secret(QueryParams(url.query).get("token", ""), self.token):
             # The token arrived in the address serve printed: kept in a cookie
             # from now on, and taken out of the address (and the history).
             rest = url.remove_query_params("token")
