@@ -65,6 +65,24 @@ def test_the_arbiter_settles_only_the_disputed_fields(sim):
     assert synthesis["confidence"] == 0.7  # the least sure field: the arbiter's
 
 
+def test_an_arbiter_that_fails_settles_no_field_and_no_round_follows(sim):
+    answers = [{"name": "Ann", "age": 30}, {"name": "Ann", "age": 31}, {"name": "Ann", "age": 30}]
+    for i, answer in enumerate(answers):
+        sim.add(f"f{i}", reply=json.dumps(answer))
+    sim.add("judge", status=500, error_message="judge down")
+    result = invoke("consortium", "Who?", "-m", "f0", "-m", "f1", "-m", "f2", "--arbiter", "judge", "--method",
+                    "vote", "--confidence-threshold", "0.9", "--schema", PERSON, "--no-raw", "--json",
+                    "--attempts", "1")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    fields = {f["field"]: f["settled_by"] for f in data["synthesis"]["details"]["fields"]}
+    assert fields == {"name": "vote", "age": "plurality"}  # not "arbiter": it never answered
+    assert json.loads(data["synthesis"]["synthesis"]) == {"name": "Ann", "age": 30}
+    assert data["metadata"]["iteration_count"] == 1 and len(sim.calls("f0")) == 1
+    assert data["metadata"]["status"] == "degraded"
+    assert "settled by the arbiter" not in invoke("consortium", "inspect", "latest").stdout
+
+
 def test_fields_that_do_not_validate_together_ask_the_arbiter_once_for_the_whole_object(sim):
     """Every answer is valid, and each field's winner too, but "mi" with 16 is not."""
     answers = [{"unit": "km", "distance": 16}, {"unit": "km", "distance": 16}, {"unit": "mi", "distance": 10},

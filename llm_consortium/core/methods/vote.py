@@ -320,7 +320,9 @@ async def judge_fields(panel, groups: list[Group]):
             arbiter, raw = await panel.arbitrate(fields_prompt(panel, groups, votes, reason))
         except ConsortiumError:  # its object was not valid even after a reminder: the fields stay unsettled
             arbiter = None
-        settled = read_object(arbiter.synthesis) if arbiter and not arbiter.no_verdict else None
+        # Only the arbiter's own object settles fields: when it failed and the
+        # members' majority stood in (``fallback``), each keeps its plurality.
+        settled = read_object(arbiter.synthesis) if arbiter and arbiter.fallback is None else None
         for vote in disputed:
             if settled is not None:
                 vote.value = (json.dumps(settled[vote.name], sort_keys=True, ensure_ascii=False)
@@ -342,8 +344,10 @@ async def judge_fields(panel, groups: list[Group]):
         analysis=whole.analysis if whole else field_analysis(votes, members, arbiter),
         dissent=field_dissent(votes),
         notes=whole.notes if whole else [],
-        # the arbiter could not settle the disputed fields and the members' majority did (``members_verdict``)
+        # the arbiter could not settle the disputed fields (``members_verdict``): no judge
+        # decided, and, as when the arbiter fails under any method, no round follows
         fallback=arbiter.fallback if arbiter and not whole else None,
+        parse_ok=not (arbiter and arbiter.fallback is not None and not whole),
     )
     judgement.details = FieldVoteDetails(
         tally=[tally_row(g, answered) for g in groups],
