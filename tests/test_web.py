@@ -676,3 +676,6 @@ def test_the_banner_words_every_status():
                     "no_verdict": "No verdict", "degraded": "Fallback decided", "budget": "Budget stop",
                     "partial": "Partial: 2 of 3 failed", "below_threshold": "Below threshold",
                     "success": "Answered", "running": "Running"}
+    # An adaptive panel: of 5, 3 asked, 2 answered; the 2 never asked did not fail.
+    adaptive = OutcomeRecord(status="partial", members=5, answered=2, not_asked=2, decisive=True)
+    assert status_words(adaptive) == "Partial: 1 of 3 asked failed"

@@ -205,7 +205,8 @@ def status_words(outcome: OutcomeRecord) -> str:
     """ "Answered", "Partial: 1 of 3 failed", ...: the status as a person reads it."""
     words = STATUS_WORDS.get(outcome.status, outcome.status)
     if outcome.status == "partial" and outcome.members:
-        return f"{words}: {outcome.members - (outcome.answered or 0)} of {outcome.members} failed"
+        asked = outcome.members - (outcome.not_asked or 0)  # an adaptive panel's unasked members did not fail
+        return f"{words}: {asked - (outcome.answered or 0)} of {asked}{' asked' if outcome.not_asked else ''} failed"
     return words
 
 
