@@ -247,6 +247,21 @@ def test_without_an_embedding_model_one_grouping_call_measures_free_text(sim):
     assert data["iterations"][0]["usage"]["total"] > sum(m["tokens"]["total"] for m in data["model_responses"])
 
 
+def test_a_decisive_panel_whose_judge_is_unsure_follows_the_stop_rule(sim):
+    """Free text needs the arbiter's synthesis; a decisive panel does not make
+    its low confidence a success: the stop rule decides, as without --adaptive."""
+    def judge(request):
+        if GROUPING_MARK in request.text:
+            return "<groups>\nResponse A, Response B\n</groups>"
+        return arbiter_xml("Paris, perhaps.", 0.3)
+
+    data, _ = run_json(*free_text_panel(sim, judge), "--adaptive", "--max-iterations", "2")
+    meta = data["metadata"]
+    assert meta["iteration_count"] == 2  # asked again, as any run below its threshold
+    assert meta["status"] == "below_threshold"
+    assert meta["threshold_note"].startswith("confidence 0.30 below the")
+
+
 def test_an_embedding_model_that_fails_is_a_note_and_the_grouping_call_measures_instead(sim, embedding_model):
     def judge(request):
         if GROUPING_MARK in request.text:

@@ -126,6 +126,9 @@ class Staging:
     source: str | None = None
     groups: list[list[int]] = field(default_factory=list)
     decisive: bool = False
+    # Decisive, and its answer a short one that no judge was asked about (``decided``):
+    # the panel's stop is the round's and the run's; otherwise the judge's verdict meets the stop rule.
+    without_judge: bool = False
     note: str | None = None  # what went wrong while grouping (an embedding model that failed ...)
     usage: Usage = field(default_factory=Usage)  # the grouping calls'
 
@@ -325,9 +328,10 @@ def confident_enough(run, leading: int, panel: int, probability: float) -> bool:
     return p_right is not None and p_right >= run.config.min_p
 
 
-def decisive(run, number: int) -> bool:
+def decided_without_judge(run, number: int) -> bool:
+    """Whether round ``number``'s answer is a decisive panel's, no judge asked (``decided``)."""
     staging = run.stages.get(number)
-    return staging is not None and staging.decisive
+    return staging is not None and staging.without_judge
 
 
 def decided(method: str, panel) -> tuple[Judgement, str] | None:
@@ -362,4 +366,5 @@ def decided(method: str, panel) -> tuple[Judgement, str] | None:
         extracted=sum(a is not None for a in extracted),
     )
     Agreement(share, staging.source, staging.groups).record(judgement, answered)
+    staging.without_judge = True
     return judgement, ""

@@ -132,8 +132,8 @@ class Run:
 
     def threshold_note(self, judgement: Judgement) -> str | None:
         """Why the stop rule's threshold was not reached, or None (see ``stopping``)."""
-        if self.last_judgement is None or adaptive.decisive(self, self.answer_round.number):
-            return None  # a decisive adaptive panel is its own stop rule
+        if self.last_judgement is None or adaptive.decided_without_judge(self, self.answer_round.number):
+            return None  # a decisive adaptive panel that needed no judge is its own stop rule
         ended = ended_by(len(self.rounds), self.config.max_iterations, self.stopped_because,
                          judgement.fallback is not None)
         return threshold_note(self.config.stop_on, self.config.confidence_threshold, judgement.confidence,
@@ -299,7 +299,7 @@ class ConsortiumOrchestrator:
                 return  # the judge was not called for budget: the answer is an earlier round's, if any
             if not current.judgement.parse_ok:
                 return  # an arbiter that failed or cannot keep to the format won't do better in another round
-            if number >= config.min_iterations and adaptive.decisive(run, number) \
+            if number >= config.min_iterations and adaptive.decided_without_judge(run, number) \
                     or should_stop(config, current.judgement, number):
                 return
 
