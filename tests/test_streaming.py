@@ -348,6 +348,16 @@ def test_llm_m_withdrawn_stream_note_then_the_answer_after_a_separator(rejected)
     assert logged["response"] == "Half an ans" + SEPARATOR + "The whole answer."
 
 
+def test_a_continued_conversation_gives_the_members_the_checked_answer_not_the_withdrawn_text(rejected):
+    assert invoke("consortium", "save", "c", "-m", "m1", "-m", "m2", "--arbiter", "judge").exit_code == 0
+    assert invoke("-m", "c", "q", terminal="stdout,stderr").exit_code == 0
+    rejected.add("judge", reply=arbiter_xml("Fine.", 0.9))
+    followed = invoke("-c", "and then?")
+    assert followed.exit_code == 0, followed.output
+    earlier = [m["content"] for m in rejected.calls("m1")[-1].messages if m["role"] == "assistant"]
+    assert earlier == ["The whole answer."]  # llm's log keeps the withdrawn text; the members never see it
+
+
 def test_run_withdrawn_stream_on_a_terminal(rejected):
     result = invoke("consortium", "q", "-m", "m1", "-m", "m2", "--arbiter", "judge", "--no-raw", "-q",
                     terminal="stdout,stderr")

@@ -30,6 +30,8 @@ from .stopping import ended_by, should_stop, threshold_note
 # would start a thousand calls.
 MAX_MEMBERS = 64
 
+# The note a run gets when the answer it streamed is not its answer (``settle_stream``).
+WITHDRAWN = "the answer streamed was withdrawn"
 
 @dataclass
 class Round:
@@ -463,7 +465,7 @@ def settle_stream(run: Run) -> None:
         return
     why = run.stream_problem or ("the run ended with no answer" if answer is None
                                  else "the judge's final answer is not the one streamed")
-    run.stream_withdrawn = f"the answer streamed was withdrawn: {why}"
+    run.stream_withdrawn = f"{WITHDRAWN}: {why}"
     run.notes.append(run.stream_withdrawn)
 
 

@@ -85,7 +85,8 @@ def parse_options(pairs) -> ConsortiumOptions:
 
 
 def split_history(prompt) -> tuple[list, str | None]:
-    """Earlier turns and the system prompt, from ``prompt.messages``.
+    """Earlier turns and the system prompt, from ``prompt.messages``, this
+    consortium's earlier answers as checked (``checked_history``).
 
     On ``llm -c`` and in ``llm chat`` the history arrives only there, and
     ``prompt.system`` is empty on continued turns although the system
@@ -98,8 +99,29 @@ def split_history(prompt) -> tuple[list, str | None]:
         ("".join(getattr(p, "text", "") or "" for p in m.parts) for m in messages if m.role == "system"),
         None,
     )
-    history = [m for m in messages if m.role != "system"]
+    history = [checked_history(m) for m in messages if m.role != "system"]
     return history, system or None
+
+
+def checked_history(message):
+    """An earlier turn as the members are given it. After a streamed answer
+    was withdrawn, llm keeps as the turn's text all that was yielded: the
+    withdrawn text, ``SEPARATOR``, the checked answer; the members get the
+    checked answer alone, where the run that gave it is recorded with the
+    withdrawal (an answer that merely holds the separator stays whole)."""
+    if message.role != "assistant":
+        return message
+    text = "".join(getattr(part, "text", "") or "" for part in message.parts)
+    if SEPARATOR not in text:
+        return message
+    from ..storage.store import withdrawn_stream_answer
+
+    pieces = text.split(SEPARATOR)
+    for cut in range(1, len(pieces)):  # the withdrawn text or the answer may hold the separator too
+        answer = SEPARATOR.join(pieces[cut:])
+        if withdrawn_stream_answer(answer):
+            return llm.assistant(answer)
+    return message
 
 
 class _Consortium:

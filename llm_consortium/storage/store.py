@@ -568,6 +568,16 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
+def withdrawn_stream_answer(answer: str) -> bool:
+    """Whether a recorded run whose streamed answer was withdrawn has
+    ``answer`` as its checked answer (``faces.model.checked_history``)."""
+    from ..core.engine import WITHDRAWN
+
+    with connection() as conn:
+        return conn.execute("SELECT 1 FROM consortium_runs WHERE synthesis = ? AND instr(notes, ?) > 0 LIMIT 1",
+                            (answer, WITHDRAWN)).fetchone() is not None
+
+
 def latest_run_id() -> str | None:
     """The id of the newest run, or None when there is none."""
     with connection() as conn:
