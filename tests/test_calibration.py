@@ -144,6 +144,14 @@ def test_a_map_that_cannot_be_read_is_not_applied(broken):
     assert calibrated.for_run(broken, ["a"], "j", "vote") == (None, "its calibration cannot be read")
 
 
+def test_a_map_whose_numbers_are_written_as_text_is_read_as_numbers():
+    stored = {"fingerprint": calibrated.fingerprint(["a"], "j"), "methods": {"vote": {
+        "score": "logistic", "points": [["1", "0.9"], ["0", "0.1"]], "items": "30", "weights": ["0", "1", "0"]}}}
+    fitted, why = calibrated.for_run(stored, ["a"], "j", "vote")
+    assert why is None and fitted["items"] == 30
+    assert calibrated.p_right(fitted, 1.0, 0.5) == pytest.approx(0.1 + 0.8 * calibrated.sigmoid(1.0))
+
+
 # Through the real CLI, against the simulator
 
 

@@ -75,19 +75,24 @@ def for_run(stored: dict | None, models: list[str], arbiter: str, method: str) -
     fitted = stored["methods"].get(method)
     if fitted is None:
         return None, f"its calibration has no map for the {method} method"
-    if not readable(fitted):
+    read = readable(fitted)
+    if read is None:
         return None, "its calibration cannot be read"
-    return fitted, None
+    return read, None
 
 
-def readable(fitted) -> bool:
-    """Whether a stored map (written by hand, or broken) has what ``p_right`` reads."""
+def readable(fitted) -> dict | None:
+    """A stored map (written by hand, or broken) as ``p_right`` reads it, its
+    numbers made numbers (a number written as text counts); None when it
+    cannot be read."""
     try:
-        points = [(float(x), float(p)) for x, p in fitted["points"]]
+        points = [[float(x), float(p)] for x, p in fitted["points"]]
         weights = [float(w) for w in fitted["weights"]] if fitted["score"] == "logistic" else [0.0] * 3
-        int(fitted["items"])
+        items = int(fitted["items"])
     except (KeyError, TypeError, ValueError):
-        return False
+        return None
     numbers = [v for point in points for v in point] + weights
-    return (fitted["score"] in ("agreement", "logistic") and len(weights) == 3 and bool(points)
-            and all(math.isfinite(v) for v in numbers) and all(0 <= p <= 1 for _, p in points))
+    if not (fitted["score"] in ("agreement", "logistic") and len(weights) == 3 and bool(points)
+            and all(math.isfinite(v) for v in numbers) and all(0 <= p <= 1 for _, p in points)):
+        return None
+    return {**fitted, "points": sorted(points), "weights": weights, "items": items}
