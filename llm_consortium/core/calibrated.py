@@ -95,4 +95,5 @@ def readable(fitted) -> dict | None:
     if not (fitted["score"] in ("agreement", "logistic") and len(weights) == 3 and bool(points)
             and all(math.isfinite(v) for v in numbers) and all(0 <= p <= 1 for _, p in points)):
         return None
-    return {**fitted, "points": sorted(points), "weights": weights, "items": items}
+    logistic = {"weights": weights} if fitted["score"] == "logistic" else {}
+    return {**fitted, "points": sorted(points), "items": items, **logistic}
