@@ -6,7 +6,6 @@ the request in flight."""
 import socket
 
 import llm
-import pytest
 
 from llm_consortium import ConsortiumOrchestrator
 from llm_consortium.core.observer import Observer

@@ -4,7 +4,6 @@ own stdio client against the simulated provider on 127.0.0.1."""
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 import threading
