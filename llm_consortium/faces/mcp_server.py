@@ -191,17 +191,6 @@ def ask_result(ask: Ask):
                           structured_content=found.model_dump())
 
 
-async def recorded(run_id: str) -> None:
-    """Wait (a little) for the recorder's thread to write a new run's row."""
-    import anyio
-
-    from ..storage import store
-
-    with anyio.move_on_after(RECORDED_SECONDS):
-        while not await anyio.to_thread.run_sync(store.get_run, run_id):
-            await anyio.sleep(0.05)
-
-
 def build(panels: Panels, max_wait: float):
     """The server and its three tools."""
     import anyio
@@ -209,6 +198,7 @@ def build(panels: Panels, max_wait: float):
     from mcp.types import CallToolResult
 
     from ..core.methods import names as method_names
+    from ..storage import store
 
     server = MCPServer("llm-consortium", instructions=(
         "Ask a consortium: several models answer, a judge combines their answers. list_consortiums names "
@@ -249,7 +239,7 @@ def build(panels: Panels, max_wait: float):
                 await ctx.report_progress(progress, message=message)
         if message is None:
             return ask_result(job)
-        await recorded(job.run_id)
+        await anyio.to_thread.run_sync(store.wait_recorded, job.run_id, RECORDED_SECONDS)
         running = AskResult(status="running", run_id=job.run_id)
         return CallToolResult(content=texts(f"The run is still going (status running): call get_run with run_id "
                                            f"{job.run_id} later for its answer."),

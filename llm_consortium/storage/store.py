@@ -578,6 +578,20 @@ def withdrawn_stream_answer(answer: str) -> bool:
                             (answer, WITHDRAWN)).fetchone() is not None
 
 
+def wait_recorded(run_id: str, seconds: float = 5.0) -> bool:
+    """Wait, at most ``seconds``, for a run that has started to have its row
+    (the recorder writes in a thread of its own); whether it has. Blocks: an
+    event loop calls it in a worker thread."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while get_run(run_id) is None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def latest_run_id() -> str | None:
     """The id of the newest run, or None when there is none."""
     with connection() as conn:

@@ -139,7 +139,7 @@ def create_app(host: str = "127.0.0.1", token: str | None = None):
             message = str(exc) or "The run did not start in time"
             return page(pages.ask_page(await run_in_threadpool(saved), csrf, chosen=name, prompt=prompt,
                                        error=message), status_code=getattr(exc, "status", 400))
-        await recorded(run_id)
+        await run_in_threadpool(store.wait_recorded, run_id)
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
     async def not_found(request: Request, exc):
@@ -167,14 +167,6 @@ async def find(request: Request):
     if record is None:
         return page(pages.error_page("No such run", f"No run matches {key!r}"), status_code=404)
     return record
-
-
-async def recorded(run_id: str, seconds: float = 5.0) -> None:
-    """Wait (a little) for the recorder's thread to write a new run's row."""
-    for _ in range(int(seconds / 0.05)):
-        if await run_in_threadpool(store.get_run, run_id):
-            return
-        await asyncio.sleep(0.05)
 
 
 async def posted(request: Request) -> dict[str, str]:
