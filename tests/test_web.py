@@ -375,7 +375,7 @@ def serve_command():
 
 
 def request(port, method, path, host=None, body=None, headers=None):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)  # a cold server on a busy machine
     connection.request(method, path, body=body, headers={"Host": host or f"127.0.0.1:{port}", **(headers or {})})
     response = connection.getresponse()
     return response.status, response.read().decode(), dict(response.getheaders())
