@@ -132,7 +132,7 @@ def test_cost_is_shown_stored_and_logged(sim):
     shown = re.search(r"· \$(0\.\d+) · [\d.]+ s", result.stderr)  # the summary
     assert shown and float(shown[1]) == pytest.approx(run["cost_usd"], rel=0.05)
     assert re.search(rf"Token usage: [\d,]+ input, [\d,]+ output · \${shown[1]}\n", result.stderr)
-    assert re.search(rf"^{run['id'][:8]} .* 1 +\d+ +\${shown[1]}  m1, m2  +Explain it at length\.$",
+    assert re.search(rf"^{run['id'][:8]} .* 1 +[\d,]+ +\${shown[1]}  m1, m2  +Explain it at length\.$",
                      invoke("consortium", "runs").stdout, re.M)
     logged = json.loads(invoke("logs", "-n", "1", "--json").stdout)[0]
     assert json.loads(logged["token_details"])["cost_usd"] == pytest.approx(run["cost_usd"])
