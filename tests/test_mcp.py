@@ -2,6 +2,7 @@
 (a process of its own, on stdin and stdout) and driven by the ``mcp`` SDK's
 own stdio client against the simulated provider on 127.0.0.1."""
 
+import importlib.metadata
 import json
 import os
 import sys
@@ -36,6 +37,7 @@ class Server:
                     "PYTHONPATH": os.pathsep.join(paths)}
         self.stderr_path = tmp_path / "server-stderr.txt"
         self.stream_errors = []
+        self.initialized = None  # what the server said of itself when the session began
 
     def run(self, body):
         """``await body(session)`` in a session with the server; its result."""
@@ -52,7 +54,7 @@ class Server:
             with anyio.fail_after(60), open(self.stderr_path, "a") as errlog:
                 async with stdio_client(params, errlog=errlog) as (read, write):
                     async with ClientSession(read, write, message_handler=handle) as session:
-                        await session.initialize()
+                        self.initialized = await session.initialize()
                         return await body(session)
 
         result = anyio.run(main)
@@ -90,7 +92,10 @@ def test_tools_ask_and_the_run_as_inspect_gives_it(panel, tmp_path):
         run = await session.call_tool("get_run", {"run_id": answered.structured_content["run_id"][:8]})
         return {tool.name: tool for tool in tools.tools}, listed, answered, run
 
-    tools, listed, answered, run = Server(tmp_path).run(body)
+    server = Server(tmp_path)
+    tools, listed, answered, run = server.run(body)
+    info = server.initialized.server_info
+    assert (info.name, info.version) == ("llm-consortium", importlib.metadata.version("llm-consortium"))
 
     assert set(tools) == {"ask", "list_consortiums", "get_run"}
     assert tools["ask"].input_schema["required"] == ["prompt"]

@@ -200,7 +200,9 @@ def build(panels: Panels, max_wait: float):
     from ..core.methods import names as method_names
     from ..storage import store
 
-    server = MCPServer("llm-consortium", instructions=(
+    from importlib.metadata import version
+
+    server = MCPServer("llm-consortium", version=version("llm-consortium"), instructions=(
         "Ask a consortium: several models answer, a judge combines their answers. list_consortiums names "
         "those you may ask; ask returns the answer, or a run id with status running to pass to get_run later."
     ), log_level="WARNING")
