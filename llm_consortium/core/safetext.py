@@ -51,6 +51,11 @@ def printable(text: str) -> str:
     return visible(_TERMINAL_CONTROL.sub("", clean(text)))
 
 
+def cut(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def single_line(text: str) -> str:
     """``printable(text)`` on one line: each run of whitespace becomes a space."""
     return _WHITESPACE.sub(" ", printable(text)).strip()

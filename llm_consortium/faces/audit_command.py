@@ -63,14 +63,13 @@ def audit(run_id, shuffles, arbiter, seed, json_):
 
 def shuffle_line(number: int, shuffle) -> str:
     """One judging of an audit, for the terminal."""
-    from ..core.safetext import single_line
+    from ..core.safetext import cut, single_line
 
     order = ", ".join(shuffle.order)
     if shuffle.error:
         return single_line(f"Order {number} ({order}): failed: {shuffle.error}")
     won = ", ".join(shuffle.winner) if shuffle.winner else "not identified"
-    answer = f" ({shuffle.answer[:ANSWER_CHARS]}{'…' if len(shuffle.answer) > ANSWER_CHARS else ''})" \
-        if shuffle.answer else ""
+    answer = f" ({cut(shuffle.answer, ANSWER_CHARS + 1)})" if shuffle.answer else ""
     confidence = "-" if shuffle.confidence is None else f"{shuffle.confidence:.2f}"
     fallback = " · the members' majority decided" if shuffle.fallback else ""
     return single_line(f"Order {number} ({order}): winner {won}{answer} · confidence {confidence}{fallback}")

@@ -17,7 +17,7 @@ from ..core.outcome import UNANSWERED
 from ..core.pricing import dollars
 from ..core.record import OutcomeRecord, RunRecord
 from ..core.results import MemberResult, Usage
-from ..core.safetext import printable, single_line
+from ..core.safetext import cut, printable, single_line
 
 
 def _rule(title: str) -> str:
@@ -88,8 +88,7 @@ def short_cost(cost_usd: float | None, priced_usd: float | None) -> str:
 
 def clip(text: str, width: int) -> str:
     """``single_line(text)``, cut to ``width`` characters with an ellipsis."""
-    text = single_line(text)
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return cut(single_line(text), width)
 
 
 def usage_cost(usage: Usage) -> str:

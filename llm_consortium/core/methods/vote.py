@@ -41,7 +41,7 @@ from ..ballots import label
 from ..config import ConsortiumError
 from ..parsing import parse_arbiter
 from ..results import Judgement, VoteDetails, tally_rows
-from ..safetext import single_line
+from ..safetext import cut, single_line
 from .arbiter import extended_arbiter_prompt, measured_agreement
 # The budget counts the arbiter's call, as for the arbiter: made when the vote cannot decide.
 from .arbiter import judges  # noqa: F401
@@ -105,7 +105,7 @@ def render(details: dict) -> list[dict]:
         items.append({"kind": "tally", "title": "Vote",
                       "rows": [{**row, "winner": row["answer"] == winner} for row in rows]})
     for vote in details.get("fields") or []:
-        name = clip(single_line(vote["field"]), MAX_FIELD_CHARS)
+        name = cut(single_line(vote["field"]), MAX_FIELD_CHARS)
         items.append({"kind": "tally", "title": f"Field {name}: {vote['count']} of {vote['members']} agree, "
                                                 f"{SETTLED[vote['settled_by']]}",
                       "rows": [{**row, "winner": row["answer"] == vote["value"]} for row in vote["tally"]]})
@@ -251,10 +251,6 @@ class FieldVoteDetails(VoteDetails):
     whole_object: str | None = None
 
 
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def valid_objects(answered, groups: list[Group]) -> dict[int, dict]:
     """The members' answers that are valid against the schema and JSON objects, by index."""
     found = {i: schemas.read_json(answered[i].text) for g in groups if g.problem is None and g.short
@@ -279,7 +275,7 @@ def field_votes(objects: dict[int, dict], schema: dict, members: int, threshold:
             tally.setdefault(key, []).append(i)
         values = sorted(tally.items(), key=lambda pair: -len(pair[1]))
         top = len(values[0][1])
-        shown = clip(single_line(name), MAX_FIELD_CHARS)
+        shown = cut(single_line(name), MAX_FIELD_CHARS)
         if len(values) > 1 and len(values[1][1]) == top:
             reason = f"{shown}: tied, {top} of {members} each"
         elif top / members < threshold:
@@ -418,9 +414,9 @@ def fields_prompt(panel, groups: list[Group], votes: list[FieldVote], reason: st
     def labels(members: list[int]) -> str:
         return ", ".join(label(i) for i in members)
 
-    decided = ", ".join(clip(v.name, MAX_FIELD_CHARS) for v in votes if v.decided) or "none"
+    decided = ", ".join(cut(v.name, MAX_FIELD_CHARS) for v in votes if v.decided) or "none"
     lines = [f"Decided by the vote: {decided}", f"Disputed: {reason}", "", *tally_lines(groups), "", "By field:"] + [
-        f"{clip(v.name, MAX_FIELD_CHARS)} ({'decided' if v.decided else 'disputed'}): "
+        f"{cut(v.name, MAX_FIELD_CHARS)} ({'decided' if v.decided else 'disputed'}): "
         + "; ".join(f"{val}: {len(m)} ({labels(m)})" for val, m in v.values) for v in votes]
     return extended_arbiter_prompt(
         panel, "field_vote_arbiter",
