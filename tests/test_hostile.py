@@ -13,6 +13,7 @@ from llm_consortium.core.engine import MAX_MEMBERS
 from llm_consortium.core.calls import MAX_BACKOFF_SECONDS, backoff_delay
 from llm_consortium.core.prompts import MAX_FORWARDED_CHARS
 from llm_consortium.evaluation.simulator import arbiter_xml
+from llm_consortium.faces.display import row_tokens
 from llm_consortium.storage import store
 from helpers import db_rows, invoke, python_run
 
@@ -366,7 +367,7 @@ def test_usage_a_model_does_not_report_is_unknown_not_zero(sim):
     assert "cost unknown: 3 calls unpriced" in result.stderr and "$0" not in result.stderr
     # The runs lists say unknown too (the CLI's table and the viewer's), never 0.
     rows = store.list_runs()
-    assert rows and all(r.unreported_calls == 3 and r.tokens_text == "unknown" for r in rows)
+    assert rows and all(r.unreported_calls == 3 and row_tokens(r) == "unknown" for r in rows)
     row = invoke("consortium", "runs", "-n", "1").stdout.splitlines()[1]
     assert re.search(r" 1  unknown  ", row), row
 

@@ -750,7 +750,7 @@ def runs(limit, json_):
     """List recent runs, newest first. A run whose process ended without
     recording how it ended (killed, or its machine went down) is shown as
     interrupted."""
-    from .display import clip, short_cost
+    from .display import clip, row_tokens, short_cost
     from ..storage.store import list_runs
 
     rows = list_runs(limit or None)
@@ -775,7 +775,7 @@ def runs(limit, json_):
         confidence = "-" if row.confidence is None else f"{row.confidence:.2f}"
         click.echo(line(
             row.id[:8], single_line(row.started or "")[:16].replace("T", " "), row.status,
-            confidence, *panel_columns(row), row.iterations or 0, row.tokens_text,
+            confidence, *panel_columns(row), row.iterations or 0, row_tokens(row),
             short_cost(row.cost_usd, row.priced_usd), who, clip(row.prompt or "", 36),
         ))
         for note in record_notes(row.notes, row.threshold_note):  # one line each: inspect has them whole

@@ -91,6 +91,14 @@ def clip(text: str, width: int) -> str:
     return cut(single_line(text), width)
 
 
+def row_tokens(row) -> str:
+    """A runs list row's (``store.RunRow``) tokens: "1,234", "≥1,234" when
+    some calls reported none, "unknown" when none reported any."""
+    if not row.unreported_calls:
+        return f"{row.tokens:,}"
+    return f"≥{row.tokens:,}" if row.tokens else "unknown"
+
+
 def usage_cost(usage: Usage) -> str:
     """The cost of a record's usage."""
     return cost(usage.cost_usd, round(usage.cost, 8), usage.unpriced)

@@ -442,13 +442,6 @@ class RunRow(BaseModel):
     def tokens(self) -> int:
         return (self.input_tokens or 0) + (self.output_tokens or 0)
 
-    @property
-    def tokens_text(self) -> str:
-        """The token count for a runs list: "1,234", "≥1,234" when some calls
-        reported none, "unknown" when none reported any."""
-        if not self.unreported_calls:
-            return f"{self.tokens:,}"
-        return f"≥{self.tokens:,}" if self.tokens else "unknown"
 
 
 def list_runs(limit: int | None = 20, *, offset: int = 0, prompt: str | None = None, name: str | None = None,

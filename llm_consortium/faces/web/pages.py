@@ -16,7 +16,7 @@ from ...core.config import split_count
 from ...core.outcome import STATUSES, counts_text
 from ...core.methods import render
 from ...core.record import CallRecord, OutcomeRecord, RoundRecord, RunRecord
-from ..display import cost, p_right_text, tokens
+from ..display import cost, p_right_text, row_tokens, tokens
 from .html import Markup, el, frag, markdown, scrolls
 
 FINISHED = STATUSES  # every status but running
@@ -94,7 +94,7 @@ def runs_page(runs: list, facets: dict[str, list[str]], filters: dict[str, str],
                el("td", number(r.confidence), class_="num"),
                el("td", agreement(r), class_="num"),
                el("td", r.iterations or 0, class_="num"),
-               el("td", r.tokens_text, class_="num"),
+               el("td", row_tokens(r), class_="num"),
                el("td", cost(r.cost_usd, r.priced_usd, r.unpriced_calls), class_="num"),
                el("td", duration(r.started, r.finished, r.status), class_="num"),
                data_run=r.id)
