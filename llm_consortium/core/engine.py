@@ -20,6 +20,7 @@ from .errors import PluginInterrupted, describe
 from .handles import ModelHandle, check_keys, member_options, resolve_models
 from .judging import Caller, judge_round, real_call
 from .methods import member_instructions
+from .outcome import WITHDRAWN
 from .record import record_of, result_dict
 from .responses import CHAIN_LIMIT, Ask, fit
 from .results import Judgement, MemberResult, Usage
@@ -30,8 +31,6 @@ from .stopping import ended_by, should_stop, threshold_note
 # would start a thousand calls.
 MAX_MEMBERS = 64
 
-# The note a run gets when the answer it streamed is not its answer (``settle_stream``).
-WITHDRAWN = "the answer streamed was withdrawn"
 
 @dataclass
 class Round:

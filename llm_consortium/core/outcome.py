@@ -36,6 +36,8 @@ STATUSES = ("failed", "cancelled", "interrupted", "no_verdict", "degraded", "bud
             "below_threshold", "success")
 # Statuses that never come with an answer.
 UNANSWERED = ("failed", "cancelled", "interrupted", "no_verdict", "running")
+# The note a run gets when the answer it streamed is not its answer (``engine.settle_stream``).
+WITHDRAWN = "the answer streamed was withdrawn"
 
 # Exit statuses of ``llm consortium run``: an answer printed, none, and an
 # answer whose status is not success under --strict.

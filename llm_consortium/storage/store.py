@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from ..core.outcome import UNANSWERED
+from ..core.outcome import UNANSWERED, WITHDRAWN
 from ..core.stopping import record_note
 
 
@@ -564,8 +564,6 @@ def _process_exists(pid: int) -> bool:
 def withdrawn_stream_answer(answer: str) -> bool:
     """Whether a recorded run whose streamed answer was withdrawn has
     ``answer`` as its checked answer (``faces.model.checked_history``)."""
-    from ..core.engine import WITHDRAWN
-
     with connection() as conn:
         return conn.execute("SELECT 1 FROM consortium_runs WHERE synthesis = ? AND instr(notes, ?) > 0 LIMIT 1",
                             (answer, WITHDRAWN)).fetchone() is not None
