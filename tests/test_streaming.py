@@ -12,7 +12,6 @@ import random
 import re
 import subprocess
 import sys
-import threading
 import time
 
 import llm
@@ -95,18 +94,6 @@ def test_every_judge_format_asks_for_the_synthesis_last(name):
 # Chunks before the reply ends
 
 
-def off_the_command_line(function):
-    """``function()`` in a thread of its own, as the Python API runs: no
-    click context there (click's are per thread), whatever an in-process
-    CLI test before this one left on this thread's stack."""
-    results = []
-    thread = threading.Thread(target=lambda: results.append(function()))
-    thread.start()
-    thread.join(60)
-    assert results, "the call failed or did not end within 60 s"
-    return results[0]
-
-
 def test_chunks_reach_the_face_before_the_judge_reply_ends(saved):
     """Through llm's Python API (``stream=True``, llm's default): the
     answer's first chunk arrives while the judge is still writing, soon
@@ -115,7 +102,7 @@ def test_chunks_reach_the_face_before_the_judge_reply_ends(saved):
         response = llm.get_model("c").prompt("What is 6*7?")
         return [(time.perf_counter(), chunk) for chunk in response], response
 
-    chunks, response = off_the_command_line(ask)
+    chunks, response = ask()
     judge = saved.calls("judge")[0]
     tag_sent = next(t for t, piece in judge.sent if "<synthesis>" in piece)
     last_sent = judge.sent[-1][0]
@@ -133,7 +120,7 @@ def test_the_async_model_streams_too(saved):
         chunks = [(time.perf_counter(), chunk) async for chunk in response]
         return chunks, await response.text()
 
-    chunks, text = off_the_command_line(lambda: asyncio.run(ask()))
+    chunks, text = asyncio.run(ask())
     judge = saved.calls("judge")[0]
     assert len(chunks) > 5 and chunks[0][0] < judge.sent[-1][0] - 0.3
     assert "".join(chunk for _, chunk in chunks) == text == ANSWER
