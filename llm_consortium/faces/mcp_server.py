@@ -131,21 +131,15 @@ class Ask(Observer):
 
     def _work(self, model, prompt: str, system: Optional[str]) -> None:
         from ..core.record import record_from_result
-        from ..storage import store
+        from .model import ask_and_log
 
         try:
-            response = model.prompt(prompt, system=system, stream=False)  # the checked answer, once
-            self.answer = "".join(response)  # the whole run; the model yields its checked answer once
+            self.answer, response = ask_and_log(model, prompt, system, "llm consortium mcp")
             self.record = record_from_result(response.response_json)
         except (ConsortiumConfigError, ConsortiumError) as exc:  # a mistake, or a run with no answer
             self.record, self.error = getattr(exc, "record", None), str(exc)
         except Exception as exc:  # noqa: BLE001 - a model's or plugin's failure: said as the CLI says it
             self.record, self.error = getattr(exc, "record", None), f"{type(exc).__name__}: {exc}"
-        else:
-            try:
-                store.log_llm_response(response)
-            except Exception as exc:  # noqa: BLE001 - llm's logging code, or the database: the run is recorded
-                print(f"llm consortium mcp: could not add a run's answer to llm logs: {exc}", file=sys.stderr)
         finally:
             # What the run's plugins printed and Python holds in stdout's buffer goes to descriptor 1
             # now, while it points at stderr; at exit the SDK has handed it back to the protocol.

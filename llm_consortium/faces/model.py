@@ -259,6 +259,25 @@ def calibration_of(model: _Consortium) -> dict | None:
     return load_calibration(model.made_from)
 
 
+def ask_and_log(asker, prompt: str, system: str | None, who: str) -> tuple[str, object]:
+    """A saved consortium asked from a face that shows the run's record, not
+    a stream (the viewer's asks, the MCP server): ``prompt`` through
+    ``asker`` (a ``ConsortiumModel``, or an llm conversation it continues),
+    its checked answer once, then logged in llm's log as ``llm -m`` logs it.
+    Returns (answer, llm's response). A run's failure is raised as the model
+    raises it; a failure to log is one line on stderr, naming ``who`` (the
+    run itself is recorded)."""
+    from ..storage.store import log_llm_response
+
+    response = asker.prompt(prompt, system=system, stream=False)
+    answer = "".join(response)  # the whole run: the model yields its checked answer once it ends
+    try:
+        log_llm_response(response)
+    except Exception as exc:  # noqa: BLE001 - llm's logging code, or the database: the run is recorded
+        print(f"{who}: could not add a run's answer to llm logs: {exc}", file=sys.stderr)
+    return answer, response
+
+
 def no_answer_message(record) -> str:
     """One line: there is no answer, why, and (no verdict) the distinct answers the members gave."""
     from ..core.safetext import single_line

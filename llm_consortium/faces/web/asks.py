@@ -15,7 +15,6 @@ asks as for any run.
 
 from __future__ import annotations
 
-import sys
 import threading
 from concurrent.futures import Future
 
@@ -126,26 +125,17 @@ class Asks:
         return conversation
 
     def _work(self, asker, prompt: str, system: str | None, started: Future, client: str) -> None:
-        from ...storage import store
         from ...core.config import ConsortiumConfigError
+        from ..model import ask_and_log
 
         try:
-            try:
-                response = asker.prompt(prompt, system=system, stream=False)  # the page shows the record
-                for _ in response:  # the whole run; the model yields its answer once it ends
-                    pass
-            except ConsortiumConfigError as exc:  # before any model was called
-                if not started.done():
-                    started.set_exception(AskError(str(exc)))
-                return
-            except Exception as exc:  # noqa: BLE001 - a run that fails is recorded, and shown, as failed
-                if not started.done():
-                    started.set_exception(AskError(f"{type(exc).__name__}: {exc}"))
-                return
-            try:
-                store.log_llm_response(response)
-            except Exception as exc:  # noqa: BLE001 - llm's logging code, or the database: the run is recorded
-                print(f"llm-consortium serve: could not add a run's answer to llm logs: {exc}", file=sys.stderr)
+            ask_and_log(asker, prompt, system, "llm-consortium serve")  # the page shows the record
+        except ConsortiumConfigError as exc:  # before any model was called
+            if not started.done():
+                started.set_exception(AskError(str(exc)))
+        except Exception as exc:  # noqa: BLE001 - a run that fails is recorded, and shown, as failed
+            if not started.done():
+                started.set_exception(AskError(f"{type(exc).__name__}: {exc}"))
         finally:
             if started.done() and started.exception() is None:
                 with self._lock:
